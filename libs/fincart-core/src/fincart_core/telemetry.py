@@ -1,0 +1,78 @@
+"""Structured JSON logs and OpenTelemetry tracing, with W3C trace context carried in NATS headers."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+# Fields a log call may pass with ``extra=`` that end up as top-level JSON keys.
+LOG_FIELDS = (
+    "webhook_id", "order_id", "partition", "status", "batch_size", "version", "error",
+    "service", "trace_id", "span_id", "duration_ms", "subject", "client", "seq",
+)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
+        for key in LOG_FIELDS:
+            if key in record.__dict__:
+                entry[key] = record.__dict__[key]
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "nats", "faststream.access"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_tracing(service_name: str, exporter: str = "none") -> trace.Tracer:
+    """Install a TracerProvider. Spans are always created (ids reach logs and NATS headers);
+    they leave the process only when an exporter is chosen."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    if exporter == "console":
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "otlp":  # pragma: no cover - needs the optional OTLP exporter package
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    trace.set_tracer_provider(provider)
+    return trace.get_tracer(service_name)
+
+
+def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
+    """Current trace context as W3C ``traceparent``/``tracestate`` headers (for NATS messages)."""
+    carrier: dict[str, str] = dict(headers or {})
+    propagate.inject(carrier)
+    return carrier
+
+
+def extract_context(headers: Mapping[str, str] | None) -> otel_context.Context:
+    """The trace context a producer put in message headers (empty context when none)."""
+    return propagate.extract(dict(headers or {}))
