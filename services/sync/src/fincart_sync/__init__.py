@@ -1,0 +1,1 @@
+"""FinCart sync: live orders over WebSocket (snapshot + gap-free resume), read API, live page."""

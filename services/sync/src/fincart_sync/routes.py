@@ -1,0 +1,100 @@
+"""HTTP and WebSocket routes (thin: the work is in orders_store, session and the hub)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fincart_core.contracts.events import OrderState, OrderStatus
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
+
+from fincart_sync.orders_store import CursorError, OrdersStore
+from fincart_sync.session import Session, SyncContext
+
+router = APIRouter()
+
+
+class ErrorBody(BaseModel):
+    detail: str
+
+
+class OrdersPage(BaseModel):
+    items: list[OrderState]
+    next_cursor: str | None = None
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = {}
+
+
+def _ctx(request: Request | WebSocket) -> SyncContext:
+    return request.app.state.sync
+
+
+def _store(request: Request) -> OrdersStore:
+    return _ctx(request).store
+
+
+@router.get("/orders", response_model=OrdersPage, responses={400: {"model": ErrorBody}}, tags=["orders"])
+async def list_orders(
+    request: Request,
+    limit: Annotated[int, Query(ge=1, le=500, description="Orders per page")] = 50,
+    status: Annotated[OrderStatus | None, Query(description="Only orders with this status")] = None,
+    cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
+) -> OrdersPage:
+    """Orders, newest update first, in keyset pages: pass ``next_cursor`` back as ``cursor``."""
+    try:
+        items, next_cursor = await _store(request).page(limit, status, cursor)
+    except CursorError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return OrdersPage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/orders/{shopify_order_id}", response_model=OrderState, responses={404: {"model": ErrorBody}}, tags=["orders"]
+)
+async def get_order(request: Request, shopify_order_id: str) -> OrderState:
+    order = await _store(request).get(shopify_order_id)
+    if order is None:
+        raise HTTPException(404, f"order {shopify_order_id!r} not found")
+    return order
+
+
+@router.websocket("/sync")
+async def sync_socket(websocket: WebSocket) -> None:
+    """Snapshot + live events; protocol in fincart_sync.protocol."""
+    await Session(websocket, _ctx(websocket)).run()
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def live_page() -> HTMLResponse:
+    page = resources.files("fincart_sync").joinpath("static/index.html").read_text(encoding="utf-8")
+    return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/healthz", response_model=Health, tags=["ops"])
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
+async def readyz(request: Request) -> Response:
+    ctx = _ctx(request)
+    checks = {"nats": "ok" if request.app.state.feed.subscribed else "not subscribed to events"}
+    try:
+        await ctx.store.ping()
+        checks["postgres"] = "ok"
+    except Exception as exc:  # any failure means not ready; the reason goes into the answer
+        checks["postgres"] = f"unreachable: {exc.__class__.__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

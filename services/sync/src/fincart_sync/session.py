@@ -1,0 +1,197 @@
+"""One ``/sync`` WebSocket connection: validate, snapshot or resume, then live events (see protocol.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from fastapi import WebSocket, WebSocketDisconnect
+from fincart_core.partition import Topology
+from nats.errors import Error as NatsError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from fincart_sync import metrics
+from fincart_sync.event_feed import replay, stream_last_seq
+from fincart_sync.hub import Client, Frame, Hub
+from fincart_sync.orders_store import OrdersStore
+from fincart_sync.protocol import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_SLOW_CLIENT,
+    CLOSE_TRY_AGAIN,
+    ErrorMessage,
+    HeartbeatMessage,
+    PongMessage,
+    QueryError,
+    ResumeMessage,
+    SnapshotMessage,
+    now,
+    parse_client_message,
+    parse_order,
+    parse_since,
+)
+from fincart_sync.settings import SyncSettings
+
+log = logging.getLogger(__name__)
+CLOSE_TIMEOUT_S = 5.0
+
+
+@dataclass
+class SyncContext:
+    """What every session shares (built once by the app)."""
+
+    hub: Hub
+    js: JetStreamContext
+    topology: Topology
+    store: OrdersStore
+    settings: SyncSettings
+
+
+class SlowClient(Exception):
+    pass
+
+
+class Session:
+    def __init__(self, ws: WebSocket, ctx: SyncContext) -> None:
+        self.ws = ws
+        self.ctx = ctx
+        self.send_lock = asyncio.Lock()
+        self.cursor = 0  # greatest seq this connection has covered (sent, or filtered out)
+        self.holding = False  # the pump took a frame off the queue and has not sent it yet
+        self.live = False
+        self.client: Client | None = None
+        self.pump_task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        await self.ws.accept()
+        try:
+            since = parse_since(self.ws.query_params.get("since"))
+            order = parse_order(self.ws.query_params.get("order"))
+        except QueryError as exc:
+            await self.close(CLOSE_BAD_REQUEST, str(exc))
+            return
+        client = Client(order, self.ctx.settings.client_queue_size, on_overflow=self._overflow)
+        self.client = client
+        # Registered before the stream position is read: every event after that position reaches the queue.
+        self.ctx.hub.add(client)
+        metrics.CLIENTS.inc()
+        self.pump_task = asyncio.create_task(self._pump(client, since, order))
+        tasks = {self.pump_task, asyncio.create_task(self._receive()), asyncio.create_task(self._heartbeat())}
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            await self._finish(done)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.ctx.hub.remove(client)
+            metrics.CLIENTS.dec()
+
+    def _overflow(self, client: Client) -> None:
+        if self.pump_task is not None:
+            self.pump_task.cancel()
+
+    async def _finish(self, done: set[asyncio.Task[None]]) -> None:
+        """Close with the code that says why the first task ended (a client disconnect needs no close)."""
+        if self.pump_task not in done:
+            return  # the client went away (receive ended)
+        assert self.client is not None
+        if self.pump_task.cancelled() and self.client.overflowed:
+            metrics.SLOW_CLIENT_DISCONNECTS.inc()
+            size = self.ctx.settings.client_queue_size
+            await self.close(CLOSE_SLOW_CLIENT, f"slow client: more than {size} events buffered; "
+                             f"resume with since={self.cursor}")
+            return
+        exc = None if self.pump_task.cancelled() else self.pump_task.exception()
+        if exc is None or isinstance(exc, WebSocketDisconnect):
+            return
+        if isinstance(exc, NatsError | NatsTimeoutError | asyncio.TimeoutError | OSError):
+            log.warning("event stream unavailable for a client", extra={"error": repr(exc)})
+            await self.close(CLOSE_TRY_AGAIN, f"event stream unavailable, retry with since={self.cursor}")
+        else:
+            log.error("sync session failed", exc_info=exc)
+            await self.close(CLOSE_INTERNAL_ERROR, f"internal error, retry with since={self.cursor}")
+
+    async def _send(self, text: str) -> None:
+        async with self.send_lock:
+            await self.ws.send_text(text)
+
+    async def _send_frame(self, frame: Frame) -> None:
+        await self._send(frame.text)
+        self.cursor = frame.seq
+        metrics.EVENTS_FANNED_OUT.inc()
+        metrics.SEND_LAG.observe(max(time.time() - frame.stored_at, 0.0))
+
+    async def _pump(self, client: Client, since: int | None, order: str | None) -> None:
+        self.cursor = await self._start(since, order)
+        self.live = True
+        queue = client.queue
+        while True:
+            frame = await queue.get()
+            if frame.seq <= self.cursor:
+                continue  # already in the snapshot's position or the replay
+            self.holding = True
+            await self._send_frame(frame)
+            self.holding = False
+
+    async def _start(self, since: int | None, order: str | None) -> int:
+        """Send the snapshot or the replay; returns the stream seq the connection is now consistent with."""
+        ctx = self.ctx
+        first, last = await stream_last_seq(ctx.js, ctx.topology)
+        reason = None
+        if since is not None:
+            if since > last:
+                reason = "since_ahead_of_stream"
+            elif since < last and since + 1 < first:
+                reason = "since_no_longer_in_stream"
+            elif last - since > ctx.settings.replay_max_events:
+                reason = "since_too_far_back"
+            else:
+                metrics.RESUMES.inc()
+                await self._send(ResumeMessage(since=since, seq=last).model_dump_json())
+                async for frame in replay(ctx.js, ctx.topology, since, last, order, ctx.settings.replay_timeout_s):
+                    await self._send_frame(frame)
+                return last
+        page_no = 0
+        pages = ctx.store.snapshot(ctx.settings.snapshot_page_size, order)
+        async with contextlib.aclosing(pages):
+            async for orders, is_last in pages:
+                message = SnapshotMessage(seq=last, page=page_no, last=is_last, reason=reason, orders=orders)
+                await self._send(message.model_dump_json())
+                page_no += 1
+        return last
+
+    async def _receive(self) -> None:
+        while True:
+            message = await self.ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            kind = parse_client_message(message.get("text") or "")
+            if kind == "ping":
+                await self._send(PongMessage(ts=now()).model_dump_json())
+            else:
+                error = ErrorMessage(code=CLOSE_BAD_REQUEST, message='unknown message; send {"type": "ping"}')
+                await self._send(error.model_dump_json())
+
+    async def _heartbeat(self) -> None:
+        interval = self.ctx.settings.heartbeat_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            if not self.live or self.client is None:
+                continue
+            async with self.send_lock:
+                if not self.holding and self.client.queue.empty():
+                    # nothing for this client is waiting: it has covered everything the hub has seen
+                    self.cursor = max(self.cursor, self.ctx.hub.last_seq)
+                await self.ws.send_text(HeartbeatMessage(seq=self.cursor, ts=now()).model_dump_json())
+
+    async def close(self, code: int, reason: str) -> None:
+        reason = reason.encode()[:123].decode(errors="ignore")  # a close reason is at most 123 bytes
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await self.ws.send_text(ErrorMessage(code=code, message=reason).model_dump_json())
+                await self.ws.close(code, reason)

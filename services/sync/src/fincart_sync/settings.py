@@ -1,0 +1,21 @@
+"""Sync settings (environment only, prefix FINCART_)."""
+
+from __future__ import annotations
+
+from fincart_core.settings import CommonSettings
+from pydantic import Field
+
+
+class SyncSettings(CommonSettings):
+    http_port: int = Field(8082, ge=0, le=65535, description="Port of the HTTP/WebSocket server")
+    service_name: str = Field("fincart-sync", description="service.name of traces and logs")
+    client_queue_size: int = Field(
+        2048, ge=1, le=1_000_000, description="Events buffered per WebSocket client before it counts as slow"
+    )
+    heartbeat_interval_s: float = Field(15.0, gt=0, description="Seconds between heartbeat messages")
+    snapshot_page_size: int = Field(500, ge=1, le=10_000, description="Orders per snapshot message")
+    replay_max_events: int = Field(
+        100_000, ge=0, description="Longest `since` replay served from the stream; further back gets a snapshot"
+    )
+    replay_timeout_s: float = Field(30.0, gt=0, description="Bound on one resume replay")
+    db_pool_size: int = Field(10, ge=1, le=200, description="PostgreSQL connections of this process")
