@@ -41,10 +41,10 @@ Client rules (what makes the view gap-free):
   ``heartbeat.seq``) and reconnect with ``?since=<that>``: replaying from ``seq + 1`` can only repeat
   events, never skip one.
 
-Close codes: 4400 bad query parameter (reason names it); 4008 slow client, its buffer of
-``FINCART_CLIENT_QUEUE_SIZE`` events overflowed (reason carries the seq to resume from); 1013 the
-event stream is unavailable right now (try again); 1011 unexpected server error; 1001 server going
-away (shutdown). All of them can be resumed with ``since``.
+Close codes: 4400 bad query parameter (reason names it; do not retry unchanged); 4008 slow client,
+its buffer of ``FINCART_CLIENT_QUEUE_SIZE`` events overflowed (reason carries the seq to resume from);
+1013 the event stream or the database is unavailable right now; 1011 unexpected server error; 1012
+server restarting (shutdown). All but 4400 can be resumed with ``since``.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_INTERNAL_ERROR = 1011
-CLOSE_GOING_AWAY = 1001
+CLOSE_SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
 
 ORDER_ID_MAX_LEN = 255
 

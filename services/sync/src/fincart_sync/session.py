@@ -8,6 +8,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+import asyncpg
 from fastapi import WebSocket, WebSocketDisconnect
 from fincart_core.partition import Topology
 from nats.errors import Error as NatsError
@@ -38,6 +39,11 @@ from fincart_sync.settings import SyncSettings
 
 log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
+# Failures of a dependency that a retry can outlive (broker restart, dropped DB connections): 1013.
+TRANSIENT_ERRORS = (
+    NatsError, NatsTimeoutError, asyncio.TimeoutError, OSError, asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 @dataclass
@@ -109,9 +115,9 @@ class Session:
         exc = None if self.pump_task.cancelled() else self.pump_task.exception()
         if exc is None or isinstance(exc, WebSocketDisconnect):
             return
-        if isinstance(exc, NatsError | NatsTimeoutError | asyncio.TimeoutError | OSError):
-            log.warning("event stream unavailable for a client", extra={"error": repr(exc)})
-            await self.close(CLOSE_TRY_AGAIN, f"event stream unavailable, retry with since={self.cursor}")
+        if isinstance(exc, TRANSIENT_ERRORS):
+            log.warning("a dependency is unavailable for a client", extra={"error": repr(exc)})
+            await self.close(CLOSE_TRY_AGAIN, f"stream or database unavailable, retry with since={self.cursor}")
         else:
             log.error("sync session failed", exc_info=exc)
             await self.close(CLOSE_INTERNAL_ERROR, f"internal error, retry with since={self.cursor}")
