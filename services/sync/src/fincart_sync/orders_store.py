@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from datetime import datetime
 from uuid import UUID
 
@@ -53,7 +53,8 @@ class OrdersStore:
     ) -> tuple[list[OrderState], str | None]:
         """Newest first (``updated_at`` desc, ``id`` desc as tie-break); keyset paging so pages stay stable
         while orders change. Returns the orders and the cursor of the next page (None on the last)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if status:
             args.append(status)
             where.append(f"status = ${len(args)}")
@@ -73,7 +74,7 @@ class OrdersStore:
 
     async def snapshot(
         self, page_size: int, order: str | None = None
-    ) -> AsyncIterator[tuple[list[OrderState], bool]]:
+    ) -> AsyncGenerator[tuple[list[OrderState], bool], None]:
         """All orders (or one) as (page, is_last), read in one REPEATABLE READ transaction so the pages
         agree with each other."""
         async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
