@@ -1,0 +1,75 @@
+"""Wiring of the ingest service: settings, NATS, Redis, routes; ``fincart-ingest`` runs it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI
+from fincart_core.ops import ops_router
+from fincart_core.partition import Topology
+from fincart_core.streams import connect, ensure_streams
+from fincart_core.telemetry import configure_logging, configure_tracing
+
+from fincart_ingest.dedupe import DedupeMarks
+from fincart_ingest.publisher import WebhookPublisher
+from fincart_ingest.routes import IngestContext, readiness, router
+from fincart_ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    settings = settings or IngestSettings()
+    if not settings.webhook_secret:
+        raise ValueError("FINCART_WEBHOOK_SECRET is empty: ingest cannot verify webhook signatures")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        topology = Topology(settings.partitions, settings.nats_prefix)
+        nc = await connect(settings.nats_url, settings.service_name)
+        redis = aioredis.from_url(
+            settings.redis_url, socket_timeout=settings.redis_timeout_s,
+            socket_connect_timeout=settings.redis_timeout_s,
+        )
+        try:
+            js = nc.jetstream()
+            await ensure_streams(js, topology)
+            app.state.ingest = IngestContext(
+                settings=settings,
+                publisher=WebhookPublisher(nc, js, topology, settings.publish_timeout_s),
+                dedupe=DedupeMarks(redis, settings.dedupe_ttl_seconds, settings.nats_prefix),
+            )
+            log.info("ingest ready", extra={"service": settings.service_name})
+            yield
+        finally:
+            await nc.drain()
+            await redis.aclose()
+
+    app = FastAPI(
+        title="FinCart ingest", version="0.1.0", lifespan=lifespan,
+        description="Signed Shopify order webhooks into JetStream. A 200 means durably stored.",
+    )
+    app.include_router(router)
+    app.include_router(ops_router(readiness, required=frozenset({"nats"})))
+    return app
+
+
+def main() -> None:
+    settings = IngestSettings()
+    configure_logging(settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        print(f"fincart-ingest: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, timeout_graceful_shutdown=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""POST /webhooks/shopify (thin: checks in webhook_checks, dedupe in dedupe, publishing in publisher)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from fincart_core.contracts.webhook import ErrorResponse, WebhookAccepted, WebhookDuplicate, WebhookMessage
+from fincart_core.ops import probe
+from fincart_core.telemetry import extract_context
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+
+from fincart_ingest import webhook_checks as checks
+from fincart_ingest.dedupe import DedupeMarks
+from fincart_ingest.metrics import DEDUPE_HITS, REQUESTS
+from fincart_ingest.publisher import PublishFailed, WebhookPublisher
+from fincart_ingest.settings import IngestSettings
+
+log = logging.getLogger(__name__)
+tracer = trace.get_tracer("fincart_ingest")
+router = APIRouter()
+
+RETRY_AFTER_S = "2"
+
+
+@dataclass
+class IngestContext:
+    settings: IngestSettings
+    publisher: WebhookPublisher
+    dedupe: DedupeMarks
+
+
+def _answer(
+    status: int, body: WebhookAccepted | WebhookDuplicate | ErrorResponse, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    REQUESTS.labels(str(status)).inc()
+    return JSONResponse(body.model_dump(by_alias=True), status_code=status, headers=headers)
+
+
+@router.post(
+    "/webhooks/shopify",
+    response_model=WebhookAccepted | WebhookDuplicate,
+    responses={code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)},
+    tags=["webhooks"],
+)
+async def shopify_webhook(request: Request) -> JSONResponse:
+    """A 200 means the webhook is durably in JetStream (PubAck received); anything else stores nothing."""
+    ctx: IngestContext = request.app.state.ingest
+    headers = request.headers
+    with tracer.start_as_current_span(
+        "ingest webhook", context=extract_context(headers), kind=SpanKind.SERVER
+    ) as span:
+        try:
+            body = await checks.read_body(request, ctx.settings.max_body_bytes)
+            checks.check_signature(body, ctx.settings.webhook_secret, headers.get("x-shopify-hmac-sha256"))
+            webhook_id = checks.check_webhook_id(headers.get("x-shopify-webhook-id"))
+            topic = checks.check_topic(headers.get("x-shopify-topic"))
+            order, payload = checks.parse_order(body)
+        except checks.Rejection as rejection:
+            log.info("webhook rejected", extra={"status": rejection.status, "error": rejection.detail,
+                                                "webhook_id": headers.get("x-shopify-webhook-id")})
+            return _answer(rejection.status, ErrorResponse(detail=rejection.detail))
+        span.set_attributes({"fincart.webhook_id": webhook_id, "fincart.order_id": order.id})
+        ids = {"webhook_id": webhook_id, "order_id": order.id}
+
+        if await ctx.dedupe.seen(webhook_id):
+            DEDUPE_HITS.inc()
+            return _answer(200, WebhookDuplicate(webhook_id=webhook_id))
+        message = WebhookMessage(
+            webhook_id=webhook_id, topic=topic, shop_domain=headers.get("x-shopify-shop-domain"),
+            triggered_at=headers.get("x-shopify-triggered-at"), received_at=datetime.now(UTC), order=payload,
+        )
+        try:
+            published = await ctx.publisher.publish(message, order.id)
+        except PublishFailed as exc:
+            log.warning("publish failed, answered 503", extra={**ids, "error": str(exc)})
+            return _answer(503, ErrorResponse(detail="webhook not stored, retry later"), {"Retry-After": RETRY_AFTER_S})
+        first = await ctx.dedupe.mark(webhook_id)
+        if published.duplicate or not first:
+            DEDUPE_HITS.inc()
+            return _answer(200, WebhookDuplicate(webhook_id=webhook_id))
+        log.info("webhook accepted", extra={**ids, "seq": published.stream_seq})
+        return _answer(200, WebhookAccepted(webhook_id=webhook_id))
+
+
+async def readiness(request: Request) -> dict[str, str]:
+    ctx: IngestContext = request.app.state.ingest
+    return {
+        "nats": "ok" if ctx.publisher.connected else "disconnected",
+        # reported, not required: without Redis, JetStream's Nats-Msg-Id still dedupes
+        "redis": await probe(ctx.dedupe.ping()),
+    }

@@ -1,0 +1,201 @@
+"""The ingest service as a real process against real NATS JetStream and Redis."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from fincart_core.contracts.webhook import WebhookMessage
+from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess, console_script, free_port
+from fincart_core.partition import Topology
+from fincart_core.signing import sign
+
+SECRET = "test-secret"
+
+
+def order_body(order_id: str = "order-1", **fields: object) -> bytes:
+    return json.dumps({
+        "id": order_id, "updated_at": "2026-01-01T10:00:00Z", "financial_status": "paid",
+        "fulfillment_status": None, "total_price": "59.90", "shipping_lines": [{"price": "7.99", "title": "std"}],
+        "note": "kept", **fields,
+    }).encode()
+
+
+def signed_headers(body: bytes, webhook_id: str | None = "wh-1", topic: str = "orders/updated",
+                   secret: str = SECRET) -> dict[str, str]:
+    headers = {"X-Shopify-Hmac-Sha256": sign(body, secret), "X-Shopify-Topic": topic,
+               "X-Shopify-Shop-Domain": "shop.example", "X-Shopify-Triggered-At": "2026-01-01T10:00:01Z",
+               "Content-Type": "application/json"}
+    if webhook_id is not None:
+        headers["X-Shopify-Webhook-Id"] = webhook_id
+    return headers
+
+
+def start_ingest(env: dict[str, str], tmp_path: Path) -> ServiceProcess:
+    port = free_port()
+    service = ServiceProcess(
+        name="ingest", argv=[console_script("fincart-ingest")], env={**env, "FINCART_HTTP_PORT": str(port)},
+        log_path=tmp_path / "ingest.log", port=port,
+    )
+    service.start()
+    return service
+
+
+@pytest.fixture
+def ingest(service_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
+    service = start_ingest(service_env, tmp_path)
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+async def client(ingest: ServiceProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=ingest.base_url, timeout=10) as http:
+        yield http
+
+
+async def stream_messages(nats_url: str, topology: Topology) -> list[nats.aio.msg.Msg]:
+    nc = await nats.connect(nats_url, connect_timeout=5, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(topology.orders_stream)
+        return [await js.get_msg(topology.orders_stream, seq) for seq in
+                range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+    finally:
+        await nc.close()
+
+
+async def test_accepts_a_signed_webhook_onto_its_partition(client, infra, topology):
+    body = order_body("order-42")
+    answer = await client.post("/webhooks/shopify", content=body, headers={
+        **signed_headers(body, "wh-42"), "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    assert answer.status_code == 200
+    assert answer.json() == {"status": "accepted", "webhookId": "wh-42"}
+    [msg] = await stream_messages(infra.nats_url, topology)
+    assert msg.subject == topology.webhook_subject_for("order-42")
+    assert msg.headers["Nats-Msg-Id"] == "wh-42"
+    # the trace the shop started continues in the message the processor will read
+    assert msg.headers["traceparent"].split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
+    message = WebhookMessage.model_validate_json(msg.data)
+    assert message.webhook_id == "wh-42" and message.topic == "orders/updated"
+    assert message.shop_domain == "shop.example" and message.order["note"] == "kept"
+
+
+async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, infra, topology):
+    body = order_body()
+    first = await client.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-dup"))
+    again = await client.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-dup"))
+    assert first.json()["status"] == "accepted"
+    assert again.status_code == 200 and again.json() == {
+        "status": "duplicate", "webhookId": "wh-dup", "message": "webhook already received"}
+    assert len(await stream_messages(infra.nats_url, topology)) == 1
+    metrics = (await client.get("/metrics")).text
+    assert "fincart_ingest_dedupe_hits_total 1.0" in metrics
+    assert 'fincart_ingest_requests_total{status="200"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status", "needle"),
+    [
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != "X-Shopify-Hmac-Sha256"}), 401, "missing"),
+        (lambda b, h: (b, {**h, "X-Shopify-Hmac-Sha256": sign(b, "wrong")}), 401, "invalid"),
+        (lambda b, h: (b, {**h, "X-Shopify-Hmac-Sha256": h["X-Shopify-Hmac-Sha256"][:-8]}), 401, "invalid"),
+        (lambda b, h: (b, {**h, "X-Shopify-Hmac-Sha256": "%%%not-base64"}), 401, "invalid"),
+        (lambda b, h: (b, {k: v for k, v in h.items() if k != "X-Shopify-Webhook-Id"}), 400, "Webhook-Id"),
+        (lambda b, h: (b, {**h, "X-Shopify-Topic": "products/update"}), 422, "X-Shopify-Topic"),
+        (lambda b, h: (b"{not json", signed_headers(b"{not json")), 422, "JSON"),
+        (lambda b, h: (b"[1]", signed_headers(b"[1]")), 422, "object"),
+        (lambda b, h: (order_body(updated_at="soon"), signed_headers(order_body(updated_at="soon"))), 422,
+         "updated_at"),
+        (lambda b, h: (order_body(total_price="-5"), signed_headers(order_body(total_price="-5"))), 422,
+         "total_price"),
+        (lambda b, h: ((x := json.dumps({"updated_at": "2026-01-01T00:00:00Z"}).encode()), signed_headers(x)),
+         422, "'id'"),
+    ],
+    ids=["no-signature", "bad-signature", "short-signature", "garbage-signature", "no-webhook-id", "bad-topic",
+         "bad-json", "not-an-object", "bad-updated-at", "negative-price", "missing-id"],
+)
+async def test_bad_input_gets_a_clear_error_and_reaches_nothing(client, infra, topology, mutate, status, needle):
+    body, headers = mutate(order_body(), signed_headers(order_body()))
+    answer = await client.post("/webhooks/shopify", content=body, headers=headers)
+    assert answer.status_code == status, answer.text
+    assert needle in answer.json()["detail"]
+    assert await stream_messages(infra.nats_url, topology) == []
+
+
+async def test_body_over_the_limit_is_413(client, infra, topology):
+    body = order_body(note="x" * (1024 * 1024))
+    answer = await client.post("/webhooks/shopify", content=body, headers=signed_headers(body))
+    assert answer.status_code == 413 and "limit" in answer.json()["detail"]
+
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit holds while reading
+        for _ in range(20):
+            yield b"x" * 65536
+
+    streamed = await client.post("/webhooks/shopify", content=chunks(), headers=signed_headers(b""))
+    assert streamed.status_code == 413
+    assert await stream_messages(infra.nats_url, topology) == []
+
+
+async def test_health_and_readiness(client):
+    assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["checks"] == {"nats": "ok", "redis": "ok"}
+
+
+def test_refuses_to_start_without_a_secret(service_env, tmp_path):
+    with pytest.raises(Exception, match="FINCART_WEBHOOK_SECRET"):
+        start_ingest({**service_env, "FINCART_WEBHOOK_SECRET": ""}, tmp_path)
+
+
+async def test_publish_failure_is_503_without_a_mark_and_the_retry_is_accepted(
+    service_env, tmp_path, redis_client, topology
+):
+    broker = EmbeddedNats(tmp_path / "own-nats")
+    broker.start()
+    service = start_ingest({**service_env, "FINCART_NATS_URL": broker.url, "FINCART_PUBLISH_TIMEOUT_S": "1"},
+                           tmp_path)
+    body = order_body("order-503")
+    try:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
+            broker.stop()
+            down = await http.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-503"))
+            assert down.status_code == 503 and down.headers["retry-after"]
+            assert not await redis_client.exists(f"{topology.prefix}:fincart:webhook:wh-503")
+            assert (await http.get("/readyz")).status_code == 503
+            broker.start()
+            for _ in range(50):  # the client reconnects on its own; wait for it, bounded
+                if (await http.get("/readyz")).status_code == 200:
+                    break
+                await __import__("asyncio").sleep(0.2)
+            retry = await http.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-503"))
+            # stored exactly once: either this retry stored it, or the 503'd publish was flushed on reconnect
+            assert retry.status_code == 200 and retry.json()["status"] in ("accepted", "duplicate")
+            assert len(await stream_messages(broker.url, topology)) == 1
+    finally:
+        service.stop()
+        broker.stop()
+
+
+async def test_redis_down_still_accepts_and_jetstream_dedupes(service_env, tmp_path, infra, topology):
+    cache = EmbeddedRedis(tmp_path)
+    cache.start()
+    service = start_ingest({**service_env, "FINCART_REDIS_URL": cache.url}, tmp_path)
+    body = order_body("order-noredis")
+    try:
+        cache.stop()
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:
+            first = await http.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-r"))
+            again = await http.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-r"))
+            ready = await http.get("/readyz")
+            metrics = (await http.get("/metrics")).text
+        assert first.json()["status"] == "accepted" and again.json()["status"] == "duplicate"
+        assert ready.status_code == 200 and ready.json()["checks"]["redis"].startswith("unreachable")
+        assert "fincart_ingest_redis_errors_total" in metrics
+        assert len(await stream_messages(infra.nats_url, topology)) == 1
+    finally:
+        service.stop()
