@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import uvicorn
 from fastapi import FastAPI
+from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
 from fincart_core.streams import connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
@@ -16,7 +17,7 @@ from fincart_core.telemetry import configure_logging, configure_tracing
 from fincart_sync.event_feed import EventFeed
 from fincart_sync.hub import Hub
 from fincart_sync.orders_store import OrdersStore
-from fincart_sync.routes import router
+from fincart_sync.routes import readiness, router
 from fincart_sync.session import SyncContext
 from fincart_sync.settings import SyncSettings
 
@@ -58,6 +59,7 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
         description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page.",
     )
     app.include_router(router)
+    app.include_router(ops_router(readiness))
     return app
 
 

@@ -6,9 +6,9 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse
 from fincart_core.contracts.events import OrderState, OrderStatus
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fincart_core.ops import OK, probe
 from pydantic import BaseModel
 
 from fincart_sync.orders_store import CursorError, OrdersStore
@@ -24,11 +24,6 @@ class ErrorBody(BaseModel):
 class OrdersPage(BaseModel):
     items: list[OrderState]
     next_cursor: str | None = None
-
-
-class Health(BaseModel):
-    status: str
-    checks: dict[str, str] = {}
 
 
 def _ctx(request: Request | WebSocket) -> SyncContext:
@@ -76,25 +71,8 @@ async def live_page() -> HTMLResponse:
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/healthz", response_model=Health, tags=["ops"])
-async def healthz() -> Health:
-    return Health(status="ok")
-
-
-@router.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["ops"])
-async def readyz(request: Request) -> Response:
-    ctx = _ctx(request)
-    checks = {"nats": "ok" if request.app.state.feed.subscribed else "not subscribed to events"}
-    try:
-        await ctx.store.ping()
-        checks["postgres"] = "ok"
-    except Exception as exc:  # any failure means not ready; the reason goes into the answer
-        checks["postgres"] = f"unreachable: {exc.__class__.__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    body = Health(status="ok" if ok else "unavailable", checks=checks)
-    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+async def readiness(request: Request) -> dict[str, str]:
+    return {
+        "nats": OK if request.app.state.feed.subscribed else "not subscribed to events",
+        "postgres": await probe(_ctx(request).store.ping()),
+    }
