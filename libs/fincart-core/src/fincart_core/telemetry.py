@@ -66,10 +66,12 @@ def configure_tracing(service_name: str, exporter: str = "none") -> trace.Tracer
     return trace.get_tracer(service_name)
 
 
-def inject_headers(headers: dict[str, str] | None = None) -> dict[str, str]:
-    """Current trace context as W3C ``traceparent``/``tracestate`` headers (for NATS messages)."""
+def inject_headers(
+    headers: dict[str, str] | None = None, context: otel_context.Context | None = None
+) -> dict[str, str]:
+    """A trace context (default: the current one) as W3C ``traceparent``/``tracestate`` headers."""
     carrier: dict[str, str] = dict(headers or {})
-    propagate.inject(carrier)
+    propagate.inject(carrier, context=context)
     return carrier
 
 

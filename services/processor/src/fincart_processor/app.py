@@ -1,0 +1,57 @@
+"""Wiring of the processor: the partition consumers plus /healthz, /readyz, /metrics;
+``fincart-processor`` runs it (SIGTERM finishes the batches in flight)."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterator
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fincart_core.ops import ops_router
+from fincart_core.telemetry import configure_logging, configure_tracing
+from pydantic import ValidationError
+
+from fincart_processor.runner import Processor
+from fincart_processor.settings import ProcessorSettings
+
+
+async def readiness(request: Request) -> dict[str, str]:
+    return await request.app.state.processor.readiness()
+
+
+def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
+    settings = settings or ProcessorSettings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        processor = Processor(settings)
+        await processor.start()
+        app.state.processor = processor
+        try:
+            yield
+        finally:
+            await processor.stop()
+
+    app = FastAPI(title="FinCart processor", version="0.1.0", lifespan=lifespan)
+    app.include_router(ops_router(readiness))
+    return app
+
+
+def main() -> None:
+    try:
+        settings = ProcessorSettings()
+    except ValidationError as exc:
+        print(f"fincart-processor: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter)
+    uvicorn.run(
+        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
+        timeout_graceful_shutdown=25,
+    )
+
+
+if __name__ == "__main__":
+    main()

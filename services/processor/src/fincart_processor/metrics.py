@@ -1,0 +1,21 @@
+"""Prometheus metrics of the processor (names agreed in docs/HELPERS.md)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+BATCH_SIZE = Histogram(
+    "fincart_processor_batch_size", "Messages per applied batch", buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000)
+)
+APPLY_SECONDS = Histogram(
+    "fincart_processor_apply_seconds", "One batch: transaction, event publishing and acks",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
+)
+WEBHOOKS = Counter("fincart_processor_webhooks_total", "Webhooks by audit result", ["result"])
+REDELIVERIES = Counter(
+    "fincart_processor_redeliveries_total", "Messages delivered again (num_delivered > 1) or already in audit_log"
+)
+DEAD_LETTERS = Counter("fincart_processor_dead_letters_total", "Unparseable messages sent to the dead-letter subject")
+CONSUMER_LAG = Gauge("fincart_processor_consumer_lag", "Messages not yet delivered, per partition", ["partition"])
+EVENTS_PUBLISHED = Counter("fincart_processor_events_published_total", "Change events published to ORDER_EVENTS")
+TRANSIENT_ERRORS = Counter("fincart_processor_transient_errors_total", "Batch attempts that failed and were retried")

@@ -1,0 +1,227 @@
+"""The processor against real NATS JetStream and PostgreSQL (webhooks published straight onto ORDERS)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from fincart_core.contracts.events import OrderEvent
+from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.settings import to_asyncpg_url
+from fincart_core.streams import ensure_streams
+from fincart_processor.runner import Processor
+from fincart_processor.settings import ProcessorSettings
+
+from tests.support.webhooks import BASE, order_payload, publish_webhook
+
+WAIT_S = 60.0
+
+
+async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what: str = "condition") -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        if await check():  # type: ignore[misc]
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{what} not reached within {timeout:.0f}s")
+
+
+@pytest.fixture
+async def js(infra, topology) -> AsyncIterator:  # type: ignore[no-untyped-def]
+    nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
+    stream = nc.jetstream()
+    await ensure_streams(stream, topology)
+    yield stream
+    await nc.close()
+
+
+@pytest.fixture
+async def db(database_url) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[no-untyped-def]
+    conn = await asyncpg.connect(to_asyncpg_url(database_url))
+    yield conn
+    await conn.close()
+
+
+def settings_for(infra, database_url, topology, **extra) -> ProcessorSettings:  # type: ignore[no-untyped-def]
+    return ProcessorSettings(
+        database_url=database_url, nats_url=infra.nats_url, partitions=topology.partitions,
+        nats_prefix=topology.prefix, fetch_timeout_s=0.2, retry_backoff_s=0.05, **extra,
+    )
+
+
+async def audit_count(db: asyncpg.Connection) -> int:
+    return await db.fetchval("SELECT count(*) FROM audit_log")
+
+
+async def events_by_order(js, topology) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+    info = await js.stream_info(topology.events_stream)
+    versions: dict[str, list[int]] = defaultdict(list)
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        event = OrderEvent.model_validate_json((await js.get_msg(topology.events_stream, seq)).data)
+        versions[event.order.shopify_order_id].append(event.order.version)
+    return versions
+
+
+async def send_conflicting_updates(js, topology, orders: int, updates: int, seed: int = 7) -> dict[str, tuple]:  # type: ignore[no-untyped-def]
+    """Every update of every order, shuffled (out of order), some timestamps equal; returns the expected
+    final (updated_at, webhook id) per order: the greatest pair."""
+    rng = random.Random(seed)
+    sends = [(f"order-{o}", i) for o in range(orders) for i in range(updates)]
+    rng.shuffle(sends)
+    expected: dict[str, tuple] = {}
+    for order_id, i in sends:
+        updated_at = BASE + timedelta(seconds=i // 2)  # pairs share a timestamp: the id decides
+        webhook_id = f"wh-{order_id}-{i:03d}"
+        await publish_webhook(js, topology, order_payload(order_id, i, updated_at), webhook_id)
+        expected[order_id] = max(expected.get(order_id, (updated_at, webhook_id)), (updated_at, webhook_id))
+    return expected
+
+
+async def check_history(db, js, topology, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
+    rows = {r["shopify_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
+    assert set(rows) == set(expected)
+    processed = {r["shopify_order_id"]: r["n"] for r in await db.fetch(
+        "SELECT shopify_order_id, count(*) AS n FROM audit_log WHERE status = 'processed' GROUP BY 1")}
+    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE status = 'failed'") == 0
+    events = await events_by_order(js, topology)
+    for order_id, (updated_at, webhook_id) in expected.items():
+        row = rows[order_id]
+        assert (row["last_external_updated_at"], row["last_webhook_id"]) == (updated_at, webhook_id)
+        assert row["version"] == processed[order_id]
+        assert events[order_id] == list(range(1, row["version"] + 1))  # every version once, in order
+
+
+async def test_conflicting_updates_across_partitions(infra, database_url, topology, js, db):
+    expected = await send_conflicting_updates(js, topology, orders=12, updates=15)
+    processor = Processor(settings_for(infra, database_url, topology, batch_size=40))
+    await processor.start()
+    try:
+        await wait_until(lambda: _eq(audit_count(db), 12 * 15), what="all webhooks audited")
+        await wait_until(lambda: _events_complete(js, topology, db), what="all events published")
+        assert (await processor.readiness()) == {"nats": "ok", "postgres": "ok", "consumers": "ok"}
+    finally:
+        await processor.stop()
+    await check_history(db, js, topology, expected)
+    row = await db.fetchrow("SELECT * FROM orders WHERE shopify_order_id = 'order-0'")
+    assert row["status"] in ("PENDING", "CONFIRMED", "SHIPPED", "CANCELLED") and row["shipping_fee"] is not None
+
+
+async def test_redelivery_changes_nothing_and_republishes(infra, database_url, topology, js, db):
+    await publish_webhook(js, topology, order_payload("order-r", 1), "wh-r-1")
+    processor = Processor(settings_for(infra, database_url, topology))
+    await processor.start()
+    try:
+        await wait_until(lambda: _eq(audit_count(db), 1))
+        # the same webhook again under another stream message id: a redelivery as far as FinCart knows
+        await js.publish(topology.webhook_subject_for("order-r"),
+                         (await js.get_msg(topology.orders_stream, 1)).data, headers={"Nats-Msg-Id": "again"})
+        await wait_until(lambda: _consumed(js, topology), what="redelivery consumed")
+    finally:
+        await processor.stop()
+    row = await db.fetchrow("SELECT version FROM orders WHERE shopify_order_id = 'order-r'")
+    assert row["version"] == 1 and await audit_count(db) == 1
+    assert (await events_by_order(js, topology))["order-r"] == [1]
+
+
+async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, topology, js, db):
+    await js.publish(topology.webhook_subject(0), b"{not a webhook", headers={"Nats-Msg-Id": "poison-1"})
+    await publish_webhook(js, topology, order_payload("order-ok", 1), "wh-ok")
+    processor = Processor(settings_for(infra, database_url, topology, max_deliver=2))
+    await processor.start()
+    try:
+        await wait_until(lambda: _eq(audit_count(db), 2), what="poison audited")
+    finally:
+        await processor.stop()
+    statuses = dict(await db.fetch("SELECT webhook_id, status FROM audit_log"))
+    assert statuses == {"poison-1": "failed", "wh-ok": "processed"}
+    dead = await js.get_msg(topology.dlq_stream, 1)
+    assert dead.data == b"{not a webhook" and "Fincart-Error" in dead.headers
+
+
+async def test_two_replicas_split_the_partitions(infra, database_url, topology, js, db):
+    replicas = [Processor(settings_for(infra, database_url, topology, replicas=2, replica_index=i)) for i in (0, 1)]
+    assert sorted(p for r in replicas for p in r.partitions) == list(range(topology.partitions))
+    expected = await send_conflicting_updates(js, topology, orders=8, updates=6, seed=3)
+    for replica in replicas:
+        await replica.start()
+    try:
+        await wait_until(lambda: _eq(audit_count(db), 48))
+        await wait_until(lambda: _events_complete(js, topology, db))
+    finally:
+        for replica in replicas:
+            await replica.stop()
+    await check_history(db, js, topology, expected)
+
+
+async def test_dropped_database_connections_are_retried_never_failed(infra, database_url, topology, js, db):
+    expected = await send_conflicting_updates(js, topology, orders=20, updates=10, seed=5)
+    processor = Processor(settings_for(infra, database_url, topology, batch_size=5))
+    await processor.start()
+    dbname = database_url.rsplit("/", 1)[1]
+    try:
+        for _ in range(5):  # keep cutting the processor's connections while it works
+            await db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+            await asyncio.sleep(0.1)
+        await wait_until(lambda: _eq(audit_count(db), 200), what="all applied after connection drops")
+        await wait_until(lambda: _events_complete(js, topology, db))
+    finally:
+        await processor.stop()
+    await check_history(db, js, topology, expected)
+
+
+async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
+    infra, database_url, topology, js, db, service_env, tmp_path: Path
+):
+    expected = await send_conflicting_updates(js, topology, orders=100, updates=20, seed=11)
+    port = free_port()
+    processor = ServiceProcess(
+        name="processor", argv=[console_script("fincart-processor")],
+        env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_BATCH_SIZE": "50",
+             "FINCART_FETCH_TIMEOUT_S": "0.2"},
+        log_path=tmp_path / "processor.log", port=port,
+    )
+    processor.start()
+    try:
+        await wait_until(lambda: _gt(audit_count(db), 200), what="processing under way")
+        processor.kill()
+        stopped_at = await audit_count(db)
+        assert stopped_at < 2000, "the kill should land mid-run"
+        processor.start()
+        await wait_until(lambda: _eq(audit_count(db), 2000), what="all applied after restart")
+        await wait_until(lambda: _events_complete(js, topology, db))
+    finally:
+        processor.stop()
+    await check_history(db, js, topology, expected)
+
+
+async def _eq(value, expected: int) -> bool:  # type: ignore[no-untyped-def]
+    return await value == expected
+
+
+async def _gt(value, bound: int) -> bool:  # type: ignore[no-untyped-def]
+    return await value > bound
+
+
+async def _events_complete(js, topology, db) -> bool:  # type: ignore[no-untyped-def]
+    versions = dict(await db.fetch("SELECT shopify_order_id, version FROM orders"))
+    events = await events_by_order(js, topology)
+    return all(len(events.get(k, [])) >= v for k, v in versions.items())
+
+
+async def _consumed(js, topology) -> bool:  # type: ignore[no-untyped-def]
+    pending = 0
+    for p in range(topology.partitions):
+        try:
+            info = await js.consumer_info(topology.orders_stream, topology.consumer_name(p))
+        except nats.js.errors.NotFoundError:
+            continue
+        pending += info.num_pending + info.num_ack_pending
+    return pending == 0
