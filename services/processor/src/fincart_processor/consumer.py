@@ -52,7 +52,10 @@ class PartitionConsumer:
             ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._settings.ack_wait_s,
             max_deliver=-1,  # transient failures must never exhaust deliveries; poison is counted by us
-            max_ack_pending=self._settings.batch_size * 2,
+            # One batch in flight at most: after a crash, nothing newer is delivered until the unacked batch
+            # comes back (after ack_wait), so events stay in version order even when a batch committed
+            # but died before publishing its events.
+            max_ack_pending=self._settings.batch_size,
         )
 
     async def run(self, stopping: asyncio.Event) -> None:

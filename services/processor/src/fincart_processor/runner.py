@@ -81,8 +81,10 @@ class Processor:
             for task in pending:
                 task.cancel()
         if self._nc is not None:
-            with contextlib.suppress(nats.errors.Error):
-                await self._nc.drain()
+            # flush the last acks, then close: drain() would wait out its timeout on the pull subscriptions
+            with contextlib.suppress(nats.errors.Error, asyncio.TimeoutError):
+                await self._nc.flush(timeout=2)
+            await self._nc.close()
         if self._pool is not None:
             await self._pool.close()
 

@@ -20,7 +20,7 @@ class ProcessorSettings(CommonSettings):
     )
     batch_size: int = Field(500, ge=1, le=10_000, description="Messages fetched and applied per transaction")
     fetch_timeout_s: float = Field(1.0, gt=0, description="Longest wait for a batch to fill")
-    ack_wait_s: float = Field(30.0, gt=0, description="JetStream redelivers a message not acked within this")
+    ack_wait_s: float = Field(10.0, gt=0, description="JetStream redelivers a message not acked within this")
     max_deliver: int = Field(5, ge=1, description="Deliveries of an unparseable message before it is dead-lettered")
     retry_attempts: int = Field(5, ge=1, description="In-process retries of a batch on a transient error")
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay, doubled per attempt")
