@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fincart_core.blocking import run_blocking
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import (
@@ -70,7 +71,7 @@ class DevStack:
         )
 
     def start(self) -> None:
-        asyncio.run(ensure_database(self.database_url))
+        run_blocking(asyncio.run, ensure_database(self.database_url))
         upgrade(self.database_url)
         try:
             self.ingest = self._service("ingest", "fincart-ingest", self.config.ingest_port)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 
+from fincart_core.blocking import run_blocking
 from fincart_core.settings import CommonSettings, to_sqlalchemy_url
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -23,15 +22,8 @@ def alembic_config(database_url: str) -> Config:
 
 
 def upgrade(database_url: str, revision: str = "head") -> None:
-    """Upgrade to ``revision``. The alembic env runs its own event loop, so when called from
-    async code the upgrade runs in a worker thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        command.upgrade(alembic_config(database_url), revision)
-        return
-    with ThreadPoolExecutor(1) as pool:
-        pool.submit(command.upgrade, alembic_config(database_url), revision).result()
+    """Upgrade to ``revision`` (the alembic env runs its own event loop, hence run_blocking)."""
+    run_blocking(command.upgrade, alembic_config(database_url), revision)
 
 
 def main() -> None:
