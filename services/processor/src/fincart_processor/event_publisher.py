@@ -30,7 +30,9 @@ class EventPublisher:
         by_order: dict[str, list[tuple[OrderEvent, Context | None]]] = defaultdict(list)
         for event, context in events:
             by_order[event.order.shopify_order_id].append((event, context))
-        await asyncio.gather(*(self._publish_in_order(chain) for chain in by_order.values()))
+        # versions ascending even when a batch mixes re-published (older) and new versions of an order
+        await asyncio.gather(*(self._publish_in_order(sorted(chain, key=lambda ec: ec[0].order.version))
+                               for chain in by_order.values()))
 
     async def _publish_in_order(self, chain: list[tuple[OrderEvent, Context | None]]) -> None:
         async with self._slots:
