@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -16,9 +17,13 @@ from fincart_core.contracts.events import OrderEvent
 from fincart_core.localstack import ServiceProcess, console_script, free_port
 from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import ensure_streams
+from fincart_processor.consumer import PartitionConsumer, parse
+from fincart_processor.order_store import apply_batch
 from fincart_processor.runner import Processor
 from fincart_processor.settings import ProcessorSettings
+from pydantic import ValidationError
 
+from tests.support.processor_model import Model, Row
 from tests.support.webhooks import BASE, order_payload, publish_webhook
 
 WAIT_S = 60.0
@@ -60,11 +65,15 @@ async def audit_count(db: asyncpg.Connection) -> int:
     return await db.fetchval("SELECT count(*) FROM audit_log")
 
 
-async def events_by_order(js, topology) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
+async def read_events(js, topology) -> list[OrderEvent]:  # type: ignore[no-untyped-def]
     info = await js.stream_info(topology.events_stream)
+    return [OrderEvent.model_validate_json((await js.get_msg(topology.events_stream, seq)).data)
+            for seq in (range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ())]
+
+
+async def events_by_order(js, topology) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
     versions: dict[str, list[int]] = defaultdict(list)
-    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
-        event = OrderEvent.model_validate_json((await js.get_msg(topology.events_stream, seq)).data)
+    for event in await read_events(js, topology):
         versions[event.order.shopify_order_id].append(event.order.version)
     return versions
 
@@ -84,18 +93,36 @@ async def send_conflicting_updates(js, topology, orders: int, updates: int, seed
     return expected
 
 
+async def stream_model(js, topology) -> Model:  # type: ignore[no-untyped-def]
+    """The reference model fed with every webhook on ORDERS, in stream order."""
+    model = Model()
+    info = await js.stream_info(topology.orders_stream)
+    for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
+        with contextlib.suppress(ValidationError, ValueError):  # poison is not the model's business
+            model.apply(parse((await js.get_msg(topology.orders_stream, seq)).data))
+    return model
+
+
 async def check_history(db, js, topology, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
+    """Rows, audit statuses and versions, and events are exactly those of applying every webhook one by one
+    in stream order; each order's events are its versions 1..n, once each, in order."""
+    model = await stream_model(js, topology)
     rows = {r["shopify_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
-    assert set(rows) == set(expected)
-    processed = {r["shopify_order_id"]: r["n"] for r in await db.fetch(
-        "SELECT shopify_order_id, count(*) AS n FROM audit_log WHERE status = 'processed' GROUP BY 1")}
-    assert await db.fetchval("SELECT count(*) FROM audit_log WHERE status = 'failed'") == 0
-    events = await events_by_order(js, topology)
+    assert set(rows) == set(expected) == set(model.rows)
+    assert {k: Row(r["version"], r["last_external_updated_at"], r["last_webhook_id"], r["status"], r["total_price"],
+                   r["shipping_fee"]) for k, r in rows.items()} == model.rows
+    audit = {r["webhook_id"]: (r["status"], r["version"]) for r in await db.fetch("SELECT * FROM audit_log")}
+    assert audit == model.audit  # no failed, none missing, none extra
     for order_id, (updated_at, webhook_id) in expected.items():
         row = rows[order_id]
         assert (row["last_external_updated_at"], row["last_webhook_id"]) == (updated_at, webhook_id)
-        assert row["version"] == processed[order_id]
-        assert events[order_id] == list(range(1, row["version"] + 1))  # every version once, in order
+    events: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for event in await read_events(js, topology):
+        events[event.order.shopify_order_id].append((event.order.version, event.order.last_webhook_id))
+    applied: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for order_id, version, webhook_id in model.events:
+        applied[order_id].append((version, webhook_id))
+    assert events == applied
 
 
 async def test_conflicting_updates_across_partitions(infra, database_url, topology, js, db):
@@ -225,3 +252,38 @@ async def _consumed(js, topology) -> bool:  # type: ignore[no-untyped-def]
             continue
         pending += info.num_pending + info.num_ack_pending
     return pending == 0
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["died-after-commit", "died-before-commit"])
+async def test_batch_of_a_dead_processor_is_applied_first(infra, database_url, topology, js, db, committed):
+    """A processor died holding a partial batch (committed but no events published, or not committed at all).
+    Its successor must not let newer webhooks overtake it: same audit as one by one, events in version order."""
+    partition = 1
+    orders = [o for o in (f"order-{i}" for i in range(200)) if topology.webhook_subject_for(o)
+              == topology.webhook_subject(partition)][:3]
+    rng = random.Random(partition)
+    sends = [(o, i) for o in orders for i in range(8)]
+    rng.shuffle(sends)
+    for order_id, i in sends:
+        await publish_webhook(js, topology, order_payload(order_id, i, BASE + timedelta(seconds=i // 2)),
+                              f"wh-{order_id}-{i:03d}")
+    settings = settings_for(infra, database_url, topology, ack_wait_s=2.0)
+    dead = Processor(settings)
+    config = PartitionConsumer(partition, js, None, topology, None, settings).consumer_config()  # type: ignore[arg-type]
+    sub = await js.pull_subscribe(config.filter_subject or "", durable=config.durable_name,
+                                  stream=topology.orders_stream, config=config)
+    held = await sub.fetch(7, timeout=5)
+    assert len(held) == 7
+    if committed:
+        await apply_batch(db, [parse(m.data) for m in held])
+    await sub.unsubscribe()  # no ack, no events: what SIGKILL leaves behind
+    successor = dead  # same settings, fresh start
+    await successor.start()
+    try:
+        await wait_until(lambda: _eq(audit_count(db), len(sends)), what="all audited")
+        await wait_until(lambda: _events_complete(js, topology, db), what="all events published")
+        await wait_until(lambda: _consumed(js, topology), what="held batch redelivered and acked")
+    finally:
+        await successor.stop()
+    await check_history(db, js, topology, {
+        o: max((BASE + timedelta(seconds=i // 2), f"wh-{o}-{i:03d}") for oo, i in sends if oo == o) for o in orders})
