@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -11,9 +12,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
+import httpx
 import nats
 import pytest
 from fincart_core.contracts.events import OrderEvent
+from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.localstack import ServiceProcess, console_script, free_port
 from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import ensure_streams
@@ -141,20 +144,35 @@ async def test_conflicting_updates_across_partitions(infra, database_url, topolo
 
 
 async def test_redelivery_changes_nothing_and_republishes(infra, database_url, topology, js, db):
-    await publish_webhook(js, topology, order_payload("order-r", 1), "wh-r-1")
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    message = WebhookMessage(webhook_id="wh-r-1", topic="orders/updated", received_at=BASE,
+                             order=order_payload("order-r", 1))
+    await js.publish(topology.webhook_subject_for("order-r"), message.model_dump_json().encode(),
+                     headers={"Nats-Msg-Id": "wh-r-1", "traceparent": traceparent})
     processor = Processor(settings_for(infra, database_url, topology))
     await processor.start()
     try:
         await wait_until(lambda: _eq(audit_count(db), 1))
-        # the same webhook again under another stream message id: a redelivery as far as FinCart knows
-        await js.publish(topology.webhook_subject_for("order-r"),
-                         (await js.get_msg(topology.orders_stream, 1)).data, headers={"Nats-Msg-Id": "again"})
-        await wait_until(lambda: _consumed(js, topology), what="redelivery consumed")
+        first = await js.get_msg(topology.events_stream, 1)
+        # the same webhook again under another stream message id: a redelivery as far as FinCart knows;
+        # a short dedupe window on ORDER_EVENTS lets the re-published event be stored, so we can see it
+        config = (await js.stream_info(topology.events_stream)).config
+        config.duplicate_window = 0.2
+        await js.update_stream(config)
+        await asyncio.sleep(0.5)
+        await js.publish(topology.webhook_subject_for("order-r"), message.model_dump_json().encode(),
+                         headers={"Nats-Msg-Id": "again"})
+        await processor.wait_drained(WAIT_S)
+        await wait_until(lambda: _events_stored(js, topology, 2), what="event re-published")
     finally:
         await processor.stop()
     row = await db.fetchrow("SELECT version FROM orders WHERE shopify_order_id = 'order-r'")
     assert row["version"] == 1 and await audit_count(db) == 1
-    assert (await events_by_order(js, topology))["order-r"] == [1]
+    again = await js.get_msg(topology.events_stream, 2)
+    assert OrderEvent.model_validate_json(again.data) == OrderEvent.model_validate_json(first.data)
+    assert again.headers["Nats-Msg-Id"] == "order-r:1"
+    # the event continues the webhook's trace (same trace id as the webhook message's traceparent)
+    assert first.headers["traceparent"].split("-")[1] == traceparent.split("-")[1]
 
 
 async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, topology, js, db):
@@ -224,9 +242,28 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
         processor.start()
         await wait_until(lambda: _eq(audit_count(db), 2000), what="all applied after restart")
         await wait_until(lambda: _events_complete(js, topology, db))
+        async with httpx.AsyncClient(base_url=processor.base_url, timeout=5) as http:
+            assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
+            assert (await http.get("/readyz")).json()["checks"] == {"nats": "ok", "postgres": "ok", "consumers": "ok"}
+            metrics = (await http.get("/metrics")).text
     finally:
-        processor.stop()
+        processor.stop()  # SIGTERM: finishes the batch in flight and exits cleanly
+    # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too
+    assert processor.proc is not None and processor.proc.returncode in (0, -15), processor.log_tail()
+    assert "Application shutdown complete" in processor.log_tail(5)
     await check_history(db, js, topology, expected)
+    for name in ("fincart_processor_batch_size_bucket", "fincart_processor_apply_seconds_bucket",
+                 'fincart_processor_webhooks_total{result="processed"}', "fincart_processor_redeliveries_total",
+                 "fincart_processor_dead_letters_total", 'fincart_processor_consumer_lag{partition="0"}',
+                 "fincart_processor_events_published_total"):
+        assert name in metrics, name
+    assert _sample(metrics, "fincart_processor_events_published_total") > 0
+    log_line = next(line for line in processor.log_tail(400).splitlines() if "batch applied" in line)
+    assert json.loads(log_line)["partition"] in range(topology.partitions)  # JSON logs
+
+
+def _sample(metrics: str, name: str) -> float:
+    return next(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(name + " "))
 
 
 async def _eq(value, expected: int) -> bool:  # type: ignore[no-untyped-def]
@@ -241,6 +278,10 @@ async def _events_complete(js, topology, db) -> bool:  # type: ignore[no-untyped
     versions = dict(await db.fetch("SELECT shopify_order_id, version FROM orders"))
     events = await events_by_order(js, topology)
     return all(len(events.get(k, [])) >= v for k, v in versions.items())
+
+
+async def _events_stored(js, topology, count: int) -> bool:  # type: ignore[no-untyped-def]
+    return (await js.stream_info(topology.events_stream)).state.messages == count
 
 
 async def _consumed(js, topology) -> bool:  # type: ignore[no-untyped-def]

@@ -101,7 +101,7 @@ class PartitionConsumer:
                     needs_recovery = False
                 try:
                     msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.fetch_timeout_s)
-                except nats.errors.TimeoutError:
+                except TimeoutError:  # nothing new; nats-py raises its own or asyncio's (near the deadline)
                     continue
                 except nats.errors.Error as exc:  # broker restarting: the client reconnects by itself
                     log.warning("fetch failed", extra={"partition": self.partition, "error": repr(exc)})
@@ -115,6 +115,8 @@ class PartitionConsumer:
 
     async def handle(self, msgs: Sequence[Msg]) -> bool:
         """Apply one fetched batch and ack it; False when it was nak'ed after bounded retries."""
+        if not msgs:
+            return True
         started = time.perf_counter()
         msgs = sorted(msgs, key=lambda m: m.metadata.sequence.stream)  # naks may come back in any order
         parsed: list[tuple[Msg, Delivery]] = []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import asyncpg
 import nats.errors
@@ -21,6 +22,7 @@ from fincart_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 20.0
+HEALTHY_RUN_S = 30.0
 
 
 class Processor:
@@ -51,11 +53,16 @@ class Processor:
         """Keep a partition's consumer running: a failure to (re)create it is retried with backoff."""
         delay = self.settings.retry_backoff_s
         while not self._stopping.is_set():
+            started = time.monotonic()
             try:
                 await consumer.run(self._stopping)
-            except (TimeoutError, nats.errors.Error, OSError) as exc:
-                log.warning("consumer stopped, restarting", extra={"partition": consumer.partition,
-                                                                   "error": repr(exc)})
+            except Exception as exc:  # broker gone, consumer deleted, or a bug: restart it, bounded by backoff
+                expected = isinstance(exc, TimeoutError | nats.errors.Error | OSError)
+                level = logging.WARNING if expected else logging.ERROR
+                log.log(level, "consumer stopped, restarting", extra={"partition": consumer.partition,
+                                                                       "error": repr(exc)})
+                if time.monotonic() - started > HEALTHY_RUN_S:
+                    delay = self.settings.retry_backoff_s  # it ran fine for a while: a fresh failure
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), delay)
                 delay = min(delay * 2, 5.0)
@@ -72,6 +79,19 @@ class Processor:
                 CONSUMER_LAG.labels(str(p)).set(info.num_pending or 0)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.settings.lag_interval_s)
+
+    async def wait_drained(self, timeout: float, interval: float = 0.05) -> None:
+        """Return once every owned partition has nothing undelivered or unacked (TimeoutError after
+        ``timeout``): the end of a drain for tests and the pipeline benchmark."""
+        assert self._nc is not None
+        js = self._nc.jetstream()
+        stream = self.topology.orders_stream
+        async with asyncio.timeout(timeout):
+            while True:
+                infos = [await js.consumer_info(stream, self.topology.consumer_name(p)) for p in self.partitions]
+                if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+                    return
+                await asyncio.sleep(interval)
 
     async def stop(self) -> None:
         """Finish the batches in flight (bounded), then close the connections."""
