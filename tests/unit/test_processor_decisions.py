@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import timedelta
+from decimal import Decimal
 
+import pytest
+from fincart_core.contracts.webhook import WebhookMessage
 from fincart_processor.decisions import Stored, Webhook, plan_batch
 from hypothesis import given, settings
+from pydantic import ValidationError
 
 from tests.support.processor_model import BASE, Model, Row, deliveries, webhook
 
@@ -70,3 +74,24 @@ def test_a_stored_row_decides_the_first_webhook_of_the_batch() -> None:
     stored = {"o": Stored(7, BASE + timedelta(seconds=2), "m")}
     plan = plan_batch([webhook("l", "o", 2), webhook("n", "o", 2)], stored, {})
     assert [(w.webhook_id, s, v) for w, s, v in plan.audit] == [("l", "discarded", None), ("n", "processed", 8)]
+
+
+def test_one_pass_parsing_agrees_with_the_contract() -> None:
+    message = WebhookMessage(webhook_id="w", topic="orders/updated", received_at=BASE, order={
+        "id": 12345, "updated_at": "2026-01-01T00:00:05", "financial_status": "paid", "fulfillment_status": "partial",
+        "total_price": "120.00", "note": "kept"})
+    webhook = Webhook.from_json(message.model_dump_json().encode())
+    assert webhook == Webhook.from_message(message)
+    assert (webhook.order_id, webhook.status, webhook.shipping_fee) == ("12345", "CONFIRMED", Decimal("5.99"))
+    assert webhook.updated_at == BASE + timedelta(seconds=5)  # naive means UTC
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json", b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": []}',
+    b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": {"id": "o"}}',
+    b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z",'
+    b' "order": {"id": "o", "updated_at": "2026-01-01T00:00:00Z", "total_price": "-1"}}',
+])
+def test_poison_bodies_do_not_parse(body: bytes) -> None:
+    with pytest.raises(ValidationError):
+        Webhook.from_json(body)

@@ -55,7 +55,7 @@ class Delivery:
 
 def parse(data: bytes | None) -> Webhook:
     """A stream message -> Webhook; ValidationError/ValueError marks it poison."""
-    return Webhook.from_message(WebhookMessage.model_validate_json(data or b""))
+    return Webhook.from_json(data or b"")
 
 
 class PartitionConsumer:
@@ -131,9 +131,11 @@ class PartitionConsumer:
         if parsed:
             plan = await self._apply_with_retries([d for _, d in parsed], [m for m, _ in parsed])
             if plan is None:
-                await asyncio.gather(*(_quietly(m.nak()) for m, _ in parsed))
+                for m, _ in parsed:
+                    await _quietly(m.nak())
                 return False
-            await asyncio.gather(*(m.ack() for m, _ in parsed))
+            for m, _ in parsed:  # an ack is a buffered publish: no task per message needed
+                await m.ack()
             # duplicates that came as new stream messages (not counted above) are redeliveries too
             metrics.REDELIVERIES.inc(sum(1 for a in plan.redelivered if a.webhook.webhook_id not in redelivered))
             _count(plan)
@@ -166,7 +168,8 @@ class PartitionConsumer:
                     log.warning("batch failed, retrying", extra={
                         "partition": self.partition, "batch_size": len(webhooks), "attempt": attempt + 1,
                         "error": repr(exc)})
-            await asyncio.gather(*(_quietly(m.in_progress()) for m in keep_alive))
+            for m in keep_alive:
+                await _quietly(m.in_progress())
             await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
         return None
 

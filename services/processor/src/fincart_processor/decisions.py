@@ -11,10 +11,16 @@ from decimal import Decimal
 from typing import Literal
 
 from fincart_core.contracts.events import OrderStatus
-from fincart_core.contracts.webhook import WebhookMessage
+from fincart_core.contracts.webhook import ShopifyOrder, WebhookMessage
 from fincart_core.domain import order_status, shipping_fee, supersedes
 
 AuditStatus = Literal["processed", "discarded", "failed"]
+
+
+class _WebhookWithOrder(WebhookMessage):
+    """The same contract, with the order validated in the same (Rust) pass as the envelope."""
+
+    order: ShopifyOrder  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -30,8 +36,18 @@ class Webhook:
     received_at: datetime
 
     @classmethod
+    def from_json(cls, data: bytes) -> Webhook:
+        """A stream message body; pydantic's ValidationError when it is not a WebhookMessage whose order is
+        a ShopifyOrder (poison)."""
+        message = _WebhookWithOrder.model_validate_json(data)
+        return cls._build(message, message.order)
+
+    @classmethod
     def from_message(cls, message: WebhookMessage) -> Webhook:
-        order = message.parsed_order()
+        return cls._build(message, message.parsed_order())
+
+    @classmethod
+    def _build(cls, message: WebhookMessage, order: ShopifyOrder) -> Webhook:
         return cls(
             webhook_id=message.webhook_id, order_id=order.id, updated_at=order.updated_at,
             status=order_status(order.financial_status, order.fulfillment_status),

@@ -10,6 +10,7 @@ import time
 
 import asyncpg
 import nats.errors
+import nats.js.errors
 from fincart_core.ops import OK, probe
 from fincart_core.partition import Topology, owned_partitions
 from fincart_core.streams import connect, ensure_streams
@@ -88,8 +89,11 @@ class Processor:
         stream = self.topology.orders_stream
         async with asyncio.timeout(timeout):
             while True:
-                infos = [await js.consumer_info(stream, self.topology.consumer_name(p)) for p in self.partitions]
-                if all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
+                try:
+                    infos = [await js.consumer_info(stream, self.topology.consumer_name(p)) for p in self.partitions]
+                except nats.js.errors.NotFoundError:  # consumers not created yet
+                    infos = []
+                if infos and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):
                     return
                 await asyncio.sleep(interval)
 
