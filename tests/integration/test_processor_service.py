@@ -210,11 +210,14 @@ async def test_dropped_database_connections_are_retried_never_failed(infra, data
     processor = Processor(settings_for(infra, database_url, topology, batch_size=5))
     await processor.start()
     dbname = database_url.rsplit("/", 1)[1]
+    terminated = 0
     try:
         for _ in range(5):  # keep cutting the processor's connections while it works
-            await db.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                             "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+            terminated += await db.fetchval(
+                "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
             await asyncio.sleep(0.1)
+        assert terminated > 0, "the fault must hit the processor's connections"
         await wait_until(lambda: _eq(audit_count(db), 200), what="all applied after connection drops")
         await wait_until(lambda: _events_complete(js, topology, db))
     finally:
