@@ -178,16 +178,20 @@ async def test_redelivery_changes_nothing_and_republishes(infra, database_url, t
 async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, topology, js, db):
     await js.publish(topology.webhook_subject(0), b"{not a webhook", headers={"Nats-Msg-Id": "poison-1"})
     await publish_webhook(js, topology, order_payload("order-ok", 1), "wh-ok")
+    # valid JSON that PostgreSQL cannot store: must not stall its partition with endless retries
+    await publish_webhook(js, topology, order_payload("order\x00nul", 1), "poison-2")
     processor = Processor(settings_for(infra, database_url, topology, max_deliver=2))
     await processor.start()
     try:
-        await wait_until(lambda: _eq(audit_count(db), 2), what="poison audited")
+        await wait_until(lambda: _eq(audit_count(db), 3), what="poison audited")
     finally:
         await processor.stop()
     statuses = dict(await db.fetch("SELECT webhook_id, status FROM audit_log"))
-    assert statuses == {"poison-1": "failed", "wh-ok": "processed"}
-    dead = await js.get_msg(topology.dlq_stream, 1)
-    assert dead.data == b"{not a webhook" and "Fincart-Error" in dead.headers
+    assert statuses == {"poison-1": "failed", "poison-2": "failed", "wh-ok": "processed"}
+    dead = {m.headers["Nats-Msg-Id"]: m for m in [await js.get_msg(topology.dlq_stream, seq) for seq in (1, 2)]}
+    assert set(dead) == {"dlq:poison-1", "dlq:poison-2"}
+    assert dead["dlq:poison-1"].data == b"{not a webhook" and "Fincart-Error" in dead["dlq:poison-1"].headers
+    assert await db.fetchval("SELECT count(*) FROM orders") == 1
 
 
 async def test_two_replicas_split_the_partitions(infra, database_url, topology, js, db):

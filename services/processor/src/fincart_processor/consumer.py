@@ -242,7 +242,7 @@ def _count(plan: Plan) -> None:
 def _order_id_of(data: bytes | None) -> str:
     """Best effort: the order id of a message that failed validation (audit_log needs one)."""
     try:
-        return str(WebhookMessage.model_validate_json(data or b"").order.get("id", "unknown"))
+        return str(WebhookMessage.model_validate_json(data or b"").order.get("id", "unknown")).replace("\x00", "")
     except ValidationError:
         return "unknown"
 

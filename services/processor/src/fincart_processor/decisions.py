@@ -48,6 +48,9 @@ class Webhook:
 
     @classmethod
     def _build(cls, message: WebhookMessage, order: ShopifyOrder) -> Webhook:
+        if "\x00" in message.webhook_id or "\x00" in order.id:
+            # valid JSON, but PostgreSQL text cannot hold NUL: it would fail every retry and stall the partition
+            raise ValueError("webhook id or order id contains a NUL character")
         return cls(
             webhook_id=message.webhook_id, order_id=order.id, updated_at=order.updated_at,
             status=order_status(order.financial_status, order.fulfillment_status),
