@@ -321,7 +321,8 @@ def test_operator_rbac_is_least_privilege(helm: str) -> None:
         rules = [r for role in by_kind(objects, role_kind).values() if role["metadata"]["name"].endswith("-chaos")
                  for r in role["rules"]]
         granted = {(g, res): set(r["verbs"]) for r in rules for g in r["apiGroups"] for res in r["resources"]}
-        for rule in (r for kind in ("Role", "ClusterRole") for o in by_kind(objects, kind).values() for r in o["rules"]):
+        roles = [o for kind in ("Role", "ClusterRole") for o in by_kind(objects, kind).values()]
+        for rule in (r for role in roles for r in role["rules"]):
             assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
             assert not {"secrets"} & set(rule["resources"]), rule
         assert {"watch", "patch"} <= granted[("chaos.fincart.io", "chaostests")]

@@ -1,0 +1,177 @@
+"""The five Dockerfiles, proven without a Docker engine: the same layout everywhere, COPY sources that exist
+and survive .dockerignore, a package and console script that exist, and the builder's exact `uv sync`
+replayed on the build context so the final image's ENTRYPOINT is really installed (and no dev tool is)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILES = {
+    "fincart-ingest": "services/ingest/Dockerfile",
+    "fincart-processor": "services/processor/Dockerfile",
+    "fincart-sync": "services/sync/Dockerfile",
+    "fincart-chaos": "chaos/Dockerfile",
+    "fincart-operator": "chaos-operator/Dockerfile",
+}
+UV_SYNC_TIMEOUT_S = 300
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with line continuations joined and comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            out.append((word.upper(), rest.strip()))
+    return out
+
+
+def workspace_members() -> dict[str, dict]:
+    root = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    members = {}
+    for member in root["tool"]["uv"]["workspace"]["members"]:
+        project = tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"]
+        members[project["name"]] = {"path": member, **project}
+    return members
+
+
+def dockerignore_patterns() -> list[str]:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    return [line.strip().rstrip("/") for line in lines if line.strip() and not line.startswith("#")]
+
+
+def ignored(relpath: str, patterns: list[str]) -> bool:
+    """Docker's rule for these patterns: a pattern excludes the path it matches and everything below it."""
+    parts = relpath.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    for pattern in patterns:
+        if pattern.startswith("!"):
+            raise AssertionError("exceptions are not used in .dockerignore (keep it simple)")
+        bare = pattern.removeprefix("**/")
+        for prefix in prefixes:
+            if fnmatch.fnmatchcase(prefix, pattern) or (
+                pattern.startswith("**/") and fnmatch.fnmatchcase(prefix.rsplit("/", 1)[-1], bare)
+            ):
+                return True
+    return False
+
+
+def build_context_files() -> list[str]:
+    """What `docker build .` sends: the repository's files (tracked or not ignored by git) minus .dockerignore."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        check=True,
+    ).stdout.splitlines()
+    patterns = dockerignore_patterns()
+    return [f for f in listed if (ROOT / f).is_file() and not ignored(f, patterns)]
+
+
+def test_dockerignore_matcher() -> None:
+    patterns = ["**/__pycache__", "tests", "**/*.pyc"]
+    assert ignored("libs/x/__pycache__/a.py", patterns)
+    assert ignored("tests/unit/test_a.py", patterns)
+    assert ignored("a/b.pyc", patterns)
+    assert not ignored("services/ingest/src/fincart_ingest/app.py", patterns)
+
+
+@pytest.mark.parametrize("package", DOCKERFILES)
+def test_dockerfile_shape(package: str) -> None:
+    steps = instructions(ROOT / DOCKERFILES[package])
+    words = [w for w, _ in steps]
+    assert "HEALTHCHECK" not in words  # Kubernetes probes do that
+    froms = [i for i, w in enumerate(words) if w == "FROM"]
+    assert len(froms) == 3, "uv, builder, final"
+    final = steps[froms[-1]:]
+    assert f"PACKAGE={package}" in [a for w, a in steps if w == "ARG"]
+    user = [a for w, a in final if w == "USER"]
+    assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) >= 1000
+    # no build tools in the final image: no uv, no package installs, only the venv from the builder
+    final_text = " ".join(a for _, a in final)
+    assert "uv " not in final_text and "apt-get" not in final_text and "pip " not in final_text
+    assert [a for w, a in final if w == "COPY"] == ["--from=builder /app/.venv /app/.venv"]
+    assert [a for w, a in final if w == "ENTRYPOINT"] == [f'["{package}"]']
+    builder = steps[froms[1]:froms[2]]
+    (sync,) = [a for w, a in builder if w == "RUN" and "uv sync" in a]
+    assert '--frozen --no-dev --no-editable --package "${PACKAGE}"' in sync
+
+
+def test_all_dockerfiles_share_one_layout() -> None:
+    def normalized(path: str) -> list[tuple[str, str]]:
+        return [(w, "*" if w in ("EXPOSE", "ENTRYPOINT") or a.startswith("PACKAGE=") else a)
+                for w, a in instructions(ROOT / path) if w != "EXPOSE"]
+    layouts = {path: normalized(path) for path in DOCKERFILES.values()}
+    first = next(iter(layouts.values()))
+    for path, layout in layouts.items():
+        assert layout == first, f"{path} drifted from the shared layout"
+
+
+@pytest.mark.parametrize("package", DOCKERFILES)
+def test_copy_sources_exist_and_reach_the_build_context(package: str) -> None:
+    steps = instructions(ROOT / DOCKERFILES[package])
+    stages = {a.split()[-1] for w, a in steps if w == "FROM" and " AS " in a.upper()}
+    context = build_context_files()
+    for word, args in steps:
+        if word != "COPY":
+            continue
+        parts = [p for p in args.split() if not p.startswith("--")]
+        if "--from=" in args:
+            assert re.search(r"--from=(\S+)", args).group(1) in stages, args  # type: ignore[union-attr]
+            continue
+        for source in parts[:-1]:
+            assert (ROOT / source).exists(), f"{DOCKERFILES[package]}: COPY {source} does not exist"
+            assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in context), \
+                f"{source} is excluded by .dockerignore"
+    for member in workspace_members().values():  # uv needs every member's pyproject.toml to read the workspace
+        assert f"{member['path']}/pyproject.toml" in context
+    assert "uv.lock" in context and not any(f.startswith(("tests/", ".venv/")) for f in context)
+
+
+@pytest.mark.parametrize("package", DOCKERFILES)
+def test_package_and_console_script_exist(package: str) -> None:
+    members = workspace_members()
+    assert package in members, f"{package} is not a uv workspace member"
+    assert package in members[package]["scripts"], f"{package} declares no console script {package}"
+    assert "fincart-migrate" in members["fincart-core"]["scripts"]  # the migration Job runs it from the image
+
+
+@pytest.mark.parametrize("package", DOCKERFILES)
+def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> None:
+    """Replays the builder: the build context in a folder, then the Dockerfile's own `uv sync` line."""
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not on PATH")
+    context = tmp_path / "context"
+    for rel in build_context_files():
+        (context / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, context / rel)
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
+    env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_LINK_MODE="copy", UV_NO_PROGRESS="1")
+    argv = [uv, "sync", "--frozen", "--no-dev", "--no-editable", "--package", package]
+    result = subprocess.run([*argv, "--offline"], cwd=context, env=env, capture_output=True, text=True,
+                            timeout=UV_SYNC_TIMEOUT_S)
+    if result.returncode != 0:  # not everything in the local uv cache: let uv download what the lock names
+        result = subprocess.run(argv, cwd=context, env=env, capture_output=True, text=True, timeout=UV_SYNC_TIMEOUT_S)
+    assert result.returncode == 0, result.stderr
+    assert (venv / "bin" / package).exists(), f"{package} not installed by the builder's uv sync"
+    assert (venv / "bin" / "fincart-migrate").exists()
+    for dev_tool in ("pytest", "ruff", "mypy"):
+        assert not (venv / "bin" / dev_tool).exists(), f"dev tool {dev_tool} would ship in the image"
+    module, _, func = workspace_members()[package]["scripts"][package].partition(":")
+    source = ROOT / workspace_members()[package]["path"] / "src" / Path(*module.split(".")).with_suffix(".py")
+    if not source.exists():
+        pytest.skip(f"{module} is not on main yet: the entry point of {package} cannot be loaded")
+    load = subprocess.run([str(venv / "bin" / "python"), "-c", f"from {module} import {func}; assert callable({func})"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert load.returncode == 0, load.stderr
