@@ -470,3 +470,68 @@ def test_dashboards_and_alerts_use_only_exported_metric_names() -> None:
             assert name in exported, f"{where}: {name} is not exported by the service's metrics module"
         else:
             assert name in agreed, f"{where}: {name} is neither exported by a metrics module nor in docs/HELPERS.md"
+
+
+# ---------------------------------------------------------------- against the running services
+
+
+def scraped_sample_names(metrics_text: str) -> set[str]:
+    """Sample names a /metrics page can carry, from its # TYPE lines (labelled series may have no sample yet)."""
+    names = set()
+    for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", metrics_text, re.MULTILINE):
+        if kind == "counter":  # the text format names counter families with or without _total
+            name = name.removesuffix("_total")
+        names |= {name + suffix for suffix in SAMPLE_SUFFIXES.get(kind, ("",))}
+    return names | set(re.findall(r"^([A-Za-z_:][A-Za-z0-9_:]*)[{ ]", metrics_text, re.MULTILINE))
+
+
+@pytest.fixture
+def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
+    from fincart_core.localstack import ServiceProcess, console_script, free_port
+
+    started: dict[str, ServiceProcess] = {}
+    try:
+        for name in ("ingest", "processor", "sync"):
+            port = free_port()
+            service = ServiceProcess(
+                name=name, argv=[console_script(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
+                env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_REPLICAS": "1"},
+            )
+            service.start(timeout=60)
+            started[name] = service
+        yield started
+    finally:
+        for service in started.values():
+            service.stop()
+
+
+def test_running_services_export_every_metric_the_dashboards_use(running_services, helm: str) -> None:  # type: ignore[no-untyped-def]
+    import urllib.request
+
+    used = {name: where for where, expr in chart_promql().items() for name in promql_metric_names(expr)}
+    scraped: dict[str, set[str]] = {}
+    for name, service in running_services.items():
+        with urllib.request.urlopen(f"{service.base_url}/metrics", timeout=10) as answer:
+            scraped[f"fincart_{name}_"] = scraped_sample_names(answer.read().decode())
+    checked = 0
+    for metric, where in sorted(used.items()):
+        for prefix, names in scraped.items():
+            if metric.startswith(prefix):
+                assert metric in names, f"{where}: {metric} is not on the running service's /metrics"
+                checked += 1
+    assert checked >= 12
+
+
+def test_helm_test_script_round_trips_a_webhook_through_the_running_services(  # type: ignore[no-untyped-def]
+    running_services, service_env: dict[str, str], helm: str
+) -> None:
+    """The `helm test` Pod's own script, run here against ingest and sync started from their console scripts."""
+    (pod,) = by_kind(rendered(helm, None), "Pod").values()
+    script = pod["spec"]["containers"][0]["command"][2]
+    env = {**os.environ, "INGEST_URL": running_services["ingest"].base_url,
+           "SYNC_URL": running_services["sync"].base_url, "TIMEOUT_SECONDS": "30",
+           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"]}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "helm test passed" in result.stdout
