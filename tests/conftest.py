@@ -7,18 +7,17 @@ Each test gets its own database and its own stream/subject prefix, so runs never
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import nats
 import pytest
 import redis.asyncio as aioredis
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import Infra, start_infra
 from fincart_core.partition import Topology
+from fincart_core.streams import delete_streams
 
 
 @pytest.fixture(scope="session")
@@ -50,14 +49,7 @@ async def topology(infra: Infra, unique_name: str) -> AsyncIterator[Topology]:
     """Stream names and subjects for this test (4 partitions keeps the tests quick); streams deleted after."""
     topo = Topology(partitions=4, prefix=unique_name.replace("_", "-")[:30])
     yield topo
-    nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
-    try:
-        js = nc.jetstream()
-        for stream in (topo.orders_stream, topo.events_stream, topo.dlq_stream):
-            with contextlib.suppress(nats.js.errors.NotFoundError):
-                await js.delete_stream(stream)
-    finally:
-        await nc.close()
+    await delete_streams(infra.nats_url, topo)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import nats
@@ -68,6 +69,18 @@ async def ensure_streams(js: JetStreamContext, topology: Topology) -> None:
             raise PartitionMismatch(
                 f"stream {config.name} has {existing.group(1)} partitions, settings say {expected.group(1)}"
             )
+
+
+async def delete_streams(url: str, topology: Topology) -> None:
+    """Remove a topology's streams (tests and chaos runs clean up after themselves on a shared broker)."""
+    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        for config in stream_configs(topology):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(config.name)
+    finally:
+        await nc.close()
 
 
 async def connect(url: str, name: str, **options: object) -> NATS:

@@ -1,0 +1,190 @@
+"""One ChaosTest against running services: load (+ observer, + local faults), settle, verify, report.
+
+``run_test`` is what ``fincart-chaos run --local`` does once the stack is up; ``verify_only`` is the
+verification Job's half (the load ran elsewhere: rebuild it from the spec, replay the events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import httpx
+from fincart_core.contracts.chaostest import ChaosTest, parse_duration
+from fincart_core.contracts.report import FaultRecord
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from fincart_chaos import ledger as ledger_io
+from fincart_chaos.faults import LocalTargets, run_schedule
+from fincart_chaos.ledger import LedgerEntry
+from fincart_chaos.load import LoadStats, run_load
+from fincart_chaos.observer import Observer, Seen, replay
+from fincart_chaos.report import Report, Timings, checklist, percentiles, rate
+from fincart_chaos.verify import History, check, read_history, settle
+from fincart_chaos.workload import full_plan, order_ids, plan
+
+OBSERVER_READY_S = 15.0
+HTTP_TIMEOUT_S = 10.0
+ORDERS_API_SAMPLES = 10
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    ingest_url: str
+    database_url: str
+    secret: str = ""
+    sync_url: str | None = None
+
+
+@contextlib.contextmanager
+def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Iterator[callable]:  # type: ignore[valid-type]
+    """A rich progress bar (sent, acked, errors, rate) fed by the load's callback."""
+    if not enabled:
+        yield lambda _stats: None
+        return
+    columns = (TextColumn("[bold]load"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task("", total=stats.total)
+
+        def update(s: LoadStats) -> None:
+            progress.update(task, completed=s.done, description=(
+                f"sent {s.sent}  acked {s.acked}  rejected {s.rejected}  errors {s.errors}  {s.rate:,.0f}/s"))
+
+        yield update
+
+
+async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
+    """GET /orders/{id} for a sample of the orders: each answers 200 with the stored version."""
+    sample = history.orders[:ORDERS_API_SAMPLES]
+    if not sample:
+        return False, "no order rows to look up"
+    bad = []
+    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+        for row in sample:
+            try:
+                answer = await http.get(f"/orders/{quote(row.order_id, safe='')}")
+                if answer.status_code != 200 or answer.json().get("version") != row.version:
+                    bad.append(f"{row.order_id}: {answer.status_code}")
+            except httpx.HTTPError as exc:
+                bad.append(f"{row.order_id}: {type(exc).__name__}")
+    listed = ""
+    if not bad:
+        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+            answer = await http.get("/orders", params={"limit": 1})
+            if answer.status_code != 200:
+                bad.append(f"GET /orders: {answer.status_code}")
+            listed = ", GET /orders answers 200"
+    return not bad, (f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad
+                     else "; ".join(bad[:5]))
+
+
+def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Seen]) -> list[float]:
+    """For each version a client got as an event: when it arrived minus when its webhook was acked."""
+    acked_at = {e.webhook_id: e.done_at for e in ledger if e.acked}
+    first_seen: dict[tuple[str, int], Seen] = {}
+    for seen in observed:
+        if seen.kind == "event":
+            first_seen.setdefault((seen.order_id, seen.version), seen)
+    return [max(0.0, (s.received_at - acked_at[s.last_webhook_id]) * 1000)
+            for s in first_seen.values() if s.last_webhook_id in acked_at]
+
+
+async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets | None, *,
+                   console: Console, show_progress: bool = True) -> Report:
+    spec = test.spec
+    load = spec.load
+    requests = [plan(load, r) for r in range(load.parallelism)]
+    orders = order_ids(load)
+    observer = None
+    observer_task = None
+    if endpoints.sync_url:
+        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None)
+        observer_task = asyncio.create_task(observer.run())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
+    records: list[FaultRecord] = []
+    load_done = asyncio.Event()
+    stats = LoadStats(total=sum(len(r) for r in requests))
+    started = time.monotonic()
+    faults = asyncio.create_task(run_schedule(spec.faults, targets, load_done, records)) if (
+        spec.faults and targets) else None
+    try:
+        with progress_display(stats, console, show_progress) as on_progress:
+            parts = await asyncio.gather(*(
+                run_load(reqs, endpoints.ingest_url, endpoints.secret, concurrency=load.concurrency, rate=load.rate,
+                         runner=index, stats=stats, on_progress=on_progress)
+                for index, reqs in enumerate(requests)))
+        load_s = time.monotonic() - started
+        load_done.set()
+        if faults:
+            await faults  # every fault is healed before the pipeline is asked to settle
+    finally:
+        if faults and not faults.done():
+            faults.cancel()
+            await asyncio.gather(faults, return_exceptions=True)
+    ledger = [entry for part in parts for entry in part]
+    drain_from = time.monotonic()
+    acked = {e.webhook_id for e in ledger if e.acked}
+    try:
+        settled = await settle(endpoints.database_url, orders, len(acked), parse_duration(spec.settle.timeout),
+                               observer.log if observer else None)
+        finished = time.monotonic()
+        history = await read_history(endpoints.database_url, orders)
+    finally:
+        if observer and observer_task:
+            await observer.stop()
+            await asyncio.wait_for(observer_task, HTTP_TIMEOUT_S)
+    observed = observer.log if observer else None
+    result = check([r for part in requests for r in part], ledger, history, observed,
+                   invariants=spec.enabled_invariants(), max_lost=spec.verification.max_lost)
+    api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
+    total_s = finished - started
+    timings = Timings(
+        total_s=round(total_s, 3), load_s=round(load_s, 3), drain_s=round(finished - drain_from, 3),
+        settled=settled, throughput_rps=round(len(ledger) / total_s, 1) if total_s else None,
+        ack_latency_ms=percentiles([e.latency_ms for e in ledger if e.acked]),
+        webhook_to_websocket_ms=percentiles(_latencies_to_websocket(ledger, observed or [])),
+    )
+    notes = result.notes + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
+    notes += observer.problems[:5] if observer else []
+    return Report(
+        name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
+        anomalies=result.anomalies, faults=records, checked=result.checked, notes=notes, timings=timings,
+        checklist=checklist(result, history, ledger, api),
+        performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
+    )
+
+
+async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | None, run_id: str,
+                      ledger_paths: Sequence[Path] = ()) -> Report:
+    """The verification Job: what was sent comes from the spec (and the runners' ledgers when given)."""
+    spec = test.spec
+    requests = full_plan(spec.load, run_id)
+    orders = order_ids(spec.load, run_id)
+    ledger = ledger_io.read(ledger_paths) if ledger_paths else None
+    acked = {e.webhook_id for e in ledger if e.acked} if ledger is not None else {r.webhook.webhook_id
+                                                                                  for r in requests if r.valid}
+    started = time.monotonic()
+    timeout = parse_duration(spec.settle.timeout)
+    settled = await settle(database_url, orders, len(acked), timeout)
+    drain_s = time.monotonic() - started
+    observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
+    history = await read_history(database_url, orders)
+    result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
+                   max_lost=spec.verification.max_lost)
+    notes = result.notes + problems + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
+    api = await orders_api(sync_url, history) if sync_url else None
+    return Report(
+        name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
+        anomalies=result.anomalies, checked=result.checked, notes=notes,
+        timings=Timings(drain_s=round(drain_s, 3), settled=settled),
+        checklist=checklist(result, history, ledger, api),
+        performance=[rate("queue drain time", round(drain_s, 3))],
+    )

@@ -1,0 +1,164 @@
+"""Local faults: act on the processes and services a local run started (or is told about).
+
+Every fault is healed at the end of its duration, also when the run is cancelled, and recorded.
+Selectors use the chart's pod labels: ``app.kubernetes.io/component`` (processor, ingest, sync) and
+``statefulset.kubernetes.io/pod-name`` (``...-<replica>``); without a pod name every replica of the
+component is hit, without a selector processor replica 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from fincart_core.contracts.chaostest import Fault, parse_duration
+from fincart_core.contracts.report import FaultRecord
+from fincart_core.localstack import ManagedProcess
+from fincart_core.settings import to_asyncpg_url
+
+COMPONENT_LABEL = "app.kubernetes.io/component"
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
+DB_DROP_EVERY_S = 0.5
+DB_TIMEOUT_S = 5.0
+
+
+@dataclass
+class LocalTargets:
+    """What local faults can act on. ``nats``/``redis`` are set only when this run owns the process."""
+
+    database_url: str
+    services: dict[str, list[ManagedProcess]] = field(default_factory=dict)
+    nats: ManagedProcess | None = None
+    redis: ManagedProcess | None = None
+
+    def select(self, selector: dict[str, str]) -> list[ManagedProcess]:
+        chosen = self.services.get(selector.get(COMPONENT_LABEL, "processor"), [])
+        pod = selector.get(POD_NAME_LABEL)
+        if pod:
+            index = pod.rsplit("-", 1)[-1]
+            return chosen[int(index) : int(index) + 1] if index.isdigit() else []
+        return chosen if selector else chosen[:1]
+
+
+class FaultSkipped(Exception):
+    """The fault cannot act on this setup (e.g. an external Redis); recorded as skipped."""
+
+
+async def _restart(processes: Sequence[ManagedProcess]) -> None:
+    for process in processes:
+        await asyncio.to_thread(process.start)  # a ServiceProcess waits until /readyz answers
+
+
+@contextlib.asynccontextmanager
+async def _killed(processes: Sequence[ManagedProcess]) -> AsyncIterator[str]:
+    for process in processes:
+        await asyncio.to_thread(process.kill)
+    try:
+        yield f"SIGKILL {', '.join(p.name for p in processes)}"
+    finally:
+        await _restart(processes)
+
+
+@contextlib.asynccontextmanager
+async def _stopped(process: ManagedProcess | None, what: str) -> AsyncIterator[str]:
+    if process is None:
+        raise FaultSkipped(f"{what} was not started by this run, so it cannot be stopped")
+    await asyncio.to_thread(process.stop)  # graceful: a restart, not a crash that loses unsynced writes
+    try:
+        yield f"stopped {process.name}"
+    finally:
+        await asyncio.to_thread(process.start)
+
+
+@contextlib.asynccontextmanager
+async def _paused(processes: Sequence[ManagedProcess]) -> AsyncIterator[str]:
+    pids = [p.pid for p in processes if p.running and p.pid]
+    for pid in pids:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield f"SIGSTOP {', '.join(p.name for p in processes)}"
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGCONT)
+
+
+async def terminate_backends(database_url: str) -> int:
+    """``pg_terminate_backend`` on every other connection to the FinCart database; how many."""
+    conn = await asyncpg.connect(to_asyncpg_url(database_url), timeout=DB_TIMEOUT_S)
+    try:
+        return await conn.fetchval(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+            timeout=DB_TIMEOUT_S,
+        )
+    finally:
+        await conn.close()
+
+
+async def drop_connections(database_url: str, duration: float) -> str:
+    """Keep terminating FinCart's database connections for ``duration`` seconds."""
+    deadline = time.monotonic() + duration
+    dropped = 0
+    while True:
+        dropped += await terminate_backends(database_url)
+        if time.monotonic() + DB_DROP_EVERY_S > deadline:
+            return f"terminated {dropped} connections"
+        await asyncio.sleep(DB_DROP_EVERY_S)
+
+
+async def inject_once(fault: Fault, targets: LocalTargets) -> FaultRecord:
+    """Inject ``fault`` once, hold it for its duration, heal it; the record says what happened."""
+    record = FaultRecord(name=fault.name, type=fault.type, started_at=time.time())
+    duration = parse_duration(fault.duration)
+    try:
+        if fault.type == "dbConnectionDrop":
+            record.message = await drop_connections(targets.database_url, duration)
+        else:
+            holds: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[str]]] = {
+                "podKill": lambda: _killed(_chosen(fault, targets)),
+                "processorPause": lambda: _paused(_chosen(fault, targets)),
+                "brokerRestart": lambda: _stopped(targets.nats, "nats-server"),
+                "redisOutage": lambda: _stopped(targets.redis, "redis-server"),
+            }
+            async with holds[fault.type]() as message:
+                record.message = message
+                await asyncio.sleep(duration)
+        record.result = "healed"
+    except FaultSkipped as exc:
+        record.result, record.message = "skipped", str(exc)
+    except Exception as exc:  # a fault that fails is recorded; the verdict decides what it means
+        record.result, record.message = "failed", f"{type(exc).__name__}: {exc}"
+    record.healed_at = time.time()
+    return record
+
+
+def _chosen(fault: Fault, targets: LocalTargets) -> list[ManagedProcess]:
+    chosen = targets.select(fault.selector)
+    if not chosen:
+        raise FaultSkipped(f"no local process matches selector {fault.selector}")
+    return chosen
+
+
+async def run_schedule(faults: Sequence[Fault], targets: LocalTargets, load_done: asyncio.Event,
+                       records: list[FaultRecord]) -> None:
+    """Run every fault on its schedule (relative to now = load start); repeats stop once the load is done."""
+    start = time.monotonic()
+
+    async def one(fault: Fault) -> None:
+        at = parse_duration(fault.start_after)
+        interval = parse_duration(fault.interval) if fault.interval else None
+        while True:
+            await asyncio.sleep(max(0.0, start + at - time.monotonic()))
+            records.append(await inject_once(fault, targets))
+            if interval is None or load_done.is_set():
+                return
+            at += interval
+
+    await asyncio.gather(*(one(fault) for fault in faults))

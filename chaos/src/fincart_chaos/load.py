@@ -1,0 +1,138 @@
+"""The load generator: signed webhooks over keep-alive HTTP with bounded concurrency.
+
+Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times.
+A forged (invalid-signature) request is sent once: its expected answer is 401.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import httpx
+from fincart_core.signing import sign
+
+from fincart_chaos.ledger import LedgerEntry
+from fincart_chaos.workload import Request
+
+FORGED_SECRET = "not-the-shop-secret"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 10
+    first_backoff_s: float = 0.1
+    max_backoff_s: float = 3.0
+    request_timeout_s: float = 10.0
+
+    def backoff(self, attempt: int) -> float:
+        return min(self.first_backoff_s * 2**attempt, self.max_backoff_s)
+
+
+@dataclass
+class LoadStats:
+    """Live counters for the progress display."""
+
+    total: int
+    started_at: float = field(default_factory=time.monotonic)
+    sent: int = 0
+    done: int = 0
+    acked: int = 0
+    rejected: int = 0  # answered 4xx as expected (forged signatures)
+    errors: int = 0  # non-2xx or no answer on an attempt that was then retried or given up
+    given_up: int = 0
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.monotonic() - self.started_at
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+
+def headers_for(request: Request, body: bytes, secret: str) -> dict[str, str]:
+    return {
+        "Content-Type": "application/json",
+        "X-Shopify-Webhook-Id": request.webhook.webhook_id,
+        "X-Shopify-Hmac-Sha256": sign(body, secret if request.valid else FORGED_SECRET),
+        "X-Shopify-Topic": "orders/updated",
+        "X-Shopify-Shop-Domain": "chaos.myshopify.com",
+        "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
+    }
+
+
+async def send_one(http: httpx.AsyncClient, request: Request, secret: str, policy: RetryPolicy,
+                   stats: LoadStats, runner: int) -> LedgerEntry:
+    body = request.webhook.body()
+    attempts = policy.attempts if request.valid else 1
+    first_status = status = 0
+    answer: str | None = None
+    latency_ms = 0.0
+    sent_at = time.time()
+    for attempt in range(attempts):
+        started = time.perf_counter()
+        try:
+            response = await http.post("/webhooks/shopify", content=body,
+                                       headers=headers_for(request, body, secret))
+            status = response.status_code
+            if status == 200:
+                answer = response.json().get("status")
+        except (httpx.TransportError, ValueError):
+            status = 0
+        latency_ms = (time.perf_counter() - started) * 1000
+        if attempt == 0:
+            first_status = status
+            stats.sent += 1
+        if 200 <= status < 300 or not request.valid:
+            break
+        stats.errors += 1
+        if attempt + 1 < attempts:
+            await asyncio.sleep(policy.backoff(attempt))
+    entry = LedgerEntry(
+        webhook_id=request.webhook.webhook_id, order_id=request.webhook.order_id, kind=request.kind,
+        runner=runner, status=status, first_status=first_status, answer=answer, attempts=attempt + 1,
+        sent_at=sent_at, done_at=time.time(), latency_ms=round(latency_ms, 3),
+    )
+    stats.done += 1
+    if entry.acked:
+        stats.acked += 1
+    elif not request.valid and 400 <= status < 500:
+        stats.rejected += 1
+    else:
+        stats.given_up += 1
+    return entry
+
+
+async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *, concurrency: int,
+                   rate: float = 0.0, runner: int = 0, policy: RetryPolicy | None = None,
+                   stats: LoadStats | None = None, on_progress: Callable[[LoadStats], None] | None = None,
+                   ) -> list[LedgerEntry]:
+    """Send ``requests`` in order with at most ``concurrency`` in flight (and at most ``rate`` per second
+    when ``rate > 0``); return one ledger entry per request."""
+    policy = policy or RetryPolicy()
+    stats = stats or LoadStats(total=len(requests))
+    entries: list[LedgerEntry | None] = [None] * len(requests)
+    queue = iter(enumerate(requests))
+    pace = 1.0 / rate if rate > 0 else 0.0
+    next_start = time.monotonic()
+    lock = asyncio.Lock()
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal next_start
+        for position, request in queue:  # workers share one iterator: starts follow the plan order
+            if pace:
+                async with lock:
+                    wait = next_start - time.monotonic()
+                    next_start = max(next_start, time.monotonic()) + pace
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            entries[position] = await send_one(http, request, secret, policy, stats, runner)
+            if on_progress:
+                on_progress(stats)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    timeout = httpx.Timeout(policy.request_timeout_s)
+    async with httpx.AsyncClient(base_url=ingest_url, limits=limits, timeout=timeout) as http:
+        await asyncio.gather(*(worker(http) for _ in range(min(concurrency, len(requests)) or 1)))
+    return [e for e in entries if e is not None]
