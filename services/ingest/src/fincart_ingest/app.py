@@ -32,10 +32,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         topology = Topology(settings.partitions, settings.nats_prefix)
         nc = await connect(settings.nats_url, settings.service_name)
-        redis = aioredis.from_url(
-            settings.redis_url, socket_timeout=settings.redis_timeout_s,
-            socket_connect_timeout=settings.redis_timeout_s,
-        )
+        # a blocking pool: a burst beyond the pool waits (bounded) for a connection instead of failing
+        redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_s,
+            socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s,
+        ))
         try:
             js = nc.jetstream()
             await ensure_streams(js, topology)

@@ -16,3 +16,4 @@ class IngestSettings(CommonSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Larger bodies are answered 413")
     publish_timeout_s: float = Field(5.0, gt=0, description="Bound on waiting for JetStream's PubAck")
     redis_timeout_s: float = Field(0.5, gt=0, description="Bound on one Redis call; Redis is optional")
+    redis_max_connections: int = Field(64, ge=1, description="Redis connections of one ingest process")
