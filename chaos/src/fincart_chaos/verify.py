@@ -69,10 +69,10 @@ class Findings:
         self.enabled = enabled
         self.anomalies: list[Anomaly] = []
 
-    def add(self, invariant: str, message: str, ids: Iterable[str]) -> None:
+    def add(self, invariant: str, message: str, ids: Iterable[str], count: int | None = None) -> None:
         ids = list(ids)
         if ids and invariant in self.enabled:
-            self.anomalies.append(Anomaly(invariant=invariant, message=message, count=len(ids),
+            self.anomalies.append(Anomaly(invariant=invariant, message=message, count=max(count or 0, len(ids)),
                                           samples=sorted(set(ids))[:SAMPLES]))
 
 
@@ -131,14 +131,17 @@ def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, his
     # I5: nothing acked lost, nothing stored that was never sent, nothing applied twice
     lost = sorted(acked - set(audit_by_id))
     unexpected = sorted(a.webhook_id for a in history.audit if a.webhook_id not in valid)
-    doubled = [r.order_id for r in history.orders if (r.version or 0) > processed[r.order_id]]
+    excess = {r.order_id: (r.version or 0) - processed[r.order_id] for r in history.orders
+              if (r.version or 0) > processed[r.order_id]}
     twice = _applied_twice(observed or [])
+    duplicated = max(sum(excess.values()), len(twice))
     if len(lost) > max_lost:
         found.add("I5", f"acked webhooks never stored (tolerated: {max_lost})", lost)
     elif lost:
         notes.append(f"{len(lost)} lost webhooks within maxLost={max_lost}")
     found.add("I5", "stored webhooks that were never sent with a valid signature", unexpected)
-    found.add("I5", "webhooks applied more than once", sorted(set(doubled) | set(twice)))
+    found.add("I5", "webhooks applied more than once (samples: webhook ids, else orders)", twice or excess,
+              duplicated)
 
     # I6: every applied version reached a client, in order, no gaps, with the stored content
     if observed is None:
@@ -166,7 +169,7 @@ def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, his
         acked=sum(e.acked for e in ledger) if ledger is not None else len([r for r in requests if r.valid]),
         rejected=sum(1 for e in ledger if not e.valid and 400 <= e.status < 500) if ledger is not None else 0,
         stored=len([a for a in history.audit if a.order_id in orders]),
-        lost=len(lost), duplicated=len(set(doubled) | set(twice)), unexpected=len(unexpected),
+        lost=len(lost), duplicated=duplicated, unexpected=len(unexpected),
         stale_overwrites=len(stale),
     )
     if found.anomalies:

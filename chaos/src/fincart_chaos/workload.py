@@ -51,8 +51,12 @@ class Webhook:
         return order_status(str(self.payload["financial_status"]), self.payload.get("fulfillment_status"))  # type: ignore[arg-type]
 
     @property
+    def total_price(self) -> Decimal:
+        return Decimal(str(self.payload["total_price"]))
+
+    @property
     def shipping_fee(self) -> Decimal:
-        return shipping_fee(Decimal(str(self.payload["total_price"])))
+        return shipping_fee(self.total_price)
 
 
 @dataclass(frozen=True)
