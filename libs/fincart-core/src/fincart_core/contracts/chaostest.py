@@ -137,3 +137,72 @@ class ChaosTest(BaseModel):
     metadata: Metadata
     spec: ChaosTestSpec
     status: dict[str, Any] | None = None
+
+
+Phase = Literal["Pending", "Running", "Verifying", "Completed", "Failed", "Error", "Aborted"]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Completed", "Failed", "Error", "Aborted"})
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class Condition(StatusModel):
+    """A Kubernetes-style condition (type Ready, LoadComplete, Verified, ...)."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class StatusCounts(StatusModel):
+    sent: int = 0
+    acked: int = 0
+    stored: int = 0
+    lost: int = 0
+    duplicated: int = 0
+    unexpected: int = 0
+
+
+class StatusAnomaly(StatusModel):
+    invariant: str
+    message: str
+    count: int
+    samples: list[str] = Field(default_factory=list, max_length=10)
+
+
+class StatusFault(StatusModel):
+    """One fault action as the operator ran it (times are RFC 3339)."""
+
+    name: str
+    type: str
+    started_at: str | None = None
+    healed_at: str | None = None
+    result: Literal["scheduled", "injected", "healed", "failed", "skipped"] = "scheduled"
+    message: str | None = None
+
+
+class RunnerCounts(StatusModel):
+    desired: int = 0
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+
+
+class ChaosTestStatus(StatusModel):
+    """What the operator writes under ``.status`` (the CRD's status schema is generated from this)."""
+
+    phase: Phase = "Pending"
+    verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None
+    message: str | None = None
+    observed_generation: int | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    runners: RunnerCounts = Field(default_factory=RunnerCounts)
+    faults: list[StatusFault] = Field(default_factory=list)
+    counts: StatusCounts = Field(default_factory=StatusCounts)
+    anomalies: list[StatusAnomaly] = Field(default_factory=list)
+    report_ref: str | None = Field(None, description="ConfigMap holding the full JSON report")

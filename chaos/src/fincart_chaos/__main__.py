@@ -1,0 +1,3 @@
+from fincart_chaos.cli import main
+
+main()
