@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess, console_script, free_port
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
+from fincart_ingest import webhook_checks as checks
 
 SECRET = "test-secret"
 
@@ -115,9 +117,19 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
          "total_price"),
         (lambda b, h: ((x := json.dumps({"updated_at": "2026-01-01T00:00:00Z"}).encode()), signed_headers(x)),
          422, "'id'"),
+        # PostgreSQL text and jsonb cannot hold NUL: refused at the door, naming the field
+        (lambda b, h: ((x := order_body("order\x00nul")), signed_headers(x)), 422, "'id': contains a NUL"),
+        (lambda b, h: ((x := order_body(financial_status="pa\x00id")), signed_headers(x)), 422,
+         "'financial_status': contains a NUL"),
+        (lambda b, h: ((x := order_body(fulfillment_status="\x00")), signed_headers(x)), 422,
+         "'fulfillment_status': contains a NUL"),
+        (lambda b, h: ((x := order_body(shipping_lines=[{"price": "1.00", "title": "a\x00"}])), signed_headers(x)),
+         422, "'shipping_lines.0.title': contains a NUL"),
+        (lambda b, h: ((x := order_body(**{"k\x00": 1})), signed_headers(x)), 422, "contains a NUL"),
     ],
     ids=["no-signature", "bad-signature", "short-signature", "garbage-signature", "no-webhook-id", "bad-topic",
-         "bad-json", "not-an-object", "bad-updated-at", "negative-price", "missing-id"],
+         "bad-json", "not-an-object", "bad-updated-at", "negative-price", "missing-id", "nul-in-order-id",
+         "nul-in-financial-status", "nul-in-fulfillment-status", "nul-nested", "nul-in-key"],
 )
 async def test_bad_input_gets_a_clear_error_and_reaches_nothing(client, infra, topology, mutate, status, needle):
     body, headers = mutate(order_body(), signed_headers(order_body()))
@@ -125,6 +137,24 @@ async def test_bad_input_gets_a_clear_error_and_reaches_nothing(client, infra, t
     assert answer.status_code == status, answer.text
     assert needle in answer.json()["detail"]
     assert await stream_messages(infra.nats_url, topology) == []
+
+
+async def test_nul_in_the_webhook_id_is_400_and_reaches_nothing(ingest, infra, topology):
+    # httpx refuses to send NUL in a header, so the request goes out raw
+    body = order_body()
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(body, "wh-\x00-nul").items())
+    reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
+    writer.write(f"POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
+                 + body)
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    assert status_line.split()[1] == b"400", status_line
+    assert await stream_messages(infra.nats_url, topology) == []
+    # uvicorn's HTTP parser answers that 400 itself; ingest's own check holds under any server
+    with pytest.raises(checks.Rejection) as refused:
+        checks.check_webhook_id("wh-\x00-nul")
+    assert refused.value.status == 400 and "NUL" in refused.value.detail
 
 
 async def test_body_over_the_limit_is_413(client, infra, topology):

@@ -1,5 +1,8 @@
 """Request checks, in the order the contract answers them: size (413), signature (401), id (400),
-topic and body (422). Each failure is a :class:`Rejection` carrying its status and message."""
+topic and body (422). Each failure is a :class:`Rejection` carrying its status and message.
+
+NUL (U+0000) is refused in the webhook id and anywhere in the body: PostgreSQL text and jsonb cannot hold
+it, so such a webhook could never be stored and the processor would only dead-letter it after retries."""
 
 from __future__ import annotations
 
@@ -47,6 +50,8 @@ def check_webhook_id(webhook_id: str | None) -> str:
         raise Rejection(400, "missing X-Shopify-Webhook-Id header")
     if len(webhook_id) > 255:
         raise Rejection(400, "X-Shopify-Webhook-Id is longer than 255 characters")
+    if "\x00" in webhook_id:  # uvicorn's parsers refuse it already; this holds under any ASGI server
+        raise Rejection(400, "X-Shopify-Webhook-Id contains a NUL character")
     return webhook_id
 
 
@@ -64,9 +69,31 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
         raise Rejection(422, f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise Rejection(422, "body must be a JSON object (a Shopify order)")
+    if (where := _nul_path(payload)) is not None:
+        raise Rejection(422, f"invalid field {where[:200]!r}: contains a NUL character (\\u0000), which "
+                             "PostgreSQL cannot store")
     try:
         return ShopifyOrder.model_validate(payload), payload
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"]) or "body"
         raise Rejection(422, f"invalid field {field!r}: {first['msg']}") from exc
+
+
+def _nul_path(payload: dict[str, object]) -> str | None:
+    """The dotted path (pydantic's style) of a key or string holding NUL, else None. Iterative: a
+    body may nest as deep as the JSON parser allows."""
+    pending: list[tuple[str, object]] = [("", payload)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return path
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, item in items:
+            here = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return here
+            pending.append((here, item))
+    return None
