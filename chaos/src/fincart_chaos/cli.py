@@ -16,6 +16,7 @@ from fincart_core.contracts.report import EXIT_CODES
 from fincart_core.localstack import StackError
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 
 from fincart_chaos import ledger as ledger_io
 from fincart_chaos.execution import run_test, verify_only
@@ -44,7 +45,8 @@ class RunReport(BaseModel):
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
-    console.print(f"[red]error:[/] {message}")
+    # unwrapped and unstyled: error lines are grepped, and YAML messages hold brackets
+    console.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -114,12 +114,12 @@ async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> t
     """Every event the stream still holds for ``order_ids``, as a client resuming from 0 gets them."""
     wanted = set(order_ids)
     observer = Observer(sync_url)
-    observer.cursor = 0
     url = ws_url(sync_url, since=0)
     async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
         end: int | None = None
         more_pages = False
-        while end is None or more_pages or (observer.cursor or 0) < end:
+        covered = 0  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself
+        while end is None or more_pages or covered < end:
             frame = json.loads(await ws.recv())
             if frame.get("type") == "resume":
                 end = frame["seq"]
@@ -129,6 +129,8 @@ async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> t
                     observer.problems.append(f"the stream could not be replayed from 0 ({frame.get('reason')})")
             elif frame.get("type") == "error":
                 raise ConnectionError(f"sync refused the replay: {frame.get('message')}")
+            if frame.get("type") != "resume":
+                covered = max(covered, frame.get("seq", 0))
             observer.take(frame)
     log = [seen for seen in observer.log if seen.order_id in wanted]
     return log, observer.problems

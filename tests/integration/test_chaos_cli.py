@@ -1,0 +1,173 @@
+"""``fincart-chaos`` as users run it: real processes, real NATS JetStream, Redis and PostgreSQL.
+
+``run --local`` on the examples (seed, stress, faults) must end with Pass; the cluster half
+(``load`` per runner, ``inject``, ``verify`` writing the operator's summary) works against a stack
+started here; spec errors exit 2 with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fincart_core.contracts.report import ReportSummary
+from fincart_core.devstack import DevStack, StackConfig
+from fincart_core.localstack import Infra, console_script
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+RUN_TIMEOUT_S = 600
+
+
+def chaos(*args: str | Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S,
+          ) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")}
+    return subprocess.run([console_script("fincart-chaos"), *map(str, args)], env={**clean, **(env or {})},
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def infra_env(infra: Infra, *kinds: str) -> dict[str, str]:
+    urls = {"nats": infra.nats_url, "redis": infra.redis_url, "postgres": infra.database_url}
+    names = {"nats": "FINCART_NATS_URL", "redis": "FINCART_REDIS_URL", "postgres": "FINCART_DATABASE_URL"}
+    return {names[k]: urls[k] for k in kinds} | {"FINCART_PARTITIONS": "4"}
+
+
+def run_report(path: Path, tmp_path: Path, env: dict[str, str]) -> dict:
+    out = tmp_path / "report.json"
+    done = chaos("run", path, "--local", "--report", out, "--logdir", tmp_path / "logs", env=env)
+    assert out.exists(), done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert done.returncode == 0, (report["verdict"], report["reports"][0].get("anomalies"), done.stderr[-3000:])
+    return report["reports"][0]
+
+
+def test_the_seed_scenario_passes_with_every_checklist_item(infra: Infra, tmp_path: Path):
+    report = run_report(EXAMPLES / "chaostest-seed.yaml", tmp_path, infra_env(infra, "nats", "redis", "postgres"))
+    assert report["verdict"] == "Pass"
+    assert report["counts"] | {"stale_overwrites": 0} == {
+        "sent": 100, "acked": 100, "rejected": 0, "stored": 100, "lost": 0, "duplicated": 0, "unexpected": 0,
+        "stale_overwrites": 0}
+    assert [c["ok"] for c in report["checklist"]] == [True] * 8, report["checklist"]
+    assert report["checked"] == ["I1", "I2", "I3", "I4", "I5", "I6", "I7"]
+    assert {r["metric"] for r in report["performance"]} == {"total time", "queue drain time"}
+    assert report["timings"]["settled"] and report["timings"]["ack_latency_ms"]["p99"] is not None
+
+
+def test_the_stress_run_passes(infra: Infra, tmp_path: Path):
+    report = run_report(EXAMPLES / "chaostest-stress.yaml", tmp_path, infra_env(infra, "nats", "redis", "postgres"))
+    counts = report["counts"]
+    assert report["verdict"] == "Pass" and counts["stored"] == 10_000
+    assert counts["rejected"] == 100 and counts["acked"] == 10_500  # forged signatures 401, duplicates 200
+
+
+def test_the_faults_example_passes_and_heals_every_fault(infra: Infra, tmp_path: Path):
+    # NATS and Redis are started by the run itself, so it may restart and stop them
+    report = run_report(EXAMPLES / "chaostest-faults.yaml", tmp_path, infra_env(infra, "postgres"))
+    assert report["verdict"] == "Pass" and report["counts"]["lost"] == 0 and report["counts"]["duplicated"] == 0
+    assert sorted((f["type"], f["result"]) for f in report["faults"]) == [
+        ("brokerRestart", "healed"), ("dbConnectionDrop", "healed"), ("podKill", "healed"),
+        ("redisOutage", "healed")]
+    assert all(f["healed_at"] > f["started_at"] for f in report["faults"])
+
+
+@pytest.fixture
+def stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
+    config = StackConfig(database=unique_name, partitions=4, processors=1, nats_prefix=unique_name[:20],
+                         webhook_secret="cluster-secret", ingest_port=0, sync_port=0)
+    dev = DevStack(config, infra, tmp_path)
+    dev.start()
+    yield dev
+    dev.stop()
+
+
+def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: Path):
+    spec = tmp_path / "two-runners.yaml"
+    # two runners; a short settle, since the last verify below waits for rows that never come
+    small = (EXAMPLES / "chaostest-small.yaml").read_text()
+    spec.write_text(small.replace("concurrency: 10", "parallelism: 2\n    concurrency: 10").replace("30s", "5s"))
+    env = {"FINCART_WEBHOOK_SECRET": "cluster-secret", "FINCART_CHAOS_RUN_ID": "run1"}
+    for index in (0, 1):
+        done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--ledger", tmp_path / f"ledger-{index}.jsonl",
+                     env={**env, "JOB_COMPLETION_INDEX": str(index)})
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout.splitlines()[-1])["acked"] == 5
+    dropped = chaos("inject", "dbConnectionDrop", "--duration", "1s", env={"FINCART_DATABASE_URL": stack.database_url})
+    assert dropped.returncode == 0 and "terminated" in dropped.stdout, dropped.stderr
+    summary = tmp_path / "termination-log"
+    verify_env = {**env, "FINCART_DATABASE_URL": stack.database_url}
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary, "--ledger",
+                 tmp_path / "ledger-0.jsonl", "--ledger", tmp_path / "ledger-1.jsonl", env=verify_env)
+    assert done.returncode == 0, done.stderr
+    result = ReportSummary.model_validate_json(summary.read_text())
+    assert result.verdict == "Pass" and result.counts.stored == 10 and result.counts.acked == 10
+    # without ledgers (the operator's verification Job) every valid webhook counts as acked
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary, env=verify_env)
+    assert done.returncode == 0 and ReportSummary.model_validate_json(summary.read_text()).verdict == "Pass"
+    # another run id: none of its webhooks are stored, they are all lost
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary,
+                 env={**verify_env, "FINCART_CHAOS_RUN_ID": "other"})
+    failed = ReportSummary.model_validate_json(summary.read_text())
+    assert done.returncode == 1 and failed.verdict == "Fail" and failed.counts.lost == 10
+    assert "I5" in {a.invariant for a in failed.anomalies}
+
+
+BAD_SPECS = {
+    "bad ratio": ("duplicateRatio: 0.0", "duplicateRatio: 1.5", "spec.load.duplicateRatio"),
+    "unknown fault type": ("faults: []", "faults: [{name: f, type: meteorStrike}]", "spec.faults.0.type"),
+    "missing target": ("  target:\n", "  targetz:\n", "spec.target"),
+    "bad duration": ("timeout: 30s", "timeout: soon", "spec.settle.timeout"),
+}
+BASE_SPEC = """apiVersion: chaos.fincart.io/v1alpha1
+kind: ChaosTest
+metadata: {name: t}
+spec:
+  target:
+    ingestUrl: http://localhost:8080
+  load: {orders: 1, updatesPerOrder: 3, duplicateRatio: 0.0}
+  faults: []
+  settle: {timeout: 30s}
+"""
+
+
+@pytest.mark.parametrize("case", BAD_SPECS, ids=list(BAD_SPECS))
+def test_spec_errors_exit_2_naming_the_field(case: str, tmp_path: Path):
+    old, new, field = BAD_SPECS[case]
+    assert old in BASE_SPEC
+    path = tmp_path / "bad.yaml"
+    path.write_text(BASE_SPEC.replace(old, new))
+    for command in (("validate", path), ("run", path, "--local"), ("load", path), ("verify", path)):
+        done = chaos(*command, timeout=60)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert field in done.stderr and str(path) in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+
+
+def test_usage_errors_exit_2(tmp_path: Path):
+    path = tmp_path / "ok.yaml"
+    path.write_text(BASE_SPEC)
+    assert chaos("validate", path).returncode == 0
+    cases = {
+        ("validate", tmp_path / "missing.yaml"): "cannot read",
+        ("run", path): "--local",
+        ("load", path): "FINCART_WEBHOOK_SECRET",
+        ("load", path, "--secret", "s", "--runner-index", "3"): "out of range",
+        ("verify", path): "FINCART_DATABASE_URL",
+        ("inject", "podKill"): "operator",
+    }
+    for command, message in cases.items():
+        done = chaos(*command, timeout=60)
+        assert done.returncode == 2 and message in done.stderr, (command, done.stderr)
+    path.write_text("kind: [unclosed")
+    done = chaos("validate", path)
+    assert done.returncode == 2 and "not valid YAML" in done.stderr
+
+
+def test_the_console_script_is_the_cli():
+    done = subprocess.run([sys.executable, "-m", "fincart_chaos", "--help"], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0 and "validate" in done.stdout and "verify" in done.stdout
