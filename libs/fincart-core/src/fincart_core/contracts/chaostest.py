@@ -34,7 +34,11 @@ def _check_duration(text: str) -> str:
     return text
 
 
-Duration = Annotated[str, AfterValidator(_check_duration), Field(pattern=r"^(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$")]
+# The constraints come before the validator so that they reach the JSON schema (and the CRD); the pattern is RE2-safe
+# (the API server is Go) and with minLength it accepts what parse_duration accepts.
+Duration = Annotated[
+    str, Field(min_length=1, pattern=r"^(\d+h)?(\d+m)?(\d+s)?(\d+ms)?$"), AfterValidator(_check_duration)
+]
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
 
 
@@ -102,7 +106,11 @@ class Cleanup(SpecModel):
 class ChaosTestSpec(SpecModel):
     target: Target
     load: Load = Field(default_factory=Load)
-    faults: list[Fault] = Field(default_factory=list)
+    # names are unique (see below); as a list-map the API server enforces that too
+    faults: list[Fault] = Field(
+        default_factory=list,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
     settle: Settle = Field(default_factory=Settle)
     verification: Verification = Field(default_factory=Verification)
     cleanup: Cleanup = Field(default_factory=Cleanup)
