@@ -61,7 +61,6 @@ class Report(ReportSummary):
     timings: Timings = Field(default_factory=Timings)
     checklist: list[ChecklistItem] = Field(default_factory=list)
     performance: list[Rating] = Field(default_factory=list)
-    run: dict[str, object] = Field(default_factory=dict)
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
