@@ -43,6 +43,8 @@ class StackConfig:
     with_sync: bool = True
     log_level: str = "INFO"
     extra_env: dict[str, str] = field(default_factory=dict)
+    # argv of each processor replica instead of the console script (tests run deliberately broken processors)
+    processor_command: list[str] | None = None
 
 
 class DevStack:
@@ -63,10 +65,10 @@ class DevStack:
         env["FINCART_DATABASE_URL"] = self.database_url
         return {**env, **self.config.extra_env}
 
-    def _service(self, name: str, script: str, port: int, **extra: str | int) -> ServiceProcess:
+    def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
         return ServiceProcess(
-            name=name, argv=[console_script(script)], env=self.env(http_port=port, service_name=name, **extra),
+            name=name, argv=argv, env=self.env(http_port=port, service_name=name, **extra),
             log_path=self.logdir / f"{name}.log", port=port,
         )
 
@@ -74,17 +76,18 @@ class DevStack:
         run_blocking(asyncio.run, ensure_database(self.database_url))
         upgrade(self.database_url)
         try:
-            self.ingest = self._service("ingest", "fincart-ingest", self.config.ingest_port)
+            self.ingest = self._service("ingest", [console_script("fincart-ingest")], self.config.ingest_port)
             self.ingest.start()
             n = self.config.processors
+            processor = self.config.processor_command or [console_script("fincart-processor")]
             self.processors = [
-                self._service(f"processor-{i}", "fincart-processor", 0, replicas=n, replica_index=i)
+                self._service(f"processor-{i}", processor, 0, replicas=n, replica_index=i)
                 for i in range(n)
             ]
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:
-                self.sync = self._service("sync", "fincart-sync", self.config.sync_port)
+                self.sync = self._service("sync", [console_script("fincart-sync")], self.config.sync_port)
                 self.sync.start()
         except BaseException:
             self.stop()
