@@ -1,0 +1,35 @@
+"""Operator settings (environment only, prefix FINCART_). The chart sets the first five; the rest have defaults
+that suit a cluster and are lowered by the tests."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fincart_core.settings import CommonSettings
+from pydantic import Field
+
+
+class OperatorSettings(CommonSettings):
+    http_port: int = Field(8083, ge=0, le=65535, description="Port of /healthz and /metrics")
+    service_name: str = Field("fincart-operator", description="service.name of logs")
+    watch_namespace: str | None = Field(
+        None, description="Namespace of the ChaosTests to run; empty: every namespace; unset: FINCART_POD_NAMESPACE"
+    )
+    pod_namespace: str | None = Field(None, description="The operator's own namespace (downward API)")
+    runner_image: str = Field("fincart-chaos:latest", description="Image of the load, fault and verify Jobs")
+    runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    poll_interval_s: float = Field(2.0, gt=0, description="How often a running ChaosTest's children are checked")
+    load_deadline_s: float = Field(0, ge=0, description="Longest load run; 0: estimated from the spec (see below)")
+    load_startup_s: float = Field(300, ge=0, description="Added to the estimate: scheduling and image pulls")
+    load_assumed_rate: float = Field(100, gt=0, description="Requests/s per runner assumed when spec.load.rate is 0")
+    load_deadline_max_s: float = Field(6 * 3600, gt=0, description="Cap of the estimated load deadline")
+    verify_deadline_s: float = Field(600, gt=0, description="Verification Job deadline on top of spec.settle.timeout")
+    fault_job_deadline_s: float = Field(120, gt=0, description="Fault Job deadline on top of the fault's duration")
+    max_fault_repeats: int = Field(100, ge=1, description="Occurrences of one repeating fault (bounds status size)")
+    load_backoff_limit: int = Field(2, ge=0, description="Retries of failed runner pods (webhooks are idempotent)")
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace to watch, or None for every namespace."""
+        chosen = self.pod_namespace if self.watch_namespace is None else self.watch_namespace
+        return chosen or None

@@ -1,0 +1,500 @@
+"""The operator's decisions, called directly: spec + status + observed children + time -> actions + status."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus
+from fincart_operator import children, metrics
+from fincart_operator.children import Owner
+from fincart_operator.kube import job_view, owned, termination_message
+from fincart_operator.reconcile import (
+    Create,
+    Decision,
+    Delete,
+    Event,
+    JobView,
+    Observed,
+    Scale,
+    Workload,
+    decide,
+    load_deadline,
+    needs_attention,
+    parse_status,
+    restore_targets,
+)
+from fincart_operator.settings import OperatorSettings
+from prometheus_client import REGISTRY
+
+OWNER = Owner("seed", "chaos", "0123456789abcdef", generation=3)
+SETTINGS = OperatorSettings(runner_image="fincart-chaos:test", poll_interval_s=1.5, load_deadline_s=600,
+                            verify_deadline_s=100, fault_job_deadline_s=30, max_fault_repeats=3)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+LOAD, VERIFY = "seed-load", "seed-verify"
+PODS = {"kill": ("fincart-processor-0", "fincart-processor-1")}
+WORKLOADS = {"pause": (Workload("StatefulSet", "fincart-processor", 2), Workload("Deployment", "fincart-x", 1))}
+FAULTS = [
+    {"name": "kill", "type": "podKill", "selector": {"app": "processor"}, "startAfter": "5s", "duration": "2s"},
+    {"name": "pause", "type": "processorPause", "selector": {"app": "processor"}, "startAfter": "10s",
+     "duration": "10s"},
+    {"name": "drop", "type": "dbConnectionDrop", "startAfter": "10s", "duration": "5s"},
+]
+
+
+def spec(**changes: Any) -> dict[str, Any]:
+    raw: dict[str, Any] = {
+        "target": {"ingestUrl": "http://ingest:8080", "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+                   "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}},
+        "load": {"orders": 10, "updatesPerOrder": 5, "parallelism": 3},
+        "faults": [],
+    }
+    raw.update(changes)
+    return raw
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def step(status: ChaosTestStatus, observed: Observed = Observed(), seconds: float = 0,  # noqa: B008
+         raw: dict[str, Any] | None = None) -> Decision:
+    return decide(OWNER, spec() if raw is None else raw, status, observed, at(seconds), SETTINGS)
+
+
+def of(decision: Decision, kind: type) -> list[Any]:
+    return [a for a in decision.actions if isinstance(a, kind)]
+
+
+def created(decision: Decision) -> dict[str, dict[str, Any]]:
+    return {a.body["metadata"]["name"]: a.body for a in of(decision, Create)}
+
+
+def cluster_after(observed: Observed, decision: Decision) -> Observed:
+    """What the cluster looks like after the actions (children created, deleted, workloads scaled)."""
+    jobs, maps = dict(observed.jobs), set(observed.config_maps)
+    workloads = {f: list(ws) for f, ws in observed.workloads.items()}
+    for action in decision.actions:
+        match action:
+            case Create(body=body) if body["kind"] == "Job":
+                jobs[body["metadata"]["name"]] = JobView(body["metadata"]["name"])
+            case Create(body=body):
+                maps.add(body["metadata"]["name"])
+            case Delete(kind="Job", name=name):
+                jobs.pop(name, None)
+            case Scale(kind=kind, name=name, replicas=replicas):
+                for ws in workloads.values():
+                    ws[:] = [Workload(w.kind, w.name, replicas) if (w.kind, w.name) == (kind, name) else w for w in ws]
+    return dataclasses.replace(observed, jobs=jobs, config_maps=frozenset(maps),
+                               workloads={f: tuple(ws) for f, ws in workloads.items()})
+
+
+def finish_job(observed: Observed, name: str, outcome: str = "succeeded", message: str = "") -> Observed:
+    return dataclasses.replace(observed, jobs={**observed.jobs, name: JobView(name, outcome, message=message)})  # type: ignore[arg-type]
+
+
+def running(faults: list[dict[str, Any]] | None = None, **observed: Any) -> tuple[ChaosTestStatus, Observed, dict]:
+    """A test that just started at T0 (load Job and spec ConfigMap exist)."""
+    raw = spec(faults=faults or [])
+    start = step(ChaosTestStatus(), raw=raw)
+    return start.status, cluster_after(Observed(**observed), start), raw
+
+
+def summary(verdict: str = "Pass", **extra: Any) -> str:
+    counts = {"sent": 50, "acked": 50, "stored": 50, "lost": 0, "duplicated": 0, "unexpected": 0}
+    return json.dumps({"verdict": verdict, "counts": {**counts, **extra.pop("counts", {})}, **extra})
+
+
+# ---------------------------------------------------------------- start
+
+
+def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
+    decision = step(ChaosTestStatus())
+    status = decision.status
+    assert (status.phase, status.start_time, status.runners.desired, status.observed_generation) == (
+        "Running", "2026-01-01T00:00:00.000Z", 3, 3)
+    bodies = created(decision)
+    assert set(bodies) == {"seed-spec", LOAD}
+    job = bodies[LOAD]
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    assert job["spec"]["activeDeadlineSeconds"] == 600
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "fincart-chaos:test"
+    assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
+                                 "$(JOB_COMPLETION_INDEX)"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FINCART_CHAOS_RUN_ID"]["value"] == "01234567"
+    assert env["FINCART_WEBHOOK_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    for body, role in ((job, "load"), (bodies["seed-spec"], "spec")):
+        meta = body["metadata"]
+        assert meta["labels"] == {"app.kubernetes.io/managed-by": "fincart-operator", "chaos.fincart.io/test": "seed",
+                                  "chaos.fincart.io/role": role}
+        assert meta["ownerReferences"] == [{"apiVersion": "chaos.fincart.io/v1alpha1", "kind": "ChaosTest",
+                                            "name": "seed", "uid": OWNER.uid, "controller": True,
+                                            "blockOwnerDeletion": True}]
+    assert [e.reason for e in of(decision, Event)] == ["Running"]
+
+
+def test_the_spec_config_map_is_a_whole_chaostest_the_runners_can_read() -> None:
+    from fincart_chaos.spec_io import parse_documents
+
+    text = created(step(ChaosTestStatus()))["seed-spec"]["data"]["chaostest.yaml"]
+    (test,) = parse_documents(text)
+    assert test.metadata.name == "seed" and test.spec == ChaosTestSpec.model_validate(spec())
+
+
+def test_nothing_starts_before_the_finalizer_is_on() -> None:
+    decision = step(ChaosTestStatus(), Observed(finalized=False))
+    assert decision.actions == [] and decision.status.phase == "Pending" and decision.wait_s == 1.5
+
+
+def test_deciding_twice_creates_nothing_new() -> None:
+    status, observed, raw = running(FAULTS, pods=PODS, workloads=WORKLOADS)
+    again = step(ChaosTestStatus(), observed, raw=raw)  # crash after the creates, before the status was written
+    assert of(again, Create) == [] and again.status.phase == "Running"
+    first = step(status, observed, seconds=10, raw=raw)
+    second = step(first.status, cluster_after(observed, first), seconds=10, raw=raw)
+    assert of(second, Create) == [] and of(second, Delete) == []
+
+
+# ---------------------------------------------------------------- invalid specs
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    (spec(load={"parallelism": 0}), "spec.load.parallelism"),
+    (spec(target={"ingestUrl": "http://x"}), "spec.target.hmacSecretRef"),
+    (spec(faults=[{"name": "k", "type": "podKill"}]), "spec.faults[0].selector"),
+    (spec(faults=[{"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}]),
+     "spec.faults[0].interval"),
+    (spec(faults=[{"name": "x" * 50, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),
+    (spec(abort="maybe"), "spec.abort"),
+])
+def test_an_invalid_spec_is_an_error_naming_the_field_and_starts_nothing(raw: dict[str, Any], field: str) -> None:
+    decision = step(ChaosTestStatus(), raw=raw)
+    assert decision.status.phase == "Error" and decision.status.verdict == "Error"
+    assert field in (decision.status.message or "")
+    assert of(decision, Create) == []
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "InvalidSpec")]
+
+
+def test_a_name_too_long_for_its_children_is_invalid() -> None:
+    decision = decide(Owner("n" * 60, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
+    assert decision.status.phase == "Error" and "metadata.name" in (decision.status.message or "")
+
+
+# ---------------------------------------------------------------- faults
+
+
+def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_duration() -> None:
+    status, observed, raw = running(FAULTS[:1], pods=PODS)
+    early = step(status, observed, seconds=4.9, raw=raw)
+    assert early.actions == [] and early.status.faults == []
+    kill = step(status, observed, seconds=5, raw=raw)
+    assert of(kill, Delete) == [Delete("Pod", "fincart-processor-0"), Delete("Pod", "fincart-processor-1")]
+    (entry,) = kill.status.faults
+    assert (entry.name, entry.result, entry.started_at) == ("kill", "injected", "2026-01-01T00:00:05.000Z")
+    held = step(kill.status, observed, seconds=6.9, raw=raw)
+    assert held.actions == [] and held.status == kill.status.model_copy(update={})
+    healed = step(kill.status, observed, seconds=7, raw=raw)
+    assert healed.status.faults[0].result == "healed" and of(healed, Delete) == []
+    assert [e.reason for e in of(healed, Event)] == ["FaultHealed"]
+
+
+def test_a_pod_fault_without_matching_pods_is_failed_and_the_test_goes_on() -> None:
+    status, observed, raw = running(FAULTS[:1])
+    decision = step(status, observed, seconds=5, raw=raw)
+    assert decision.status.phase == "Running"
+    assert decision.status.faults[0].result == "failed" and "app=processor" in decision.status.faults[0].message
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "FaultFailed")]
+
+
+def test_scale_faults_record_the_replicas_before_scaling_to_zero_and_restore_them() -> None:
+    status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    assert of(record, Scale) == []  # the replicas to restore are written first
+    assert restore_targets(record.status.faults[0].message) == list(WORKLOADS["pause"])
+    hold = step(record.status, observed, seconds=10.1, raw=raw)
+    assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 0), Scale("Deployment", "fincart-x", 0)]
+    observed = cluster_after(observed, hold)
+    assert step(record.status, observed, seconds=15, raw=raw).actions == []  # held at 0
+    heal = step(record.status, observed, seconds=20, raw=raw)
+    assert of(heal, Scale) == [Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)]
+    assert heal.status.faults[0].result == "healed"
+
+
+def test_a_restarted_operator_heals_a_scale_fault_from_the_status_alone() -> None:
+    status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    scaled = cluster_after(observed, step(record.status, observed, seconds=10, raw=raw))
+    persisted = parse_status(json.loads(record.status.model_dump_json(by_alias=True)))  # what the API gives back
+    heal = step(persisted, scaled, seconds=25, raw=raw)
+    assert of(heal, Scale) == [Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)]
+
+
+def test_db_connection_drop_runs_a_fault_job_healed_when_it_completes() -> None:
+    status, observed, raw = running(FAULTS[2:])
+    inject = step(status, observed, seconds=10, raw=raw)
+    job = created(inject)["seed-fault-drop-0"]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["inject", "dbConnectionDrop", "--duration", "5s"]
+    assert container["env"] == [{"name": "FINCART_DATABASE_URL",
+                                 "valueFrom": {"secretKeyRef": {"name": "fincart", "key": "database-url"}}}]
+    assert job["metadata"]["labels"]["chaos.fincart.io/role"] == "fault"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 35
+    observed = cluster_after(observed, inject)
+    assert step(inject.status, observed, seconds=14, raw=raw).actions == []
+    done = step(inject.status, finish_job(observed, "seed-fault-drop-0"), seconds=15, raw=raw)
+    assert done.status.faults[0].result == "healed"
+    failed = step(inject.status, finish_job(observed, "seed-fault-drop-0", "failed", "BackoffLimitExceeded"),
+                  seconds=15, raw=raw)
+    assert failed.status.faults[0].result == "failed" and "BackoffLimitExceeded" in failed.status.faults[0].message
+
+
+def test_a_fault_job_past_its_deadline_is_an_error_and_is_removed() -> None:
+    status, observed, raw = running(FAULTS[2:])
+    inject = step(status, observed, seconds=10, raw=raw)
+    late = step(inject.status, cluster_after(observed, inject), seconds=10 + 5 + 30.1, raw=raw)
+    assert late.status.phase == "Error" and "drop" in late.status.message
+    assert Delete("Job", "seed-fault-drop-0") in late.actions and Delete("Job", LOAD) in late.actions
+    assert late.status.faults[0].result == "healed"
+
+
+def test_repeating_faults_recur_every_interval_while_the_load_runs_up_to_the_cap() -> None:
+    fault = {**FAULTS[0], "startAfter": "0s", "duration": "1s", "interval": "10s"}
+    status, observed, raw = running([fault], pods=PODS)
+    for seconds in (0, 1, 10, 11, 20, 21, 30, 40):
+        decision = step(status, observed, seconds=seconds, raw=raw)
+        status = decision.status
+    assert [(f.name, f.result) for f in status.faults] == [("kill", "healed"), ("kill#1", "healed"),
+                                                            ("kill#2", "healed")]  # max_fault_repeats=3
+
+
+def test_a_fault_due_after_the_load_finished_is_skipped() -> None:
+    status, observed, raw = running(FAULTS[:1], pods=PODS)
+    decision = step(status, finish_job(observed, LOAD), seconds=6, raw=raw)
+    assert decision.status.faults[0].result == "skipped" and of(decision, Delete) == []
+    assert decision.status.phase == "Verifying"
+
+
+# ---------------------------------------------------------------- load and verification
+
+
+def test_verification_waits_for_the_load_and_for_every_fault_to_heal() -> None:
+    status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    done = finish_job(observed, LOAD)
+    waiting = step(record.status, done, seconds=12, raw=raw)
+    assert waiting.status.phase == "Running" and VERIFY not in created(waiting)
+    verifying = step(record.status, done, seconds=20, raw=raw)
+    assert verifying.status.phase == "Verifying" and verifying.status.faults[0].result == "healed"
+    job = created(verifying)[VERIFY]
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    assert container["args"] == ["verify", "/etc/fincart-chaos/chaostest.yaml", "--summary-file",
+                                 "/dev/termination-log"]
+    assert container["terminationMessagePolicy"] == "File"
+    assert {e["name"] for e in container["env"]} == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL"}
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 160  # settle 60s + 100s
+    conditions = {c.type: c.status for c in verifying.status.conditions}
+    assert conditions == {"LoadComplete": "True", "Verified": "Unknown"}
+
+
+def test_runner_counts_come_from_the_load_job() -> None:
+    status, observed, raw = running()
+    observed = dataclasses.replace(observed, jobs={LOAD: JobView(LOAD, active=2, succeeded=1)})
+    runners = step(status, observed, seconds=1, raw=raw).status.runners
+    assert (runners.desired, runners.active, runners.succeeded, runners.failed) == (3, 2, 1, 0)
+
+
+@pytest.mark.parametrize(("observed", "seconds", "reason"), [
+    ({"jobs": {LOAD: JobView(LOAD, "failed", message="BackoffLimitExceeded")}}, 1, "LoadJobFailed"),
+    ({"jobs": {LOAD: JobView(LOAD)}}, 600.1, "DeadlineExceeded"),
+    ({"jobs": {}}, 1, "LoadJobMissing"),
+])
+def test_load_failures_end_in_error_with_a_reason_and_heal_the_faults(observed: dict, seconds: float,
+                                                                         reason: str) -> None:
+    status, started, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    status = step(status, started, seconds=10, raw=raw).status
+    decision = step(status, Observed(workloads=WORKLOADS, **observed), seconds=seconds, raw=raw)
+    assert decision.status.phase == "Error" and decision.status.verdict == "Error"
+    assert decision.status.completion_time
+    assert Scale("StatefulSet", "fincart-processor", 2) in decision.actions
+    assert decision.status.faults[0].result == "healed"
+    assert ("Warning", reason) in [(e.type, e.reason) for e in of(decision, Event)]
+    assert (Delete("Job", LOAD) in decision.actions) == (reason == "DeadlineExceeded")
+
+
+def verifying() -> tuple[ChaosTestStatus, Observed, dict]:
+    status, observed, raw = running()
+    decision = step(status, finish_job(observed, LOAD), seconds=30, raw=raw)
+    return decision.status, cluster_after(finish_job(observed, LOAD), decision), raw
+
+
+def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map() -> None:
+    status, observed, raw = verifying()
+    text = summary()
+    decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
+    final = decision.status
+    assert (final.phase, final.verdict, final.report_ref) == ("Completed", "Pass", "seed-report")
+    assert (final.counts.sent, final.counts.stored, final.counts.lost) == (50, 50, 0)
+    assert final.completion_time == "2026-01-01T00:00:40.000Z"
+    report = created(decision)["seed-report"]
+    assert json.loads(report["data"]["summary.json"])["verdict"] == "Pass"
+    assert report["metadata"]["labels"]["chaos.fincart.io/role"] == "report"
+    assert of(decision, Delete) == []  # the verify Job's pod keeps its logs
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Normal", "Completed")]
+    again = step(status, dataclasses.replace(observed, report=text, config_maps=observed.config_maps | {"seed-report"}),
+                 seconds=41, raw=raw)
+    assert again.status.phase == "Completed" and of(again, Create) == []  # after a restart: the ConfigMap is enough
+
+
+def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
+    status, observed, raw = verifying()
+    anomalies = [{"invariant": "I1", "message": "acked but not stored", "count": 2, "samples": ["w1", "w2"]}]
+    text = summary("Fail", counts={"lost": 2, "stored": 48}, anomalies=anomalies)
+    final = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw).status
+    assert (final.phase, final.verdict, final.counts.lost) == ("Failed", "Fail", 2)
+    assert [(a.invariant, a.count, a.samples) for a in final.anomalies] == [("I1", 2, ["w1", "w2"])]
+    assert "I1 x2" in final.message
+    assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
+
+
+@pytest.mark.parametrize(("change", "seconds", "reason"), [
+    ({"verify_message": summary("Error", reason="database unreachable")}, 40, "Error"),
+    ({"verify_message": "{not json"}, 40, "SummaryUnreadable"),
+    ({"jobs": {VERIFY: JobView(VERIFY, "failed", message="DeadlineExceeded")}}, 40, "VerifyJobFailed"),
+    ({"jobs": {}}, 40, "VerifyJobMissing"),
+    ({}, 30 + 160.1, "DeadlineExceeded"),
+])
+def test_verification_problems_end_in_error(change: dict, seconds: float, reason: str) -> None:
+    status, observed, raw = verifying()
+    decision = step(status, dataclasses.replace(observed, **change), seconds=seconds, raw=raw)
+    assert decision.status.phase == "Error" and decision.status.verdict == "Error"
+    assert [e.reason for e in of(decision, Event)] == [reason]
+    assert (Delete("Job", VERIFY) in decision.actions) == (reason == "DeadlineExceeded")
+
+
+# ---------------------------------------------------------------- abort, deletion, cleanup
+
+
+@pytest.mark.parametrize("how", ["abort", "delete"])
+def test_abort_and_deletion_stop_the_load_and_heal_every_fault(how: str) -> None:
+    status, observed, raw = running(FAULTS, pods=PODS, workloads=WORKLOADS)
+    for seconds in (5, 10, 10):
+        decision = step(status, observed, seconds=seconds, raw=raw)
+        status, observed = decision.status, cluster_after(observed, decision)
+    assert {f.name: f.result for f in status.faults} == {"kill": "healed", "pause": "injected", "drop": "injected"}
+    if how == "abort":
+        raw = {**raw, "abort": True}
+    else:
+        observed = dataclasses.replace(observed, deleting=True)
+    stop = step(status, observed, seconds=12, raw=raw)
+    assert stop.status.phase == "Aborted" and stop.status.verdict is None
+    assert set(of(stop, Scale)) == {Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)}
+    assert set(of(stop, Delete)) == {Delete("Job", "seed-fault-drop-0"), Delete("Job", LOAD)}
+    assert all(f.result == "healed" for f in stop.status.faults)
+    assert stop.status.faults[1].healed_at == "2026-01-01T00:00:12.000Z"
+
+
+def test_abort_before_anything_started() -> None:
+    decision = step(ChaosTestStatus(), Observed(finalized=False), raw=spec(abort=True))
+    assert decision.status.phase == "Aborted" and of(decision, Create) == []
+
+
+def finished(phase: str, policy: str) -> tuple[ChaosTestStatus, Observed, dict]:
+    raw = spec(cleanup={"policy": policy, "ttlSecondsAfterFinished": 60})
+    status = ChaosTestStatus(phase=phase, start_time="2026-01-01T00:00:00Z", completion_time="2026-01-01T00:01:00Z")
+    observed = Observed(jobs={LOAD: JobView(LOAD, "succeeded"), VERIFY: JobView(VERIFY, "succeeded")},
+                        config_maps=frozenset({"seed-spec", "seed-report"}))
+    return status, observed, raw
+
+
+def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report() -> None:
+    status, observed, raw = finished("Completed", "OnSuccess")
+    early = step(status, observed, seconds=100, raw=raw)
+    assert early.actions == [] and early.wait_s == 20
+    clean = step(status, observed, seconds=120, raw=raw)
+    assert set(of(clean, Delete)) == {Delete("Job", LOAD), Delete("Job", VERIFY), Delete("ConfigMap", "seed-spec")}
+    assert clean.wait_s is None and any(c.type == "CleanedUp" for c in clean.status.conditions)
+    assert step(clean.status, observed, seconds=200, raw=raw).actions == []
+    assert not needs_attention(raw, clean.status.model_dump(by_alias=True))
+
+
+@pytest.mark.parametrize(("phase", "policy", "cleaned"), [
+    ("Failed", "OnSuccess", False), ("Failed", "Always", True), ("Completed", "Never", False),
+])
+def test_cleanup_policy(phase: str, policy: str, cleaned: bool) -> None:
+    status, observed, raw = finished(phase, policy)
+    assert needs_attention(raw, status.model_dump(by_alias=True)) == cleaned
+    assert bool(of(step(status, observed, seconds=120, raw=raw), Delete)) == cleaned
+
+
+def test_a_running_test_needs_the_operator() -> None:
+    assert needs_attention(spec(), None) and needs_attention(spec(), {"phase": "Verifying", "kopf": {}})
+
+
+# ---------------------------------------------------------------- deadlines, edges, metrics
+
+
+def test_the_load_deadline_is_estimated_from_the_spec_unless_configured() -> None:
+    estimated = OperatorSettings(load_startup_s=100, load_assumed_rate=50)
+    paced = ChaosTestSpec.model_validate(spec(load={"orders": 1000, "updatesPerOrder": 10, "parallelism": 2,
+                                                    "rate": 100, "duplicateRatio": 0.1}))
+    assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 5500 / 100)
+    unpaced = paced.model_copy(update={"load": paced.load.model_copy(update={"rate": 0})})
+    assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 5500 / 50)
+    assert load_deadline(unpaced, OperatorSettings(load_deadline_max_s=60)) == 60
+    assert load_deadline(unpaced, SETTINGS) == 600
+
+
+def test_job_views_and_the_verifier_summary_from_api_objects() -> None:
+    def job(*conditions: dict) -> dict:
+        return {"metadata": {"name": "j"}, "status": {"active": 1, "conditions": list(conditions)}}
+
+    assert job_view(job()).outcome == "running"
+    assert job_view(job({"type": "SuccessCriteriaMet", "status": "True"})).outcome == "running"
+    assert job_view(job({"type": "Complete", "status": "True"})).outcome == "succeeded"
+    failed = job_view(job({"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}))
+    assert (failed.outcome, failed.message, failed.active) == ("failed", "DeadlineExceeded", 1)
+    pods = [{"metadata": {"creationTimestamp": ts}, "status": {"containerStatuses": [
+        {"state": {"terminated": {"message": msg}}}]}} for ts, msg in (("2026-01-01T00:00:00Z", "old"),
+                                                                     ("2026-01-01T00:01:00Z", "new"))]
+    assert termination_message(pods) == "new" and termination_message([]) is None
+    items = [{"metadata": {"ownerReferences": [{"uid": u}]}} for u in ("a", "b")]
+    assert owned(items, "b") == items[1:]
+
+
+def test_names_of_the_children() -> None:
+    assert children.fault_job_name("seed", "drop", 2) == "seed-fault-drop-2"
+    assert children.selector({"b": "2", "a": "1"}) == "a=1,b=2"
+
+
+def test_metrics_count_fault_outcomes_and_finished_runs_once() -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (sample("chaostest_runs_total", verdict="Fail"), sample("chaostest_invariant_violations_total",
+              invariant="I1"), sample("chaostest_fault_injections_total", type="podKill", result="injected"),
+              sample("chaostest_webhooks_sent_total"), sample("chaostest_duration_seconds_count"))
+    status, observed, raw = running(FAULTS[:1], pods=PODS)
+    inject = step(status, observed, seconds=5, raw=raw)
+    metrics.record(status, inject.status)
+    metrics.record(inject.status, inject.status)
+    failed = ChaosTestStatus.model_validate({**inject.status.model_dump(), "phase": "Failed", "verdict": "Fail",
+                                             "completion_time": "2026-01-01T00:02:00Z", "counts": {"sent": 40},
+                                             "anomalies": [{"invariant": "I1", "message": "m", "count": 3}]})
+    metrics.record(inject.status, failed)
+    metrics.record(failed, failed)
+    after = (sample("chaostest_runs_total", verdict="Fail"), sample("chaostest_invariant_violations_total",
+             invariant="I1"), sample("chaostest_fault_injections_total", type="podKill", result="injected"),
+             sample("chaostest_webhooks_sent_total"), sample("chaostest_duration_seconds_count"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1, 40, 1]
+    metrics.track("chaos/a", inject.status)
+    assert sample("chaostest_active") >= 1
+    metrics.track("chaos/a", failed)
+    assert sample("chaostest_active") == 0
