@@ -1,0 +1,378 @@
+"""Pipeline benchmark: ingest over HTTP, the processor's drain and the seed scenario, against raw limits.
+
+Real services run as subprocesses against the local (or embedded) NATS JetStream, Redis and PostgreSQL,
+each phase on its own database and stream prefix (removed afterwards, with ingest's Redis marks):
+
+1. HTTP. fincart-chaos's load client (aiohttp, keep-alive, ``--concurrency`` in flight) sends the same
+   signed webhooks first to a bare FastAPI endpoint served by uvicorn in a subprocess (the raw HTTP limit),
+   then to the real ingest process, with no processor running: ratio ingest/bare, ingest p50/p99 latency.
+2. PostgreSQL. The processor's own orders upsert (unnest, one transaction per batch) of the same webhooks'
+   rows into a scratch schema with asyncpg, as many connections as the processor's pool, median of three
+   passes: the raw limit.
+3. Drain. The webhooks ingest left in JetStream are drained by one processor; the same backlog, published
+   straight to a second stream, by two. The rate runs from the moment every replica has begun (its first
+   batch's transaction) to the moment the last audit row is visible (PostgreSQL's clock, polled every 50 ms).
+4. Seed. 100 concurrent conflicting webhooks for one order, ingest and a processor running: the time until
+   all are answered 200, then from the last answer until the order row is final (the newest webhook
+   applied and every webhook audited; its version is the number applied, 100 only if none arrived late).
+
+The last line printed is one JSON object.
+
+    uv run python benchmarks/pipeline.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import nats
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fincart_chaos.ledger import LedgerEntry
+from fincart_chaos.load import run_load
+from fincart_chaos.workload import SEED_ORDER, Webhook, make_webhook
+from fincart_chaos.workload import Request as LoadRequest
+from fincart_core.contracts.webhook import WebhookMessage
+from fincart_core.db.admin import drop_database, ensure_database, with_database
+from fincart_core.db.migrate import upgrade
+from fincart_core.localstack import Infra, ServiceProcess, console_script, free_port, service_env, start_infra
+from fincart_core.partition import Topology, partition_for
+from fincart_core.settings import to_asyncpg_url
+from fincart_core.streams import delete_streams, ensure_streams
+from fincart_processor.order_store import UPSERT_ORDERS
+from fincart_processor.settings import ProcessorSettings
+
+SECRET = "bench-secret"
+PARTITIONS = 16
+POLL_S = 0.05
+SEED = 7
+
+
+# ---- the bare endpoint (its own process: ``pipeline.py --serve-bare``, port from FINCART_HTTP_PORT) ----
+
+def bare_app() -> FastAPI:
+    """The raw HTTP limit: the same route and answer shape as ingest, and nothing else."""
+    app = FastAPI()
+
+    @app.post("/webhooks/shopify")
+    async def webhook(request: Request) -> JSONResponse:
+        await request.body()
+        return JSONResponse({"status": "accepted", "webhookId": request.headers.get("x-shopify-webhook-id")})
+
+    @app.get("/readyz")
+    async def ready() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def serve_bare(port: int) -> None:
+    # the same uvicorn call as ingest: uvloop and httptools when installed, no access log
+    uvicorn.run(bare_app(), host="127.0.0.1", port=port, log_config=None)
+
+
+# ---- helpers ----------------------------------------------------------------------------------------
+
+def percentile(values: Sequence[float], q: int) -> float:
+    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float(values[0])
+
+
+def workload(count: int, orders: int) -> list[Webhook]:
+    """Update-major (update 0 of every order, then update 1, ...), as the chaos workload sends them."""
+    return [make_webhook(f"bench-{i % orders}", i // orders, SEED) for i in range(count)]
+
+
+def upsert_row(w: Webhook) -> tuple[object, ...]:
+    """The orders row the processor writes for a webhook (UPSERT_ORDERS's parameter order)."""
+    return (w.order_id, w.status, w.total_price, w.shipping_fee, w.index + 1, w.updated_at, w.webhook_id)
+
+
+class Bench:
+    """One run: its infra, names, services and the cleanup of everything it created."""
+
+    def __init__(self, args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
+        self.args, self.infra, self.workdir = args, infra, workdir
+        self.name = f"bench_pipe_{uuid.uuid4().hex[:8]}"
+        self.services: list[ServiceProcess] = []
+        self.databases: list[str] = []
+        self.topologies: list[Topology] = []
+
+    async def prepare(self, suffix: str) -> tuple[str, Topology]:
+        """A migrated database and stream names of their own for one phase."""
+        database_url = with_database(self.infra.database_url, f"{self.name}_{suffix}")
+        topology = Topology(PARTITIONS, f"{self.name}_{suffix}".replace("_", "-"))
+        self.databases.append(database_url)
+        self.topologies.append(topology)
+        await ensure_database(database_url)
+        await asyncio.to_thread(upgrade, database_url)
+        return database_url, topology
+
+    def service(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> ServiceProcess:
+        port = free_port()
+        env = {**(env or {}), "FINCART_HTTP_PORT": str(port)}
+        service = ServiceProcess(name=name, argv=argv, env=env, log_path=self.workdir / f"{name}.log", port=port)
+        self.services.append(service)
+        return service
+
+    def fincart(self, name: str, script: str, database_url: str, topology: Topology,
+                **extra: str | int) -> ServiceProcess:
+        env = service_env(self.infra, partitions=PARTITIONS, nats_prefix=topology.prefix, webhook_secret=SECRET,
+                          log_level=self.args.log_level, service_name=name, **extra)
+        return self.service(name, [console_script(script)], {**env, "FINCART_DATABASE_URL": database_url})
+
+    async def cleanup(self) -> None:
+        for service in self.services:
+            service.stop()
+        for database_url in self.databases:
+            await drop_database(database_url)
+        for topology in self.topologies:
+            await delete_streams(self.infra.nats_url, topology)
+        redis = aioredis.from_url(self.infra.redis_url)
+        try:
+            for topology in self.topologies:  # ingest's dedupe marks (they would live for 48 h)
+                keys = [k async for k in redis.scan_iter(match=f"{topology.prefix}:fincart:*", count=1000)]
+                for start in range(0, len(keys), 1000):
+                    await redis.unlink(*keys[start:start + 1000])
+        finally:
+            await redis.aclose()
+
+
+async def start(services: Sequence[ServiceProcess]) -> None:
+    """Start side by side (each waits for its /readyz): replicas begin their drain together."""
+    await asyncio.gather(*(asyncio.to_thread(s.start) for s in services))
+
+
+# ---- phases -----------------------------------------------------------------------------------------
+
+async def send(url: str, webhooks: Sequence[Webhook], concurrency: int) -> tuple[float, list[LedgerEntry]]:
+    """(requests per second, ledger) of one load run; every webhook must end answered 2xx."""
+    started = time.perf_counter()
+    entries = await run_load([LoadRequest(w, "valid") for w in webhooks], url, SECRET, concurrency=concurrency)
+    elapsed = time.perf_counter() - started
+    if lost := sum(not e.acked for e in entries):
+        raise RuntimeError(f"{lost} of {len(entries)} webhooks to {url} were not answered 2xx")
+    return len(entries) / elapsed, entries
+
+
+async def http_phase(url: str, warm: Sequence[Webhook], measured: Sequence[Webhook], concurrency: int) -> dict:
+    await send(url, warm, concurrency)  # connections, pools and caches warm; not counted
+    rps, entries = await send(url, measured, concurrency)
+    latencies = [e.latency_ms for e in entries]
+    return {"rps": rps, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+
+
+async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int, workers: int) -> float:
+    """Rows per second of the processor's orders upsert alone, into a fresh scratch copy of the orders table
+    (median of three passes). A statement may touch an order once: batches are cut within one update round."""
+    rounds: dict[int, list[tuple[object, ...]]] = {}
+    for w in webhooks:
+        rounds.setdefault(w.index, []).append(upsert_row(w))
+    batches = [rows[i:i + batch] for rows in rounds.values() for i in range(0, len(rows), batch)]
+    pool = await asyncpg.create_pool(to_asyncpg_url(database_url), min_size=workers, max_size=workers,
+                                     server_settings={"search_path": "bench_raw"})
+
+    async def worker(queue: Iterator[list[tuple[object, ...]]]) -> None:
+        async with pool.acquire() as conn:
+            for rows in queue:  # workers share one iterator
+                async with conn.transaction():
+                    await conn.fetch(UPSERT_ORDERS, *[list(column) for column in zip(*rows, strict=True)])
+
+    rates: list[float] = []
+    try:
+        for _ in range(3):
+            await pool.execute("DROP SCHEMA IF EXISTS bench_raw CASCADE; CREATE SCHEMA bench_raw; "
+                               "CREATE TABLE bench_raw.orders (LIKE public.orders INCLUDING ALL)")
+            queue = iter(batches)
+            started = time.perf_counter()
+            await asyncio.gather(*(worker(queue) for _ in range(workers)))
+            rates.append(len(webhooks) / (time.perf_counter() - started))
+        await pool.execute("DROP SCHEMA bench_raw CASCADE")
+    finally:
+        await pool.close()
+    return statistics.median(rates)
+
+
+async def drain(database_url: str, processors: Sequence[ServiceProcess], backlog: int) -> float:
+    """Webhooks per second of the processors draining ``backlog`` messages already in JetStream, from the
+    moment every replica has begun (its first transaction: the processes start a few hundred ms apart) to
+    the moment the last audit row is visible, on PostgreSQL's clock."""
+    db = await asyncpg.connect(to_asyncpg_url(database_url))
+    try:
+        await start(processors)
+        deadline = time.monotonic() + max(60.0, backlog / 100)
+        progress = "SELECT count(*) AS n, clock_timestamp() AS now FROM audit_log"
+        while (row := await db.fetchrow(progress))["n"] < backlog:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"drain stalled: {row['n']} of {backlog} webhooks audited")
+            await asyncio.sleep(POLL_S)
+        audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log")
+    finally:
+        await db.close()
+    firsts: dict[int, datetime] = {}
+    for order_id, at in audited:
+        replica = partition_for(order_id, PARTITIONS) % len(processors)  # p % N == i owns p
+        firsts[replica] = min(firsts.get(replica, at), at)
+    begun = max(firsts.values())
+    return sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
+
+
+async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook]) -> None:
+    """Publish onto ORDERS what ingest would (message, Nats-Msg-Id, a trace context), without HTTP."""
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        await ensure_streams(js, topology)
+        for start_at in range(0, len(webhooks), 1000):
+            await asyncio.gather(*(js.publish(
+                topology.webhook_subject_for(w.order_id),
+                WebhookMessage(webhook_id=w.webhook_id, topic="orders/updated", shop_domain="chaos.myshopify.com",
+                               triggered_at=datetime.now(UTC).isoformat(), received_at=datetime.now(UTC),
+                               order=w.payload).model_dump_json().encode(),
+                headers={"Nats-Msg-Id": w.webhook_id,
+                         "traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"},
+            ) for w in webhooks[start_at:start_at + 1000]))
+    finally:
+        await nc.close()
+
+
+async def seed(ingest_url: str, database_url: str, updates: int) -> dict:
+    """The seed scenario: answered, then applied."""
+    hooks = [make_webhook(SEED_ORDER, i, SEED) for i in range(updates)]
+    random.Random(SEED).shuffle(hooks)
+    newest = max(hooks, key=lambda w: w.sort_key).webhook_id
+    db = await asyncpg.connect(to_asyncpg_url(database_url))
+    try:
+        started = time.perf_counter()
+        await send(ingest_url, hooks, concurrency=updates)
+        answered = time.perf_counter()
+        deadline = time.monotonic() + 60
+        while True:
+            row = await db.fetchrow(
+                "SELECT (SELECT count(*) FROM audit_log WHERE shopify_order_id = $1) AS audited, o.version, "
+                "o.last_webhook_id FROM orders o WHERE o.shopify_order_id = $1", SEED_ORDER)
+            if row and row["audited"] == updates and row["last_webhook_id"] == newest:
+                return {"answer_s": answered - started, "drain_s": time.perf_counter() - answered,
+                        "version": row["version"]}
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"seed order not final after 60 s: {dict(row) if row else None}")
+            await asyncio.sleep(0.005)
+    finally:
+        await db.close()
+
+
+# ---- main -------------------------------------------------------------------------------------------
+
+async def run(args: argparse.Namespace) -> dict:
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-pipeline-"))
+    infra = start_infra(use_defaults_if_reachable=True, workdir=workdir)
+    bench = Bench(args, infra, workdir)
+    pool_size = ProcessorSettings.model_fields["db_pool_size"].default
+    batch = ProcessorSettings.model_fields["batch_size"].default
+    hooks = workload(args.warmup + args.webhooks, args.orders)
+    warm, measured = hooks[: args.warmup], hooks[args.warmup:]
+    try:
+        bare = bench.service("bare-fastapi", [sys.executable, __file__, "--serve-bare"])
+        await start([bare])
+        bare_http = await http_phase(bare.base_url, warm, measured, args.concurrency)
+        bare.stop()
+
+        db_a, topo_a = await bench.prepare("a")
+        ingest = bench.fincart("ingest", "fincart-ingest", db_a, topo_a)
+        await start([ingest])
+        ingest_http = await http_phase(ingest.base_url, warm, measured, args.concurrency)
+
+        raw_rps = await raw_upsert(db_a, hooks, batch, pool_size)
+        drain_1 = await drain(db_a, [bench.fincart("processor-0", "fincart-processor", db_a, topo_a)], len(hooks))
+        seeded = await seed(ingest.base_url, db_a, args.seed_webhooks)
+        for service in bench.services:
+            service.stop()
+
+        drain_2 = None
+        if not args.no_drain_2:
+            db_b, topo_b = await bench.prepare("b")
+            await fill(infra.nats_url, topo_b, hooks)
+            drain_2 = await drain(db_b, [
+                bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b, replicas=2, replica_index=i)
+                for i in range(2)], len(hooks))
+        result: dict = {
+            "bare_fastapi_rps": round(bare_http["rps"]), "ingest_rps": round(ingest_http["rps"]),
+            "ingest_ratio": round(ingest_http["rps"] / bare_http["rps"], 3),
+            "ingest_p50_ms": round(ingest_http["p50_ms"], 2), "ingest_p99_ms": round(ingest_http["p99_ms"], 2),
+            "bare_p50_ms": round(bare_http["p50_ms"], 2), "bare_p99_ms": round(bare_http["p99_ms"], 2),
+            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1), "drain_rps_1": round(drain_1),
+            "drain_rps_2": round(drain_2) if drain_2 else None, "drain_ratio": round(drain_1 / raw_rps, 3),
+            "seed_answer_s": round(seeded["answer_s"], 3), "seed_drain_s": round(seeded["drain_s"], 3),
+            "seed_version": seeded["version"], "seed_webhooks": args.seed_webhooks,
+            "webhooks": args.webhooks, "backlog": len(hooks), "orders": args.orders,
+            "concurrency": args.concurrency, "partitions": PARTITIONS, "batch_size": batch, "cpus": os.cpu_count(),
+        }
+    finally:
+        try:
+            await bench.cleanup()
+        finally:
+            infra.stop()
+    return result
+
+
+def table(r: dict) -> str:
+    drain_2 = f"{r['drain_rps_2']:>10,}" if r["drain_rps_2"] else f"{'-':>10}"
+    rows = [
+        ("HTTP webhooks/s", f"ingest {r['ingest_rps']:>8,}", f"bare FastAPI {r['bare_fastapi_rps']:>8,}",
+         f"{r['ingest_ratio']:.2f}"),
+        ("HTTP p50 / p99 ms", f"ingest {r['ingest_p50_ms']:>4.1f} / {r['ingest_p99_ms']:<5.1f}",
+         f"bare {r['bare_p50_ms']:>4.1f} / {r['bare_p99_ms']:<5.1f}", ""),
+        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"raw upsert rows/s {r['raw_upsert_rps']:>8,}",
+         f"{r['drain_ratio']:.2f}"),
+        ("drain, 2 processors", f"2 proc {drain_2}", "", ""),
+        (f"seed ({r['seed_webhooks']} concurrent)", f"answered {r['seed_answer_s']:.3f} s",
+         f"then final {r['seed_drain_s']:.3f} s", f"v{r['seed_version']}"),
+    ]
+    lines = [f"{'':<24}{'measured':<24}{'raw limit (same run)':<32}ratio"]
+    lines += [f"{a:<24}{b:<24}{c:<32}{d}" for a, b, c, d in rows]
+    lines.append(f"{r['backlog']:,} webhooks over {r['orders']:,} orders, concurrency {r['concurrency']}, "
+                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["--serve-bare"]:  # the bare endpoint's own process (port from FINCART_HTTP_PORT)
+        serve_bare(int(os.environ["FINCART_HTTP_PORT"]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--webhooks", type=int, default=40_000, help="measured HTTP requests (and drain backlog)")
+    parser.add_argument("--warmup", type=int, default=1000, help="requests sent first and not timed")
+    parser.add_argument("--orders", type=int, default=0, help="distinct orders (default: a quarter of --webhooks)")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--seed-webhooks", type=int, default=100, help="conflicting webhooks of the seed order")
+    parser.add_argument("--no-drain-2", action="store_true", help="skip the drain with two processors")
+    parser.add_argument("--log-level", default="WARNING", help="FINCART_LOG_LEVEL of the services")
+    parser.add_argument("--quick", action="store_true", help="12,000 webhooks (finishes in under a minute)")
+    args = parser.parse_args()
+    if args.quick:
+        args.webhooks, args.warmup = 12_000, 500
+    args.orders = args.orders or max(1, args.webhooks // 4)
+    if min(args.webhooks, args.warmup, args.orders, args.concurrency, args.seed_webhooks) < 1:
+        parser.error("--webhooks, --warmup, --orders, --concurrency and --seed-webhooks must be positive")
+    result = asyncio.run(run(args))
+    print(table(result))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
