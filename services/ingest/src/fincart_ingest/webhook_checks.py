@@ -67,6 +67,8 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Rejection(422, f"body is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # thousands of nested arrays fit in 1 MiB
+        raise Rejection(422, "body is not valid JSON: nested too deeply") from exc
     if not isinstance(payload, dict):
         raise Rejection(422, "body must be a JSON object (a Shopify order)")
     if (where := _nul_path(payload)) is not None:
