@@ -37,7 +37,10 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.posting.reporting_component = config.service_name
     settings.posting.level = logging.WARNING  # transitions are posted with kopf.event(); INFO logs stay logs
     settings.peering.standalone = True  # one replica with the Recreate strategy; the chart has no peering CRD
+    # a stopping daemon finishes its step (a few API calls) and exits: on deletion it heals first
+    settings.background.instant_exit_timeout = 2.0
     settings.background.cancellation_polling = config.poll_interval_s  # finalizer removal after a deletion
+    memo.kopf_settings = settings  # handlers get no settings; the API calls need them
     memo.http, memo.http_port = await metrics.serve(config.http_host, config.http_port)
     logger.info(f"metrics and /healthz on port {memo.http_port}; runner image {config.runner_image}")
 
@@ -59,9 +62,9 @@ def needs_operator(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=needs_operator)
 async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
-                    settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+                    logger: logging.Logger, **_: Any) -> None:
     config: OperatorSettings = memo.config
-    kube = Kube(settings, logger)
+    kube = Kube(memo.kopf_settings, logger)
     try:
         while True:
             deleting = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)

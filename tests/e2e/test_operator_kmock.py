@@ -1,0 +1,384 @@
+"""The operator under kopf's real runtime against kmock, a fake Kubernetes API server (no cluster needed).
+
+The test plays the cluster's controllers: it marks Jobs complete through the API and writes the verifier's
+termination message into a pod, the way the Job controller and the kubelet would; the operator does the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import jsonpatch
+import kmock
+import kopf
+import pytest
+import yaml
+from fincart_operator import main  # noqa: F401  (registers the handlers with kopf)
+from fincart_operator.crd import build_crd
+from fincart_operator.settings import OperatorSettings
+
+NS = "chaos"
+CHAOSTESTS = "chaos.fincart.io/v1alpha1/chaostests"
+JOBS, PODS, CONFIGMAPS = "batch/v1/jobs", "v1/pods", "v1/configmaps"
+DEPLOYMENTS, STATEFULSETS = "apps/v1/deployments", "apps/v1/statefulsets"
+FINALIZER = "chaos.fincart.io/cleanup"
+T = TypeVar("T")
+
+
+class Cluster(kmock.KubernetesEmulator):
+    """kmock's emulator plus what kopf and the operator rely on from a real API server: uid, resourceVersion,
+    generation and creationTimestamp stamps, the namespace from the URL, generateName, label selectors on lists,
+    and 422 when a JSON patch's `test` op fails (kopf's optimistic concurrency)."""
+
+    _versions = itertools.count(1)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.action == kmock.action.CREATE and isinstance(request.data, dict):
+            meta = request.data.setdefault("metadata", {})
+            meta.setdefault("namespace", request.namespace)
+            if "generateName" in meta and "name" not in meta:
+                meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+            meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._versions)), generation=1,
+                        creationTimestamp=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+        elif request.resource is not None and request.action == kmock.action.UPDATE and request.name:
+            key = (request.resource, request.namespace, request.name)
+            current = self.objects[key].raw if key in self.objects and not self.objects[key].deleted else {}
+            version = str(next(self._versions))
+            if isinstance(request.data, list):  # JSON patch
+                for op in [op for op in request.data if op.get("op") == "test"]:
+                    try:
+                        jsonpatch.apply_patch(current, [op])
+                    except jsonpatch.JsonPatchException as exc:
+                        raise kmock.KubernetesError(status=422, reason="Invalid", message=str(exc)) from exc
+                    request.data.remove(op)
+                request.data.append({"op": "replace", "path": "/metadata/resourceVersion", "value": version})
+            elif isinstance(request.data, dict):
+                meta = request.data.setdefault("metadata", {})
+                meta["resourceVersion"] = version
+                if "spec" in request.data and request.subresource is None:
+                    meta["generation"] = current.get("metadata", {}).get("generation", 0) + 1
+        return await super()._handle(request)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        answer = await super()._serve_list(request)
+        wanted = dict(p.split("=", 1) for p in request.params.get("labelSelector", "").split(",") if p)
+        answer["items"] = [i for i in answer["items"]
+                           if wanted.items() <= (i.get("metadata", {}).get("labels") or {}).items()]
+        return answer
+
+
+@pytest.fixture
+async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
+    async with Cluster() as k8s, kmock.Server(k8s):
+        crd = build_crd()
+        names, version = crd["spec"]["names"], crd["spec"]["versions"][0]
+        k8s.resources[CHAOSTESTS] = kmock.ResourceInfo(
+            kind=names["kind"], singular=names["singular"], shortnames=set(names["shortNames"]), namespaced=True,
+            subresources=set(version["subresources"]), verbs={"get", "list", "watch", "create", "patch", "delete"})
+        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
+            kind="CustomResourceDefinition", namespaced=False)
+        k8s.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
+        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+        for resource, kind, sub in ((JOBS, "Job", {"status"}), (PODS, "Pod", set()), (CONFIGMAPS, "ConfigMap", set()),
+                                    (DEPLOYMENTS, "Deployment", {"scale"}), (STATEFULSETS, "StatefulSet", {"scale"}),
+                                    ("v1/events", "Event", set())):
+            k8s.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=True, subresources=sub)
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump({
+            "current-context": "kmock",
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": NS}}],
+            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
+            "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
+        }))
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # the operator's own @kopf.on.login reads it
+        yield k8s
+
+
+def settings(**changes: Any) -> OperatorSettings:
+    return OperatorSettings(http_port=0, poll_interval_s=0.05, runner_image="fincart-chaos:e2e", **changes)
+
+
+@contextlib.asynccontextmanager
+async def operator(config: OperatorSettings) -> AsyncIterator[kopf.Memo]:
+    """kopf's whole runtime (login, discovery, watching, daemons, Events) in this event loop."""
+    stop, ready = asyncio.Event(), asyncio.Event()
+    memo = kopf.Memo(config=config)
+    kopf_settings = kopf.OperatorSettings()
+    kopf_settings.scanning.disabled = True  # kmock 0.8 cannot parse GET /api/v1/namespaces (namespace listing)
+    task = asyncio.create_task(kopf.operator(namespaces=[NS], memo=memo, settings=kopf_settings, stop_flag=stop,
+                                             ready_flag=ready))
+    await asyncio.wait_for(ready.wait(), 10)
+    try:
+        yield memo
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def eventually(check: Callable[[], T | Awaitable[T]], timeout: float = 10) -> T:
+    """Wait until ``check`` returns something truthy (and return it)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true within {timeout}s: {check}")
+        await asyncio.sleep(0.02)
+
+
+def get(k8s: Cluster, resource: str, name: str) -> dict[str, Any] | None:
+    key = (kmock.resource(resource), NS, name)
+    return None if key not in k8s.objects or k8s.objects[key].deleted else k8s.objects[key].raw
+
+
+def names(k8s: Cluster, resource: str) -> set[str]:
+    return {name for res, ns, name in k8s.objects
+            if res == kmock.resource(resource) and ns == NS and not k8s.objects[res, ns, name].deleted}
+
+
+def status(k8s: Cluster, name: str) -> dict[str, Any]:
+    return (get(k8s, CHAOSTESTS, name) or {}).get("status") or {}
+
+
+def chaostest(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "chaos.fincart.io/v1alpha1", "kind": "ChaosTest", "metadata": {"name": name},
+            "spec": {"target": {"ingestUrl": "http://fincart-ingest:8080",
+                                "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+                                "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}},
+                     "load": {"orders": 10, "updatesPerOrder": 10, "parallelism": 4}, **spec}}
+
+
+async def call(k8s: Cluster, method: str, path: str, body: Any = None) -> dict[str, Any]:
+    """One API request as kubectl or a controller would make it. Connection: close, or kopf would wait for the
+    keep-alive server task at shutdown (it treats every task started after it as its own)."""
+    headers = {"Connection": "close", "Content-Type": "application/merge-patch+json" if method == "patch"
+               else "application/json"}
+    async with k8s.request(method, path, json=body, headers=headers) as answer:
+        assert answer.status < 300, await answer.text()
+        return dict(await answer.json())
+
+
+def path(resource: str, name: str = "", subresource: str = "") -> str:
+    ref = kmock.resource(resource)
+    base = f"/api/{ref.version}" if not ref.group else f"/apis/{ref.group}/{ref.version}"
+    return "/".join(p for p in (f"{base}/namespaces/{NS}/{ref.plural}", name, subresource) if p)
+
+
+async def apply(k8s: Cluster, body: dict[str, Any]) -> None:
+    await call(k8s, "post", path(CHAOSTESTS), body)
+
+
+async def finish_job(k8s: Cluster, name: str, outcome: str = "Complete") -> None:
+    """What the Job controller writes when a Job is done."""
+    counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}
+    await call(k8s, "patch", path(JOBS, name, "status"),
+               {"status": {**counts, "conditions": [{"type": outcome, "status": "True"}]}})
+
+
+async def verifier_reports(k8s: Cluster, test: str, summary: dict[str, Any]) -> None:
+    """The verify pod terminates with the summary JSON as its termination message (the kubelet's part)."""
+    job = await eventually(lambda: get(k8s, JOBS, f"{test}-verify"))
+    await call(k8s, "post", path(PODS), {
+        "metadata": {"name": f"{test}-verify-x1", "labels": job["spec"]["template"]["metadata"]["labels"],
+                     "ownerReferences": [{"kind": "Job", "name": job["metadata"]["name"],
+                                          "uid": job["metadata"]["uid"]}]},
+        "status": {"containerStatuses": [{"name": "chaos", "state": {"terminated": {
+            "exitCode": 0 if summary["verdict"] == "Pass" else 1, "message": json.dumps(summary)}}}]},
+    })
+
+
+def seed_targets(k8s: Cluster) -> None:
+    """The FinCart workloads the faults pick by label: processor and NATS StatefulSets, a Redis Deployment."""
+    def put(resource: str, name: str, component: str, **body: Any) -> None:
+        k8s.objects[resource, NS, name] = {"metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()),
+                                                        "labels": {"app.kubernetes.io/component": component}},
+                                           **body}
+
+    put(STATEFULSETS, "fincart-processor", "processor", spec={"replicas": 2})
+    put(STATEFULSETS, "fincart-nats", "nats", spec={"replicas": 1})
+    put(DEPLOYMENTS, "fincart-redis", "redis", spec={"replicas": 1})
+    for pod, component in (("fincart-processor-0", "processor"), ("fincart-processor-1", "processor"),
+                           ("fincart-nats-0", "nats"), ("fincart-redis-5d8f", "redis")):
+        put(PODS, pod, component)
+
+
+def replicas(k8s: Cluster, resource: str, name: str) -> int:
+    return int((get(k8s, resource, name) or {})["spec"]["replicas"])
+
+
+def fault(name: str, type_: str, component: str | None = None, duration: str = "200ms") -> dict[str, Any]:
+    selector = {"selector": {"app.kubernetes.io/component": component}} if component else {}
+    return {"name": name, "type": type_, "startAfter": "0s", "duration": duration, **selector}
+
+
+SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100}}
+ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestart", "nats"),
+              fault("pause", "processorPause", "processor", "1s"), fault("redis", "redisOutage", "redis", "1s"),
+              fault("drop", "dbConnectionDrop")]
+
+
+# ---------------------------------------------------------------- tests
+
+
+async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: Cluster) -> None:
+    seed_targets(cluster)
+    async with operator(settings()) as memo:
+        await apply(cluster, chaostest("run", faults=ALL_FAULTS, cleanup={"ttlSecondsAfterFinished": 0}))
+        test = await eventually(lambda: get(cluster, CHAOSTESTS, "run"))
+        load = await eventually(lambda: get(cluster, JOBS, "run-load"))
+        assert FINALIZER in (get(cluster, CHAOSTESTS, "run") or {})["metadata"]["finalizers"]
+        assert (load["spec"]["completionMode"], load["spec"]["completions"], load["spec"]["parallelism"]) == (
+            "Indexed", 4, 4)
+        container = load["spec"]["template"]["spec"]["containers"][0]
+        assert container["image"] == "fincart-chaos:e2e"
+        assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
+                                     "$(JOB_COMPLETION_INDEX)"]
+        env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+        assert env == {"FINCART_CHAOS_RUN_ID": test["metadata"]["uid"][:8],
+                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}}
+        assert load["metadata"]["ownerReferences"][0]["uid"] == test["metadata"]["uid"]
+        assert "chaostest.yaml" in (get(cluster, CONFIGMAPS, "run-spec") or {})["data"]
+
+        # the faults, through the API: pods deleted, workloads scaled to 0, a fault Job
+        await eventually(lambda: not {"fincart-processor-0", "fincart-processor-1", "fincart-nats-0"}
+                         & names(cluster, PODS))
+        assert "fincart-redis-5d8f" in names(cluster, PODS)
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 0
+                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0)
+        drop = await eventually(lambda: get(cluster, JOBS, "run-fault-drop-0"))
+        assert drop["spec"]["template"]["spec"]["containers"][0]["args"] == [
+            "inject", "dbConnectionDrop", "--duration", "200ms"]
+
+        await finish_job(cluster, "run-fault-drop-0")
+        await finish_job(cluster, "run-load")
+        await verifier_reports(cluster, "run", SUMMARY)
+        assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2  # restored before the verification
+        assert replicas(cluster, DEPLOYMENTS, "fincart-redis") == 1
+
+        final = await eventually(lambda: status(cluster, "run").get("phase") in ("Completed", "Failed", "Error")
+                                 and status(cluster, "run"))
+        assert (final["phase"], final["verdict"], final["reportRef"]) == ("Completed", "Pass", "run-report"), final
+        assert (final["counts"]["sent"], final["counts"]["lost"], final["runners"]["desired"]) == (100, 0, 4)
+        assert {f["name"]: f["result"] for f in final["faults"]} == {
+            "kill": "healed", "nats": "healed", "pause": "healed", "redis": "healed", "drop": "healed"}
+        assert final["observedGeneration"] == 1 and final["startTime"] and final["completionTime"]
+        report = json.loads((get(cluster, CONFIGMAPS, "run-report") or {})["data"]["summary.json"])
+        assert report["verdict"] == "Pass"
+
+        # cleanup (ttl 0): runner Jobs and the spec go, the report stays; then the finalizer goes
+        await eventually(lambda: not names(cluster, JOBS) and names(cluster, CONFIGMAPS) == {"run-report"})
+        await eventually(lambda: not (get(cluster, CHAOSTESTS, "run") or {})["metadata"].get("finalizers"))
+        reasons = {e["reason"] for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events")) if e
+                   and e["involvedObject"]["name"] == "run"}
+        assert {"Running", "FaultInjected", "FaultHealed", "Verifying", "Completed", "CleanedUp"} <= reasons
+
+        async with aiohttp.ClientSession() as http:
+            base = f"http://127.0.0.1:{memo.http_port}"
+            async with http.get(f"{base}/metrics") as answer:
+                text = await answer.text()
+            async with http.get(f"{base}/healthz") as answer:
+                assert answer.status == 200
+    assert 'chaostest_runs_total{verdict="Pass"}' in text
+    assert 'chaostest_fault_injections_total{result="injected",type="processorPause"}' in text
+
+
+async def test_a_failing_verdict_lands_in_the_status_with_its_anomalies(cluster: Cluster) -> None:
+    async with operator(settings()):
+        await apply(cluster, chaostest("fail"))
+        test = await eventually(lambda: get(cluster, CHAOSTESTS, "fail"))
+        await eventually(lambda: get(cluster, JOBS, "fail-load"))
+        await finish_job(cluster, "fail-load")
+        await eventually(lambda: get(cluster, JOBS, "fail-verify"))
+        summary = {"verdict": "Fail", "counts": {"sent": 100, "stored": 97, "lost": 3},
+                   "anomalies": [{"invariant": "I1", "message": "acked but never stored", "count": 3,
+                                  "samples": ["wh-1", "wh-2"]}]}
+        # the report ConfigMap, as the verifier's result lands there
+        await call(cluster, "post", path(CONFIGMAPS), {
+            "metadata": {"name": "fail-report", "labels": {"chaos.fincart.io/test": "fail"},
+                         "ownerReferences": [{"kind": "ChaosTest", "name": "fail", "uid": test["metadata"]["uid"]}]},
+            "data": {"summary.json": json.dumps(summary)}})
+        final = await eventually(lambda: status(cluster, "fail").get("verdict") and status(cluster, "fail"))
+    assert (final["phase"], final["verdict"], final["counts"]["lost"]) == ("Failed", "Fail", 3)
+    assert final["anomalies"] == [{"invariant": "I1", "message": "acked but never stored", "count": 3,
+                                   "samples": ["wh-1", "wh-2"]}]
+    assert get(cluster, JOBS, "fail-verify")  # kept: OnSuccess cleanup does not touch a failed run
+
+
+@pytest.mark.parametrize(("spec", "field"), [
+    ({"faults": [{"name": "kill", "type": "podKill"}]}, "spec.faults[0].selector"),
+    ({"load": {"parallelism": 0}}, "spec.load.parallelism"),
+])
+async def test_an_invalid_spec_ends_in_error_without_children(cluster: Cluster, spec: dict, field: str) -> None:
+    async with operator(settings()):
+        await apply(cluster, chaostest("bad", **spec))
+        final = await eventually(lambda: status(cluster, "bad").get("phase") == "Error" and status(cluster, "bad"))
+        await eventually(lambda: not (get(cluster, CHAOSTESTS, "bad") or {})["metadata"].get("finalizers"))
+    assert field in final["message"] and final["verdict"] == "Error"
+    assert not names(cluster, JOBS) and not names(cluster, CONFIGMAPS)
+
+
+async def run_until_faults_hold(k8s: Cluster, name: str) -> None:
+    seed_targets(k8s)
+    await apply(k8s, chaostest(name, faults=[fault("pause", "processorPause", "processor", "60s"),
+                                              fault("drop", "dbConnectionDrop", duration="60s")]))
+    await eventually(lambda: replicas(k8s, STATEFULSETS, "fincart-processor") == 0)
+    await eventually(lambda: get(k8s, JOBS, f"{name}-fault-drop-0"))
+
+
+async def test_deleting_a_running_test_stops_the_load_heals_faults_and_releases_it(cluster: Cluster) -> None:
+    async with operator(settings()):
+        await run_until_faults_hold(cluster, "gone")
+        await call(cluster, "delete", path(CHAOSTESTS, "gone"))
+        await eventually(lambda: get(cluster, CHAOSTESTS, "gone") is None)
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+    assert get(cluster, JOBS, "gone-fault-drop-0") is None and get(cluster, JOBS, "gone-load") is None
+
+
+async def test_abort_heals_and_keeps_the_record(cluster: Cluster) -> None:
+    async with operator(settings()):
+        await run_until_faults_hold(cluster, "stop")
+        await call(cluster, "patch", path(CHAOSTESTS, "stop"), {"spec": {"abort": True}})
+        final = await eventually(lambda: status(cluster, "stop").get("phase") == "Aborted" and status(cluster, "stop"))
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+    assert get(cluster, JOBS, "stop-fault-drop-0") is None and get(cluster, JOBS, "stop-load") is None
+    assert {f["result"] for f in final["faults"]} == {"healed"} and final["observedGeneration"] == 2
+
+
+async def test_a_restarted_operator_resumes_without_duplicate_jobs(cluster: Cluster) -> None:
+    seed_targets(cluster)
+    spec = {"faults": [fault("pause", "processorPause", "processor", "1s")]}
+    async with operator(settings()):
+        await apply(cluster, chaostest("resume", **spec))
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 0)
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 0  # an exiting operator leaves faults to its heir
+    async with operator(settings()):
+        await finish_job(cluster, "resume-load")
+        await verifier_reports(cluster, "resume", SUMMARY)  # a restored processor and the verify Job come first
+        assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+        final = await eventually(lambda: status(cluster, "resume").get("verdict") and status(cluster, "resume"))
+    assert final["phase"] == "Completed"
+    creates = [r.data["metadata"]["name"] for r in cluster
+               if r.action == kmock.action.CREATE and r.resource == kmock.resource(JOBS)]
+    assert sorted(creates) == ["resume-load", "resume-verify"]
+
+
+async def test_a_load_job_that_never_finishes_ends_in_error_at_the_deadline(cluster: Cluster) -> None:
+    async with operator(settings(load_deadline_s=1)):
+        await apply(cluster, chaostest("slow"))
+        await eventually(lambda: get(cluster, JOBS, "slow-load"))
+        final = await eventually(lambda: status(cluster, "slow").get("phase") == "Error" and status(cluster, "slow"))
+        await eventually(lambda: get(cluster, JOBS, "slow-load") is None)
+    assert "did not finish within 1s" in final["message"]
+    assert {c["type"]: c["reason"] for c in final["conditions"]}["LoadComplete"] == "DeadlineExceeded"
