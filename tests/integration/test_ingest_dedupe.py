@@ -1,0 +1,55 @@
+"""Ingest's dedupe marks against real Redis: concurrent calls share round trips and keep per-webhook answers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+from fincart_core.localstack import free_port
+from fincart_ingest.dedupe import DedupeMarks
+from fincart_ingest.metrics import REDIS_ERRORS
+
+TTL = 86_400
+
+
+class CountingRedis(aioredis.Redis):
+    """Counts MGETs and pipelines: the round trips the marks make."""
+
+    round_trips = 0
+
+    async def mget(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.round_trips += 1
+        return await super().mget(*args, **kwargs)
+
+    def pipeline(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.round_trips += 1
+        return super().pipeline(*args, **kwargs)
+
+
+async def test_concurrent_checks_and_marks_share_round_trips(infra, unique_name):
+    client = CountingRedis.from_url(infra.redis_url, socket_timeout=5)
+    marks = DedupeMarks(client, TTL, unique_name)
+    try:
+        await client.set(f"{unique_name}:fincart:webhook:old", "1")
+        ids = ["old", *(f"new-{i}" for i in range(20))]
+        assert await asyncio.gather(*(marks.seen(i) for i in ids)) == [True] + [False] * 20
+        # the same id twice in one batch: SET NX lets exactly one of them be first
+        assert await asyncio.gather(*(marks.mark(i) for i in [*ids, "new-0"])) == [False] + [True] * 20 + [False]
+        assert client.round_trips == 2
+        assert await marks.seen("new-7") and not await marks.seen("never")
+        assert TTL - 5 < await client.ttl(f"{unique_name}:fincart:webhook:new-7") <= TTL
+    finally:
+        await client.delete(*(f"{unique_name}:fincart:webhook:{i}" for i in ids))
+        await client.aclose()
+
+
+async def test_redis_down_answers_unknown_and_first_and_counts_each_webhook(unique_name):
+    client = aioredis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.5)
+    marks = DedupeMarks(client, TTL, unique_name)
+    before = REDIS_ERRORS._value.get()
+    try:
+        assert await asyncio.gather(*(marks.seen(f"w{i}") for i in range(3))) == [False] * 3
+        assert await asyncio.gather(*(marks.mark(f"w{i}") for i in range(3))) == [True] * 3
+    finally:
+        await client.aclose()
+    assert REDIS_ERRORS._value.get() - before == 6
