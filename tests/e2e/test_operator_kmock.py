@@ -84,10 +84,7 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         k8s.resources[CHAOSTESTS] = kmock.ResourceInfo(
             kind=names["kind"], singular=names["singular"], shortnames=set(names["shortNames"]), namespaced=True,
             subresources=set(version["subresources"]), verbs={"get", "list", "watch", "create", "patch", "delete"})
-        k8s.resources["apiextensions.k8s.io/v1/customresourcedefinitions"] = kmock.ResourceInfo(
-            kind="CustomResourceDefinition", namespaced=False)
-        k8s.objects["apiextensions.k8s.io/v1/customresourcedefinitions", None, crd["metadata"]["name"]] = crd
-        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)
+        k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)  # kopf discovers it
         for resource, kind, sub in ((JOBS, "Job", {"status"}), (PODS, "Pod", set()), (CONFIGMAPS, "ConfigMap", set()),
                                     (DEPLOYMENTS, "Deployment", {"scale"}), (STATEFULSETS, "StatefulSet", {"scale"}),
                                     ("v1/events", "Event", set())):
@@ -104,7 +101,8 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 
 def settings(**changes: Any) -> OperatorSettings:
-    return OperatorSettings(http_port=0, poll_interval_s=0.05, runner_image="fincart-chaos:e2e", **changes)
+    return OperatorSettings(watch_namespace=NS, http_port=0, poll_interval_s=0.05, runner_image="fincart-chaos:e2e",
+                            **changes)
 
 
 @contextlib.asynccontextmanager
@@ -112,10 +110,7 @@ async def operator(config: OperatorSettings) -> AsyncIterator[kopf.Memo]:
     """kopf's whole runtime (login, discovery, watching, daemons, Events) in this event loop."""
     stop, ready = asyncio.Event(), asyncio.Event()
     memo = kopf.Memo(config=config)
-    kopf_settings = kopf.OperatorSettings()
-    kopf_settings.scanning.disabled = True  # kmock 0.8 cannot parse GET /api/v1/namespaces (namespace listing)
-    task = asyncio.create_task(kopf.operator(namespaces=[NS], memo=memo, settings=kopf_settings, stop_flag=stop,
-                                             ready_flag=ready))
+    task = asyncio.create_task(kopf.operator(namespaces=[NS], memo=memo, stop_flag=stop, ready_flag=ready))
     await asyncio.wait_for(ready.wait(), 10)
     try:
         yield memo

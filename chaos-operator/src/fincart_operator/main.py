@@ -37,6 +37,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logg
     settings.posting.reporting_component = config.service_name
     settings.posting.level = logging.WARNING  # transitions are posted with kopf.event(); INFO logs stay logs
     settings.peering.standalone = True  # one replica with the Recreate strategy; the chart has no peering CRD
+    # namespaced (the chart's Role): no namespace listing (forbidden, and kopf retries it for a minute) and no
+    # CRD watching (Helm installs crds/ before the operator starts)
+    settings.scanning.disabled = config.namespace is not None
     # a stopping daemon finishes its step (a few API calls) and exits: on deletion it heals first
     settings.background.instant_exit_timeout = 2.0
     settings.background.cancellation_polling = config.poll_interval_s  # finalizer removal after a deletion
