@@ -230,7 +230,7 @@ ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestar
 async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: Cluster) -> None:
     seed_targets(cluster)
     async with operator(settings()) as memo:
-        await apply(cluster, chaostest("run", faults=ALL_FAULTS, cleanup={"ttlSecondsAfterFinished": 0}))
+        await apply(cluster, chaostest("run", faults=ALL_FAULTS, cleanup={"ttlSecondsAfterFinished": 1}))
         test = await eventually(lambda: get(cluster, CHAOSTESTS, "run"))
         load = await eventually(lambda: get(cluster, JOBS, "run-load"))
         assert FINALIZER in (get(cluster, CHAOSTESTS, "run") or {})["metadata"]["finalizers"]
@@ -272,7 +272,8 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         report = json.loads((get(cluster, CONFIGMAPS, "run-report") or {})["data"]["summary.json"])
         assert report["verdict"] == "Pass"
 
-        # cleanup (ttl 0): runner Jobs and the spec go, the report stays; then the finalizer goes
+        # cleanup a second after the end: runner Jobs and the spec go, the report stays; then the finalizer goes
+        assert get(cluster, JOBS, "run-load")
         await eventually(lambda: not names(cluster, JOBS) and names(cluster, CONFIGMAPS) == {"run-report"})
         await eventually(lambda: not (get(cluster, CHAOSTESTS, "run") or {})["metadata"].get("finalizers"))
         reasons = {e["reason"] for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events")) if e

@@ -228,6 +228,16 @@ def test_scale_faults_record_the_replicas_before_scaling_to_zero_and_restore_the
     assert heal.status.faults[0].result == "healed"
 
 
+def test_a_scale_fault_restores_a_workload_its_selector_no_longer_matches() -> None:
+    status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    relabelled = dataclasses.replace(observed, workloads={"pause": WORKLOADS["pause"][1:]})
+    hold = step(record.status, relabelled, seconds=11, raw=raw)
+    assert of(hold, Scale) == [Scale("Deployment", "fincart-x", 0)]
+    heal = step(record.status, cluster_after(relabelled, hold), seconds=20, raw=raw)
+    assert of(heal, Scale) == [Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)]
+
+
 def test_a_restarted_operator_heals_a_scale_fault_from_the_status_alone() -> None:
     status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
     record = step(status, observed, seconds=10, raw=raw)
@@ -275,11 +285,21 @@ def test_repeating_faults_recur_every_interval_while_the_load_runs_up_to_the_cap
                                                             ("kill#2", "healed")]  # max_fault_repeats=3
 
 
-def test_a_fault_due_after_the_load_finished_is_skipped() -> None:
+@pytest.mark.parametrize("seconds", [1, 6])  # not due yet, due
+def test_a_fault_not_started_when_the_load_finished_is_skipped(seconds: float) -> None:
     status, observed, raw = running(FAULTS[:1], pods=PODS)
-    decision = step(status, finish_job(observed, LOAD), seconds=6, raw=raw)
+    decision = step(status, finish_job(observed, LOAD), seconds=seconds, raw=raw)
     assert decision.status.faults[0].result == "skipped" and of(decision, Delete) == []
     assert decision.status.phase == "Verifying"
+
+
+def test_repeats_stop_when_the_load_finishes() -> None:
+    fault = {**FAULTS[0], "startAfter": "0s", "duration": "1s", "interval": "10s"}
+    status, observed, raw = running([fault], pods=PODS)
+    for seconds in (0, 1):
+        status = step(status, observed, seconds=seconds, raw=raw).status
+    final = step(status, finish_job(observed, LOAD), seconds=25, raw=raw).status
+    assert [(f.name, f.result) for f in final.faults] == [("kill", "healed")] and final.phase == "Verifying"
 
 
 # ---------------------------------------------------------------- load and verification

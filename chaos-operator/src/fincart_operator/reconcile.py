@@ -444,6 +444,9 @@ class _Step:
 
     def fault(self, spec: ChaosTestSpec, fault: Fault, load_done: bool) -> str | None:
         """Inject, hold and heal the occurrences of one fault; returns a reason to stop the test, if any."""
+        if load_done and self.entry(fault.name) is None:  # never started: reported (repeats just stop)
+            self.record(StatusFault(name=fault.name, type=fault.type), "skipped", "the load finished before it")
+            return None
         first = parse_duration(fault.start_after)
         every = parse_duration(fault.interval) if fault.interval else None
         elapsed = self.since(self.status.start_time)
@@ -453,8 +456,6 @@ class _Step:
             name = occurrence_name(fault.name, n)
             entry = self.entry(name)
             if entry is None and load_done:
-                if n == 0:  # repeats only happen while the load runs; a first occurrence is reported
-                    self.record(StatusFault(name=name, type=fault.type), "skipped", "the load finished before it")
                 break
             if entry is None:
                 self.inject(spec, fault, n, StatusFault(name=name, type=fault.type))
@@ -490,7 +491,8 @@ class _Step:
             seen = {(w.kind, w.name): w.replicas for w in self.observed.workloads.get(fault.name, ())}
             for target in restore_targets(entry.message):
                 wanted = target.replicas if over else 0  # held at 0 for the whole duration
-                if seen.get((target.kind, target.name), wanted) != wanted:
+                current = seen.get((target.kind, target.name))  # None: no longer matched (relabelled?)
+                if current != wanted and (current is not None or over):  # restored even if not seen
                     self.actions.append(Scale(target.kind, target.name, wanted))
             if over:
                 self.record(entry, "healed")
