@@ -7,6 +7,7 @@ garbage-collects it with the test) and the labels the operator lists its childre
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,7 @@ def labels(test: str, role: str) -> dict[str, str]:
     return {"app.kubernetes.io/managed-by": MANAGED_BY, TEST_LABEL: test, ROLE_LABEL: role}
 
 
-def selector(match: dict[str, str]) -> str:
+def selector(match: Mapping[str, str]) -> str:
     """An equality-based label selector string for list calls."""
     return ",".join(f"{key}={value}" for key, value in sorted(match.items()))
 

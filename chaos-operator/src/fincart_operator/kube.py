@@ -124,10 +124,10 @@ class Kube:
                 pods[fault.name] = tuple(sorted(p["metadata"]["name"] for p in found
                                                 if not p["metadata"].get("deletionTimestamp")))
             elif fault.type in SCALE_FAULTS:
-                found = [(kind, w) for kind in ("Deployment", "StatefulSet")
-                         for w in await self.list(kind, ns, fault.selector)]
+                matched = [(kind, w) for kind in ("Deployment", "StatefulSet")
+                           for w in await self.list(kind, ns, fault.selector)]
                 workloads[fault.name] = tuple(Workload(kind, w["metadata"]["name"],  # type: ignore[arg-type]
-                                                       (w.get("spec") or {}).get("replicas", 1)) for kind, w in found)
+                                                       (w.get("spec") or {}).get("replicas", 1)) for kind, w in matched)
         return Observed(
             finalized=is_finalized(body), deleting=deleting, config_maps=frozenset(maps),
             jobs={name: job_view(job) for name, job in raw_jobs.items()},

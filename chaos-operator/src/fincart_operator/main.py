@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import kopf
@@ -29,7 +29,7 @@ RETRYABLE = (errors.APIError, aiohttp.ClientError, TimeoutError)
 
 
 @kopf.on.startup()
-async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: logging.Logger, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     if "config" not in memo:  # run() passes it; `kopf run` and tests may not
         memo.config = OperatorSettings()
     config: OperatorSettings = memo.config
@@ -64,8 +64,9 @@ def needs_operator(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=needs_operator)
-async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str, memo: kopf.Memo,
-                    logger: logging.Logger, **_: Any) -> None:
+async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo,
+                    logger: kopf.Logger, **_: Any) -> None:
+    assert namespace is not None  # ChaosTests are namespaced
     config: OperatorSettings = memo.config
     kube = Kube(memo.kopf_settings, logger)
     try:
@@ -108,7 +109,7 @@ async def step(kube: Kube, config: OperatorSettings, namespace: str, name: str, 
                              f"{decision.status.message}")
     for event in decision.actions:
         if isinstance(event, Event):
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event.type, reason=event.reason, message=event.message)
     metrics.record(status, decision.status)
     metrics.track(f"{namespace}/{name}", decision.status)
     return 0.0 if moved and decision.wait_s is not None else decision.wait_s
