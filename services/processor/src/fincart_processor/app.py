@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sys
 from collections.abc import AsyncIterator
 
@@ -15,6 +16,12 @@ from pydantic import ValidationError
 
 from fincart_processor.runner import Processor
 from fincart_processor.settings import ProcessorSettings
+
+# A drain keeps ~10^4 young objects alive at a time (the batches in flight). With the default thresholds
+# (700, 10, 10) the cycle collector ran every 700 allocations and kept rescanning every imported module's
+# objects: ~40 % of the processor's CPU. Collections every 20,000 allocations, with the start-up objects
+# frozen out of them, cost ~5 %.
+GC_THRESHOLDS = (20_000, 20, 20)
 
 
 async def readiness(request: Request) -> dict[str, str]:
@@ -47,6 +54,8 @@ def main() -> None:
         raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
+    gc.set_threshold(*GC_THRESHOLDS)
+    gc.freeze()  # everything imported so far lives as long as the process
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
         timeout_graceful_shutdown=25,
