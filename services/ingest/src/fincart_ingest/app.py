@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -63,6 +64,16 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     return app
 
 
+def tune_gc() -> None:
+    """The cyclic GC cost ~1/3 of ingest's CPU under load: each request's objects live across a few gen0
+    collections (64 requests in flight), so they were promoted and full collections kept re-walking the
+    ~90,000 long-lived objects of the imports. Those are frozen (never walked again) and gen0 collects
+    every 20,000 allocations, by when most requests are done; nearly all garbage is freed by refcount."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
+
+
 def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level)
@@ -72,6 +83,7 @@ def main() -> None:
     except ValueError as exc:
         print(f"fincart-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+    tune_gc()
     uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, timeout_graceful_shutdown=5)
 
 
