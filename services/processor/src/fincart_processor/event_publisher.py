@@ -3,24 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 
+import nats.js.errors
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.partition import Topology
 from fincart_core.telemetry import inject_headers
-from nats.js import JetStreamContext
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from opentelemetry.context import Context
 
 from fincart_processor.metrics import EVENTS_PUBLISHED
 
 PUBLISH_TIMEOUT_S = 5.0
+NO_RESPONDERS = "503"
 
 
 class EventPublisher:
-    def __init__(self, js: JetStreamContext, topology: Topology) -> None:
-        self._js = js
+    """JetStream publishes whose PubAcks come back on one inbox subscription of this publisher: nats-py's
+    publish_async does the same with a random token, a semaphore slot and a parsed PubAck per message,
+    none of which is needed to know that an event is stored."""
+
+    def __init__(self, nc: NATS, topology: Topology) -> None:
+        self._nc = nc
         self._topology = topology
+        self._inbox = ""
+        self._tokens = itertools.count()
+        self._pending: dict[str, asyncio.Future[None]] = {}
+
+    async def start(self) -> None:
+        self._inbox = f"{self._nc.new_inbox()}."
+        await self._nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
 
     async def publish(self, events: Sequence[tuple[OrderEvent, Context | None]]) -> None:
         """Every event acknowledged by JetStream, or an exception (the batch is then retried and its
@@ -37,16 +53,34 @@ class EventPublisher:
             await self._publish_round([chain[k] for chain in chains if len(chain) > k])
 
     async def _publish_round(self, events: list[tuple[OrderEvent, Context | None]]) -> None:
-        acks: list[asyncio.Future[object]] = []
+        loop = asyncio.get_running_loop()
+        tokens: list[str] = []
+        acks: list[asyncio.Future[None]] = []
         try:
             for event, context in events:
-                acks.append(await self._js.publish_async(
+                token = str(next(self._tokens))
+                tokens.append(token)
+                acks.append(ack := loop.create_future())
+                self._pending[token] = ack
+                await self._nc.publish(
                     self._topology.event_subject_for(event.order.shopify_order_id),
-                    event.model_dump_json().encode(),
+                    event.model_dump_json().encode(), reply=self._inbox + token,
                     headers=inject_headers({"Nats-Msg-Id": event.msg_id}, context),
-                ))
+                )
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
         finally:
-            for ack in acks:  # after a failure: frees the client's pending slot of every unanswered publish
-                ack.cancel()
+            for token in tokens:  # answered ones are gone already; after a failure the rest are dropped
+                if (ack := self._pending.pop(token, None)) is not None:
+                    ack.cancel()
         EVENTS_PUBLISHED.inc(len(events))
+
+    async def _on_ack(self, msg: Msg) -> None:
+        ack = self._pending.pop(msg.subject[len(self._inbox):], None)
+        if ack is None or ack.done():  # late answer of a round that already failed
+            return
+        if msg.headers and msg.headers.get(nats.js.api.Header.STATUS) == NO_RESPONDERS:
+            ack.set_exception(nats.js.errors.NoStreamResponseError())
+        elif "error" in (response := json.loads(msg.data)):
+            ack.set_exception(nats.js.errors.APIError.from_error(response["error"]))
+        else:
+            ack.set_result(None)

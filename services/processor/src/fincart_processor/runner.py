@@ -43,9 +43,8 @@ class Processor:
         self._nc = await connect(s.nats_url, s.service_name)
         js = self._nc.jetstream()
         await ensure_streams(js, self.topology)
-        # a round of events holds at most a batch per partition: the client's pending limit never stalls it
-        events = EventPublisher(self._nc.jetstream(publish_async_max_pending=len(self.partitions) * s.batch_size),
-                                self.topology)
+        events = EventPublisher(self._nc, self.topology)
+        await events.start()
         self._consumers = [PartitionConsumer(p, js, self._pool, self.topology, events, s) for p in self.partitions]
         self._tasks = [asyncio.create_task(self._supervise(c), name=f"partition-{c.partition}")
                        for c in self._consumers]
