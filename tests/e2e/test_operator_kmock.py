@@ -20,6 +20,7 @@ import aiohttp
 import jsonpatch
 import kmock
 import kopf
+import kubernetes
 import pytest
 import yaml
 from fincart_operator import main  # noqa: F401  (registers the handlers with kopf)
@@ -96,7 +97,10 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
             "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
             "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
         }))
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))  # the operator's own @kopf.on.login reads it
+        # the operator's kubernetes client configuration (and so its @kopf.on.login) reads it; the client takes
+        # KUBECONFIG once, at import
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.setattr(kubernetes.config.kube_config, "KUBE_CONFIG_DEFAULT_LOCATION", str(kubeconfig))
         yield k8s
 
 
@@ -276,9 +280,14 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         assert get(cluster, JOBS, "run-load")
         await eventually(lambda: not names(cluster, JOBS) and names(cluster, CONFIGMAPS) == {"run-report"})
         await eventually(lambda: not (get(cluster, CHAOSTESTS, "run") or {})["metadata"].get("finalizers"))
-        reasons = {e["reason"] for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events")) if e
-                   and e["involvedObject"]["name"] == "run"}
-        assert {"Running", "FaultInjected", "FaultHealed", "Verifying", "Completed", "CleanedUp"} <= reasons
+
+        def reasons() -> set[str]:
+            return {e["reason"] for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events")) if e
+                    and e["involvedObject"]["name"] == "run"}
+
+        # kopf posts Events in the background: the last one may land just after the finalizer went
+        await eventually(lambda: "CleanedUp" in reasons(), timeout=2)
+        assert {"Running", "FaultInjected", "FaultHealed", "Verifying", "Completed", "CleanedUp"} <= reasons()
 
         async with aiohttp.ClientSession() as http:
             base = f"http://127.0.0.1:{memo.http_port}"

@@ -1,37 +1,41 @@
 """Kubernetes calls, at the edge: a ChaosTest and its children in (``Observed``), ``decide``'s actions out.
 
-The calls go through kopf's own API client: the same login (``@kopf.on.login``), HTTP session, retries and
-re-authentication on 401 as kopf's watches and patches, so one set of credentials serves the whole operator (and the
-kmock tests log in once). That client is kopf's internal module: only this file touches it, and uv.lock pins kopf.
+The calls go through the official ``kubernetes`` client, configured like ``kopf.login_via_client`` configures kopf
+(``connect()``: the service account in a pod, else KUBECONFIG or ~/.kube/config), so kopf and these calls use one set
+of credentials. The client is synchronous: each call runs in a worker thread with a timeout, and answers as plain JSON
+(``_preload_content=False``): the pure code reads dicts, and the typed models would only be converted back.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import logging
-import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import kopf
+import kubernetes
+import urllib3
 from fincart_core.contracts.chaostest import API_GROUP, API_VERSION, PLURAL, ChaosTestSpec, ChaosTestStatus
-from kopf._cogs.clients import api, errors
+from kubernetes.client import ApiClient, ApiException, AppsV1Api, BatchV1Api, CoreV1Api, CustomObjectsApi
 
 from fincart_operator import children
 from fincart_operator.children import Owner
 from fincart_operator.reconcile import POD_FAULTS, SCALE_FAULTS, Create, Delete, JobView, Observed, Scale, Workload
 
 FINALIZER = f"{API_GROUP}/cleanup"
-PATHS = {
-    "Job": "/apis/batch/v1/namespaces/{ns}/jobs",
-    "ConfigMap": "/api/v1/namespaces/{ns}/configmaps",
-    "Pod": "/api/v1/namespaces/{ns}/pods",
-    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments",
-    "StatefulSet": "/apis/apps/v1/namespaces/{ns}/statefulsets",
-    "ChaosTest": f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{{ns}}/{PLURAL}",
+# kind -> the typed API and its methods' resource name (list_namespaced_<name>, create_..., delete_..., patch_..._scale)
+RESOURCES: dict[str, tuple[type[Any], str]] = {
+    "Job": (BatchV1Api, "job"),
+    "ConfigMap": (CoreV1Api, "config_map"),
+    "Pod": (CoreV1Api, "pod"),
+    "Deployment": (AppsV1Api, "deployment"),
+    "StatefulSet": (AppsV1Api, "stateful_set"),
 }
-MERGE_PATCH = {"Content-Type": "application/merge-patch+json"}
+MERGE_PATCH = "application/merge-patch+json"  # the client would send a JSON patch by default
+ERRORS = (ApiException, urllib3.exceptions.HTTPError, TimeoutError)  # an answer other than 2xx, or none at all
 
 
 # ---------------------------------------------------------------- reading objects (pure)
@@ -77,32 +81,57 @@ def is_finalized(body: Mapping[str, Any]) -> bool:
 # ---------------------------------------------------------------- the API
 
 
+def connect() -> ApiClient:
+    """A client with the credentials ``kopf.login_via_client`` hands kopf: in a pod the service account, elsewhere
+    KUBECONFIG or ~/.kube/config."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return ApiClient(config)
+
+
+@contextlib.contextmanager
+def _unless(status: int) -> Iterator[None]:
+    """Tolerate one HTTP status: a child that already exists (409), or is already gone (404)."""
+    try:
+        yield
+    except ApiException as exc:
+        if exc.status != status:
+            raise
+
+
 @dataclass
 class Kube:
-    settings: kopf.OperatorSettings
+    client: ApiClient
+    timeout_s: float
     logger: logging.Logger | logging.LoggerAdapter[Any]
 
-    def _url(self, kind: str, namespace: str, name: str = "", subresource: str = "", **query: str) -> str:
-        path = "/".join(part for part in (PATHS[kind].format(ns=namespace), name, subresource) if part)
-        return path + ("?" + urllib.parse.urlencode(query) if query else "")
+    def _method(self, verb: str, kind: str, suffix: str = "") -> Callable[..., Any]:
+        api, resource = RESOURCES[kind]
+        return getattr(api(self.client), f"{verb}_namespaced_{resource}{suffix}")  # type: ignore[no-any-return]
 
-    async def _call(self, method: str, url: str, payload: object = None, headers: dict[str, str] | None = None) -> Any:
-        call = {"get": api.get, "post": api.post, "patch": api.patch, "delete": api.delete}[method]
-        return await call(url, payload=payload, headers=headers, settings=self.settings, logger=self.logger)
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One blocking call in a worker thread, bounded by the timeout; the answer's JSON."""
+        answer = await asyncio.to_thread(method, *args, _request_timeout=self.timeout_s, _preload_content=False,
+                                         **kwargs)
+        return json.loads(answer.data)
 
     async def list(self, kind: str, namespace: str, match: Mapping[str, str]) -> list[dict[str, Any]]:
-        answer = await self._call("get", self._url(kind, namespace, labelSelector=children.selector(match)))
+        answer = await self._call(self._method("list", kind), namespace, label_selector=children.selector(match))
         return list(answer.get("items") or [])
 
     async def get_test(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return dict(await self._call("get", self._url("ChaosTest", namespace, name)))
-        except errors.APINotFoundError:
-            return None
+        with _unless(404):
+            return dict(await self._call(CustomObjectsApi(self.client).get_namespaced_custom_object,
+                                         API_GROUP, API_VERSION, namespace, PLURAL, name))
+        return None
 
     async def patch_status(self, namespace: str, name: str, status: ChaosTestStatus) -> None:
         body = {"status": status.model_dump(mode="json", by_alias=True)}  # None removes a field (merge patch)
-        await self._call("patch", self._url("ChaosTest", namespace, name, "status"), body, MERGE_PATCH)
+        await self._call(CustomObjectsApi(self.client).patch_namespaced_custom_object_status,
+                         API_GROUP, API_VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH)
 
     async def observe(self, body: Mapping[str, Any], spec: ChaosTestSpec | None, status: ChaosTestStatus,
                       deleting: bool) -> Observed:
@@ -140,16 +169,19 @@ class Kube:
         for action in actions:
             match action:
                 case Create(body=body):
-                    with contextlib.suppress(errors.APIConflictError):
-                        await self._call("post", self._url(body["kind"], namespace), body)
+                    with _unless(409):
+                        await self._call(self._method("create", body["kind"]), namespace, body)
                 case Delete(kind=kind, name=name):
                     # Background: a Job's pods go with it (the API's default for Jobs orphans them)
-                    with contextlib.suppress(errors.APINotFoundError):
-                        await self._call("delete", self._url(kind, namespace, name, propagationPolicy="Background"))
+                    with _unless(404):
+                        await self._call(self._method("delete", kind), name, namespace,
+                                         propagation_policy="Background")
                 case Scale(kind=kind, name=name, replicas=replicas):
                     try:
-                        await self._call("patch", self._url(kind, namespace, name, "scale"),
-                                         {"spec": {"replicas": replicas}}, MERGE_PATCH)
-                    except errors.APINotFoundError:
+                        await self._call(self._method("patch", kind, "_scale"), name, namespace,
+                                         {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH)
+                    except ApiException as exc:
+                        if exc.status != 404:
+                            raise
                         self.logger.warning(f"{kind}/{name} is gone; cannot scale it to {replicas}")
 

@@ -14,18 +14,14 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, cast
 
-import aiohttp
 import kopf
 from fincart_core.contracts.chaostest import API_GROUP, API_VERSION, PLURAL
 from fincart_core.telemetry import configure_logging
-from kopf._cogs.clients import errors
 
 from fincart_operator import metrics, reconcile
-from fincart_operator.kube import FINALIZER, Kube, owner_of
+from fincart_operator.kube import ERRORS, FINALIZER, Kube, connect, owner_of
 from fincart_operator.reconcile import Event, InvalidSpec
 from fincart_operator.settings import OperatorSettings
-
-RETRYABLE = (errors.APIError, aiohttp.ClientError, TimeoutError)
 
 
 @kopf.on.startup()
@@ -43,7 +39,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     # a stopping daemon finishes its step (a few API calls) and exits: on deletion it heals first
     settings.background.instant_exit_timeout = 2.0
     settings.background.cancellation_polling = config.poll_interval_s  # finalizer removal after a deletion
-    memo.kopf_settings = settings  # handlers get no settings; the API calls need them
+    memo.api = connect()  # before @kopf.on.login, which reads the same configuration
     memo.http, memo.http_port = await metrics.serve(config.http_host, config.http_port)
     logger.info(f"metrics and /healthz on port {memo.http_port}; runner image {config.runner_image}")
 
@@ -51,12 +47,14 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
 @kopf.on.cleanup()
 async def cleanup(memo: kopf.Memo, **_: Any) -> None:
     await memo.http.cleanup()
+    memo.api.close()
 
 
 @kopf.on.login()
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In a pod the service account; elsewhere KUBECONFIG or ~/.kube/config (certificates or tokens, as kind's)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """The kubernetes client's configuration, as ``connect()`` reads it: in a pod the service account, elsewhere
+    KUBECONFIG or ~/.kube/config (certificates, tokens, exec plugins)."""
+    return kopf.login_via_client(**kwargs)
 
 
 def needs_operator(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
@@ -68,7 +66,7 @@ async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
                     logger: kopf.Logger, **_: Any) -> None:
     assert namespace is not None  # ChaosTests are namespaced
     config: OperatorSettings = memo.config
-    kube = Kube(memo.kopf_settings, logger)
+    kube = Kube(memo.api, config.api_timeout_s, logger)
     try:
         while True:
             deleting = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
@@ -76,7 +74,7 @@ async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
                 return  # the operator is stopping: everything needed to continue is in the status and children
             try:
                 wait = await step(kube, config, namespace, name, deleting)
-            except RETRYABLE as exc:
+            except ERRORS as exc:
                 logger.warning(f"chaostest {namespace}/{name}: reconcile failed, retrying: {exc!r}")
                 await asyncio.sleep(config.poll_interval_s)
                 continue

@@ -19,6 +19,7 @@ class OperatorSettings(CommonSettings):
     runner_image: str = Field("fincart-chaos:latest", description="Image of the load, fault and verify Jobs")
     runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     poll_interval_s: float = Field(2.0, gt=0, description="How often a running ChaosTest's children are checked")
+    api_timeout_s: float = Field(30, gt=0, description="Longest Kubernetes API call of the operator's own")
     load_deadline_s: float = Field(0, ge=0, description="Longest load run; 0: estimated from the spec (see below)")
     load_startup_s: float = Field(300, ge=0, description="Added to the estimate: scheduling and image pulls")
     load_assumed_rate: float = Field(100, gt=0, description="Requests/s per runner assumed when spec.load.rate is 0")
