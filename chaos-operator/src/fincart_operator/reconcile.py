@@ -28,7 +28,6 @@ from fincart_core.contracts.chaostest import (
     Condition,
     Fault,
     RunnerCounts,
-    StatusAnomaly,
     StatusCounts,
     StatusFault,
     parse_duration,
@@ -407,10 +406,8 @@ class _Step:
         if self.observed.report is None:
             self.create(children.report_config_map(self.owner, summary.model_dump_json()))
         counts = summary.counts
-        self.status.counts = StatusCounts(sent=counts.sent, acked=counts.acked, stored=counts.stored, lost=counts.lost,
-                                          duplicated=counts.duplicated, unexpected=counts.unexpected)
-        self.status.anomalies = [StatusAnomaly(invariant=a.invariant, message=a.message, count=a.count,
-                                               samples=a.samples) for a in summary.anomalies]
+        self.status.counts = StatusCounts(**counts.model_dump(include=set(StatusCounts.model_fields)))
+        self.status.anomalies = list(summary.anomalies)
         self.status.report_ref = children.report_config_map_name(self.owner.name)
         violated = ", ".join(f"{a.invariant} x{a.count}" for a in summary.anomalies)
         message = (f"{summary.verdict}: sent {counts.sent}, stored {counts.stored}, lost {counts.lost}, "

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from fincart_core.contracts.report import Anomaly
+
 API_GROUP = "chaos.fincart.io"
 API_VERSION = "v1alpha1"
 KIND = "ChaosTest"
@@ -174,13 +176,6 @@ class StatusCounts(StatusModel):
     unexpected: int = 0
 
 
-class StatusAnomaly(StatusModel):
-    invariant: str
-    message: str
-    count: int
-    samples: list[str] = Field(default_factory=list, max_length=10)
-
-
 class StatusFault(StatusModel):
     """One fault action as the operator ran it (times are RFC 3339)."""
 
@@ -212,5 +207,5 @@ class ChaosTestStatus(StatusModel):
     runners: RunnerCounts = Field(default_factory=RunnerCounts)
     faults: list[StatusFault] = Field(default_factory=list)
     counts: StatusCounts = Field(default_factory=StatusCounts)
-    anomalies: list[StatusAnomaly] = Field(default_factory=list)
+    anomalies: list[Anomaly] = Field(default_factory=list)
     report_ref: str | None = Field(None, description="ConfigMap holding the full JSON report")
