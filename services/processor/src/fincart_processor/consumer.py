@@ -28,6 +28,7 @@ import nats.js.errors
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.partition import Topology
 from fincart_core.telemetry import extract_context
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -39,6 +40,7 @@ from fincart_processor import metrics
 from fincart_processor.decisions import Plan, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from fincart_processor.order_store import apply_batch, record_failed
+from fincart_processor.puller import Puller
 from fincart_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -61,10 +63,10 @@ def parse(data: bytes | None) -> Webhook:
 class PartitionConsumer:
     def __init__(
         self, partition: int, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology,
-        events: EventPublisher, settings: ProcessorSettings,
+        events: EventPublisher, settings: ProcessorSettings, nc: NATS | None = None,
     ) -> None:
         self.partition = partition
-        self._js, self._pool, self._topology = js, pool, topology
+        self._js, self._pool, self._topology, self._nc = js, pool, topology, nc
         self._events, self._settings = events, settings
         self.subscribed = False
 
@@ -78,7 +80,7 @@ class PartitionConsumer:
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
-            durable_name=self.durable, filter_subject=self.subject,
+            name=self.durable, durable_name=self.durable, filter_subject=self.subject,
             ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
             ack_wait=self._settings.ack_wait_s,
             max_deliver=-1,  # transient failures must never exhaust deliveries; poison is counted by us
@@ -87,9 +89,14 @@ class PartitionConsumer:
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
-        sub = await self._js.pull_subscribe(
-            self.subject, durable=self.durable, stream=self._topology.orders_stream, config=self.consumer_config(),
-        )
+        assert self._nc is not None, "a running consumer needs the connection of its pull requests"
+        stream = self._topology.orders_stream
+        try:  # created once; a restarted replica keeps its consumer and its ack floor
+            await self._js.consumer_info(stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            await self._js.add_consumer(stream, config=self.consumer_config())
+        puller = Puller(self._nc, stream, self.durable)
+        await puller.start()
         self.subscribed = True
         needs_recovery = True  # a previous incarnation may have died holding a batch
         try:
@@ -100,9 +107,7 @@ class PartitionConsumer:
                         continue
                     needs_recovery = False
                 try:
-                    msgs = await sub.fetch(self._settings.batch_size, timeout=self._settings.fetch_timeout_s)
-                except TimeoutError:  # nothing new; nats-py raises its own or asyncio's (near the deadline)
-                    continue
+                    msgs = await puller.fetch(self._settings.batch_size, self._settings.fetch_timeout_s)
                 except nats.errors.Error as exc:  # broker restarting: the client reconnects by itself
                     log.warning("fetch failed", extra={"partition": self.partition, "error": repr(exc)})
                     await _pause(stopping, self._settings.retry_backoff_s)
@@ -112,6 +117,7 @@ class PartitionConsumer:
                     await _pause(stopping, self._settings.retry_backoff_s)
         finally:
             self.subscribed = False
+            await puller.stop()
 
     async def handle(self, msgs: Sequence[Msg]) -> bool:
         """Apply one fetched batch and ack it; False when it was nak'ed after bounded retries."""
