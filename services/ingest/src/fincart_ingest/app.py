@@ -18,7 +18,7 @@ from fincart_core.telemetry import configure_logging, configure_tracing
 
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.publisher import WebhookPublisher
-from fincart_ingest.routes import IngestContext, readiness, router
+from fincart_ingest.routes import IngestContext, add_webhook_route, readiness
 from fincart_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         # is the one continuing the sender's trace into NATS; they cost ~15 % of ingest's CPU per webhook
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
-    app.include_router(router)
+    add_webhook_route(app)
     app.include_router(ops_router(readiness, required=frozenset({"nats"})))
     return app
 
