@@ -84,7 +84,9 @@ def main() -> None:
         print(f"fincart-ingest: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     tune_gc()
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, timeout_graceful_shutdown=5)
+    # access_log off: configure_logging silences uvicorn.access anyway, but uvicorn still formats each line's args
+    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
+                timeout_graceful_shutdown=5)
 
 
 if __name__ == "__main__":

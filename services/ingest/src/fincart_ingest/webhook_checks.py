@@ -71,7 +71,9 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
         raise Rejection(422, "body is not valid JSON: nested too deeply") from exc
     if not isinstance(payload, dict):
         raise Rejection(422, "body must be a JSON object (a Shopify order)")
-    if (where := _nul_path(payload)) is not None:
+    # in a UTF-8 body NUL can only be the escape \u0000 (JSON refuses raw control characters): most bodies
+    # skip the walk; UTF-16/32 bodies hold zero bytes and are walked
+    if (b"\\u0000" in body or b"\x00" in body) and (where := _nul_path(payload)) is not None:
         raise Rejection(422, f"invalid field {where[:200]!r}: contains a NUL character (\\u0000), which "
                              "PostgreSQL cannot store")
     try:
