@@ -2,9 +2,10 @@
 
 nats-py's ``PullSubscription.fetch`` waits for every message of a batch with a task, a uuid4 and a timer
 of its own (~8 % of the processor's CPU while draining); here a callback collects the messages of a pull
-request. The protocol is fetch's: a ``no_wait`` request first (what the stream has now, up to the batch),
-and only when it brought nothing, one that waits up to the timeout for the batch to fill. Messages that
-arrive after a fetch has returned (a late answer to an expired request) are returned by the next one.
+request. The requests are fetch's: ``no_wait`` with ``expires`` first (the server waits up to the timeout
+for the first message, then answers at once with what it has, up to the batch), and only when that brought
+nothing, one that waits up to the timeout for the batch to fill. Messages that arrive after a fetch has
+returned (a late answer to an expired request) are returned by the next one.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from nats.js.api import DEFAULT_PREFIX, Header, StatusCode
 
 # the server's 408 at the end of a waiting request arrives just after its expiry: wait that much longer
 EXPIRY_GRACE_S = 0.1
-# What ends a request without its whole batch. A no_wait request ends at the first status (404 no messages,
-# 409 ...). A waiting one ends at its expiry (408): other statuses (409 leadership change, consumer deleted)
-# are waited out like fetch does, instead of asking again at once in a loop.
+# What ends a request without its whole batch. A no_wait request ends at its first status (404 no messages,
+# 408 nothing more now or expired, 409 ...). A waiting one ends at its expiry (408): other statuses (409
+# leadership change, consumer deleted) are waited out like fetch does, instead of asking again in a loop.
 NO_WAIT_ENDS = frozenset({StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT, StatusCode.CONFLICT})
 WAITING_ENDS = frozenset({StatusCode.REQUEST_TIMEOUT})
 
@@ -52,7 +53,10 @@ class Puller:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if (needed := batch - len(self._delivered)) > 0:
-            await self._request({"batch": needed, "no_wait": True}, batch, deadline - loop.time(), NO_WAIT_ENDS)
+            request: dict[str, object] = {"batch": needed, "no_wait": True}
+            if not self._delivered:  # nothing in hand: wait for the first message, not for a full batch
+                request["expires"] = int(timeout * 1e9)
+            await self._request(request, batch, timeout + EXPIRY_GRACE_S, NO_WAIT_ENDS)
         if not self._delivered and (remaining := deadline - loop.time()) > 0:
             await self._request({"batch": batch, "expires": int(remaining * 1e9)}, batch, remaining + EXPIRY_GRACE_S,
                                 WAITING_ENDS)
