@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -11,6 +10,7 @@ from collections.abc import AsyncIterator
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
+from fincart_core.gc_tuning import tune_gc
 from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
 from fincart_core.streams import connect, ensure_streams
@@ -62,16 +62,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     add_webhook_route(app)
     app.include_router(ops_router(readiness, required=frozenset({"nats"})))
     return app
-
-
-def tune_gc() -> None:
-    """The cyclic GC cost ~1/3 of ingest's CPU under load: each request's objects live across a few gen0
-    collections (64 requests in flight), so they were promoted and full collections kept re-walking the
-    ~90,000 long-lived objects of the imports. Those are frozen (never walked again) and gen0 collects
-    every 20,000 allocations, by when most requests are done; nearly all garbage is freed by refcount."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 100)
 
 
 def main() -> None:

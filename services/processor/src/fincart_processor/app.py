@@ -4,24 +4,18 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import sys
 from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
+from fincart_core.gc_tuning import tune_gc
 from fincart_core.ops import ops_router
 from fincart_core.telemetry import configure_logging, configure_tracing
 from pydantic import ValidationError
 
 from fincart_processor.runner import Processor
 from fincart_processor.settings import ProcessorSettings
-
-# A drain keeps ~10^4 young objects alive at a time (the batches in flight). With the default thresholds
-# (700, 10, 10) the cycle collector ran every 700 allocations and kept rescanning every imported module's
-# objects: ~40 % of the processor's CPU. Collections every 20,000 allocations, with the start-up objects
-# frozen out of them, cost ~5 %.
-GC_THRESHOLDS = (20_000, 20, 20)
 
 
 async def readiness(request: Request) -> dict[str, str]:
@@ -54,10 +48,10 @@ def main() -> None:
         raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
-    gc.set_threshold(*GC_THRESHOLDS)
-    gc.freeze()  # everything imported so far lives as long as the process
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
+        app, host=settings.http_host, port=settings.http_port, log_config=None,
         timeout_graceful_shutdown=25,
     )
 
