@@ -56,7 +56,7 @@ def check_webhook_id(webhook_id: str | None) -> str:
 
 
 def check_topic(topic: str | None) -> str:
-    if topic not in WEBHOOK_TOPICS:
+    if topic is None or topic not in WEBHOOK_TOPICS:
         raise Rejection(422, f"X-Shopify-Topic {topic!r} is not one of {', '.join(WEBHOOK_TOPICS)}")
     return topic
 
