@@ -11,13 +11,17 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
+import nats
 import pytest
 import redis.asyncio as aioredis
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import Infra, start_infra
 from fincart_core.partition import Topology
-from fincart_core.streams import delete_streams
+from fincart_core.settings import to_asyncpg_url
+from fincart_core.streams import delete_streams, ensure_streams
+from nats.js import JetStreamContext
 
 
 @pytest.fixture(scope="session")
@@ -50,6 +54,24 @@ async def topology(infra: Infra, unique_name: str) -> AsyncIterator[Topology]:
     topo = Topology(partitions=4, prefix=unique_name.replace("_", "-")[:30])
     yield topo
     await delete_streams(infra.nats_url, topo)
+
+
+@pytest.fixture
+async def js(infra: Infra, topology: Topology) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on this test's streams (created)."""
+    nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
+    stream = nc.jetstream()
+    await ensure_streams(stream, topology)
+    yield stream
+    await nc.close()
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to this test's migrated database."""
+    conn = await asyncpg.connect(to_asyncpg_url(database_url))
+    yield conn
+    await conn.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,8 +18,6 @@ import pytest
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.localstack import ServiceProcess, console_script, free_port
-from fincart_core.settings import to_asyncpg_url
-from fincart_core.streams import ensure_streams
 from fincart_processor.consumer import PartitionConsumer, parse
 from fincart_processor.order_store import apply_batch
 from fincart_processor.runner import Processor
@@ -39,22 +37,6 @@ async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"{what} not reached within {timeout:.0f}s")
-
-
-@pytest.fixture
-async def js(infra, topology) -> AsyncIterator:  # type: ignore[no-untyped-def]
-    nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
-    stream = nc.jetstream()
-    await ensure_streams(stream, topology)
-    yield stream
-    await nc.close()
-
-
-@pytest.fixture
-async def db(database_url) -> AsyncIterator[asyncpg.Connection]:  # type: ignore[no-untyped-def]
-    conn = await asyncpg.connect(to_asyncpg_url(database_url))
-    yield conn
-    await conn.close()
 
 
 def settings_for(infra, database_url, topology, **extra) -> ProcessorSettings:  # type: ignore[no-untyped-def]

@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 import asyncpg
 import httpx
-import nats
 import pytest
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.localstack import ServiceProcess, console_script, free_port
 from fincart_core.partition import Topology
-from fincart_core.settings import to_asyncpg_url
-from fincart_core.streams import ensure_streams
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
@@ -69,22 +66,6 @@ class Events:
 
 
 @pytest.fixture
-async def nats_js(infra, topology) -> AsyncIterator:  # type: ignore[no-untyped-def]
-    nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
-    js = nc.jetstream()
-    await ensure_streams(js, topology)
-    yield js
-    await nc.close()
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(to_asyncpg_url(database_url))
-    yield conn
-    await conn.close()
-
-
-@pytest.fixture
 def sync_env(service_env: dict[str, str]) -> dict[str, str]:
     return {**service_env, "FINCART_HEARTBEAT_INTERVAL_S": "0.5", "FINCART_SNAPSHOT_PAGE_SIZE": "3"}
 
@@ -100,7 +81,7 @@ def start_sync(env: dict[str, str], tmp_path: Path, name: str = "sync") -> Servi
 
 
 @pytest.fixture
-def sync(sync_env: dict[str, str], tmp_path: Path, nats_js) -> Iterator[ServiceProcess]:  # type: ignore[no-untyped-def]
+def sync(sync_env: dict[str, str], tmp_path: Path, js) -> Iterator[ServiceProcess]:  # type: ignore[no-untyped-def]
     service = start_sync(sync_env, tmp_path)
     yield service
     service.stop()
@@ -140,8 +121,8 @@ def trail(events: list[dict]) -> list[tuple[int, str, int]]:
     return [(e["seq"], e["order"]["shopify_order_id"], e["version"]) for e in events]
 
 
-async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, nats_js, topology):
-    events = Events(nats_js, topology)
+async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, js, topology):
+    events = Events(js, topology)
     ids = [f"order-{i}" for i in range(3)]
     async with ws_connect(ws_url(sync)) as steady, ws_connect(ws_url(sync)) as flaky:
         assert (await read_snapshot(steady))[1] == {}
@@ -177,8 +158,8 @@ async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, 
     assert "fincart_sync_send_lag_seconds_count" in metrics
 
 
-async def test_steady_client_sees_every_event_in_order(sync, nats_js, topology):
-    events = Events(nats_js, topology)
+async def test_steady_client_sees_every_event_in_order(sync, js, topology):
+    events = Events(js, topology)
     async with ws_connect(ws_url(sync)) as a, ws_connect(ws_url(sync)) as b:
         await read_snapshot(a)
         await read_snapshot(b)
@@ -191,8 +172,8 @@ async def test_steady_client_sees_every_event_in_order(sync, nats_js, topology):
         assert versions == list(range(1, len(versions) + 1))
 
 
-async def test_snapshot_plus_events_equal_the_table(sync, nats_js, topology, db):
-    events = Events(nats_js, topology, db)
+async def test_snapshot_plus_events_equal_the_table(sync, js, topology, db):
+    events = Events(js, topology, db)
     ids = [f"snap-{i}" for i in range(7)]  # more than one snapshot page (page size 3)
     for oid in ids:
         for v in (1, 2):
@@ -214,8 +195,8 @@ async def test_snapshot_plus_events_equal_the_table(sync, nats_js, topology, db)
     assert held == table
 
 
-async def test_order_filter_snapshot_and_heartbeat_cursor(sync, nats_js, topology, db):
-    events = Events(nats_js, topology, db)
+async def test_order_filter_snapshot_and_heartbeat_cursor(sync, js, topology, db):
+    events = Events(js, topology, db)
     await events.publish(order_state("mine", 1), write_row=True)
     await events.publish(order_state("other", 1), write_row=True)
     async with ws_connect(ws_url(sync, order="mine")) as ws:
@@ -260,8 +241,8 @@ async def test_ping_pong_and_unknown_messages(sync):
         assert error["type"] == "error" and "ping" in error["message"]
 
 
-async def test_resume_falls_back_to_a_snapshot_when_since_is_ahead(sync, nats_js, topology, db):
-    events = Events(nats_js, topology, db)
+async def test_resume_falls_back_to_a_snapshot_when_since_is_ahead(sync, js, topology, db):
+    events = Events(js, topology, db)
     seq = await events.publish(order_state("a", 1), write_row=True)
     async with ws_connect(ws_url(sync, since=seq + 1000)) as ws:
         msg = await recv(ws)
@@ -269,10 +250,10 @@ async def test_resume_falls_back_to_a_snapshot_when_since_is_ahead(sync, nats_js
     assert [o["shopify_order_id"] for o in msg["orders"]] == ["a"]
 
 
-async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path, nats_js, topology):
+async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path, js, topology):
     service = start_sync({**sync_env, "FINCART_CLIENT_QUEUE_SIZE": "4"}, tmp_path, "sync-slow")
     try:
-        events = Events(nats_js, topology)
+        events = Events(js, topology)
         big = "x" * 2000  # bigger frames fill the socket buffers sooner
         async with ws_connect(ws_url(service), max_queue=1) as ws:
             await read_snapshot(ws)
@@ -306,8 +287,8 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
         service.stop()
 
 
-async def test_read_api(sync, nats_js, topology, db):
-    events = Events(nats_js, topology, db)
+async def test_read_api(sync, js, topology, db):
+    events = Events(js, topology, db)
     for i in range(5):
         await events.publish(order_state(f"api-{i}", i + 1), write_row=True)  # later i: newer updated_at
     async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
