@@ -112,7 +112,9 @@ def checklist(result: Result, history: History, ledger: Sequence[LedgerEntry] | 
                    f"{statuses['discarded']} discarded, {statuses['failed']} failed",
         ),
         item("WebSocket clients saw every applied version", "I6",
-             "checked" if "I6" in result.checked else "no sync service"),
+             "no sync service to observe" if "I6" not in result.checked
+             else "gaps or stale versions: see the I6 anomalies" if "I6" in failed
+             else "every applied version reached a client, in order"),
     ]
     if orders_api is not None:
         items.append(ChecklistItem(item="GET /orders returns the order", ok=orders_api[0], detail=orders_api[1]))
