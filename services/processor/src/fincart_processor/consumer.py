@@ -27,13 +27,11 @@ import nats.errors
 import nats.js.errors
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.partition import Topology
-from fincart_core.telemetry import extract_context
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from opentelemetry import trace
-from opentelemetry.context import Context
 from pydantic import ValidationError
 
 from fincart_processor import metrics
@@ -41,6 +39,7 @@ from fincart_processor.decisions import Plan, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from fincart_processor.order_store import apply_batch, record_failed
 from fincart_processor.puller import Puller
+from fincart_processor.remote_trace import RemoteTrace, links_recorded
 from fincart_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ class Delivery:
     """A parsed webhook with the trace context its producer sent."""
 
     webhook: Webhook
-    context: Context
+    remote_trace: RemoteTrace
 
 
 def parse(data: bytes | None) -> Webhook:
@@ -131,7 +130,7 @@ class PartitionConsumer:
         redelivered: set[str] = set()
         for (_, deliveries), msg in positioned:
             try:
-                delivery = Delivery(parse(msg.data), extract_context(msg.headers))
+                delivery = Delivery(parse(msg.data), RemoteTrace(msg.headers))
             except (ValidationError, ValueError) as exc:
                 poison.append((msg, str(exc)))
                 continue
@@ -161,9 +160,10 @@ class PartitionConsumer:
         """Apply and publish the events; transient errors (DB down, conflict, broker hiccup) are retried with
         backoff a bounded number of times, then None: the caller naks, never ``failed``."""
         webhooks = [d.webhook for d in deliveries]
-        contexts = {d.webhook.webhook_id: d.context for d in deliveries}
+        traces = {d.webhook.webhook_id: d.remote_trace for d in deliveries}
         links = [trace.Link(span_ctx) for d in deliveries
-                 if (span_ctx := trace.get_current_span(d.context).get_span_context()).is_valid]
+                 if (span_ctx := trace.get_current_span(d.remote_trace.context).get_span_context()).is_valid
+                 ] if links_recorded() else []
         for attempt in range(self._settings.retry_attempts):
             with tracer.start_as_current_span("apply batch", links=links) as span:
                 span.set_attributes({"fincart.partition": self.partition, "fincart.batch_size": len(webhooks)})
@@ -171,7 +171,7 @@ class PartitionConsumer:
                     async with self._pool.acquire() as conn:
                         plan, events = await apply_batch(conn, webhooks)
                     # each event continues the trace of the webhook that produced it
-                    await self._events.publish([(e, contexts.get(e.order.last_webhook_id)) for e in events])
+                    await self._events.publish([(e, traces.get(e.order.last_webhook_id)) for e in events])
                     return plan
                 except Exception as exc:  # every failure here is transient: the input parsed
                     span.record_exception(exc)
@@ -203,7 +203,7 @@ class PartitionConsumer:
                     break
                 seq = raw.seq + 1
                 try:
-                    deliveries.append(Delivery(parse(raw.data), extract_context(raw.headers)))
+                    deliveries.append(Delivery(parse(raw.data), RemoteTrace(raw.headers)))
                 except (ValidationError, ValueError):
                     continue  # poison: handled when it is delivered again
         except (TimeoutError, nats.errors.Error) as exc:

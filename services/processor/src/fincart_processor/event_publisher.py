@@ -14,9 +14,9 @@ from fincart_core.partition import Topology
 from fincart_core.telemetry import inject_headers
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from opentelemetry.context import Context
 
 from fincart_processor.metrics import EVENTS_PUBLISHED
+from fincart_processor.remote_trace import RemoteTrace
 
 PUBLISH_TIMEOUT_S = 5.0
 NO_RESPONDERS = "503"
@@ -38,12 +38,12 @@ class EventPublisher:
         self._inbox = f"{self._nc.new_inbox()}."
         await self._nc.subscribe(f"{self._inbox}*", cb=self._on_ack)
 
-    async def publish(self, events: Sequence[tuple[OrderEvent, Context | None]]) -> None:
+    async def publish(self, events: Sequence[tuple[OrderEvent, RemoteTrace | None]]) -> None:
         """Every event acknowledged by JetStream, or an exception (the batch is then retried and its
         webhooks come back as redeliveries, whose events are published again; Nats-Msg-Id dedupes)."""
-        by_order: dict[str, list[tuple[OrderEvent, Context | None]]] = defaultdict(list)
-        for event, context in events:
-            by_order[event.order.shopify_order_id].append((event, context))
+        by_order: dict[str, list[tuple[OrderEvent, RemoteTrace | None]]] = defaultdict(list)
+        for event, remote in events:
+            by_order[event.order.shopify_order_id].append((event, remote))
         # versions ascending even when a batch mixes re-published (older) and new versions of an order
         chains = [sorted(chain, key=lambda ec: ec[0].order.version) for chain in by_order.values()]
         # Round k publishes the k-th event of every order, pipelined on the connection, and round k + 1 starts
@@ -52,12 +52,12 @@ class EventPublisher:
         for k in range(max(map(len, chains), default=0)):
             await self._publish_round([chain[k] for chain in chains if len(chain) > k])
 
-    async def _publish_round(self, events: list[tuple[OrderEvent, Context | None]]) -> None:
+    async def _publish_round(self, events: list[tuple[OrderEvent, RemoteTrace | None]]) -> None:
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
         acks: list[asyncio.Future[None]] = []
         try:
-            for event, context in events:
+            for event, remote in events:
                 token = str(next(self._tokens))
                 tokens.append(token)
                 acks.append(ack := loop.create_future())
@@ -65,7 +65,8 @@ class EventPublisher:
                 await self._nc.publish(
                     self._topology.event_subject_for(event.order.shopify_order_id),
                     event.model_dump_json().encode(), reply=self._inbox + token,
-                    headers=inject_headers({"Nats-Msg-Id": event.msg_id}, context),
+                    headers=remote.inject({"Nats-Msg-Id": event.msg_id}) if remote is not None
+                    else inject_headers({"Nats-Msg-Id": event.msg_id}),
                 )
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
         finally:
