@@ -214,7 +214,10 @@ async def test_dropped_database_connections_are_retried_never_failed(infra, data
 async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
     infra, database_url, topology, js, db, service_env, tmp_path: Path
 ):
-    expected = await send_conflicting_updates(js, topology, orders=100, updates=20, seed=11)
+    # a backlog big enough that the kill (polled every 100 ms) lands well before the end
+    orders, updates = 250, 20
+    total = orders * updates
+    expected = await send_conflicting_updates(js, topology, orders=orders, updates=updates, seed=11)
     port = free_port()
     processor = ServiceProcess(
         name="processor", argv=[console_script("fincart-processor")],
@@ -227,9 +230,9 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
         await wait_until(lambda: _gt(audit_count(db), 200), what="processing under way")
         processor.kill()
         stopped_at = await audit_count(db)
-        assert stopped_at < 2000, "the kill should land mid-run"
+        assert stopped_at < total, "the kill should land mid-run"
         processor.start()
-        await wait_until(lambda: _eq(audit_count(db), 2000), what="all applied after restart")
+        await wait_until(lambda: _eq(audit_count(db), total), what="all applied after restart")
         await wait_until(lambda: _events_complete(js, topology, db))
         async with httpx.AsyncClient(base_url=processor.base_url, timeout=5) as http:
             assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
