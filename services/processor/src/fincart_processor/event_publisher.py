@@ -71,8 +71,8 @@ class EventPublisher:
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
         finally:
             for token in tokens:  # answered ones are gone already; after a failure the rest are dropped
-                if (ack := self._pending.pop(token, None)) is not None:
-                    ack.cancel()
+                if (unanswered := self._pending.pop(token, None)) is not None:
+                    unanswered.cancel()
         EVENTS_PUBLISHED.inc(len(events))
 
     async def _on_ack(self, msg: Msg) -> None:
