@@ -302,7 +302,7 @@ async def test_batch_of_a_dead_processor_is_applied_first(infra, database_url, t
                               f"wh-{order_id}-{i:03d}")
     settings = settings_for(infra, database_url, topology, ack_wait_s=2.0)
     dead = Processor(settings)
-    config = PartitionConsumer(partition, js, None, topology, None, settings).consumer_config()  # type: ignore[arg-type]
+    config = PartitionConsumer(partition, None, js, None, topology, None, settings).consumer_config()  # type: ignore[arg-type]
     sub = await js.pull_subscribe(config.filter_subject or "", durable=config.durable_name,
                                   stream=topology.orders_stream, config=config)
     held = await sub.fetch(7, timeout=5)

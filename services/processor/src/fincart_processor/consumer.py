@@ -61,8 +61,8 @@ def parse(data: bytes | None) -> Webhook:
 
 class PartitionConsumer:
     def __init__(
-        self, partition: int, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology,
-        events: EventPublisher, settings: ProcessorSettings, nc: NATS | None = None,
+        self, partition: int, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology,
+        events: EventPublisher, settings: ProcessorSettings,
     ) -> None:
         self.partition = partition
         self._js, self._pool, self._topology, self._nc = js, pool, topology, nc
@@ -88,7 +88,6 @@ class PartitionConsumer:
         )
 
     async def run(self, stopping: asyncio.Event) -> None:
-        assert self._nc is not None, "a running consumer needs the connection of its pull requests"
         stream = self._topology.orders_stream
         try:  # created once; a restarted replica keeps its consumer and its ack floor
             await self._js.consumer_info(stream, self.durable)

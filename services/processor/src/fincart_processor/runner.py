@@ -45,7 +45,7 @@ class Processor:
         await ensure_streams(js, self.topology)
         events = EventPublisher(self._nc, self.topology)
         await events.start()
-        self._consumers = [PartitionConsumer(p, js, self._pool, self.topology, events, s, self._nc)
+        self._consumers = [PartitionConsumer(p, self._nc, js, self._pool, self.topology, events, s)
                            for p in self.partitions]
         self._tasks = [asyncio.create_task(self._supervise(c), name=f"partition-{c.partition}")
                        for c in self._consumers]
