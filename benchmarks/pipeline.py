@@ -46,6 +46,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.load import run_load
+from fincart_chaos.report import percentiles
 from fincart_chaos.workload import SEED_ORDER, Webhook, make_webhook
 from fincart_chaos.workload import Request as LoadRequest
 from fincart_core.contracts.webhook import WebhookMessage
@@ -88,10 +89,6 @@ def serve_bare(port: int) -> None:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
-
-def percentile(values: Sequence[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else float(values[0])
-
 
 def workload(count: int, orders: int) -> list[Webhook]:
     """Update-major (update 0 of every order, then update 1, ...), as the chaos workload sends them."""
@@ -173,8 +170,8 @@ async def send(url: str, webhooks: Sequence[Webhook], concurrency: int) -> tuple
 async def http_phase(url: str, warm: Sequence[Webhook], measured: Sequence[Webhook], concurrency: int) -> dict:
     await send(url, warm, concurrency)  # connections, pools and caches warm; not counted
     rps, entries = await send(url, measured, concurrency)
-    latencies = [e.latency_ms for e in entries]
-    return {"rps": rps, "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99)}
+    latency = percentiles([e.latency_ms for e in entries])
+    return {"rps": rps, "p50_ms": latency.p50, "p99_ms": latency.p99}
 
 
 async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int, workers: int) -> float:
