@@ -19,7 +19,6 @@ from fincart_core.contracts.chaostest import (
     ChaosTestSpec,
     Fault,
     SecretKeyRef,
-    parse_duration,
 )
 
 from fincart_operator.settings import OperatorSettings
@@ -162,13 +161,13 @@ def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, dead
                 completionMode="Indexed", completions=runners, parallelism=runners)
 
 
-def fault_job(owner: Owner, spec: ChaosTestSpec, fault: Fault, occurrence: int,
-              settings: OperatorSettings) -> dict[str, Any]:
+def fault_job(owner: Owner, spec: ChaosTestSpec, fault: Fault, occurrence: int, settings: OperatorSettings,
+              deadline_s: float) -> dict[str, Any]:
     """dbConnectionDrop: a pod that terminates FinCart's database connections for the fault's duration."""
     env = [_secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref)]
     return _job(owner, fault_job_name(owner.name, fault.name, occurrence), "fault", settings,
                 args=["inject", fault.type, "--duration", fault.duration], env=env,
-                deadline_s=parse_duration(fault.duration) + settings.fault_job_deadline_s, backoff_limit=0)
+                deadline_s=deadline_s, backoff_limit=0)
 
 
 def verify_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float) -> dict[str, Any]:

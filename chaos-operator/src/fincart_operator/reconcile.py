@@ -167,6 +167,11 @@ def verify_deadline(spec: ChaosTestSpec, settings: OperatorSettings) -> float:
     return parse_duration(spec.settle.timeout) + settings.verify_deadline_s
 
 
+def fault_job_deadline(fault: Fault, settings: OperatorSettings) -> float:
+    """A fault Job holds the fault for its duration, then exits."""
+    return parse_duration(fault.duration) + settings.fault_job_deadline_s
+
+
 def occurrence_name(fault: str, n: int) -> str:
     """The status entry of a fault's n-th occurrence (fault names cannot contain '#')."""
     return fault if n == 0 else f"{fault}#{n}"
@@ -476,7 +481,8 @@ class _Step:
                 return self.record(entry, "failed", f"no Deployment or StatefulSet matches {match}")
             return self.record(entry, "injected", restore_message(targets))  # scaled by the next step
         job = children.fault_job_name(self.owner.name, fault.name, n)
-        self.create(children.fault_job(self.owner, spec, fault, n, self.settings))
+        deadline = fault_job_deadline(fault, self.settings)
+        self.create(children.fault_job(self.owner, spec, fault, n, self.settings, deadline))
         return self.record(entry, "injected", f"fault Job {job}")
 
     def hold_or_heal(self, fault: Fault, n: int, entry: StatusFault) -> str | None:
@@ -502,6 +508,6 @@ class _Step:
                 self.record(entry, "healed")
             elif job.outcome == "failed":
                 self.record(entry, "failed", f"fault Job {name} failed: {job.message}".rstrip(": "))
-            elif self.since(entry.started_at) > parse_duration(fault.duration) + self.settings.fault_job_deadline_s:
+            elif self.since(entry.started_at) > fault_job_deadline(fault, self.settings):
                 return f"fault {fault.name}: Job {name} did not finish within its deadline"
         return None
