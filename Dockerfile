@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
-# FinCart chaos operator image (fincart-operator). Build context: the repository root (the uv workspace and its uv.lock):
-#   docker build -f chaos-operator/Dockerfile -t fincart-operator .
-# All five FinCart Dockerfiles share this exact layout; only PACKAGE, EXPOSE and ENTRYPOINT differ
-# (tests/integration/test_deploy_images.py keeps them in step).
-ARG PACKAGE=fincart-operator
+# One image recipe for the five FinCart programs. Build context: the repository root (the uv workspace and uv.lock):
+#   docker build --build-arg PACKAGE=fincart-ingest -t fincart-ingest .
+# PACKAGE is a uv workspace member whose console script of the same name is the entrypoint: fincart-ingest,
+# fincart-processor (also runs fincart-migrate), fincart-sync, fincart-operator, fincart-chaos. No EXPOSE: the
+# listening port is FINCART_HTTP_PORT, set by the chart with its containerPort.
+# skaffold.yaml passes PACKAGE; tests/integration/test_deploy_images.py replays the builder for each package.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13
 
@@ -21,8 +22,11 @@ COPY libs libs
 COPY services services
 COPY chaos chaos
 COPY chaos-operator chaos-operator
+# the entrypoint is a link to the package's console script, so the final stage needs no per-package line
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --no-editable --package "${PACKAGE}"
+    test -n "${PACKAGE}" \
+    && uv sync --frozen --no-dev --no-editable --package "${PACKAGE}" \
+    && ln -s "${PACKAGE}" /app/.venv/bin/fincart-entrypoint
 
 # final: the same slim Python, the venv, a non-root user; no uv, no compilers, no sources
 FROM ${PYTHON_IMAGE}
@@ -32,5 +36,4 @@ COPY --from=builder /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /tmp
 USER 10001:10001
-EXPOSE 8083
-ENTRYPOINT ["fincart-operator"]
+ENTRYPOINT ["fincart-entrypoint"]
