@@ -33,10 +33,6 @@ class CommonSettings(BaseSettings):
     service_name: str = Field("fincart", description="service.name of traces and logs")
 
     @property
-    def sqlalchemy_url(self) -> str:
-        return to_sqlalchemy_url(self.database_url)
-
-    @property
     def asyncpg_url(self) -> str:
         return to_asyncpg_url(self.database_url)
 

@@ -1,20 +1,16 @@
-"""Alembic environment: async engine (asyncpg), metadata from fincart_core.db.models."""
+"""Alembic environment: async engine (asyncpg). The migrations are the schema: no ORM metadata, no autogenerate."""
 
 from __future__ import annotations
 
 import asyncio
 
 from alembic import context
-from fincart_core.db import models  # noqa: F401  (registers the tables on the metadata)
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
-from sqlmodel import SQLModel
-
-target_metadata = SQLModel.metadata
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata)
+    context.configure(connection=connection)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -27,7 +23,7 @@ async def _run_online() -> None:
 
 
 if context.is_offline_mode():
-    context.configure(url=context.config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata)
+    context.configure(url=context.config.get_main_option("sqlalchemy.url"))
     with context.begin_transaction():
         context.run_migrations()
 else:
