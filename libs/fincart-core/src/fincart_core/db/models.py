@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import CheckConstraint, Column, DateTime, Numeric, Text, func
+from sqlalchemy import BigInteger, CheckConstraint, Column, DateTime, Numeric, Text, func
 from sqlmodel import Field, SQLModel
 
 AUDIT_STATUSES = ("processed", "discarded", "failed")
@@ -48,3 +48,24 @@ class AuditLog(SQLModel, table=True):
     created_at: datetime = Field(
         sa_column=Column(DateTime(timezone=True), nullable=False, server_default=func.now())
     )
+
+
+class PartitionLease(SQLModel, table=True):
+    """Which processor replica applies a partition, until when; ``token`` goes up on every change of owner
+    and is checked inside each batch transaction (fencing)."""
+
+    __tablename__ = "partition_leases"
+
+    partition: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    owner: str = Field(sa_column=Column(Text, nullable=False))
+    token: int = Field(sa_column=Column(BigInteger, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class ProcessorReplica(SQLModel, table=True):
+    """A live processor replica's heartbeat: the replicas that share the partitions."""
+
+    __tablename__ = "processor_replicas"
+
+    replica: str = Field(sa_column=Column(Text, primary_key=True))
+    expires_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
