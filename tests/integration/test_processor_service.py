@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
 
@@ -78,26 +78,31 @@ async def send_conflicting_updates(js, topology, orders: int, updates: int, seed
     return expected
 
 
-async def stream_model(js, topology) -> Model:  # type: ignore[no-untyped-def]
-    """The reference model fed with every webhook on ORDERS, in stream order."""
+async def stream_model(js, topology, failed: Collection[str] = ()) -> Model:  # type: ignore[no-untyped-def]
+    """The reference model fed with every webhook on ORDERS, in stream order, but the poison (``failed``:
+    webhook ids the database refuses; unparseable ones are skipped anyway)."""
     model = Model()
     info = await js.stream_info(topology.orders_stream)
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
         with contextlib.suppress(ValidationError, ValueError):  # poison is not the model's business
-            model.apply(parse((await js.get_msg(topology.orders_stream, seq)).data))
+            webhook = parse((await js.get_msg(topology.orders_stream, seq)).data)
+            if webhook.webhook_id not in failed:
+                model.apply(webhook)
     return model
 
 
-async def check_history(db, js, topology, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
+async def check_history(db, js, topology, expected: dict[str, tuple], failed: Collection[str] = ()) -> None:  # type: ignore[no-untyped-def]
     """Rows, audit statuses and versions, and events are exactly those of applying every webhook one by one
-    in stream order; each order's events are its versions 1..n, once each, in order."""
-    model = await stream_model(js, topology)
+    in stream order, the poison (``failed``, audited ``failed``) left out; each order's events are its versions
+    1..n, once each, in order."""
+    model = await stream_model(js, topology, failed)
+    model.audit.update({webhook_id[:500]: ("failed", None) for webhook_id in failed})
     rows = {r["shopify_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
     assert set(rows) == set(expected) == set(model.rows)
     assert {k: Row(r["version"], r["last_external_updated_at"], r["last_webhook_id"], r["status"], r["total_price"],
                    r["shipping_fee"]) for k, r in rows.items()} == model.rows
     audit = {r["webhook_id"]: (r["status"], r["version"]) for r in await db.fetch("SELECT * FROM audit_log")}
-    assert audit == model.audit  # no failed, none missing, none extra
+    assert audit == model.audit  # no other failed, none missing, none extra
     for order_id, (updated_at, webhook_id) in expected.items():
         row = rows[order_id]
         assert (row["last_external_updated_at"], row["last_webhook_id"]) == (updated_at, webhook_id)
