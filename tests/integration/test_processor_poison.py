@@ -120,3 +120,57 @@ async def _audited(db: asyncpg.Connection, ns: str, count: int) -> bool:
 @example(position=499)
 def test_one_poison_anywhere_in_a_batch_of_500(infra, database_url: str, position: int) -> None:  # type: ignore[no-untyped-def]
     asyncio.run(one_poison_in_a_full_batch(infra, database_url, position))
+
+
+async def test_poison_in_one_partition_while_the_others_are_busy(infra, database_url, topology, js, db):
+    rng = random.Random(17)
+    orders = [f"order-{i}" for i in range(40)]
+    sends = updates_of(orders, 15, rng)
+    victim = orders_of(topology, 1, 1, "busy")[0]
+    poison = {rng.randrange(len(sends)): "refused", rng.randrange(len(sends)): "unparseable",
+              rng.randrange(len(sends)): "calendar"}
+    ids, failed = [], []
+    for n, (order_id, i) in enumerate(sends):
+        if (kind := poison.get(n)) == "refused":
+            failed.append(refused_by_the_database("busy"))
+            await publish_webhook(js, topology, order_payload(victim, 1), failed[-1])
+        elif kind == "unparseable":
+            failed.append("busy-not-json")
+            await js.publish(topology.webhook_subject(1), b'{"webhook_id": ', headers={"Nats-Msg-Id": failed[-1]})
+        elif kind == "calendar":
+            failed.append("busy-calendar")
+            await publish_webhook(js, topology, {**order_payload(victim, 2), "updated_at": CALENDAR_EDGES[0]},
+                                  failed[-1])
+        ids.append(await publish_update(js, topology, order_id, i))
+    processor = Processor(settings_for(infra, database_url, topology, batch_size=50))
+    await processor.start()
+    try:
+        await wait_until(lambda: _audited(db, "", len(sends) + len(failed)), what="every webhook audited")
+        await processor.wait_drained(WAIT_S)
+    finally:
+        await processor.stop()
+    assert set(await dead_letters(js, topology)) == {f"dlq:{f}"[:504] for f in failed}
+    await check_history(db, js, topology, expected_final(ids), failed=failed)
+
+
+async def test_calendar_edge_timestamps_past_ingest_are_dead_lettered(infra, database_url, topology, js, db):
+    """Bodies whose updated_at has no UTC equivalent, published straight onto the stream (as if ingest had
+    let them through): failed and dead-lettered; the later webhooks of that partition are applied."""
+    order_id = orders_of(topology, 2, 1, "edge")[0]
+    for n, updated_at in enumerate(CALENDAR_EDGES):
+        await publish_webhook(js, topology, {**order_payload(order_id, 0), "updated_at": updated_at}, f"edge-{n}")
+    ids = [await publish_update(js, topology, order_id, i) for i in range(1, 4)]
+    processor = Processor(settings_for(infra, database_url, topology))
+    await processor.start()
+    try:
+        await wait_until(lambda: _audited(db, "", 5), what="edges failed and later webhooks applied")
+        await processor.wait_drained(WAIT_S)
+    finally:
+        await processor.stop()
+    failed = dict(await db.fetch("SELECT webhook_id, message FROM audit_log WHERE status = 'failed'"))
+    assert set(failed) == {"edge-0", "edge-1"}
+    assert all("outside the range of UTC timestamps" in message for message in failed.values())
+    dead = await dead_letters(js, topology)
+    assert set(dead) == {"dlq:edge-0", "dlq:edge-1"} and all("updated_at" in error for _, error in dead.values())
+    await check_history(db, js, topology, expected_final(ids), failed=["edge-0", "edge-1"])
+    assert await db.fetchval("SELECT version FROM orders WHERE shopify_order_id = $1", order_id) == 3
