@@ -43,7 +43,7 @@ async def owners(db: asyncpg.Connection) -> dict[int, str]:
 
 
 def pid_of(owner: str) -> int:
-    return int(owner.rsplit("-", 2)[1])  # <hostname>-<pid>-<random>
+    return int(owner.split("/")[0].rsplit("-", 2)[1])  # <hostname>-<pid>-<n>/<incarnation>
 
 
 async def send_load(js, topology, orders: int, updates: int, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]

@@ -98,3 +98,9 @@ def test_replicas_share_every_partition_once(partitions: int, replicas: int, dat
     for me in alive:  # settled: another round moves nothing
         cluster.round(me)
     assert cluster.owners() == owners
+
+
+def test_a_restarted_replica_takes_over_its_predecessors_leases_at_once() -> None:
+    leases = {0: lease(0, "host-7-0/old"), 1: lease(1, "other-1-0/x")}
+    live = ["host-7-0/old", "other-1-0/x", "host-7-0/new"]
+    assert plan_leases(2, leases, live, "host-7-0/new", NOW) == LeasePlan(renew=[], acquire=[0], release=[])

@@ -25,13 +25,15 @@ UPDATE partition_leases SET expires_at = now() + make_interval(secs => $3)
 WHERE partition = ANY($1::int[]) AND owner = $2 AND expires_at > now()
 RETURNING partition, token
 """
-# the token survives every owner: a new owner's is greater than any token a previous owner used
+# The token survives every owner: a new owner's is greater than any token a previous owner used. Only a
+# free lease, or one of an earlier incarnation of the same replica name (see ``leases``), is taken.
 ACQUIRE = """
 INSERT INTO partition_leases (partition, owner, token, expires_at)
 SELECT p, $2, 1, now() + make_interval(secs => $3) FROM unnest($1::int[]) AS p
 ON CONFLICT (partition) DO UPDATE SET owner = excluded.owner, token = partition_leases.token + 1,
     expires_at = excluded.expires_at
 WHERE partition_leases.expires_at <= now()
+    OR split_part(partition_leases.owner, '/', 1) = split_part(excluded.owner, '/', 1)
 RETURNING partition, token
 """
 RELEASE = """

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -31,9 +32,14 @@ log = logging.getLogger(__name__)
 HEALTHY_RUN_S = 30.0
 
 
+_instances = itertools.count()
+
+
 def replica_id() -> str:
-    """Unique per process start: a restarted pod must not mistake its predecessor's leases for its own."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+    """``<hostname>-<pid>-<n>/<incarnation>``: the name part is the same when the process or its pod restarts
+    (a container's pid, a re-exec), so the new incarnation takes over the leases at once (``leases``); n tells
+    apart processors run side by side in one process (tests); the incarnation is new each time."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_instances)}/{secrets.token_hex(4)}"
 
 
 @dataclass
