@@ -10,7 +10,7 @@ each phase on its own database and stream prefix (removed afterwards, with inges
    rows into a scratch schema with asyncpg, as many connections as the processor's pool, median of three
    passes: the raw limit.
 3. Drain. The webhooks ingest left in JetStream are drained by one processor; the same backlog, published
-   straight to a second stream, by two. The rate runs from the moment every replica has begun (its first
+   straight to a second stream, by two. The rate runs from the moment every partition has begun (its first
    batch's transaction) to the moment the last audit row is visible (PostgreSQL's clock, polled every 50 ms).
 4. Seed. 100 concurrent conflicting webhooks for one order, ingest and a processor running: the time until
    all are answered 200, then from the last answer until the order row is final (the newest webhook
@@ -207,7 +207,8 @@ async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int,
 
 async def drain(database_url: str, processors: Sequence[ServiceProcess], backlog: int) -> float:
     """Webhooks per second of the processors draining ``backlog`` messages already in JetStream, from the
-    moment every replica has begun (its first transaction: the processes start a few hundred ms apart) to
+    moment every partition has begun (its first transaction: the processes start a few hundred ms apart and
+    share the partitions through leases) to
     the moment the last audit row is visible, on PostgreSQL's clock."""
     db = await asyncpg.connect(to_asyncpg_url(database_url))
     try:
@@ -221,10 +222,10 @@ async def drain(database_url: str, processors: Sequence[ServiceProcess], backlog
         audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log")
     finally:
         await db.close()
-    firsts: dict[int, datetime] = {}
+    firsts: dict[int, datetime] = {}  # the first transaction of each partition, whichever replica holds it
     for order_id, at in audited:
-        replica = partition_for(order_id, PARTITIONS) % len(processors)  # p % N == i owns p
-        firsts[replica] = min(firsts.get(replica, at), at)
+        partition = partition_for(order_id, PARTITIONS)
+        firsts[partition] = min(firsts.get(partition, at), at)
     begun = max(firsts.values())
     return sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
 
@@ -305,7 +306,7 @@ async def run(args: argparse.Namespace) -> dict:
             db_b, topo_b = await bench.prepare("b")
             await fill(infra.nats_url, topo_b, hooks)
             drain_2 = await drain(db_b, [
-                bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b, replicas=2, replica_index=i)
+                bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b)
                 for i in range(2)], len(hooks))
         result: dict = {
             "bare_fastapi_rps": round(bare_http["rps"]), "ingest_rps": round(ingest_http["rps"]),

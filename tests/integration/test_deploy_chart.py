@@ -248,14 +248,14 @@ def test_services_probe_healthz_and_readyz_on_their_agreed_ports(helm: str) -> N
         assert services[f"fincart-{component}"]["spec"]["ports"][0]["port"] == port
 
 
-def test_processor_statefulset_owns_partitions_by_ordinal(helm: str) -> None:
+def test_processor_statefulset_shares_partitions_through_leases(helm: str) -> None:
     for values_file in VALUES_FILES:
         objects = rendered(helm, values_file)
         sts = by_kind(objects, "StatefulSet")["fincart-processor"]
         (container,) = sts["spec"]["template"]["spec"]["containers"]
         env = env_of(container)
-        assert env["FINCART_REPLICAS"] == str(sts["spec"]["replicas"]), values_file
-        assert "FINCART_REPLICA_INDEX" not in env  # the ordinal at the end of HOSTNAME decides
+        # no static split: leases in PostgreSQL decide which replica applies which partition
+        assert not {"FINCART_REPLICAS", "FINCART_REPLICA_INDEX", "FINCART_MAX_DELIVER"} & set(env), values_file
         headless = by_kind(objects, "Service")[sts["spec"]["serviceName"]]
         assert headless["spec"]["clusterIP"] == "None"
         assert env["FINCART_DATABASE_URL"]["secretKeyRef"]["key"] == "database-url"
@@ -475,7 +475,7 @@ def running_services(service_env: dict[str, str], tmp_path: Path):  # type: igno
             port = free_port()
             service = ServiceProcess(
                 name=name, argv=[console_script(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
-                env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_REPLICAS": "1"},
+                env={**service_env, "FINCART_HTTP_PORT": str(port)},
             )
             service.start(timeout=60)
             started[name] = service

@@ -32,7 +32,7 @@ async def _run(url: str, batches: list[list[Webhook]], ns: str) -> tuple[Model, 
     published: dict[str, list] = {"new": [], "all": []}
     try:
         for batch in batches:
-            plan, events = await apply_batch(conn, batch)
+            plan, events = await apply_batch(conn, batch, None)
             published["new"] += [(a.webhook.order_id, a.version, a.webhook.webhook_id) for a in plan.applied]
             published["all"] += [(e.order.shopify_order_id, e.order.version, e.order.last_webhook_id,
                                   e.order.last_external_updated_at, e.order.status, e.order.total_price,

@@ -7,7 +7,7 @@ import contextlib
 import json
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import pytest
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.localstack import ServiceProcess, console_script, free_port
-from fincart_processor.consumer import PartitionConsumer, parse
+from fincart_processor.consumer import consumer_config, parse
 from fincart_processor.order_store import apply_batch
 from fincart_processor.runner import Processor
 from fincart_processor.settings import ProcessorSettings
@@ -78,26 +78,31 @@ async def send_conflicting_updates(js, topology, orders: int, updates: int, seed
     return expected
 
 
-async def stream_model(js, topology) -> Model:  # type: ignore[no-untyped-def]
-    """The reference model fed with every webhook on ORDERS, in stream order."""
+async def stream_model(js, topology, failed: Collection[str] = ()) -> Model:  # type: ignore[no-untyped-def]
+    """The reference model fed with every webhook on ORDERS, in stream order, but the poison (``failed``:
+    webhook ids the database refuses; unparseable ones are skipped anyway)."""
     model = Model()
     info = await js.stream_info(topology.orders_stream)
     for seq in range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ():
         with contextlib.suppress(ValidationError, ValueError):  # poison is not the model's business
-            model.apply(parse((await js.get_msg(topology.orders_stream, seq)).data))
+            webhook = parse((await js.get_msg(topology.orders_stream, seq)).data)
+            if webhook.webhook_id not in failed:
+                model.apply(webhook)
     return model
 
 
-async def check_history(db, js, topology, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
+async def check_history(db, js, topology, expected: dict[str, tuple], failed: Collection[str] = ()) -> None:  # type: ignore[no-untyped-def]
     """Rows, audit statuses and versions, and events are exactly those of applying every webhook one by one
-    in stream order; each order's events are its versions 1..n, once each, in order."""
-    model = await stream_model(js, topology)
+    in stream order, the poison (``failed``, audited ``failed``) left out; each order's events are its versions
+    1..n, once each, in order."""
+    model = await stream_model(js, topology, failed)
+    model.audit.update({webhook_id[:500]: ("failed", None) for webhook_id in failed})
     rows = {r["shopify_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
     assert set(rows) == set(expected) == set(model.rows)
     assert {k: Row(r["version"], r["last_external_updated_at"], r["last_webhook_id"], r["status"], r["total_price"],
                    r["shipping_fee"]) for k, r in rows.items()} == model.rows
     audit = {r["webhook_id"]: (r["status"], r["version"]) for r in await db.fetch("SELECT * FROM audit_log")}
-    assert audit == model.audit  # no failed, none missing, none extra
+    assert audit == model.audit  # no other failed, none missing, none extra
     for order_id, (updated_at, webhook_id) in expected.items():
         row = rows[order_id]
         assert (row["last_external_updated_at"], row["last_webhook_id"]) == (updated_at, webhook_id)
@@ -117,7 +122,7 @@ async def test_conflicting_updates_across_partitions(infra, database_url, topolo
     try:
         await wait_until(lambda: _eq(audit_count(db), 12 * 15), what="all webhooks audited")
         await wait_until(lambda: _events_complete(js, topology, db), what="all events published")
-        assert (await processor.readiness()) == {"nats": "ok", "postgres": "ok", "consumers": "ok"}
+        assert (await processor.readiness()) == {"nats": "ok", "postgres": "ok", "leases": "ok", "consumers": "ok"}
     finally:
         await processor.stop()
     await check_history(db, js, topology, expected)
@@ -162,7 +167,7 @@ async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, t
     await publish_webhook(js, topology, order_payload("order-ok", 1), "wh-ok")
     # valid JSON that PostgreSQL cannot store: must not stall its partition with endless retries
     await publish_webhook(js, topology, order_payload("order\x00nul", 1), "poison-2")
-    processor = Processor(settings_for(infra, database_url, topology, max_deliver=2))
+    processor = Processor(settings_for(infra, database_url, topology))
     await processor.start()
     try:
         await wait_until(lambda: _eq(audit_count(db), 3), what="poison audited")
@@ -177,14 +182,15 @@ async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, t
 
 
 async def test_two_replicas_split_the_partitions(infra, database_url, topology, js, db):
-    replicas = [Processor(settings_for(infra, database_url, topology, replicas=2, replica_index=i)) for i in (0, 1)]
-    assert sorted(p for r in replicas for p in r.partitions) == list(range(topology.partitions))
+    fast_leases = settings_for(infra, database_url, topology, lease_renew_s=0.2, lease_ttl_s=2)
+    replicas = [Processor(fast_leases) for _ in (0, 1)]
     expected = await send_conflicting_updates(js, topology, orders=8, updates=6, seed=3)
     for replica in replicas:
         await replica.start()
     try:
         await wait_until(lambda: _eq(audit_count(db), 48))
         await wait_until(lambda: _events_complete(js, topology, db))
+        await wait_until(lambda: _split_evenly(replicas, topology.partitions), what="partitions shared evenly")
     finally:
         for replica in replicas:
             await replica.stop()
@@ -236,7 +242,8 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
         await wait_until(lambda: _events_complete(js, topology, db))
         async with httpx.AsyncClient(base_url=processor.base_url, timeout=5) as http:
             assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
-            assert (await http.get("/readyz")).json()["checks"] == {"nats": "ok", "postgres": "ok", "consumers": "ok"}
+            assert (await http.get("/readyz")).json()["checks"] == {
+                "nats": "ok", "postgres": "ok", "leases": "ok", "consumers": "ok"}
             metrics = (await http.get("/metrics")).text
     finally:
         processor.stop()  # SIGTERM: finishes the batch in flight and exits cleanly
@@ -252,6 +259,12 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
     assert _sample(metrics, "fincart_processor_events_published_total") > 0
     log_line = next(line for line in processor.log_tail(400).splitlines() if "batch applied" in line)
     assert json.loads(log_line)["partition"] in range(topology.partitions)  # JSON logs
+
+
+async def _split_evenly(replicas: list[Processor], partitions: int) -> bool:
+    held = [r.partitions for r in replicas]
+    return sorted(p for ps in held for p in ps) == list(range(partitions)) and all(
+        len(ps) == partitions // len(replicas) for ps in held)
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -302,13 +315,13 @@ async def test_batch_of_a_dead_processor_is_applied_first(infra, database_url, t
                               f"wh-{order_id}-{i:03d}")
     settings = settings_for(infra, database_url, topology, ack_wait_s=2.0)
     dead = Processor(settings)
-    config = PartitionConsumer(partition, None, js, None, topology, None, settings).consumer_config()  # type: ignore[arg-type]
+    config = consumer_config(topology, partition, settings)
     sub = await js.pull_subscribe(config.filter_subject or "", durable=config.durable_name,
                                   stream=topology.orders_stream, config=config)
     held = await sub.fetch(7, timeout=5)
     assert len(held) == 7
     if committed:
-        await apply_batch(db, [parse(m.data) for m in held])
+        await apply_batch(db, [parse(m.data) for m in held], None)
     await sub.unsubscribe()  # no ack, no events: what SIGKILL leaves behind
     successor = dead  # same settings, fresh start
     await successor.start()

@@ -3,7 +3,7 @@ from decimal import Decimal
 
 import pytest
 from fincart_core.domain import order_status, shipping_fee, supersedes
-from fincart_core.partition import Topology, owned_partitions, partition_for
+from fincart_core.partition import Topology, partition_for
 from fincart_core.signing import sign, verify
 
 
@@ -51,14 +51,6 @@ def test_partition_is_crc32_and_stable():
     assert {partition_for(f"o{i}", 16) for i in range(500)} == set(range(16))
     with pytest.raises(ValueError):
         partition_for("x", 0)
-
-
-def test_replicas_own_disjoint_partitions_covering_all():
-    owned = [owned_partitions(16, 3, i) for i in range(3)]
-    assert sorted(p for ps in owned for p in ps) == list(range(16))
-    assert owned[1] == [1, 4, 7, 10, 13]
-    with pytest.raises(ValueError):
-        owned_partitions(16, 3, 3)
 
 
 def test_topology_prefix_isolates_names():

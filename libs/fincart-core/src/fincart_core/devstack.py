@@ -78,12 +78,9 @@ class DevStack:
         try:
             self.ingest = self._service("ingest", [console_script("fincart-ingest")], self.config.ingest_port)
             self.ingest.start()
-            n = self.config.processors
             processor = self.config.processor_command or [console_script("fincart-processor")]
-            self.processors = [
-                self._service(f"processor-{i}", processor, 0, replicas=n, replica_index=i)
-                for i in range(n)
-            ]
+            # the replicas share the partitions through leases in PostgreSQL
+            self.processors = [self._service(f"processor-{i}", processor, 0) for i in range(self.config.processors)]
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:

@@ -13,13 +13,6 @@ def partition_for(order_id: str, partitions: int) -> int:
     return zlib.crc32(order_id.encode("utf-8")) % partitions
 
 
-def owned_partitions(partitions: int, replicas: int, index: int) -> list[int]:
-    """Replica ``index`` of ``replicas`` owns the partitions ``p % replicas == index``."""
-    if not 0 <= index < replicas:
-        raise ValueError(f"replica index {index} is outside 0..{replicas - 1}")
-    return [p for p in range(partitions) if p % replicas == index]
-
-
 @dataclass(frozen=True)
 class Topology:
     """Stream and subject names; ``prefix`` isolates tests and side-by-side installs."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
 
@@ -51,12 +51,23 @@ class Webhook:
         if "\x00" in message.webhook_id or "\x00" in order.id:
             # valid JSON, but PostgreSQL text cannot hold NUL: it would fail every retry and stall the partition
             raise ValueError("webhook id or order id contains a NUL character")
+        for name, value in (("updated_at", order.updated_at), ("received_at", message.received_at)):
+            _representable_in_utc(name, value)
         return cls(
             webhook_id=message.webhook_id, order_id=order.id, updated_at=order.updated_at,
             status=order_status(order.financial_status, order.fulfillment_status),
             total_price=order.total_price, shipping_fee=shipping_fee(order.total_price),
             received_at=message.received_at,
         )
+
+
+def _representable_in_utc(name: str, value: datetime) -> None:
+    """A valid ISO timestamp such as 0001-01-01T00:00:00+01:00 has no UTC equivalent in Python (or in the
+    database driver): it could never be compared or stored, so it is rejected as poison, not retried."""
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError(f"{name} {value.isoformat()} is outside the range of UTC timestamps") from exc
 
 
 @dataclass(frozen=True)

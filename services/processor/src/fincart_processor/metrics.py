@@ -15,7 +15,17 @@ WEBHOOKS = Counter("fincart_processor_webhooks_total", "Webhooks by audit result
 REDELIVERIES = Counter(
     "fincart_processor_redeliveries_total", "Messages delivered again (num_delivered > 1) or already in audit_log"
 )
-DEAD_LETTERS = Counter("fincart_processor_dead_letters_total", "Unparseable messages sent to the dead-letter subject")
+DEAD_LETTERS = Counter(
+    "fincart_processor_dead_letters_total",
+    "Messages that can never be applied, audited failed and sent to the dead-letter subject, by reason: "
+    "invalid (not a webhook) or rejected (refused by the database or the domain code)", ["reason"],
+)
 CONSUMER_LAG = Gauge("fincart_processor_consumer_lag", "Messages not yet delivered, per partition", ["partition"])
 EVENTS_PUBLISHED = Counter("fincart_processor_events_published_total", "Change events published to ORDER_EVENTS")
 TRANSIENT_ERRORS = Counter("fincart_processor_transient_errors_total", "Batch attempts that failed and were retried")
+PARTITION_OWNED = Gauge(
+    "fincart_processor_partition_owned", "1 for each partition whose lease this replica holds, else 0", ["partition"]
+)
+LEASE_CHANGES = Counter(
+    "fincart_processor_lease_changes_total", "Partition leases acquired, released (handed over) or lost", ["change"]
+)

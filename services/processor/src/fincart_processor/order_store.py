@@ -9,6 +9,7 @@ import asyncpg
 from fincart_core.contracts.events import OrderEvent, OrderState
 
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook, plan_batch
+from fincart_processor.lease_store import Fence
 
 # Rows are locked in a stable order so that two writers of overlapping batches cannot deadlock.
 LOCK_ORDERS = """
@@ -58,10 +59,15 @@ def _event(applied: Applied, row: asyncpg.Record, updated_at: datetime) -> Order
     ))
 
 
-async def apply_batch(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list[OrderEvent]]:
-    """One transaction: lock the orders, decide, upsert the final row per order, write the audit rows.
+async def apply_batch(
+    conn: asyncpg.Connection, webhooks: Sequence[Webhook], fence: Fence | None
+) -> tuple[Plan, list[OrderEvent]]:
+    """One transaction: check the partition's lease (``fence``; None only where nothing else can write, as in
+    tests), lock the orders, decide, upsert the final row per order, write the audit rows.
     Returns the plan and the events to publish after commit (applied versions, then redeliveries)."""
     async with conn.transaction():
+        if fence is not None:
+            await fence.check(conn)
         rows = {r["shopify_order_id"]: r for r in await conn.fetch(
             LOCK_ORDERS, sorted({w.order_id for w in webhooks}))}
         audited = {r["webhook_id"]: r for r in await conn.fetch(AUDITED, [w.webhook_id for w in webhooks])}
@@ -87,7 +93,12 @@ async def apply_batch(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> 
 
 
 async def record_failed(conn: asyncpg.Connection, webhook_id: str, order_id: str, message: str) -> None:
-    """Audit a poison message as ``failed`` (once: a redelivery of it changes nothing)."""
-    await conn.execute(
-        INSERT_AUDIT, [webhook_id], [order_id], ["failed"], [message[:1000]], [None], [None], [None]
-    )
+    """Audit a poison message as ``failed`` (once: a redelivery of it changes nothing). The texts are made
+    storable first: the message may be poison precisely because of them (NUL, lone surrogates, a huge id)."""
+    await conn.execute(INSERT_AUDIT, [_storable(webhook_id, 500)], [_storable(order_id, 500)], ["failed"],
+                       [_storable(message, 1000)], [None], [None], [None])
+
+
+def _storable(text: str, limit: int) -> str:
+    """``text`` as PostgreSQL text can hold it (no NUL, valid UTF-8) and an index can (``limit`` characters)."""
+    return text.replace("\x00", "\\x00").encode("utf-8", "backslashreplace").decode("utf-8")[:limit]

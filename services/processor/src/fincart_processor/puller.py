@@ -38,15 +38,21 @@ class Puller:
         self._wanted = 0
         self._ends: frozenset[str] = NO_WAIT_ENDS
         self._answered = asyncio.Event()  # the current request has its messages or its end status
+        self._quiet_at = 0.0  # loop time after which the server answers none of our requests any more
 
     async def start(self) -> None:
         self._inbox = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(self._inbox, cb=self._on_message)
 
     async def stop(self) -> None:
+        """Unsubscribe, then wait (at most a fetch timeout) until our last request has expired: a message the
+        server sends to it from now on is delivered but never acked, and the partition's next owner must find
+        it in the unacked range it re-applies first, not have it redelivered after newer ones."""
         if self._sub is not None:
             with contextlib.suppress(Exception):  # the connection may be closing already
                 await self._sub.unsubscribe()
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(max(0.0, self._quiet_at - loop.time()))
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages in delivery order; empty when none came within ``timeout``."""
@@ -66,6 +72,7 @@ class Puller:
     async def _request(self, request: dict[str, object], batch: int, wait_s: float, ends: frozenset[str]) -> None:
         self._wanted, self._ends = batch, ends
         self._answered.clear()
+        self._quiet_at = max(self._quiet_at, asyncio.get_running_loop().time() + wait_s)
         await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._answered.wait(), max(wait_s, 0.0))
