@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fincart_core.gc_tuning import tune_gc
 from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
-from fincart_core.streams import connect, ensure_streams
+from fincart_core.streams import StreamLimits, connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
 
 from fincart_ingest.dedupe import DedupeMarks
@@ -40,7 +40,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         ))
         try:
             js = nc.jetstream()
-            await ensure_streams(js, topology)
+            await ensure_streams(js, topology, StreamLimits.from_settings(settings))
             app.state.ingest = IngestContext(
                 settings=settings,
                 publisher=WebhookPublisher(nc, js, topology, settings.publish_timeout_s),
