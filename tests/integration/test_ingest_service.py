@@ -11,12 +11,12 @@ import httpx
 import nats
 import pytest
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess, console_script, free_port
+from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
 from fincart_ingest import webhook_checks as checks
 
-SECRET = "test-secret"
+from tests.support.ingest_service import signed_headers, start_ingest
 
 
 def order_body(order_id: str = "order-1", **fields: object) -> bytes:
@@ -25,26 +25,6 @@ def order_body(order_id: str = "order-1", **fields: object) -> bytes:
         "fulfillment_status": None, "total_price": "59.90", "shipping_lines": [{"price": "7.99", "title": "std"}],
         "note": "kept", **fields,
     }).encode()
-
-
-def signed_headers(body: bytes, webhook_id: str | None = "wh-1", topic: str = "orders/updated",
-                   secret: str = SECRET) -> dict[str, str]:
-    headers = {"X-Shopify-Hmac-Sha256": sign(body, secret), "X-Shopify-Topic": topic,
-               "X-Shopify-Shop-Domain": "shop.example", "X-Shopify-Triggered-At": "2026-01-01T10:00:01Z",
-               "Content-Type": "application/json"}
-    if webhook_id is not None:
-        headers["X-Shopify-Webhook-Id"] = webhook_id
-    return headers
-
-
-def start_ingest(env: dict[str, str], tmp_path: Path) -> ServiceProcess:
-    port = free_port()
-    service = ServiceProcess(
-        name="ingest", argv=[console_script("fincart-ingest")], env={**env, "FINCART_HTTP_PORT": str(port)},
-        log_path=tmp_path / "ingest.log", port=port,
-    )
-    service.start()
-    return service
 
 
 @pytest.fixture
