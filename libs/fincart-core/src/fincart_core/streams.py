@@ -103,7 +103,7 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, limits: Strea
 
 async def delete_streams(url: str, topology: Topology) -> None:
     """Remove a topology's streams (tests and chaos runs clean up after themselves on a shared broker)."""
-    nc = await nats.connect(url, connect_timeout=5, max_reconnect_attempts=3)
+    nc = await nats.connect(servers=servers(url), connect_timeout=5, max_reconnect_attempts=3)
     try:
         js = nc.jetstream()
         for name in (topology.orders_stream, topology.events_stream, topology.dlq_stream):
@@ -113,9 +113,13 @@ async def delete_streams(url: str, topology: Topology) -> None:
         await nc.close()
 
 
+def servers(url: str) -> list[str]:
+    """FINCART_NATS_URL (comma separated) as nats-py's server list."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
 async def connect(url: str, name: str, **options: object) -> NATS:
     """Connect with bounded reconnects; every FinCart process connects through here."""
-    servers = [u.strip() for u in url.split(",") if u.strip()]
     defaults: dict[str, object] = {
         "name": name,
         "connect_timeout": 5,
@@ -123,4 +127,4 @@ async def connect(url: str, name: str, **options: object) -> NATS:
         "reconnect_time_wait": 0.5,
     }
     defaults.update(options)
-    return await nats.connect(servers=servers, **defaults)  # type: ignore[arg-type]
+    return await nats.connect(servers=servers(url), **defaults)  # type: ignore[arg-type]
