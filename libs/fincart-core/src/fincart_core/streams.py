@@ -119,12 +119,16 @@ def servers(url: str) -> list[str]:
 
 
 async def connect(url: str, name: str, **options: object) -> NATS:
-    """Connect with bounded reconnects; every FinCart process connects through here."""
+    """Connect with bounded reconnects; every FinCart process connects through here. With several servers
+    (a cluster) a lost connection moves to another one: a crashed server's socket closes at once, a hung
+    or cut-off one (no RST) is found by the pings within ~3 x ping_interval instead of nats-py's 6 minutes."""
     defaults: dict[str, object] = {
         "name": name,
         "connect_timeout": 5,
         "max_reconnect_attempts": -1,  # the broker restarting is a fault we ride out, not an exit
         "reconnect_time_wait": 0.5,
+        "ping_interval": 2,
+        "max_outstanding_pings": 2,
     }
     defaults.update(options)
     return await nats.connect(servers=servers(url), **defaults)  # type: ignore[arg-type]
