@@ -196,6 +196,11 @@ def test_refuses_to_start_without_a_secret(service_env, tmp_path):
         start_ingest({**service_env, "FINCART_WEBHOOK_SECRET": ""}, tmp_path)
 
 
+def test_refuses_an_orders_stream_shorter_than_the_dedupe_window(service_env, tmp_path):
+    with pytest.raises(Exception, match=r"(?s)exited with 2.*FINCART_ORDERS_MAX_AGE_SECONDS must be at least"):
+        start_ingest({**service_env, "FINCART_ORDERS_MAX_AGE_SECONDS": "86400"}, tmp_path)
+
+
 async def test_publish_failure_is_503_without_a_mark_and_the_retry_is_accepted(
     service_env, tmp_path, redis_client, topology
 ):
