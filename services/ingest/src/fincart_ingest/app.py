@@ -67,7 +67,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 def main() -> None:
     settings = IngestSettings()
     configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter)
+    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
     try:
         app = create_app(settings)
     except ValueError as exc:
