@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import get_args
 
 from aiohttp import web
-from fincart_core.contracts.chaostest import TERMINAL_PHASES, ChaosTestStatus, FaultType
+from fincart_core.contracts.chaostest import TERMINAL_PHASES, ChaosTestStatus, FaultType, Invariant
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from fincart_operator.reconcile import parse_time
@@ -23,6 +23,9 @@ ACTIVE = Gauge("chaostest_active", "Chaos tests this operator is running (not fi
 # increase() in Prometheus, so the first Fail after a restart would not fire FinCartChaosTestFailed.
 for _verdict in ("Pass", "Fail", "Inconclusive", "Error", "Aborted"):
     RUNS.labels(verdict=_verdict)
+for _invariant in get_args(Invariant):
+    if _invariant != "all":  # a spec shorthand, never counted
+        VIOLATIONS.labels(invariant=_invariant)
 for _type in get_args(FaultType):
     for _result in ("injected", "healed", "failed", "skipped"):
         FAULTS.labels(type=_type, result=_result)
