@@ -1,7 +1,8 @@
 """One webhook's trace, end to end: ingest, processor and sync as real processes exporting their spans to one
-JSON-lines file (FINCART_OTEL_EXPORTER=file). The ingest span is the root; the processor's batch span links
-it (a batch applies many webhooks, each in its own trace); the sync span that builds the WebSocket frame is
-its child, carried there by the change event's traceparent. All carry the webhook's and the order's ids."""
+JSON-lines file (FINCART_OTEL_EXPORTER=file). The ingest span is the root; the processor's batch span links it
+(a batch applies many webhooks, each in its own trace), and the processor's span that publishes the change
+event is its child; the sync span that builds the WebSocket frame is that one's child, carried there by the
+event's traceparent. All carry the webhook's and the order's ids."""
 
 from __future__ import annotations
 
@@ -47,8 +48,8 @@ def read_spans(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-async def wait_for_trace(path: Path, webhook_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """All spans of the webhook's trace plus the batch span that links it, once sync's span is there."""
+async def wait_for_trace(path: Path, webhook_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """All spans of the webhook's trace and the batch spans that link it, once the processor's and sync's are in."""
     deadline = time.monotonic() + WAIT_S
     while True:
         spans = read_spans(path)
@@ -59,8 +60,8 @@ async def wait_for_trace(path: Path, webhook_id: str) -> tuple[list[dict[str, An
             in_trace = [s for s in spans if s["context"]["trace_id"] == trace_id]
             batches = [s for s in spans if s["name"] == "apply batch"
                        and any(link["context"]["trace_id"] == trace_id for link in s["links"])]
-            if batches and any(s["name"] == "sync.fanout" for s in in_trace):
-                return in_trace, batches[0]
+            if batches and {"publish event", "sync.fanout"} <= {s["name"] for s in in_trace}:
+                return in_trace, batches
         if time.monotonic() > deadline:
             names = sorted({s["name"] for s in spans})
             raise AssertionError(f"no complete trace of {webhook_id} after {WAIT_S:.0f}s; span names seen: {names}")
@@ -83,24 +84,35 @@ async def test_one_webhook_is_traced_from_ingest_through_the_processor_to_the_we
             if frame["type"] == "event" and frame["order"]["last_webhook_id"] == webhook_id:
                 break
 
-    in_trace, batch = await wait_for_trace(spans_file, webhook_id)
-    by_name = {s["name"]: s for s in in_trace}
-    ingest, fanout = by_name["ingest webhook"], by_name["sync.fanout"]
+    in_trace, batches = await wait_for_trace(spans_file, webhook_id)
+    names = [s["name"] for s in in_trace]
+    assert set(names) == {"ingest webhook", "publish event", "sync.fanout"}, names
+    (ingest,) = (s for s in in_trace if s["name"] == "ingest webhook")
+    # a redelivery (loaded machine) may publish the event again: follow the frame's span back up
+    fanout = next(s for s in in_trace if s["name"] == "sync.fanout")
+    publish = next(s for s in in_trace if s["context"]["span_id"] == fanout["parent_id"])
     assert ingest["parent_id"] is None and ingest["kind"] == "SpanKind.SERVER"
     assert ingest["resource"]["attributes"]["service.name"] == "ingest"
     assert ingest["attributes"]["fincart.order_id"] == order_id
 
-    # the batch span of the processor that applied it links the webhook's span
+    # the processor publishes the order's change event in a child of the ingest span, linked to the batch span
+    # that applied it, which links the webhook's span (a batch applies many webhooks, each in its own trace)
+    assert publish["parent_id"] == ingest["context"]["span_id"] and publish["kind"] == "SpanKind.PRODUCER"
+    assert publish["resource"]["attributes"]["service.name"] == "processor-0"
+    (link,) = publish["links"]
+    (batch,) = (b for b in batches if b["context"]["span_id"] == link["context"]["span_id"])
     assert batch["resource"]["attributes"]["service.name"] == "processor-0"
-    assert {(link["context"]["trace_id"], link["context"]["span_id"]) for link in batch["links"]} >= {
+    assert {(lk["context"]["trace_id"], lk["context"]["span_id"]) for lk in batch["links"]} >= {
         (ingest["context"]["trace_id"], ingest["context"]["span_id"])}
     assert batch["attributes"]["fincart.batch_size"] >= 1 and "fincart.partition" in batch["attributes"]
-    assert batch["status"]["status_code"] == "UNSET"  # no retry: the first attempt applied it
+    assert publish["attributes"] == {"fincart.order_id": order_id, "fincart.webhook_id": webhook_id,
+                                     "fincart.version": 1}
 
-    # sync's span continues the trace as a child of the ingest span, through the change event's traceparent
-    assert fanout["parent_id"] == ingest["context"]["span_id"]
+    # sync's span is the publish span's child, through the change event's traceparent
+    assert fanout["parent_id"] == publish["context"]["span_id"]
     assert fanout["resource"]["attributes"]["service.name"] == "sync"
     assert fanout["attributes"]["fincart.order_id"] == order_id
     assert fanout["attributes"]["fincart.webhook_id"] == webhook_id
     assert fanout["attributes"]["fincart.seq"] >= 1
-    assert ingest["start_time"] <= batch["start_time"] <= fanout["start_time"]  # ISO 8601 UTC: text order is time order
+    # ISO 8601 UTC: text order is time order
+    assert ingest["start_time"] <= batch["start_time"] <= publish["start_time"] <= fanout["start_time"]
