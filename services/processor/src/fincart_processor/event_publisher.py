@@ -25,14 +25,14 @@ NO_RESPONDERS = "503"
 tracer = trace.get_tracer("fincart_processor")
 
 
-def event_headers(event: OrderEvent, remote: RemoteTrace | None) -> dict[str, str]:
-    """The event continues its webhook's trace. When spans are recorded it does so through a span of its own,
+def event_headers(event: OrderEvent, remote: RemoteTrace | None, recorded: bool) -> dict[str, str]:
+    """The event continues its webhook's trace. When spans are ``recorded`` it does so through a span of its own,
     a child of the webhook's span linked to the batch span (current here), so that the trace shows the
     processor between ingest and sync; otherwise the webhook's context is passed on as it came."""
     headers = {"Nats-Msg-Id": event.msg_id}
     if remote is None:
         return inject_headers(headers)
-    if not links_recorded():
+    if not recorded:
         return remote.inject(headers)
     batch = trace.get_current_span().get_span_context()
     with tracer.start_as_current_span("publish event", context=remote.context, kind=SpanKind.PRODUCER,
@@ -76,6 +76,7 @@ class EventPublisher:
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
         acks: list[asyncio.Future[None]] = []
+        recorded = links_recorded()
         try:
             for event, remote in events:
                 token = str(next(self._tokens))
@@ -84,7 +85,8 @@ class EventPublisher:
                 self._pending[token] = ack
                 await self._nc.publish(
                     self._topology.event_subject_for(event.order.shopify_order_id),
-                    event.model_dump_json().encode(), reply=self._inbox + token, headers=event_headers(event, remote),
+                    event.model_dump_json().encode(), reply=self._inbox + token,
+                    headers=event_headers(event, remote, recorded),
                 )
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
         finally:
