@@ -166,7 +166,7 @@ def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     assert (venv / "bin" / package).exists(), f"{package} not installed by the builder's uv sync"
     assert (venv / "bin" / "fincart-migrate").exists()
-    for dev_tool in ("pytest", "ruff", "mypy"):
+    for dev_tool in ("pytest", "ruff", "mypy", "fincart-dashboards"):
         assert not (venv / "bin" / dev_tool).exists(), f"dev tool {dev_tool} would ship in the image"
     module, _, func = workspace_members()[package]["scripts"][package].partition(":")
     source = ROOT / workspace_members()[package]["path"] / "src" / Path(*module.split(".")).with_suffix(".py")
