@@ -165,7 +165,7 @@ def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> 
     (venv / "bin" / ENTRYPOINT).symlink_to(package)  # the builder's `ln -s`, then the link must resolve
     assert (venv / "bin" / ENTRYPOINT).resolve() == (venv / "bin" / package).resolve()
     assert (venv / "bin" / "fincart-migrate").exists()
-    for dev_tool in ("pytest", "ruff", "mypy"):
+    for dev_tool in ("pytest", "ruff", "mypy", "fincart-dashboards"):
         assert not (venv / "bin" / dev_tool).exists(), f"dev tool {dev_tool} would ship in the image"
     module, _, func = workspace_members()[package]["scripts"][package].partition(":")
     source = ROOT / workspace_members()[package]["path"] / "src" / Path(*module.split(".")).with_suffix(".py")

@@ -3,8 +3,10 @@ one HTTP port: /metrics and /healthz (liveness: the event loop that runs kopf an
 
 from __future__ import annotations
 
+from typing import get_args
+
 from aiohttp import web
-from fincart_core.contracts.chaostest import TERMINAL_PHASES, ChaosTestStatus
+from fincart_core.contracts.chaostest import TERMINAL_PHASES, ChaosTestStatus, FaultType, Invariant
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from fincart_operator.reconcile import parse_time
@@ -16,6 +18,17 @@ VIOLATIONS = Counter("chaostest_invariant_violations", "Anomalies found by the v
 FAULTS = Counter("chaostest_fault_injections", "Fault occurrences by outcome", ["type", "result"])
 WEBHOOKS = Counter("chaostest_webhooks_sent", "Webhooks the load runners sent (counted when a test is verified)")
 ACTIVE = Gauge("chaostest_active", "Chaos tests this operator is running (not finished)")
+
+# Every verdict and fault outcome is exported at 0 from the start: a series that first appears at 1 has no
+# increase() in Prometheus, so the first Fail after a restart would not fire FinCartChaosTestFailed.
+for _verdict in ("Pass", "Fail", "Inconclusive", "Error", "Aborted"):
+    RUNS.labels(verdict=_verdict)
+for _invariant in get_args(Invariant):
+    if _invariant != "all":  # a spec shorthand, never counted
+        VIOLATIONS.labels(invariant=_invariant)
+for _type in get_args(FaultType):
+    for _result in ("injected", "healed", "failed", "skipped"):
+        FAULTS.labels(type=_type, result=_result)
 
 _active: set[str] = set()
 ACTIVE.set_function(lambda: len(_active))

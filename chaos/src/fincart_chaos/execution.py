@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fincart_chaos import ledger as ledger_io
-from fincart_chaos.faults import LocalTargets, run_schedule
+from fincart_chaos.faults import FaultWatcher, LocalTargets, run_schedule
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.observer import Observer, Seen, replay
@@ -97,7 +97,8 @@ def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Se
 
 
 async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets | None, *,
-                   console: Console, show_progress: bool = True) -> Report:
+                   console: Console, show_progress: bool = True, watch_faults: FaultWatcher | None = None) -> Report:
+    """``watch_faults`` sees each fault record as the fault starts and ends (e.g. to export fault windows)."""
     spec = test.spec
     load = spec.load
     requests = [plan(load, r) for r in range(load.parallelism)]
@@ -113,7 +114,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
-    faults = asyncio.create_task(run_schedule(spec.faults, targets, load_done, records)) if (
+    faults = asyncio.create_task(run_schedule(spec.faults, targets, load_done, records, watch_faults)) if (
         spec.faults and targets) else None
     try:
         with progress_display(stats, console, show_progress) as on_progress:

@@ -113,12 +113,18 @@ async def drop_connections(database_url: str, duration: float) -> str:
         await asyncio.sleep(DB_DROP_EVERY_S)
 
 
-async def inject_once(fault: Fault, targets: LocalTargets) -> FaultRecord:
-    """Inject ``fault`` once, hold it for its duration, heal it; the record says what happened."""
+FaultWatcher = Callable[[FaultRecord], None]
+
+
+async def inject_once(fault: Fault, targets: LocalTargets, watch: FaultWatcher | None = None) -> FaultRecord:
+    """Inject ``fault`` once, hold it for its duration, heal it; the record says what happened. ``watch`` sees
+    the record when the fault is in place (result ``injected``) and when it is over."""
     record = FaultRecord(name=fault.name, type=fault.type, started_at=time.time())
     duration = parse_duration(fault.duration)
+    notify = watch or (lambda _record: None)
     try:
         if fault.type == "dbConnectionDrop":
+            notify(record.model_copy())
             record.message = await drop_connections(targets.database_url, duration)
         else:
             holds: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[str]]] = {
@@ -129,6 +135,7 @@ async def inject_once(fault: Fault, targets: LocalTargets) -> FaultRecord:
             }
             async with holds[fault.type]() as message:
                 record.message = message
+                notify(record.model_copy())
                 await asyncio.sleep(duration)
         record.result = "healed"
     except FaultSkipped as exc:
@@ -136,6 +143,7 @@ async def inject_once(fault: Fault, targets: LocalTargets) -> FaultRecord:
     except Exception as exc:  # a fault that fails is recorded; the verdict decides what it means
         record.result, record.message = "failed", f"{type(exc).__name__}: {exc}"
     record.healed_at = time.time()
+    notify(record.model_copy())
     return record
 
 
@@ -147,7 +155,7 @@ def _chosen(fault: Fault, targets: LocalTargets) -> list[ManagedProcess]:
 
 
 async def run_schedule(faults: Sequence[Fault], targets: LocalTargets, load_done: asyncio.Event,
-                       records: list[FaultRecord]) -> None:
+                       records: list[FaultRecord], watch: FaultWatcher | None = None) -> None:
     """Run every fault on its schedule (relative to now = load start); repeats stop once the load is done."""
     start = time.monotonic()
 
@@ -156,7 +164,7 @@ async def run_schedule(faults: Sequence[Fault], targets: LocalTargets, load_done
         interval = parse_duration(fault.interval) if fault.interval else None
         while True:
             await asyncio.sleep(max(0.0, start + at - time.monotonic()))
-            records.append(await inject_once(fault, targets))
+            records.append(await inject_once(fault, targets, watch))
             if interval is None or load_done.is_set():
                 return
             at += interval

@@ -33,9 +33,10 @@ class CommonSettings(BaseSettings):
     http_host: str = Field("0.0.0.0", description="Address the HTTP server binds")
     http_port: int = Field(8080, ge=0, le=65535, description="Port of the HTTP server (0: pick a free port)")
     log_level: str = Field("INFO", description="Log level of the JSON logs")
-    otel_exporter: Literal["none", "console", "otlp"] = Field(
-        "none", description="OpenTelemetry span exporter (otlp reads OTEL_EXPORTER_OTLP_ENDPOINT)"
+    otel_exporter: Literal["none", "console", "otlp", "file"] = Field(
+        "none", description="OpenTelemetry span exporter (otlp reads OTEL_EXPORTER_OTLP_ENDPOINT; file: otel_file)"
     )
+    otel_file: str = Field("fincart-spans.jsonl", description="JSON-lines span file of otel_exporter=file (appended)")
     service_name: str = Field("fincart", description="service.name of traces and logs")
     # JetStream streams (applied by fincart_core.streams at start-up, also to existing streams)
     stream_replicas: int = Field(

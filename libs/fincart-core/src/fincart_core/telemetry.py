@@ -78,15 +78,21 @@ class _IdsOnlyTracer(trace.NoOpTracer):
             trace_state=parent.trace_state))
 
 
-def configure_tracing(service_name: str, exporter: str = "none") -> trace.Tracer:
+def configure_tracing(service_name: str, exporter: str = "none", path: str = "fincart-spans.jsonl") -> trace.Tracer:
     """Install a TracerProvider. Spans always carry ids (they reach logs and NATS headers); they are
-    recorded, and leave the process, only when an exporter is chosen."""
+    recorded, and leave the process, only when an exporter is chosen. ``file`` appends one JSON span a
+    line to ``path`` (local runs and tests: several services can share one file)."""
     if exporter == "none":
         trace.set_tracer_provider(IdsOnlyTracerProvider())
         return trace.get_tracer(service_name)
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     if exporter == "console":
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+    elif exporter == "file":
+        # line-buffered append: each span is one write of one line, whole even when processes share the file
+        out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the provider's lifetime
+        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
+            out=out, formatter=lambda span: span.to_json(indent=None) + "\n")))
     elif exporter == "otlp":  # pragma: no cover - needs the optional OTLP exporter package
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

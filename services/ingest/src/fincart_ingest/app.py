@@ -78,7 +78,7 @@ def main() -> None:
         print(f"fincart-ingest: invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter)
+    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
     try:
         app = create_app(settings)
     except ValueError as exc:

@@ -47,7 +47,7 @@ def main() -> None:
         print(f"fincart-processor: invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter)
+    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
     app = create_app(settings)
     tune_gc()
     uvicorn.run(

@@ -14,12 +14,32 @@ from fincart_core.partition import Topology
 from fincart_core.telemetry import inject_headers
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 from fincart_processor.metrics import EVENTS_PUBLISHED
-from fincart_processor.remote_trace import RemoteTrace
+from fincart_processor.remote_trace import RemoteTrace, links_recorded
 
 PUBLISH_TIMEOUT_S = 5.0
 NO_RESPONDERS = "503"
+tracer = trace.get_tracer("fincart_processor")
+
+
+def event_headers(event: OrderEvent, remote: RemoteTrace | None, recorded: bool) -> dict[str, str]:
+    """The event continues its webhook's trace. When spans are ``recorded`` it does so through a span of its own,
+    a child of the webhook's span linked to the batch span (current here), so that the trace shows the
+    processor between ingest and sync; otherwise the webhook's context is passed on as it came."""
+    headers = {"Nats-Msg-Id": event.msg_id}
+    if remote is None:
+        return inject_headers(headers)
+    if not recorded:
+        return remote.inject(headers)
+    batch = trace.get_current_span().get_span_context()
+    with tracer.start_as_current_span("publish event", context=remote.context, kind=SpanKind.PRODUCER,
+                                      links=[trace.Link(batch)] if batch.is_valid else []) as span:
+        span.set_attributes({"fincart.order_id": event.order.shopify_order_id,
+                             "fincart.webhook_id": event.order.last_webhook_id, "fincart.version": event.order.version})
+        return inject_headers(headers)
 
 
 class EventPublisher:
@@ -56,6 +76,7 @@ class EventPublisher:
         loop = asyncio.get_running_loop()
         tokens: list[str] = []
         acks: list[asyncio.Future[None]] = []
+        recorded = links_recorded()
         try:
             for event, remote in events:
                 token = str(next(self._tokens))
@@ -65,8 +86,7 @@ class EventPublisher:
                 await self._nc.publish(
                     self._topology.event_subject_for(event.order.shopify_order_id),
                     event.model_dump_json().encode(), reply=self._inbox + token,
-                    headers=remote.inject({"Nats-Msg-Id": event.msg_id}) if remote is not None
-                    else inject_headers({"Nats-Msg-Id": event.msg_id}),
+                    headers=event_headers(event, remote, recorded),
                 )
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
         finally:

@@ -12,6 +12,8 @@ APPLY_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
 WEBHOOKS = Counter("fincart_processor_webhooks_total", "Webhooks by audit result", ["result"])
+for _result in ("processed", "discarded", "failed"):  # exported at 0 from the start: the first one is an increase
+    WEBHOOKS.labels(_result)
 REDELIVERIES = Counter(
     "fincart_processor_redeliveries_total", "Messages delivered again (num_delivered > 1) or already in audit_log"
 )

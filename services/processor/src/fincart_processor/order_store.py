@@ -56,7 +56,7 @@ def _event(applied: Applied, row: asyncpg.Record, updated_at: datetime) -> Order
         id=row["id"], shopify_order_id=w.order_id, status=w.status, total_price=w.total_price,
         shipping_fee=w.shipping_fee, version=applied.version, last_external_updated_at=w.updated_at,
         last_webhook_id=w.webhook_id, created_at=row["created_at"], updated_at=updated_at,
-    ))
+    ), received_at=w.received_at)
 
 
 async def apply_batch(

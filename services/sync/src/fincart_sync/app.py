@@ -66,7 +66,7 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 def main() -> None:
     settings = SyncSettings()
     configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter)
+    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
         ws_per_message_deflate=False,  # compressing every frame for every client costs more CPU than it saves

@@ -41,9 +41,12 @@ def to_frame(msg: Msg) -> Frame | None:
         log.warning("skipping an event that is not an OrderEvent", extra={"seq": seq, "error": str(exc)[:500]})
         return None
     order = event.order
+    trace.get_current_span().set_attributes({"fincart.order_id": order.shopify_order_id,
+                                             "fincart.webhook_id": order.last_webhook_id, "fincart.seq": seq})
     return Frame(
         seq=seq, order_id=order.shopify_order_id, text=event_frame(seq, order.model_dump_json(), order.version),
         stored_at=meta.timestamp.timestamp(),
+        received_at=event.received_at.timestamp() if event.received_at else None,
     )
 
 

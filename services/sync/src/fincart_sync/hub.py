@@ -19,6 +19,7 @@ class Frame:
     order_id: str
     text: str
     stored_at: float  # event's store time in the stream (epoch seconds), for the send-lag histogram
+    received_at: float | None = None  # when ingest received its webhook (epoch seconds), for the end-to-end one
 
 
 @dataclass(eq=False)

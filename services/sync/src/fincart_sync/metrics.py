@@ -13,6 +13,11 @@ SEND_LAG = Histogram(
     "From the event's store time in ORDER_EVENTS to its frame being written to a client",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
+WEBHOOK_TO_FRAME = Histogram(
+    "fincart_sync_webhook_to_frame_seconds",
+    "End to end: from ingest receiving the webhook to its event's frame being written to a client",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
 RESUMES = Counter("fincart_sync_resumes_total", "Connections that resumed with ?since=")
 SLOW_CLIENT_DISCONNECTS = Counter(
     "fincart_sync_slow_client_disconnects_total", "Clients closed with 4008 because their buffer overflowed"

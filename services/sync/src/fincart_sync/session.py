@@ -130,7 +130,10 @@ class Session:
         await self._send(frame.text)
         self.cursor = frame.seq
         metrics.EVENTS_FANNED_OUT.inc()
-        metrics.SEND_LAG.observe(max(time.time() - frame.stored_at, 0.0))
+        now = time.time()
+        metrics.SEND_LAG.observe(max(now - frame.stored_at, 0.0))
+        if frame.received_at is not None:
+            metrics.WEBHOOK_TO_FRAME.observe(max(now - frame.received_at, 0.0))
 
     async def _pump(self, client: Client, since: int | None, order: str | None) -> None:
         self.cursor = await self._start(since, order)

@@ -32,6 +32,8 @@ class OrderEvent(BaseModel):
 
     type: Literal["order.updated"] = "order.updated"
     order: OrderState
+    # when ingest received the webhook that made this version (sync's webhook -> WebSocket latency)
+    received_at: datetime | None = None
 
     @property
     def msg_id(self) -> str:
