@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fincart_chaos.workload import RequestKind
 
@@ -22,10 +22,13 @@ class LedgerEntry(BaseModel):
     sent_at: float  # epoch seconds of the first attempt
     done_at: float  # epoch seconds of the final answer
     latency_ms: float  # of the final attempt
+    # (epoch seconds, status) of each attempt that was not final: what the fault windows are measured by
+    failures: list[tuple[float, int]] = Field(default_factory=list)
 
     @property
     def valid(self) -> bool:
-        return self.kind != "invalid_signature"
+        """A valid webhook (not forged, not poison): it must be acknowledged."""
+        return self.kind in ("valid", "duplicate")
 
     @property
     def acked(self) -> bool:
