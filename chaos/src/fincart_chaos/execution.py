@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fincart_chaos import ledger as ledger_io
 from fincart_chaos.faults import LocalTargets, run_schedule
+from fincart_chaos.history_checks import Evidence, check_all, fault_windows, idle_faults
+from fincart_chaos.history_data import ReadApiEvidence, ReadSide, final_walk, read_store
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.observer import Observer, Seen, replay
@@ -104,11 +108,15 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     orders = order_ids(load)
     observer = None
     observer_task = None
+    read_side = None
     if endpoints.sync_url:
-        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None)
+        only = orders[0] if len(orders) == 1 else None
+        read_side = ReadSide(endpoints.sync_url, order=only, resuming=load.resuming_observers, seed=load.seed)
+        observer = Observer(endpoints.sync_url, order=only, on_event=read_side.on_event)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
+        await read_side.start()
     records: list[FaultRecord] = []
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
@@ -123,6 +131,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
                 for index, reqs in enumerate(requests)))
         load_s = time.monotonic() - started
         load_done.set()
+        if read_side:
+            read_side.load_done()
         if faults:
             await faults  # every fault is healed before the pipeline is asked to settle
     finally:
@@ -141,9 +151,19 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         if observer and observer_task:
             await observer.stop()
             await asyncio.wait_for(observer_task, HTTP_TIMEOUT_S)
+    resumed, api_evidence = await read_side.finish(HTTP_TIMEOUT_S * 3) if read_side else ([], ReadApiEvidence())
     observed = observer.log if observer else None
-    result = check([r for part in requests for r in part], ledger, history, observed,
-                   invariants=spec.enabled_invariants(), max_lost=spec.verification.max_lost)
+    sent = [r for part in requests for r in part]
+    store = await read_store(endpoints.database_url, orders, [r.webhook.webhook_id for r in sent if not r.valid])
+    more = check_all(Evidence(sent, ledger, store, observed, resumed, api_evidence.reads, api_evidence.during,
+                              api_evidence.after if read_side else None))
+    result = check(sent, ledger, history, observed, invariants=spec.enabled_invariants(),
+                   max_lost=spec.verification.max_lost, more=more)
+    windows = fault_windows(records, ledger, {f.name: f.selector for f in spec.faults})
+    idle = idle_faults(windows)
+    if idle and result.verdict == "Pass":
+        result = dataclasses.replace(result, verdict="Inconclusive",
+                                     reason=f"faults on the request path failed no request: {', '.join(idle)}")
     api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
     total_s = finished - started
     timings = Timings(
@@ -154,9 +174,18 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     )
     notes = result.notes + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
     notes += observer.problems[:5] if observer else []
+    notes += api_evidence.problems[:5]
+    if read_side:
+        modes = sum((r.resumes for r in read_side.resumers), Counter())
+        notes.append(f"read side: {len(api_evidence.reads)} events read back through GET /orders/{{id}}, "
+                     f"{len(api_evidence.during)} GET /orders walks during the load, resuming observers "
+                     f"reconnected {dict(modes)}")
+    if api_evidence.not_probed:
+        notes.append(f"{api_evidence.not_probed} events were not read back through GET /orders/{{id}} (queue full)")
     return Report(
         name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
-        anomalies=result.anomalies, faults=records, checked=result.checked, notes=notes, timings=timings,
+        anomalies=result.anomalies, faults=records, fault_windows=windows, checked=result.checked, notes=notes,
+        timings=timings,
         checklist=checklist(result, history, ledger, api),
         performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
     )
@@ -177,9 +206,13 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | Non
     drain_s = time.monotonic() - started
     observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
     history = await read_history(database_url, orders)
+    store = await read_store(database_url, orders, [r.webhook.webhook_id for r in requests if not r.valid])
+    walk, walk_problems = await final_walk(sync_url) if sync_url else (None, [])
+    more = check_all(Evidence(requests, ledger, store, observed, walk_after=walk))
     result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
-                   max_lost=spec.verification.max_lost)
-    notes = result.notes + problems + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
+                   max_lost=spec.verification.max_lost, more=more)
+    notes = result.notes + problems + walk_problems + (
+        [] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
     api = await orders_api(sync_url, history) if sync_url else None
     return Report(
         name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
-from fincart_chaos.workload import Webhook
+from fincart_chaos.workload import Request, Webhook
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -59,6 +59,15 @@ class AuditEntry:
     order_id: str
     status: str  # processed | discarded | failed
     version: int | None = None  # the version a processed webhook produced
+
+
+@dataclass
+class StoreView:
+    """The test's rows (order id -> columns, version) and audit rows, as stored."""
+
+    rows: dict[str, OrderColumns]
+    versions: dict[str, int]
+    audit: list[AuditEntry]
 
 
 @dataclass(frozen=True)
@@ -292,3 +301,65 @@ def fault_windows(records: Sequence[FaultRecord], ledger: Sequence[LedgerEntry],
 def idle_faults(windows: Sequence[FaultWindow]) -> list[str]:
     """Faults on the request path that failed no request: the run did not test what they model."""
     return [w.name for w in windows if w.request_path and w.failed == 0]
+
+
+@dataclass
+class Evidence:
+    """Everything the checks above look at. ``ledger`` None: every valid webhook counts as acked;
+    ``observed`` None: no observer (the event checks are skipped); the read API parts are optional."""
+
+    requests: Sequence[Request]
+    ledger: Sequence[LedgerEntry] | None
+    store: StoreView
+    observed: Sequence[Seen] | None = None
+    resumed: Sequence[Sequence[Seen]] = ()
+    reads: Sequence[ReadBack] = ()
+    walks_during: Sequence[Sequence[PageItem]] = ()
+    walk_after: Sequence[PageItem] | None = None
+
+
+Oracle = Callable[[Webhook], OrderColumns]
+
+
+def winners(evidence: Evidence, oracle: Oracle = expected_columns) -> dict[str, OrderColumns]:
+    """Per order, the columns of the applied webhook with the greatest (updated_at, id): applied = acked,
+    or stored though unanswered."""
+    valid = {r.webhook.webhook_id: r.webhook for r in evidence.requests if r.valid}
+    audited = {a.webhook_id for a in evidence.store.audit}
+    acked = set(valid) if evidence.ledger is None else {e.webhook_id for e in evidence.ledger if e.acked}
+    best: dict[str, Webhook] = {}
+    for webhook_id in (acked | audited) & set(valid):
+        w = valid[webhook_id]
+        if w.order_id not in best or w.sort_key > best[w.order_id].sort_key:
+            best[w.order_id] = w
+    return {order_id: oracle(w) for order_id, w in best.items()}
+
+
+def check_all(evidence: Evidence, oracle: Oracle = expected_columns) -> list[Violation]:
+    """Every check of this module that the evidence allows."""
+    store = evidence.store
+    found = stored_columns(winners(evidence, oracle), store.rows)
+    if evidence.observed is not None:
+        expected = {r.webhook.webhook_id: oracle(r.webhook) for r in evidence.requests if r.valid}
+        found += events_vs_history(evidence.observed, store.audit, expected)
+        found += observer_views(evidence.observed, evidence.resumed, store.rows, store.versions)
+    found += reads_behind_events(evidence.reads)
+    committed = {(a.order_id, a.version): a.webhook_id for a in store.audit if a.status == "processed"}
+    scope = {r.webhook.order_id for r in evidence.requests}
+    walks = [(walk, False) for walk in evidence.walks_during]
+    walks += [(evidence.walk_after, True)] if evidence.walk_after is not None else []
+    for walk, quiescent in walks:
+        found += page_walk(walk, scope, rows=store.rows, versions=store.versions, committed=committed,
+                           quiescent=quiescent)
+    poison = [r.webhook.webhook_id for r in evidence.requests if r.kind == "poison"]
+    audit = {a.webhook_id: a for a in store.audit}
+    found += poison_outcomes(poison, evidence.ledger, audit, (c.last_webhook_id for c in store.rows.values()))
+    return _merged(found)
+
+
+def _merged(found: Iterable[Violation]) -> list[Violation]:
+    """One violation per (invariant, message): repeated walks report the same kind of damage."""
+    merged: dict[tuple[str, str], dict[str, None]] = {}
+    for v in found:
+        merged.setdefault((v.invariant, v.message), {}).update(dict.fromkeys(v.ids))
+    return [Violation(invariant, message, list(ids)) for (invariant, message), ids in merged.items()]

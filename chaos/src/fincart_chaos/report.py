@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from rich.console import Console
 from rich.table import Table
 
+from fincart_chaos.history_checks import FaultWindow
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.verify import History, Result
 
@@ -61,6 +62,8 @@ class Report(ReportSummary):
     timings: Timings = Field(default_factory=Timings)
     checklist: list[ChecklistItem] = Field(default_factory=list)
     performance: list[Rating] = Field(default_factory=list)
+    # per fault: the requests it failed, retried and answered (a request-path fault must fail some)
+    fault_windows: list[FaultWindow] = Field(default_factory=list)
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
@@ -154,6 +157,11 @@ def render(report: Report, console: Console) -> None:
         for f in report.faults:
             held = f"{f.healed_at - f.started_at:.1f}" if f.healed_at and f.started_at else "-"
             table.add_row(f.name, f.type, f.result, held, f.message or "")
+        console.print(table)
+    if report.fault_windows:
+        table = Table("fault", "requests failed", "retried", "answered", title="Fault windows")
+        for w in report.fault_windows:
+            table.add_row(w.name, str(w.failed), str(w.retried), str(w.answered))
         console.print(table)
     table = Table("check", "result", "detail", title="Seed guide checklist")
     for c in report.checklist:

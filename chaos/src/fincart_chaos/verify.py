@@ -16,6 +16,7 @@ import asyncpg
 from fincart_core.contracts.report import Anomaly, Counts, Verdict
 from fincart_core.settings import to_asyncpg_url
 
+from fincart_chaos.history_checks import Violation
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.workload import Request, Webhook
@@ -81,9 +82,11 @@ def _newest(webhooks: Iterable[Webhook]) -> Webhook | None:
 
 
 def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, history: History,
-          observed: Sequence[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
+          observed: Sequence[Seen] | None, *, invariants: set[str], max_lost: int = 0,
+          more: Sequence[Violation] = ()) -> Result:
     """Check the history against what was sent. ``ledger`` None: every valid webhook counts as acked
-    (the load Job succeeded); ``observed`` None: I6 is not checked (no sync service)."""
+    (the load Job succeeded); ``observed`` None: I6 is not checked (no sync service); ``more``: what the
+    history checks (fincart_chaos.history_checks) found."""
     valid = {r.webhook.webhook_id: r.webhook for r in requests if r.valid}
     orders = {w.order_id for w in valid.values()}
     acked = set(valid) if ledger is None else {e.webhook_id for e in ledger if e.acked}
@@ -117,8 +120,10 @@ def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, his
                     stale.append(order_id)
     found.add("I2", "final state is not the newest webhook's (updated_at, id)", wrong)
 
-    # I3: one audit row per acked webhook, none failed, each filed under its own order
-    found.add("I3", "audit rows with status failed", [a.webhook_id for a in history.audit if a.status == "failed"])
+    # I3: one audit row per acked webhook, none failed (but poison's), each filed under its own order
+    poison = {r.webhook.webhook_id for r in requests if r.kind == "poison"}
+    found.add("I3", "audit rows with status failed",
+              [a.webhook_id for a in history.audit if a.status == "failed" and a.webhook_id not in poison])
     misfiled = [a.webhook_id for a in history.audit
                 if a.webhook_id in valid and valid[a.webhook_id].order_id != a.order_id]
     found.add("I3", "audit rows filed under another order", misfiled)
@@ -130,7 +135,7 @@ def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, his
 
     # I5: nothing acked lost, nothing stored that was never sent, nothing applied twice
     lost = sorted(acked - set(audit_by_id))
-    unexpected = sorted(a.webhook_id for a in history.audit if a.webhook_id not in valid)
+    unexpected = sorted(a.webhook_id for a in history.audit if a.webhook_id not in valid and a.webhook_id not in poison)
     excess = {r.order_id: (r.version or 0) - processed[r.order_id] for r in history.orders
               if (r.version or 0) > processed[r.order_id]}
     twice = _applied_twice(observed or [])
@@ -162,7 +167,9 @@ def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, his
                   [e.webhook_id for e in ledger if e.valid and e.first_status not in TRANSIENT_STATUSES
                    and not 200 <= e.first_status < 300])
         found.add("I7", "forged signatures not answered 401",
-                  [e.webhook_id for e in ledger if not e.valid and e.status != 401])
+                  [e.webhook_id for e in ledger if e.kind == "invalid_signature" and e.status != 401])
+    for violation in more:
+        found.add(violation.invariant, violation.message, violation.ids)
 
     counts = Counts(
         sent=len(ledger) if ledger is not None else len(requests),
