@@ -210,8 +210,8 @@ def test_poison_outcomes():
              "dropped": AuditEntry("dropped", "o", "discarded"), "leaked": AuditEntry("leaked", "o", "failed")}
     ledger = [entry("rejected", 422), entry("dead", 200), entry("applied", 200), entry("dropped", 200),
               entry("stuck", 200), entry("unanswered", 503), entry("leaked", 422), entry("won", 200)]
-    found = {v.message: (v.invariant, v.ids) for v in poison_outcomes(
-        [e.webhook_id for e in ledger], ledger, audit, winners=["won"])}
+    kinds = {e.webhook_id: "calendarEdge" for e in ledger}
+    found = {v.message: (v.invariant, v.ids) for v in poison_outcomes(kinds, ledger, audit, winners=["won"])}
     assert found == {
         "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered":
             ("I5", ["applied", "dropped", "won"]),
@@ -219,8 +219,12 @@ def test_poison_outcomes():
         "poison webhooks accepted but never dead-lettered (stuck or silently dropped)": ("I3", ["stuck"]),
         "poison webhooks answered neither 4xx nor 2xx": ("I7", ["unanswered"]),
     }
-    assert poison_outcomes(["rejected", "dead"], ledger, audit, winners=[]) == []
-    assert poison_outcomes(["gone", "dead"], None, audit, winners=[]) == []  # without a ledger: rejected
+    assert poison_outcomes({"rejected": "schema", "dead": "calendarEdge"}, ledger, audit, winners=[]) == []
+    # without a ledger: no audit row counts as rejected
+    assert poison_outcomes({"gone": "schema", "dead": "calendarEdge"}, None, audit, winners=[]) == []
+    # a body that breaks the order contract must be refused by ingest, a dead letter is not enough
+    [v] = poison_outcomes({"dead": "schema"}, ledger, audit, winners=[])
+    assert (v.invariant, v.ids) == ("I7", ["dead"]) and "must answer 422" in v.message
 
 
 def test_fault_windows_count_failed_retried_and_answered():

@@ -111,7 +111,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     read_side = None
     if endpoints.sync_url:
         only = orders[0] if len(orders) == 1 else None
-        read_side = ReadSide(endpoints.sync_url, order=only, resuming=load.resuming_observers, seed=load.seed)
+        read_side = ReadSide(endpoints.sync_url, orders=len(orders), order=only, resuming=load.resuming_observers,
+                             seed=load.seed)
         observer = Observer(endpoints.sync_url, order=only, on_event=read_side.on_event)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
@@ -207,7 +208,7 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | Non
     observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
     history = await read_history(database_url, orders)
     store = await read_store(database_url, orders, [r.webhook.webhook_id for r in requests if not r.valid])
-    walk, walk_problems = await final_walk(sync_url) if sync_url else (None, [])
+    walk, walk_problems = await final_walk(sync_url, len(orders)) if sync_url else (None, [])
     more = check_all(Evidence(requests, ledger, store, observed, walk_after=walk))
     result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
                    max_lost=spec.verification.max_lost, more=more)

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
-from fincart_chaos.workload import Request, Webhook
+from fincart_chaos.workload import Request, Webhook, poison_kind
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -233,30 +233,38 @@ def page_walk(items: Sequence[PageItem], scope: Iterable[str], *, rows: Mapping[
     return [v for v in found if v.ids]
 
 
-def poison_outcomes(poison: Iterable[str], ledger: Sequence[LedgerEntry] | None,
+def poison_outcomes(poison: Mapping[str, str], ledger: Sequence[LedgerEntry] | None,
                     audit: Mapping[str, AuditEntry], winners: Iterable[str]) -> list[Violation]:
-    """``poison``: the poison webhook ids sent; ``audit``: webhook id -> its audit row; ``winners``: the
-    stored rows' last_webhook_id. Without a ledger a poison webhook with no audit row counts as rejected."""
+    """``poison``: poison webhook id -> its kind; ``audit``: webhook id -> its audit row; ``winners``: the
+    stored rows' last_webhook_id. A ``schema`` poison breaks the order contract that ingest checks: it must
+    be answered 422 (README, the webhook contract). Any other (``calendarEdge``: valid by the contract,
+    impossible to store) may also be accepted and then dead-lettered. Without a ledger a poison webhook with
+    no audit row counts as rejected."""
     answers = {e.webhook_id: e.status for e in ledger or []}
     won = set(winners)
-    applied, stuck, unanswered, stored_anyway = [], [], [], []
-    for webhook_id in poison:
+    applied, stuck, unanswered, stored_anyway, accepted = [], [], [], [], []
+    for webhook_id, kind in poison.items():
         row = audit.get(webhook_id)
         status = answers.get(webhook_id)
+        ok = status is not None and 200 <= status < 300
         if webhook_id in won or (row is not None and row.status != "failed"):
             applied.append(webhook_id)
-        elif ledger is not None and (status is None or not (200 <= status < 300 or 400 <= status < 500)):
+        elif ledger is not None and not (ok or (status is not None and 400 <= status < 500)):
             unanswered.append(webhook_id)
-        elif status is not None and 400 <= status < 500 and row is not None:
+        elif not ok and status is not None and row is not None:
             stored_anyway.append(webhook_id)
-        elif status is not None and 200 <= status < 300 and row is None:
+        elif ok and row is None:
             stuck.append(webhook_id)
+        if ok and kind == "schema":
+            accepted.append(webhook_id)
     found = [
         Violation("I5", "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered",
                   applied),
         Violation("I5", "poison webhooks answered 4xx but stored anyway", stored_anyway),
         Violation("I3", "poison webhooks accepted but never dead-lettered (stuck or silently dropped)", stuck),
         Violation("I7", "poison webhooks answered neither 4xx nor 2xx", unanswered),
+        Violation("I7", "poison webhooks that break the order contract answered 2xx (ingest must answer 422)",
+                  accepted),
     ]
     return [v for v in found if v.ids]
 
@@ -351,7 +359,7 @@ def check_all(evidence: Evidence, oracle: Oracle = expected_columns) -> list[Vio
     for walk, quiescent in walks:
         found += page_walk(walk, scope, rows=store.rows, versions=store.versions, committed=committed,
                            quiescent=quiescent)
-    poison = [r.webhook.webhook_id for r in evidence.requests if r.kind == "poison"]
+    poison = {r.webhook.webhook_id: poison_kind(r.webhook.webhook_id) for r in evidence.requests if r.kind == "poison"}
     audit = {a.webhook_id: a for a in store.audit}
     found += poison_outcomes(poison, evidence.ledger, audit, (c.last_webhook_id for c in store.rows.values()))
     return _merged(found)

@@ -61,6 +61,11 @@ async def read_store(database_url: str, order_ids: Sequence[str], webhook_ids: S
     )
 
 
+def page_size_for(orders: int) -> int:
+    """Small enough that the test's orders span at least four pages: paging bugs live at page boundaries."""
+    return max(2, min(PAGE_SIZE, orders // 4))
+
+
 def _item(order: dict) -> PageItem:  # type: ignore[type-arg]
     return PageItem(order["shopify_order_id"], order["version"], OrderColumns(
         status=order["status"], total_price=_decimal(order["total_price"]),
@@ -100,8 +105,9 @@ class ReadApiProbe:
     queues a read-back of the event's order; ``walk_while`` pages through ``GET /orders`` again and
     again until told to stop."""
 
-    def __init__(self, sync_url: str) -> None:
+    def __init__(self, sync_url: str, page_size: int = PAGE_SIZE) -> None:
         self.evidence = ReadApiEvidence()
+        self._page_size = page_size
         self._http = httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S)
         self._queue: asyncio.Queue[Seen] = asyncio.Queue(PROBE_QUEUE)
         self._workers: list[asyncio.Task[None]] = []
@@ -132,7 +138,7 @@ class ReadApiProbe:
         """Walks ``GET /orders`` until ``running`` is cleared."""
         while running.is_set():
             try:
-                self.evidence.during.append(await walk_orders(self._http))
+                self.evidence.during.append(await walk_orders(self._http, self._page_size))
             except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
                 self._problem(f"GET /orders walk during the load: {type(exc).__name__}: {exc}")
             await asyncio.sleep(WALK_PAUSE_S)
@@ -145,7 +151,7 @@ class ReadApiProbe:
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
         try:
-            self.evidence.after = await walk_orders(self._http)
+            self.evidence.after = await walk_orders(self._http, self._page_size)
         except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
             self._problem(f"GET /orders walk after the load: {type(exc).__name__}: {exc}")
         await self._http.aclose()
@@ -161,8 +167,8 @@ class ReadSide:
     back at random points, read-backs of every event the steady observer gets (``on_event``), and page
     walks through ``GET /orders`` while the load runs and once more at the end."""
 
-    def __init__(self, sync_url: str, *, order: str | None, resuming: int, seed: int) -> None:
-        self.probe = ReadApiProbe(sync_url)
+    def __init__(self, sync_url: str, *, orders: int, order: str | None, resuming: int, seed: int) -> None:
+        self.probe = ReadApiProbe(sync_url, page_size_for(orders))
         self.resumers = [ResumingObserver(sync_url, seed=seed * 1000 + i, order=order) for i in range(resuming)]
         self._walking = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -196,10 +202,10 @@ class ReadSide:
         return [r.log for r in self.resumers], evidence
 
 
-async def final_walk(sync_url: str) -> tuple[list[PageItem] | None, list[str]]:
+async def final_walk(sync_url: str, orders: int) -> tuple[list[PageItem] | None, list[str]]:
     """One walk through ``GET /orders`` (the verification Job's, after the load)."""
     async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
         try:
-            return await walk_orders(http), []
+            return await walk_orders(http, page_size_for(orders)), []
         except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
             return None, [f"GET /orders walk: {type(exc).__name__}: {exc}"]

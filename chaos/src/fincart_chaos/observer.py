@@ -10,6 +10,7 @@ from ``since`` or from a new snapshot (also right after one), to be compared wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -165,7 +166,8 @@ async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> t
 
 
 RESUME_MODES = ("since", "snapshot", "after-snapshot")
-MAX_FRAMES_PER_CONNECTION = 200
+MAX_FRAMES_PER_CONNECTION = 50
+MAX_CONNECTED_S = 1.5  # with few events flowing, hang up after a while anyway
 
 
 class ResumingObserver(Observer):
@@ -189,24 +191,27 @@ class ResumingObserver(Observer):
                                               open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
                     self.connections += 1
                     self.resumes[mode] += 1
-                    await self._read(ws, budget, until_snapshot=mode == "after-snapshot")
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(self._rng.uniform(0.1, MAX_CONNECTED_S)):
+                            await self._read(ws, budget, until_snapshot=mode == "after-snapshot")
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 self.problems.append(f"resuming observer: {type(exc).__name__}: {exc}")
-            if mode == "after-snapshot":
-                mode = "since"  # at once, no pause: right after the snapshot
-                continue
-            mode = self._rng.choice(RESUME_MODES)
-            if await _wait(self._stopping, self._rng.uniform(0.0, 0.2)):
+            # after a snapshot: resume from its seq without having read a single event since
+            mode = "since" if mode == "after-snapshot" else self._rng.choice(RESUME_MODES)
+            if await _wait(self._stopping, self._rng.uniform(0.0, 0.3)):
                 return
 
     async def _read(self, ws: websockets.ClientConnection, budget: int, until_snapshot: bool) -> None:
         for _ in range(budget):
             recv = asyncio.ensure_future(ws.recv())
             stop = asyncio.ensure_future(self._stopping.wait())
-            done, _ = await asyncio.wait({recv, stop}, return_when=asyncio.FIRST_COMPLETED)
-            stop.cancel()
+            try:
+                done, _ = await asyncio.wait({recv, stop}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stop.cancel()
+                if not recv.done():
+                    recv.cancel()
             if recv not in done:
-                recv.cancel()
                 return
             frame = json.loads(recv.result())
             self.take(frame)

@@ -163,6 +163,11 @@ def all_webhooks(load: Load, run_id: str = "") -> list[Webhook]:
     return [updates[i] for i in range(load.updates_per_order) for updates in per_order]
 
 
+def poison_kind(webhook_id: str) -> PoisonKind:
+    """The kind of a poison webhook, from its id (``chaos-poison-<name>-...``)."""
+    return next(kind for name, (kind, _) in POISON.items() if webhook_id.startswith(f"chaos-poison-{name}-"))
+
+
 def poison_webhook(victim: Webhook, name: str, seed: int, webhook_id: str) -> Webhook:
     """A signed webhook for ``victim``'s order (so its partition) whose body is spoilt as ``POISON[name]``."""
     base = make_webhook(victim.order_id, victim.index, seed, victim.updated_at + FORGED_OFFSET, webhook_id)

@@ -1,0 +1,101 @@
+"""Deliberately broken ingest and sync services, for proving that the chaos verifier can fail: the real
+``fincart-ingest`` / ``fincart-sync`` with exactly one seam replaced at process start, run as a process
+of the local stack: ``python broken_services.py SERVICE MODE`` (``StackConfig.ingest_command`` /
+``sync_command``). Production code is not changed; the seam is patched in this process only.
+
+Modes and the invariant the verifier has to name:
+
+* ``ingest correct`` / ``sync correct``: nothing replaced (the controls).
+* ``ingest mark-before-puback``: sets the dedupe mark before JetStream acknowledged the publish, so a
+  publish that times out (NATS down longer than FINCART_PUBLISH_TIMEOUT_S) leaves a mark that answers the
+  sender's retry "duplicate": acknowledged, never stored (I5 lost).
+* ``ingest no-validation``: builds the order without validating it (``model_construct``): a poison body
+  is published, or crashes the handler into a 500 (I7, poison answered neither 4xx nor 2xx).
+* ``sync snapshot-seq-too-far``: stamps a snapshot with the stream sequence after the one it was read at;
+  a client that resumes from that stamp skips one event (I6, a resumed observer missed versions).
+* ``sync cursor-in-milliseconds``: ``GET /orders`` cursors carry ``updated_at`` cut to milliseconds, so
+  the next page starts after orders that share the cut-off stamp: they are skipped (I1).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from uuid import UUID
+
+from fincart_core.contracts.webhook import ShopifyOrder
+
+
+def mark_before_puback() -> None:
+    from fincart_ingest.dedupe import DedupeMarks
+    from fincart_ingest.publisher import Published, WebhookPublisher
+
+    marks: list[DedupeMarks] = []
+    init = DedupeMarks.__init__
+
+    def remember(self: DedupeMarks, *args: object, **kwargs: object) -> None:
+        init(self, *args, **kwargs)  # type: ignore[arg-type]
+        marks.append(self)
+
+    publish = WebhookPublisher.publish
+
+    async def mark_then_publish(self: WebhookPublisher, message, order_id: str) -> Published:  # type: ignore[no-untyped-def]
+        await marks[0].mark(message.webhook_id)  # the bug: remembered before the broker acknowledged
+        return await publish(self, message, order_id)
+
+    DedupeMarks.__init__ = remember  # type: ignore[method-assign]
+    WebhookPublisher.publish = mark_then_publish  # type: ignore[method-assign]
+
+
+def no_validation() -> None:
+    from fincart_ingest import webhook_checks
+
+    def parse_unchecked(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
+        payload = json.loads(body)
+        return ShopifyOrder.model_construct(**payload), payload
+
+    webhook_checks.parse_order = parse_unchecked
+
+
+def snapshot_seq_too_far() -> None:
+    from fincart_sync import protocol, session
+
+    class StampedTooFar(protocol.SnapshotMessage):
+        def __init__(self, **data: object) -> None:
+            data["seq"] = int(data["seq"]) + 1  # type: ignore[call-overload]
+            super().__init__(**data)
+
+    session.SnapshotMessage = StampedTooFar  # type: ignore[misc]
+
+
+def cursor_in_milliseconds() -> None:
+    from fincart_sync import orders_store
+
+    encode = orders_store.encode_cursor
+
+    def encode_cut(updated_at: datetime, order_id: UUID) -> str:
+        return encode(updated_at.replace(microsecond=updated_at.microsecond // 1000 * 1000), order_id)
+
+    orders_store.encode_cursor = encode_cut
+
+
+MODES: dict[str, dict[str, Callable[[], None]]] = {
+    "ingest": {"correct": lambda: None, "mark-before-puback": mark_before_puback, "no-validation": no_validation},
+    "sync": {"correct": lambda: None, "snapshot-seq-too-far": snapshot_seq_too_far,
+             "cursor-in-milliseconds": cursor_in_milliseconds},
+}
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in MODES or sys.argv[2] not in MODES[sys.argv[1]]:
+        print("usage: broken_services.py ingest|sync MODE (" + "; ".join(
+            f"{service}: {'|'.join(modes)}" for service, modes in MODES.items()) + ")", file=sys.stderr)
+        raise SystemExit(2)
+    MODES[sys.argv[1]][sys.argv[2]]()
+    if sys.argv[1] == "ingest":
+        from fincart_ingest.app import main
+    else:
+        from fincart_sync.app import main
+    main()
