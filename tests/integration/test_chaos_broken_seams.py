@@ -144,12 +144,12 @@ def test_a_dedupe_mark_set_before_the_puback_fails_i5(own_nats: Infra, tmp_path:
 
 def test_a_snapshot_stamped_one_too_far_fails_i6(infra: Infra, tmp_path: Path):
     found = by_invariant(run_chaos(infra, tmp_path, sync="snapshot-seq-too-far", load=STEADY))
-    assert set(found) == {"I6"}, found
-    assert "a resumed observer missed versions (gap after a resume)" in found["I6"]
+    # the skipped event shows as a gap, or, when it was its order's last version, as a stale end state
+    assert set(found) == {"I6"} and all("a resumed observer" in message for message in found["I6"]), found
 
 
 def test_get_orders_paging_that_skips_orders_fails_i1(infra: Infra, tmp_path: Path):
-    found = by_invariant(run_chaos(infra, tmp_path, sync="cursor-in-milliseconds"))
+    found = by_invariant(run_chaos(infra, tmp_path, sync="cursor-past-the-page"))
     assert set(found) == {"I1"}, found
     assert found["I1"]["GET /orders skipped a stored order"] >= 1
 

@@ -13,8 +13,9 @@ Modes and the invariant the verifier has to name:
   is published, or crashes the handler into a 500 (I7, poison answered neither 4xx nor 2xx).
 * ``sync snapshot-seq-too-far``: stamps a snapshot with the stream sequence after the one it was read at;
   a client that resumes from that stamp skips one event (I6, a resumed observer missed versions).
-* ``sync cursor-in-milliseconds``: ``GET /orders`` cursors carry ``updated_at`` cut to milliseconds, so
-  the next page starts after orders that share the cut-off stamp: they are skipped (I1).
+* ``sync cursor-past-the-page``: ``GET /orders`` reads one order more than the page to know whether there is
+  a next page, and takes the cursor from that extra order instead of the page's last: every page boundary
+  skips one order (I1).
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
-from datetime import datetime
-from uuid import UUID
 
+from fincart_core.contracts.events import OrderState
 from fincart_core.contracts.webhook import ShopifyOrder
 
 
@@ -70,21 +70,23 @@ def snapshot_seq_too_far() -> None:
     session.SnapshotMessage = StampedTooFar  # type: ignore[misc]
 
 
-def cursor_in_milliseconds() -> None:
-    from fincart_sync import orders_store
+def cursor_past_the_page() -> None:
+    from fincart_sync.orders_store import OrdersStore
 
-    encode = orders_store.encode_cursor
+    page = OrdersStore.page
 
-    def encode_cut(updated_at: datetime, order_id: UUID) -> str:
-        return encode(updated_at.replace(microsecond=updated_at.microsecond // 1000 * 1000), order_id)
+    async def page_with_lookahead_cursor(self: OrdersStore, limit: int, status: str | None = None,
+                                         cursor: str | None = None) -> tuple[list[OrderState], str | None]:
+        orders, next_cursor = await page(self, limit + 1, status, cursor)  # the lookahead order's cursor
+        return orders[:limit], next_cursor if len(orders) > limit else None
 
-    orders_store.encode_cursor = encode_cut
+    OrdersStore.page = page_with_lookahead_cursor  # type: ignore[method-assign]
 
 
 MODES: dict[str, dict[str, Callable[[], None]]] = {
     "ingest": {"correct": lambda: None, "mark-before-puback": mark_before_puback, "no-validation": no_validation},
     "sync": {"correct": lambda: None, "snapshot-seq-too-far": snapshot_seq_too_far,
-             "cursor-in-milliseconds": cursor_in_milliseconds},
+             "cursor-past-the-page": cursor_past_the_page},
 }
 
 

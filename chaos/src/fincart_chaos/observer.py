@@ -71,18 +71,24 @@ class Observer:
         self.on_event = on_event
         self.log: list[Seen] = []
         self.cursor: int | None = None
+        self.partial_snapshot = False  # a snapshot's first page came, its last one not yet
         self.connections = 0
         self.problems: list[str] = []
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
     def take(self, frame: dict) -> None:
+        """Record a frame. The cursor (what a resume may start after) moves with events and heartbeats, and
+        with a snapshot only at its last page; never with a resume frame, whose seq announces events that
+        are still to come: resuming from it after a cut-off replay would skip them."""
         kind = frame.get("type")
         if kind == "snapshot":
             if frame.get("page") == 0:
                 self.log.append(_reset(frame["seq"]))
+                self.partial_snapshot = True
             self.log.extend(_seen("snapshot", frame["seq"], o) for o in frame["orders"])
             if frame.get("last"):
+                self.partial_snapshot = False
                 self.ready.set()
         elif kind == "event":
             seen = _seen("event", frame["seq"], frame["order"])
@@ -93,14 +99,19 @@ class Observer:
             self.ready.set()
         elif kind == "error":
             self.problems.append(f"server error {frame.get('code')}: {frame.get('message')}")
-        if "seq" in frame:
+        if kind in ("event", "heartbeat") or (kind == "snapshot" and frame.get("last")):
             self.cursor = max(self.cursor or 0, frame["seq"])
+
+    @property
+    def resume_from(self) -> int | None:
+        """``since`` for the next connection: None (a new snapshot) while a snapshot is incomplete."""
+        return None if self.partial_snapshot else self.cursor
 
     async def run(self) -> None:
         for attempt in range(RECONNECTS):
             if self._stopping.is_set():
                 return
-            url = ws_url(self.sync_url, order=self.order, since=self.cursor)  # type: ignore[arg-type]
+            url = ws_url(self.sync_url, order=self.order, since=self.resume_from)  # type: ignore[arg-type]
             try:
                 async with websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
                     self.connections += 1
@@ -133,12 +144,12 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def _read_until_covered(ws: websockets.ClientConnection, observer: Observer) -> None:
+async def _read_until_covered(ws: websockets.ClientConnection, observer: Observer, since: int = 0) -> None:
     """Frames into ``observer`` until it covered the stream position announced by the resume frame (or
     the snapshot's last page)."""
     end: int | None = None
     more_pages = False
-    covered = 0  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself
+    covered = since  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself
     while end is None or more_pages or covered < end:
         frame = json.loads(await ws.recv())
         if frame.get("type") == "resume":
@@ -184,7 +195,7 @@ class ResumingObserver(Observer):
     async def run(self) -> None:
         mode = "snapshot"
         while not self._stopping.is_set() and self.connections < RECONNECTS * 20:
-            since = self.cursor if mode == "since" else None
+            since = self.resume_from if mode == "since" else None
             budget = self._rng.randint(1, MAX_FRAMES_PER_CONNECTION)
             try:
                 async with websockets.connect(ws_url(self.sync_url, order=self.order, since=since),  # type: ignore[arg-type]
@@ -220,10 +231,11 @@ class ResumingObserver(Observer):
 
     async def catch_up(self, timeout: float) -> None:
         """One last resume from the cursor (a snapshot when there is none) up to the stream's end."""
-        url = ws_url(self.sync_url, order=self.order, since=self.cursor)  # type: ignore[arg-type]
+        since = self.resume_from
+        url = ws_url(self.sync_url, order=self.order, since=since)  # type: ignore[arg-type]
         try:
             async with asyncio.timeout(timeout), websockets.connect(
                     url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
-                await _read_until_covered(ws, self)
+                await _read_until_covered(ws, self, since or 0)
         except (OSError, TimeoutError, ConnectionError, websockets.WebSocketException) as exc:
             self.problems.append(f"resuming observer could not catch up: {type(exc).__name__}: {exc}")
