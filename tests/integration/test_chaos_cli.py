@@ -7,14 +7,17 @@ started here; spec errors exit 2 with a message that names the field.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fincart_chaos.observer import stream_position
 from fincart_core.contracts.report import ReportSummary
 from fincart_core.devstack import DevStack, StackConfig
 from fincart_core.localstack import Infra, console_script
@@ -51,8 +54,8 @@ def test_the_seed_scenario_passes_with_every_checklist_item(infra: Infra, tmp_pa
     assert report["verdict"] == "Pass"
     assert report["counts"] | {"stale_overwrites": 0} == {
         "sent": 100, "acked": 100, "rejected": 0, "stored": 100, "lost": 0, "duplicated": 0, "unexpected": 0,
-        "stale_overwrites": 0}
-    assert [c["ok"] for c in report["checklist"]] == [True] * 8, report["checklist"]
+        "stale_overwrites": 0, "unknown": 0, "recovered": 0}
+    assert [c["ok"] for c in report["checklist"]] == [True] * 10, report["checklist"]
     assert report["checked"] == ["I1", "I2", "I3", "I4", "I5", "I6", "I7"]
     assert {r["metric"] for r in report["performance"]} == {"total time", "queue drain time"}
     assert report["timings"]["settled"] and report["timings"]["ack_latency_ms"]["p99"] is not None
@@ -105,15 +108,68 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     assert done.returncode == 0, done.stderr
     result = ReportSummary.model_validate_json(summary.read_text())
     assert result.verdict == "Pass" and result.counts.stored == 10 and result.counts.acked == 10
-    # without ledgers (the operator's verification Job) every valid webhook counts as acked
+    # without ledgers every valid webhook counts as acked, but I7 is not checked: Inconclusive, never Pass
     done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary, env=verify_env)
-    assert done.returncode == 0 and ReportSummary.model_validate_json(summary.read_text()).verdict == "Pass"
+    unproven = ReportSummary.model_validate_json(summary.read_text())
+    assert done.returncode == 1 and unproven.verdict == "Inconclusive" and not unproven.anomalies
+    assert [a.invariant for a in unproven.inconclusive] == ["I7"]
     # another run id: none of its webhooks are stored, they are all lost
     done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary,
                  env={**verify_env, "FINCART_CHAOS_RUN_ID": "other"})
     failed = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 1 and failed.verdict == "Fail" and failed.counts.lost == 10
     assert "I5" in {a.invariant for a in failed.anomalies}
+
+
+REPLAY_MAX_EVENTS = 20
+
+
+@pytest.fixture
+def short_replay_stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
+    """A sync service that replays at most 20 events: a long-lived stream, scaled down."""
+    config = StackConfig(database=unique_name, partitions=4, processors=1, nats_prefix=unique_name[:20],
+                         webhook_secret="cluster-secret", ingest_port=0, sync_port=0,
+                         extra_env={"FINCART_REPLAY_MAX_EVENTS": str(REPLAY_MAX_EVENTS)})
+    dev = DevStack(config, infra, tmp_path)
+    dev.start()
+    yield dev
+    dev.stop()
+
+
+def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay_stack: DevStack, tmp_path: Path):
+    stack = short_replay_stack
+    spec = tmp_path / "small.yaml"
+    spec.write_text((EXAMPLES / "chaostest-small.yaml").read_text().replace("30s", "10s"))
+    env = {"FINCART_WEBHOOK_SECRET": "cluster-secret"}
+    # an earlier run fills the stream past what one replay may cover: 5 orders x 10 updates in order, 50 events
+    earlier = tmp_path / "earlier.yaml"
+    earlier.write_text(spec.read_text().replace("orders: 1", "orders: 5").replace("seed: 7", "seed: 7\n"
+                                                                                   "    outOfOrderRatio: 0"))
+    done = chaos("load", earlier, "--ingest-url", stack.ingest_url, env={**env, "FINCART_CHAOS_RUN_ID": "earlier"})
+    assert done.returncode == 0, done.stderr
+    deadline = time.monotonic() + 60
+    while asyncio.run(stream_position(stack.sync_url)) < 50:
+        assert time.monotonic() < deadline, "the earlier run's events were never published"
+        time.sleep(0.2)
+    ledger = tmp_path / "ledger-0.jsonl"
+    done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--sync-url", stack.sync_url, "--ledger", ledger,
+                 env={**env, "FINCART_CHAOS_RUN_ID": "now"})
+    assert done.returncode == 0, done.stderr
+    start = json.loads(ledger.read_text().splitlines()[0])
+    assert start["runner"] == 0 and start["stream_seq"] > REPLAY_MAX_EVENTS  # the earlier runs' events
+    summary = tmp_path / "summary.json"
+    verify_env = {**env, "FINCART_CHAOS_RUN_ID": "now", "FINCART_DATABASE_URL": stack.database_url}
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger", ledger, "--summary-file", summary,
+                 env=verify_env)
+    result = ReportSummary.model_validate_json(summary.read_text())
+    assert done.returncode == 0 and result.verdict == "Pass", (result, done.stderr[-2000:])
+    # from 0 the sync service answers with a snapshot: I6 cannot be checked, which is no false gap
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger", ledger, "--since", "0",
+                 "--summary-file", summary, env=verify_env)
+    result = ReportSummary.model_validate_json(summary.read_text())
+    assert done.returncode == 1 and result.verdict == "Inconclusive" and not result.anomalies
+    assert [a.invariant for a in result.inconclusive] == ["I6"], result.inconclusive
+    assert "since_too_far_back" in result.inconclusive[0].message
 
 
 BAD_SPECS = {

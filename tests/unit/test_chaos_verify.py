@@ -12,7 +12,7 @@ import dataclasses
 import pytest
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, History, OrderRow, Result, check
+from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, History, OrderRow, Result, check_history
 from fincart_chaos.workload import Request, full_plan
 from fincart_core.contracts.chaostest import Load
 
@@ -46,7 +46,7 @@ def run_model(requests: list[Request], model: Model | None = None) -> tuple[Hist
 
 
 def verdict(requests, ledger, history, seen, max_lost: int = 0) -> Result:  # type: ignore[no-untyped-def]
-    return check(requests, ledger, history, seen, invariants=set(ALL_INVARIANTS), max_lost=max_lost)
+    return check_history(requests, ledger, history, seen, invariants=set(ALL_INVARIANTS), max_lost=max_lost)
 
 
 def failed(result: Result) -> set[str]:
@@ -70,10 +70,14 @@ def test_a_correct_history_passes(sent):
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
 
 
-def test_without_ledger_or_observer_the_rest_is_still_checked(sent):
+def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_inconclusive(sent):
     history, _, _ = run_model(sent)
     result = verdict(sent, None, history, None)
-    assert result.verdict == "Pass" and "I6" not in result.checked and "I7" not in result.checked
+    assert result.verdict == "Inconclusive" and not result.anomalies
+    assert result.checked == ["I1", "I2", "I3", "I4", "I5"]
+    assert {a.invariant for a in result.inconclusive} == {"I6", "I7"}
+    # chosen away by the spec, they are not owed
+    assert check_history(sent, None, history, None, invariants={"I1", "I5"}).verdict == "Pass"
 
 
 class LastWins(Model):
@@ -151,12 +155,12 @@ def test_nulls_failed_rows_and_extra_rows_fail_i1_i3(sent):
 
 def test_only_the_chosen_invariants_count(sent):
     history, seen, ledger = run_model(sent)
-    result = check(sent, ledger, history, seen[::2], invariants={"I1", "I2"})
+    result = check_history(sent, ledger, history, seen[::2], invariants={"I1", "I2"})
     assert result.verdict == "Pass" and result.checked == ["I1", "I2"]
 
 
 def test_nothing_acked_is_inconclusive(sent):
     history = History(orders=[], audit=[])
     ledger = [entry(r, 503 if r.valid else 401) for r in sent]
-    result = check(sent, ledger, history, [], invariants={"I1", "I2", "I3", "I4", "I5", "I6"})
+    result = check_history(sent, ledger, history, [], invariants={"I1", "I2", "I3", "I4", "I5", "I6"})
     assert result.verdict == "Inconclusive"

@@ -12,17 +12,19 @@ from typing import Annotated
 
 import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
-from fincart_core.contracts.report import EXIT_CODES
+from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
+from websockets import WebSocketException
 
 from fincart_chaos import ledger as ledger_io
 from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.load import run_load
 from fincart_chaos.local import infrastructure, services
+from fincart_chaos.observer import stream_position
 from fincart_chaos.report import Report, render, summary_json
 from fincart_chaos.spec_io import SpecError, load_file
 from fincart_chaos.workload import plan
@@ -31,6 +33,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="FinCart chaos engine: reproducible load, faults and a Jepsen-style verdict.")
 console = Console(stderr=True)
 SEVERITY = ("Pass", "Inconclusive", "Fail", "Error")
+FAULT_RECORDS = TypeAdapter(list[FaultRecord])
 
 FileArg = Annotated[Path, typer.Argument(help="ChaosTest YAML (one or more documents)", show_default=False)]
 RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
@@ -117,6 +120,8 @@ def load(
     secret: Annotated[str, typer.Option(envvar="FINCART_WEBHOOK_SECRET", help="HMAC secret")] = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[Path | None, typer.Option(help="write this runner's ledger (JSON lines)")] = None,
+    sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (the stream position "
+                                                      "recorded before the first request)")] = None,
 ) -> None:
     """Send one runner's share of the workload; exit 0 when every valid webhook was acked."""
     tests = _tests(file)
@@ -128,16 +133,29 @@ def load(
     if runner_index >= spec.load.parallelism:
         raise fail(f"--runner-index {runner_index} is out of range for parallelism {spec.load.parallelism}")
     requests = plan(spec.load, runner_index, run_id)
+    start = ledger_io.RunnerStart(runner=runner_index, stream_seq=_stream_position(sync_url or spec.target.sync_url))
     started = time.monotonic()
     entries = asyncio.run(run_load(requests, ingest_url or spec.target.ingest_url, secret,
                                    concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index))
     if ledger:
-        ledger_io.write(entries, ledger)
+        ledger_io.write(entries, ledger, start)
     unacked = [e.webhook_id for e in entries if e.valid and not e.acked]
     print(json.dumps({"runner": runner_index, "sent": len(entries), "acked": sum(e.acked for e in entries),
                       "unacked": len(unacked), "samples": unacked[:10],
                       "seconds": round(time.monotonic() - started, 3)}))
     raise typer.Exit(1 if unacked else 0)
+
+
+def _stream_position(sync_url: str | None) -> int | None:
+    """Where ORDER_EVENTS stands before the load, so the verifier replays from there (None: unknown)."""
+    if not sync_url:
+        return None
+    try:
+        return asyncio.run(stream_position(sync_url))
+    except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
+        console.print(f"[yellow]warning:[/] stream position unknown ({type(exc).__name__}: {escape(str(exc))}); "
+                      "the verifier will replay the events from 0")
+        return None
 
 
 @app.command()
@@ -169,6 +187,11 @@ def verify(
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     summary_file: Annotated[Path | None, typer.Option(help="write the status summary here (<= 4 KiB)")] = None,
+    faults: Annotated[str, typer.Option(envvar="FINCART_CHAOS_FAULTS",
+                                        help="the fault windows as a JSON list of FaultRecord (the operator "
+                                             "passes them), for the coverage check")] = "[]",
+    since: Annotated[int | None, typer.Option(min=0, help="replay the events after this stream sequence "
+                                                           "(default: the ledgers' start lines, else 0)")] = None,
 ) -> None:
     """Check the invariants after a load ran elsewhere; the verdict is the exit code."""
     tests = _tests(file)
@@ -178,8 +201,12 @@ def verify(
     if not database_url:
         raise fail("the database URL is missing: set FINCART_DATABASE_URL or --database-url")
     try:
+        windows = FAULT_RECORDS.validate_json(faults)
+    except ValidationError as exc:
+        raise fail(f"--faults: not a JSON list of fault records: {exc.errors()[0]['msg']}") from exc
+    try:
         result = asyncio.run(verify_only(test, database_url, sync_url=sync_url or test.spec.target.sync_url,
-                                         run_id=run_id, ledger_paths=ledger or []))
+                                         run_id=run_id, ledger_paths=ledger or [], since=since, faults=windows))
     except (OSError, TimeoutError, ConnectionError) as exc:  # asyncpg and websockets errors derive from these
         result = Report(name=test.metadata.name, verdict="Error", reason=f"{type(exc).__name__}: {exc}"[:2000])
     render(result, console)

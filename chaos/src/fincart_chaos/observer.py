@@ -110,11 +110,18 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> tuple[list[Seen], list[str]]:
-    """Every event the stream still holds for ``order_ids``, as a client resuming from 0 gets them."""
+class ReplayUnavailable(Exception):
+    """The sync service answered the replay with a snapshot: the events from ``since`` are not all there."""
+
+
+async def replay(sync_url: str, order_ids: Collection[str], timeout: float,
+                 since: int = 0) -> tuple[list[Seen], list[str]]:
+    """Every event after stream sequence ``since`` for ``order_ids``, as a client resuming from ``since``
+    gets them (``since``: where the stream stood when the test started, so a long-lived stream is not
+    replayed from 0 past FINCART_REPLAY_MAX_EVENTS)."""
     wanted = set(order_ids)
     observer = Observer(sync_url)
-    url = ws_url(sync_url, since=0)
+    url = ws_url(sync_url, since=since)
     async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
         end: int | None = None
         more_pages = False
@@ -126,7 +133,8 @@ async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> t
             elif frame.get("type") == "snapshot":
                 end, more_pages = frame["seq"], not frame.get("last")
                 if frame.get("page") == 0:
-                    observer.problems.append(f"the stream could not be replayed from 0 ({frame.get('reason')})")
+                    raise ReplayUnavailable(f"the events could not be replayed from sequence {since} "
+                                            f"({frame.get('reason')})")
             elif frame.get("type") == "error":
                 raise ConnectionError(f"sync refused the replay: {frame.get('message')}")
             if frame.get("type") != "resume":
@@ -134,3 +142,18 @@ async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> t
             observer.take(frame)
     log = [seen for seen in observer.log if seen.order_id in wanted]
     return log, observer.problems
+
+
+PROBE_ORDER = "fincart-chaos-stream-position"  # an order no test has: its snapshot is empty, its seq is the stream's
+
+
+async def stream_position(sync_url: str, timeout: float = CONNECT_TIMEOUT_S) -> int:
+    """The ORDER_EVENTS stream's last sequence now (a runner records it before its first request)."""
+    async with asyncio.timeout(timeout), websockets.connect(ws_url(sync_url, order=PROBE_ORDER),
+                                                            open_timeout=CONNECT_TIMEOUT_S) as ws:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == "snapshot":
+                return int(frame["seq"])
+            if frame.get("type") == "error":
+                raise ConnectionError(f"sync refused the connection: {frame.get('message')}")
