@@ -14,40 +14,16 @@ import pytest
 from fincart_chaos import oracle, workload
 from fincart_chaos.evidence import counterexamples
 from fincart_chaos.ledger import LedgerEntry
-from fincart_chaos.observer import Seen
 from fincart_chaos.outcomes import classify
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, OrderRow, Result, check_history, verify
+from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, check_history, verify
 from fincart_chaos.workload import Request, full_plan
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
+from tests.support.chaos_histories import entry, run_model, timed
 from tests.support.processor_model import Model, Row
 
 LOAD = Load(orders=4, updates_per_order=12, duplicate_ratio=0.1, invalid_signature_ratio=0.1, seed=3)
-
-
-def entry(request: Request, status: int) -> LedgerEntry:
-    w = request.webhook
-    return LedgerEntry(webhook_id=w.webhook_id, order_id=w.order_id, kind=request.kind, status=status,
-                       first_status=status, attempts=1, sent_at=0.0, done_at=0.0, latency_ms=1.0)
-
-
-def run_model(requests: list[Request], model: Model | None = None) -> tuple[History, list[Seen], list[LedgerEntry]]:
-    """What a correct pipeline stores and a client sees, when the webhooks arrive in send order."""
-    model = model or Model()
-    by_id = {r.webhook.webhook_id: r.webhook for r in requests}
-    for request in requests:
-        if request.valid:
-            model.apply(request.webhook)
-    history = History(
-        orders=[OrderRow(o, r.status, r.shipping_fee, r.version, r.last_webhook_id) for o, r in model.rows.items()],
-        audit=[AuditRow(w, by_id[w].order_id, status) for w, (status, _) in model.audit.items()],
-    )
-    seen = [Seen(kind="event", seq=n, order_id=o, version=v, status=by_id[w].status,
-                 shipping_fee=str(by_id[w].shipping_fee), last_webhook_id=w, received_at=0.0)
-            for n, (o, v, w) in enumerate(model.events, 1)]
-    ledger = [entry(r, 200 if r.valid else 401) for r in requests]
-    return history, seen, ledger
 
 
 def verdict(requests, ledger, history, seen, max_lost: int = 0) -> Result:  # type: ignore[no-untyped-def]
@@ -172,12 +148,6 @@ def test_nothing_acked_is_inconclusive(sent):
 
 
 # ---------------------------------------------------------------- outcome classes
-
-
-def timed(ledger: list[LedgerEntry], start: float = 1000.0, step: float = 0.01) -> list[LedgerEntry]:
-    """The ledger with request i sent at start + i*step and answered 5 steps later."""
-    return [e.model_copy(update={"sent_at": start + i * step, "done_at": start + (i + 5) * step})
-            for i, e in enumerate(ledger)]
 
 
 def test_each_outcome_class_and_unknown_is_never_lost(sent):

@@ -14,12 +14,13 @@ import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from websockets import WebSocketException
 
 from fincart_chaos import ledger as ledger_io
+from fincart_chaos.bundle import RunReport, worst, write_bundle
 from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.load import run_load
@@ -32,19 +33,13 @@ from fincart_chaos.workload import plan
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FinCart chaos engine: reproducible load, faults and a Jepsen-style verdict.")
 console = Console(stderr=True)
-SEVERITY = ("Pass", "Inconclusive", "Fail", "Error")
 FAULT_RECORDS = TypeAdapter(list[FaultRecord])
 
 FileArg = Annotated[Path, typer.Argument(help="ChaosTest YAML (one or more documents)", show_default=False)]
+ReportDirOpt = Annotated[Path | None, typer.Option(help="write the evidence bundle here: report.json, "
+                                                          "report.html, junit.xml")]
 RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
                                        help="suffix of the order ids, unique per run on a shared database")]
-
-
-class RunReport(BaseModel):
-    """``run --report``: the worst verdict and one report per ChaosTest in the file."""
-
-    verdict: str
-    reports: list[Report]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -66,6 +61,12 @@ def _write(path: Path | None, text: str) -> None:
         path.write_text(text + "\n")
 
 
+def _bundle(directory: Path | None, reports: list[Report]) -> None:
+    if directory:
+        paths = write_bundle(directory, reports)
+        console.print("evidence bundle: " + ", ".join(str(p) for p in paths))
+
+
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML files")]) -> None:
     """Check ChaosTest files against the spec; every problem names the file, document and field."""
@@ -85,6 +86,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="show the live progress bar")] = True,
     logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
     keep: Annotated[bool, typer.Option(help="keep the database and streams of the run")] = False,
+    report_dir: ReportDirOpt = None,
 ) -> None:
     """Run every ChaosTest in FILE: start the stack, load, faults, settle, verify, report."""
     tests = _tests(file)
@@ -104,8 +106,9 @@ def run(
     except (StackError, OSError) as exc:
         reports.append(Report(name=tests[len(reports)].metadata.name, verdict="Error", reason=str(exc)[:2000]))
         console.print(f"[red]error:[/] {exc}")
-    verdict = max((r.verdict for r in reports), key=SEVERITY.index)
+    verdict = worst(reports)
     _write(report, RunReport(verdict=verdict, reports=reports).model_dump_json(indent=2))
+    _bundle(report_dir, reports)
     if verdict != "Pass":
         console.print(f"service logs: {logs}")
     raise typer.Exit(EXIT_CODES[verdict])
@@ -187,6 +190,7 @@ def verify(
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     summary_file: Annotated[Path | None, typer.Option(help="write the status summary here (<= 4 KiB)")] = None,
+    report_dir: ReportDirOpt = None,
     faults: Annotated[str, typer.Option(envvar="FINCART_CHAOS_FAULTS",
                                         help="the fault windows as a JSON list of FaultRecord (the operator "
                                              "passes them), for the coverage check")] = "[]",
@@ -212,7 +216,23 @@ def verify(
     render(result, console)
     _write(report, result.model_dump_json(indent=2))
     _write(summary_file, summary_json(result))
+    _bundle(report_dir, [result])
     raise typer.Exit(EXIT_CODES[result.verdict])
+
+
+@app.command("report")
+def report_command(
+    source: Annotated[Path, typer.Argument(help="a JSON report (run --report, verify --report, report.json)")],
+    report_dir: Annotated[Path, typer.Option(help="write report.json, report.html, junit.xml here")],
+) -> None:
+    """Render the evidence bundle (HTML, JUnit) from a JSON report written earlier."""
+    try:
+        text = source.read_text()
+        reports = (RunReport.model_validate_json(text).reports if '"reports"' in text[:200]
+                   else [Report.model_validate_json(text)])
+    except (OSError, ValidationError) as exc:
+        raise fail(f"{source}: not a readable report: {exc}") from exc
+    _bundle(report_dir, reports)
 
 
 def main() -> None:
