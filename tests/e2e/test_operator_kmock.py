@@ -387,3 +387,35 @@ async def test_a_load_job_that_never_finishes_ends_in_error_at_the_deadline(clus
         await eventually(lambda: get(cluster, JOBS, "slow-load") is None)
     assert "did not finish within 1s" in final["message"]
     assert {c["type"]: c["reason"] for c in final["conditions"]}["LoadComplete"] == "DeadlineExceeded"
+
+
+async def test_a_test_deleted_while_the_operator_was_down_is_still_healed(cluster: Cluster) -> None:
+    seed_targets(cluster)
+    async with operator(settings()):
+        await apply(cluster, chaostest("orphan", faults=[fault("pause", "processorPause", "processor", "60s")]))
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 0)
+    processor = get(cluster, STATEFULSETS, "fincart-processor") or {}
+    assert json.loads(processor["metadata"]["annotations"]["chaos.fincart.io/restore"])["replicas"] == 2
+    # while the operator is down, someone removes the finalizer and deletes the test: its status is gone
+    await call(cluster, "patch", path(CHAOSTESTS, "orphan"), {"metadata": {"finalizers": None}})
+    await call(cluster, "delete", path(CHAOSTESTS, "orphan"))
+    await eventually(lambda: get(cluster, CHAOSTESTS, "orphan") is None)
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 0
+    async with operator(settings()):  # the workload itself says what to restore
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2)
+        await eventually(lambda: not ((get(cluster, STATEFULSETS, "fincart-processor") or {})["metadata"].get(
+            "annotations") or {}).get("chaos.fincart.io/restore"))
+
+
+async def test_the_kill_switch_aborts_and_heals_every_running_test(cluster: Cluster) -> None:
+    async with operator(settings()):
+        await run_until_faults_hold(cluster, "one")
+        await apply(cluster, chaostest("two"))
+        await eventually(lambda: get(cluster, JOBS, "two-load"))
+    async with operator(settings(kill_switch=True)):  # e.g. kubectl set env deployment/... FINCART_KILL_SWITCH=true
+        for name in ("one", "two"):
+            await eventually(lambda name=name: status(cluster, name).get("phase") == "Aborted")  # type: ignore[misc]
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2)
+    assert get(cluster, JOBS, "one-load") is None and get(cluster, JOBS, "two-load") is None
+    assert get(cluster, JOBS, "one-fault-drop-0") is None
+    assert "kill switch" in status(cluster, "one")["message"]

@@ -157,7 +157,8 @@ def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, dead
            _secret_env("FINCART_WEBHOOK_SECRET", spec.target.hmac_secret_ref)]
     return _job(owner, load_job_name(owner.name), "load", settings,
                 args=["load", SPEC_PATH, "--runner-index", "$(JOB_COMPLETION_INDEX)"], env=env,
-                deadline_s=deadline_s, backoff_limit=settings.load_backoff_limit,
+                # never retried: a second runner pod sends its webhooks again and the verifier would blame the pipeline
+                deadline_s=deadline_s, backoff_limit=0,
                 completionMode="Indexed", completions=runners, parallelism=runners)
 
 
