@@ -121,6 +121,41 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     assert "I5" in {a.invariant for a in failed.anomalies}
 
 
+def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevStack, tmp_path: Path):
+    """The operator's way: runners publish their ledgers, the verifier reads them (so I7 is checked), gets the
+    fault windows from the environment and stores the evidence bundle in NATS' object store."""
+    spec = tmp_path / "two-runners.yaml"
+    small = (EXAMPLES / "chaostest-small.yaml").read_text()
+    spec.write_text(small.replace("concurrency: 10", "parallelism: 2\n    concurrency: 10").replace("30s", "10s"))
+    nats = {"FINCART_NATS_URL": stack.infra.nats_url, "FINCART_NATS_PREFIX": stack.config.nats_prefix,
+            "FINCART_CHAOS_RUN_ID": "nats1"}
+    started = time.time()
+    for index in (0, 1):
+        done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--sync-url", stack.sync_url, "--publish-ledger",
+                     env={**nats, "FINCART_WEBHOOK_SECRET": "cluster-secret", "JOB_COMPLETION_INDEX": str(index)})
+        assert done.returncode == 0, done.stderr
+    window = [{"name": "during-the-load", "type": "podKill", "started_at": started, "healed_at": time.time(),
+               "result": "healed"}]
+    summary = tmp_path / "summary.json"
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger-from-nats", "--publish-bundle",
+                 "--summary-file", summary,
+                 env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_FAULTS": json.dumps(window)})
+    result = ReportSummary.model_validate_json(summary.read_text())
+    assert done.returncode == 0 and result.verdict == "Pass", (result, done.stderr[-3000:])
+    assert (result.counts.sent, result.counts.acked) == (10, 10) and result.faults[0].name == "during-the-load"
+    assert result.bundle and "fincart-chaos fetch-bundle nats1" in result.bundle
+    done = chaos("fetch-bundle", "nats1", "--out", tmp_path / "bundle", env=nats)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "bundle" / "report.json").read_text())["reports"][0]
+    assert report["checked"] == ["I1", "I2", "I3", "I4", "I5", "I6", "I7"] and report["outcomes"]["stored"] == 10
+    assert "during-the-load (podKill)" in (tmp_path / "bundle" / "report.html").read_text()
+    assert "<testsuite" in (tmp_path / "bundle" / "junit.xml").read_text()
+    # another run id: no ledger was published for it, so I7 cannot be checked (and everything is lost)
+    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger-from-nats", "--summary-file", summary,
+                 env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_RUN_ID": "nothing"})
+    assert done.returncode == 1 and "no whole ledger from runner(s) [0, 1]" in done.stderr, done.stderr[:3000]
+
+
 REPLAY_MAX_EVENTS = 20
 
 

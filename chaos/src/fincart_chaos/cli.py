@@ -14,13 +14,15 @@ import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
+from nats.errors import Error as NatsError
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
 from websockets import WebSocketException
 
+from fincart_chaos import artifacts
 from fincart_chaos import ledger as ledger_io
-from fincart_chaos.bundle import RunReport, worst, write_bundle
+from fincart_chaos.bundle import FILES, RunReport, worst, write_bundle
 from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.load import run_load
@@ -38,6 +40,8 @@ FAULT_RECORDS = TypeAdapter(list[FaultRecord])
 FileArg = Annotated[Path, typer.Argument(help="ChaosTest YAML (one or more documents)", show_default=False)]
 ReportDirOpt = Annotated[Path | None, typer.Option(help="write the evidence bundle here: report.json, "
                                                           "report.html, junit.xml")]
+NatsUrlOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_URL", help="FinCart's NATS (ledgers and bundles)")]
+NatsPrefixOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_PREFIX", help="FinCart's stream name prefix")]
 RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
                                        help="suffix of the order ids, unique per run on a shared database")]
 
@@ -125,6 +129,10 @@ def load(
     ledger: Annotated[Path | None, typer.Option(help="write this runner's ledger (JSON lines)")] = None,
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (the stream position "
                                                       "recorded before the first request)")] = None,
+    publish_ledger: Annotated[bool, typer.Option(help="publish the ledger to NATS for the verifier (in a cluster)"
+                                                 )] = False,
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Send one runner's share of the workload; exit 0 when every valid webhook was acked."""
     tests = _tests(file)
@@ -142,6 +150,11 @@ def load(
                                    concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index))
     if ledger:
         ledger_io.write(entries, ledger, start)
+    if publish_ledger:
+        try:
+            asyncio.run(artifacts.publish_ledger(nats_url, nats_prefix, run_id, start, entries))
+        except (OSError, TimeoutError, NatsError) as exc:
+            raise fail(f"could not publish the ledger to {nats_url}: {type(exc).__name__}: {exc}") from exc
     unacked = [e.webhook_id for e in entries if e.valid and not e.acked]
     print(json.dumps({"runner": runner_index, "sent": len(entries), "acked": sum(e.acked for e in entries),
                       "unacked": len(unacked), "samples": unacked[:10],
@@ -196,6 +209,10 @@ def verify(
                                              "passes them), for the coverage check")] = "[]",
     since: Annotated[int | None, typer.Option(min=0, help="replay the events after this stream sequence "
                                                            "(default: the ledgers' start lines, else 0)")] = None,
+    ledger_from_nats: Annotated[bool, typer.Option(help="read the runners' ledgers from NATS (in a cluster)")] = False,
+    publish_bundle: Annotated[bool, typer.Option(help="store the evidence bundle in NATS' object store")] = False,
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Check the invariants after a load ran elsewhere; the verdict is the exit code."""
     tests = _tests(file)
@@ -209,15 +226,49 @@ def verify(
     except ValidationError as exc:
         raise fail(f"--faults: not a JSON list of fault records: {exc.errors()[0]['msg']}") from exc
     try:
-        result = asyncio.run(verify_only(test, database_url, sync_url=sync_url or test.spec.target.sync_url,
-                                         run_id=run_id, ledger_paths=ledger or [], since=since, faults=windows))
-    except (OSError, TimeoutError, ConnectionError) as exc:  # asyncpg and websockets errors derive from these
+        entries, starts = None, []
+        if ledger_from_nats:
+            entries, starts, missing = asyncio.run(artifacts.read_ledgers(
+                nats_url, nats_prefix, run_id, test.spec.load.parallelism))
+            if missing:
+                console.print(f"[yellow]warning:[/] no whole ledger from runner(s) {missing}: I7 cannot be checked")
+                entries = None
+        result = asyncio.run(verify_only(
+            test, database_url, sync_url=sync_url or test.spec.target.sync_url, run_id=run_id,
+            ledger_paths=ledger or [], ledger=entries, faults=windows,
+            since=since if since is not None or entries is None else ledger_io.replay_from(starts)))
+    except (OSError, TimeoutError, ConnectionError, NatsError) as exc:  # asyncpg and websockets errors: OSError...
         result = Report(name=test.metadata.name, verdict="Error", reason=f"{type(exc).__name__}: {exc}"[:2000])
     render(result, console)
     _write(report, result.model_dump_json(indent=2))
+    if publish_bundle:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                files = {p.name: p.read_bytes() for p in write_bundle(Path(tmp), [result])}
+                result.bundle = asyncio.run(artifacts.put_bundle(nats_url, nats_prefix, run_id, files))
+            except (OSError, TimeoutError, NatsError) as exc:  # the verdict stands without its bundle
+                result.notes.append(f"the evidence bundle could not be stored: {type(exc).__name__}: {exc}")
     _write(summary_file, summary_json(result))
     _bundle(report_dir, [result])
     raise typer.Exit(EXIT_CODES[result.verdict])
+
+
+@app.command("fetch-bundle")
+def fetch_bundle(
+    run_id: Annotated[str, typer.Argument(help="the run id (the ChaosTest status names it under bundle)")],
+    out: Annotated[Path, typer.Option(help="directory for report.json, report.html, junit.xml")] = Path("."),
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
+) -> None:
+    """Get a cluster run's evidence bundle from NATS' object store."""
+    try:
+        files = asyncio.run(artifacts.fetch_bundle(nats_url, nats_prefix, run_id, FILES))
+    except (OSError, TimeoutError, NatsError) as exc:
+        raise fail(f"could not fetch the bundle of run {run_id}: {type(exc).__name__}: {exc}") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+        print(out / name)
 
 
 @app.command("report")
