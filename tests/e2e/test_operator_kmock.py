@@ -222,7 +222,8 @@ def fault(name: str, type_: str, component: str | None = None, duration: str = "
     return {"name": name, "type": type_, "startAfter": "0s", "duration": duration, **selector}
 
 
-SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100}}
+SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100},
+           "bundle": "nats object store chaos-reports: abcd1234/ (fincart-chaos fetch-bundle abcd1234)"}
 ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestart", "nats"),
               fault("pause", "processorPause", "processor", "1s"), fault("redis", "redisOutage", "redis", "1s"),
               fault("drop", "dbConnectionDrop")]
@@ -243,10 +244,11 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         container = load["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "fincart-chaos:e2e"
         assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                     "$(JOB_COMPLETION_INDEX)"]
+                                     "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
         env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
         assert env == {"FINCART_CHAOS_RUN_ID": test["metadata"]["uid"][:8],
-                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}}
+                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}},
+                       "FINCART_NATS_URL": memo.config.nats_url, "FINCART_NATS_PREFIX": memo.config.nats_prefix}
         assert load["metadata"]["ownerReferences"][0]["uid"] == test["metadata"]["uid"]
         assert "chaostest.yaml" in (get(cluster, CONFIGMAPS, "run-spec") or {})["data"]
 
@@ -269,6 +271,7 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         final = await eventually(lambda: status(cluster, "run").get("phase") in ("Completed", "Failed", "Error")
                                  and status(cluster, "run"))
         assert (final["phase"], final["verdict"], final["reportRef"]) == ("Completed", "Pass", "run-report"), final
+        assert final["bundle"] == SUMMARY["bundle"]  # where the full evidence is
         assert (final["counts"]["sent"], final["counts"]["lost"], final["runners"]["desired"]) == (100, 0, 4)
         assert {f["name"]: f["result"] for f in final["faults"]} == {
             "kill": "healed", "nats": "healed", "pause": "healed", "redis": "healed", "drop": "healed"}

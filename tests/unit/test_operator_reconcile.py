@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus
+from fincart_core.contracts.report import FaultRecord
 from fincart_operator import children, metrics
 from fincart_operator.children import Owner
 from fincart_operator.kube import job_view, owned, termination_message
@@ -33,6 +34,7 @@ from fincart_operator.reconcile import (
 )
 from fincart_operator.settings import OperatorSettings
 from prometheus_client import REGISTRY
+from pydantic import TypeAdapter
 
 OWNER = Owner("seed", "chaos", "0123456789abcdef", generation=3)
 SETTINGS = OperatorSettings(runner_image="fincart-chaos:test", poll_interval_s=1.5, load_deadline_s=600,
@@ -130,9 +132,10 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "fincart-chaos:test"
     assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                 "$(JOB_COMPLETION_INDEX)"]
+                                 "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
     env = {e["name"]: e for e in container["env"]}
     assert env["FINCART_CHAOS_RUN_ID"]["value"] == "01234567"
+    assert (env["FINCART_NATS_URL"]["value"], env["FINCART_NATS_PREFIX"]["value"]) == (SETTINGS.nats_url, "")
     assert env["FINCART_WEBHOOK_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -321,9 +324,15 @@ def test_verification_waits_for_the_load_and_for_every_fault_to_heal() -> None:
     job = created(verifying)[VERIFY]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["verify", "/etc/fincart-chaos/chaostest.yaml", "--summary-file",
-                                 "/dev/termination-log"]
+                                 "/dev/termination-log", "--ledger-from-nats", "--publish-bundle"]
     assert container["terminationMessagePolicy"] == "File"
-    assert {e["name"] for e in container["env"]} == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL"}
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL", "FINCART_NATS_URL", "FINCART_NATS_PREFIX",
+                        "FINCART_CHAOS_FAULTS"}
+    # the fault windows, for the verifier's coverage check
+    [window] = TypeAdapter(list[FaultRecord]).validate_json(env["FINCART_CHAOS_FAULTS"]["value"])
+    assert (window.name, window.result, window.started_at, window.healed_at) == (
+        "pause", "healed", at(10).timestamp(), at(20).timestamp())
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 160  # settle 60s + 100s
     conditions = {c.type: c.status for c in verifying.status.conditions}
     assert conditions == {"LoadComplete": "True", "Verified": "Unknown"}

@@ -33,7 +33,7 @@ from fincart_core.contracts.chaostest import (
     StatusFault,
     parse_duration,
 )
-from fincart_core.contracts.report import ReportSummary
+from fincart_core.contracts.report import FaultRecord, ReportSummary
 from pydantic import ValidationError
 
 from fincart_operator import children
@@ -248,6 +248,16 @@ def restore_targets(message: str | None) -> list[Workload]:
     return [Workload(kind, name, int(n)) for kind, name, n in _RESTORE.findall(message or "")]  # type: ignore[arg-type]
 
 
+def fault_windows(faults: list[StatusFault]) -> list[FaultRecord]:
+    """The status' fault occurrences as the verifier's coverage check reads them (epoch seconds)."""
+    def epoch(text: str | None) -> float | None:
+        moment = parse_time(text)
+        return moment.timestamp() if moment else None
+    return [FaultRecord(name=f.name, type=f.type, started_at=epoch(f.started_at), healed_at=epoch(f.healed_at),
+                        result="skipped" if f.result == "scheduled" else f.result, message=f.message)
+            for f in faults]
+
+
 def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -443,7 +453,8 @@ class _Step:
                 return self.finish("Error", "DeadlineExceeded", failure)
         if not load_done or any(f.result == "injected" for f in self.status.faults):
             return self.poll()
-        self.create(children.verify_job(self.owner, spec, self.settings, verify_deadline(spec, self.settings)))
+        self.create(children.verify_job(self.owner, spec, self.settings, verify_deadline(spec, self.settings),
+                                        fault_windows(self.status.faults)))
         self.status.phase = "Verifying"
         self.status.message = f"load complete; verifying (settle up to {spec.settle.timeout})"
         self.condition("LoadComplete", "True", "LoadJobComplete", f"{spec.load.parallelism} runner(s) done")
@@ -479,6 +490,7 @@ class _Step:
         self.status.counts = StatusCounts(**counts.model_dump(include=set(StatusCounts.model_fields)))
         self.status.anomalies = list(summary.anomalies)
         self.status.report_ref = children.report_config_map_name(self.owner.name)
+        self.status.bundle = summary.bundle
         violated = ", ".join(f"{a.invariant} x{a.count}" for a in summary.anomalies)
         message = (f"{summary.verdict}: sent {counts.sent}, stored {counts.stored}, lost {counts.lost}, "
                    f"duplicated {counts.duplicated}" + (f"; violated {violated}" if violated else "")
