@@ -42,7 +42,8 @@ def infra_env(infra: Infra, *kinds: str) -> dict[str, str]:
 
 def run_report(path: Path, tmp_path: Path, env: dict[str, str]) -> dict:
     out = tmp_path / "report.json"
-    done = chaos("run", path, "--local", "--report", out, "--logdir", tmp_path / "logs", env=env)
+    done = chaos("run", path, "--local", "--report", out, "--logdir", tmp_path / "logs", "--report-dir",
+                 tmp_path / "bundle", env=env)
     assert out.exists(), done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert done.returncode == 0, (report["verdict"], report["reports"][0].get("anomalies"), done.stderr[-3000:])
@@ -76,6 +77,11 @@ def test_the_faults_example_passes_and_heals_every_fault(infra: Infra, tmp_path:
         ("brokerRestart", "healed"), ("dbConnectionDrop", "healed"), ("podKill", "healed"),
         ("redisOutage", "healed")]
     assert all(f["healed_at"] > f["started_at"] for f in report["faults"])
+    # every fault hit webhooks in flight, and the evidence bundle is written next to the JSON
+    assert report["inconclusive"] == [] and report["outcomes"]["lost"] == report["outcomes"]["unexpected"] == 0
+    assert sorted(p.name for p in (tmp_path / "bundle").iterdir()) == ["junit.xml", "report.html", "report.json"]
+    page = (tmp_path / "bundle" / "report.html").read_text()
+    assert all(f"{f['name']} ({f['type']})" in page for f in report["faults"])
 
 
 @pytest.fixture

@@ -180,6 +180,7 @@ def summary_json(report: ReportSummary, limit: int = TERMINATION_MESSAGE_LIMIT) 
             break
         for anomaly in [*summary.anomalies, *summary.inconclusive]:
             anomaly.samples = anomaly.samples[:keep]
+            anomaly.message = anomaly.message[:200]
         for fault in summary.faults:
             fault.message = (fault.message or "")[:80] or None
         text = summary.model_dump_json()

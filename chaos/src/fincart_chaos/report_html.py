@@ -57,12 +57,6 @@ def section(report: Report) -> str:
            f"<span class='verdict {report.verdict}'>{report.verdict}</span></h1>"]
     if report.reason:
         out.append(f"<p>{escape(report.reason)}</p>")
-    out.append("<h2>Checks</h2>" + _table(("check", "what", "result", "found"), (
-        (escape(c.name), escape(c.title), f"<span class='{c.result}'>{c.result}</span>", escape("; ".join(c.messages)))
-        for c in report.checks)))
-    out.append("<h2>Checklist</h2>" + _table(("item", "result", "detail"), (
-        (escape(c.item), f"<span class='{MARK[c.ok][0]}'>{MARK[c.ok][1]}</span>", escape(c.detail))
-        for c in report.checklist)))
     out.append("<h2>Counts</h2>" + _table(list(report.counts.model_dump()), [
         [str(v) for v in report.counts.model_dump().values()]]))
     if report.outcomes:
@@ -71,6 +65,10 @@ def section(report: Report) -> str:
         if report.lost_positions:
             out.append("<p>lost, by position among the acknowledged webhooks of their order: "
                        + escape(", ".join(f"{k} {v}" for k, v in sorted(report.lost_positions.items()))) + "</p>")
+    if report.timeline:
+        out.append("<h2>Plots</h2>"
+                   f"<div class='plot' id='plot-throughput'>{throughput_and_latency(report)}</div>"
+                   f"<div class='plot' id='plot-outcomes'>{outcomes_over_time(report)}</div>")
     if report.inconclusive:
         out.append("<h2>Why the run proves less than it claims</h2>" + _table(("check", "finding"), (
             (escape(a.invariant), f"<span class='inconclusive'>{escape(a.message)}</span>")
@@ -81,15 +79,17 @@ def section(report: Report) -> str:
             for a in report.anomalies)))
     if report.counterexamples:
         out.append("<h2>Counterexamples</h2>" + "".join(_counterexample(e) for e in report.counterexamples))
+    out.append("<h2>Checks</h2>" + _table(("check", "what", "result", "found"), (
+        (escape(c.name), escape(c.title), f"<span class='{c.result}'>{c.result}</span>", escape("; ".join(c.messages)))
+        for c in report.checks)))
+    out.append("<h2>Checklist</h2>" + _table(("item", "result", "detail"), (
+        (escape(c.item), f"<span class='{MARK[c.ok][0]}'>{MARK[c.ok][1]}</span>", escape(c.detail))
+        for c in report.checklist)))
     if report.faults:
         out.append("<h2>Faults</h2>" + _table(("fault", "type", "result", "held s", "detail"), (
             (escape(f.name), escape(f.type), escape(f.result),
              f"{f.healed_at - f.started_at:.1f}" if f.healed_at and f.started_at else "-", escape(f.message or ""))
             for f in report.faults)))
-    if report.timeline:
-        out.append("<h2>Plots</h2>"
-                   f"<div class='plot' id='plot-throughput'>{throughput_and_latency(report)}</div>"
-                   f"<div class='plot' id='plot-outcomes'>{outcomes_over_time(report)}</div>")
     if report.performance:
         out.append("<h2>Performance</h2>" + _table(("metric", "value", "rating", "Expected", "Good", "Excellent"), (
             (escape(r.metric), f"{r.value_s:.2f} s" if r.value_s is not None else "-", escape(r.rating),
