@@ -10,10 +10,12 @@ from decimal import Decimal
 import pytest
 from fincart_chaos.history_checks import (
     AuditEntry,
+    Extras,
     FaultWindow,
     OrderColumns,
     PageItem,
     ReadBack,
+    StoreView,
     events_vs_history,
     expected_columns,
     fault_windows,
@@ -27,7 +29,8 @@ from fincart_chaos.history_checks import (
 )
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
-from fincart_chaos.workload import Webhook, full_plan
+from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, OrderRow, verify
+from fincart_chaos.workload import Webhook, full_plan, poison_kind
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
@@ -250,3 +253,37 @@ def test_fault_windows_count_failed_retried_and_answered():
         "kill-ingest"]
     skipped = FaultRecord(name="redis", type="redisOutage", started_at=0.0, healed_at=0.0, result="skipped")
     assert fault_windows([skipped], ledger, {}) == []
+
+
+def test_the_checks_run_in_the_verifier(run: Run):
+    """Registered with @check, the checks above judge a Context that carries their Extras."""
+    requests = full_plan(LOAD)
+    history = History(
+        orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
+        audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit])
+    answers = {"valid": 200, "duplicate": 200, "poison": 422}
+    ledger = [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
+    walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
+    store = StoreView(run.rows, run.versions, run.audit)
+
+    def judge(store: StoreView, ledger: list[LedgerEntry]) -> dict[str, set[str]]:
+        ctx = Context(requests, ledger, history, run.events, extras=Extras(store, walk_after=walk))
+        result = verify(ctx, set(ALL_INVARIANTS))
+        return {a.invariant: {m.message for m in result.anomalies if m.invariant == a.invariant}
+                for a in result.anomalies}
+
+    assert judge(store, ledger) == {}
+    order_id = next(iter(run.rows))
+    priced = dataclasses.replace(store, rows={**run.rows, order_id: dataclasses.replace(
+        run.rows[order_id], total_price=Decimal("0.01"))})
+    # (the page walk, read before the damage, no longer matches the row either)
+    assert judge(priced, ledger) == {"I2": {"stored total_price differs from the winning webhook's"},
+                                     "I1": {"GET /orders differs from the stored row"}}
+    poison = next(r for r in requests if r.kind == "poison" and poison_kind(r.webhook.webhook_id) == "schema")
+    accepted = [entry(e.webhook_id, 200, "poison") if e.webhook_id == poison.webhook.webhook_id else e for e in ledger]
+    dead = dataclasses.replace(store, audit=[*run.audit, AuditEntry(poison.webhook.webhook_id, "unknown", "failed")])
+    assert judge(dead, accepted) == {
+        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}}
+    assert judge(store, accepted) == {
+        "I3": {"poison webhooks accepted but never dead-lettered (stuck or silently dropped)"},
+        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}}

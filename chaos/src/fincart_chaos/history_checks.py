@@ -1,4 +1,5 @@
-"""Checks over the whole history, as pure functions of plain data (the verifier gathers the data).
+"""Checks over the whole history, as pure functions of plain data (history_data.py gathers it), registered
+with the verifier (``@check``: they judge ``Context.extras``, and are skipped when it is absent).
 
 Each returns :class:`Violation` s naming the invariant they break (chaos/README.md, Invariants):
 
@@ -20,17 +21,19 @@ Each returns :class:`Violation` s naming the invariant they break (chaos/README.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from decimal import Decimal
 
 from fincart_core.contracts.report import FaultRecord
 from pydantic import BaseModel
 
+from fincart_chaos import oracle
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
-from fincart_chaos.workload import Request, Webhook, poison_kind
+from fincart_chaos.verify import Context, Finding, check, found
+from fincart_chaos.workload import Webhook, poison_kind
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 
@@ -86,15 +89,12 @@ class PageItem:
     columns: OrderColumns
 
 
-def expected_columns(webhook: Webhook, status: Callable[[Webhook], str] | None = None,
-                     fee: Callable[[Webhook], Decimal] | None = None) -> OrderColumns:
-    """What the row holds when ``webhook`` won; ``status``/``fee`` give the expected derived values (an
-    oracle), else the webhook's own."""
-    return OrderColumns(
-        status=status(webhook) if status else webhook.status, total_price=webhook.total_price,
-        shipping_fee=fee(webhook) if fee else webhook.shipping_fee, last_external_updated_at=webhook.updated_at,
-        last_webhook_id=webhook.webhook_id,
-    )
+def expected_columns(webhook: Webhook) -> OrderColumns:
+    """What the row holds when ``webhook`` won, status and fee by the verifier's own statement of the
+    domain rules (oracle.py), not by the code under test."""
+    status, fee = oracle.expected(webhook.payload)
+    return OrderColumns(status=status, total_price=webhook.total_price, shipping_fee=fee,
+                        last_external_updated_at=webhook.updated_at, last_webhook_id=webhook.webhook_id)
 
 
 def _differing(actual: OrderColumns, expected: OrderColumns) -> list[str]:
@@ -312,57 +312,91 @@ def idle_faults(windows: Sequence[FaultWindow]) -> list[str]:
 
 
 @dataclass
-class Evidence:
-    """Everything the checks above look at. ``ledger`` None: every valid webhook counts as acked;
-    ``observed`` None: no observer (the event checks are skipped); the read API parts are optional."""
+class Extras:
+    """What run/verify gather for these checks beyond the verifier's Context (``Context.extras``)."""
 
-    requests: Sequence[Request]
-    ledger: Sequence[LedgerEntry] | None
     store: StoreView
-    observed: Sequence[Seen] | None = None
     resumed: Sequence[Sequence[Seen]] = ()
     reads: Sequence[ReadBack] = ()
     walks_during: Sequence[Sequence[PageItem]] = ()
     walk_after: Sequence[PageItem] | None = None
+    selectors: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # fault name -> its selector
 
 
-Oracle = Callable[[Webhook], OrderColumns]
+# ---------------------------------------------------------------- registered with the verifier
 
 
-def winners(evidence: Evidence, oracle: Oracle = expected_columns) -> dict[str, OrderColumns]:
-    """Per order, the columns of the applied webhook with the greatest (updated_at, id): applied = acked,
-    or stored though unanswered."""
-    valid = {r.webhook.webhook_id: r.webhook for r in evidence.requests if r.valid}
-    audited = {a.webhook_id for a in evidence.store.audit}
-    acked = set(valid) if evidence.ledger is None else {e.webhook_id for e in evidence.ledger if e.acked}
-    best: dict[str, Webhook] = {}
-    for webhook_id in (acked | audited) & set(valid):
-        w = valid[webhook_id]
-        if w.order_id not in best or w.sort_key > best[w.order_id].sort_key:
-            best[w.order_id] = w
-    return {order_id: oracle(w) for order_id, w in best.items()}
+def _findings(violations: Iterable[Violation], invariant: str | None = None) -> Iterator[Finding]:
+    for v in _merged(violations):
+        if invariant is None or v.invariant == invariant:
+            yield from found(v.invariant, v.message, v.ids)
 
 
-def check_all(evidence: Evidence, oracle: Oracle = expected_columns) -> list[Violation]:
-    """Every check of this module that the evidence allows."""
-    store = evidence.store
-    found = stored_columns(winners(evidence, oracle), store.rows)
-    if evidence.observed is not None:
-        expected = {r.webhook.webhook_id: oracle(r.webhook) for r in evidence.requests if r.valid}
-        found += events_vs_history(evidence.observed, store.audit, expected)
-        found += observer_views(evidence.observed, evidence.resumed, store.rows, store.versions)
-    found += reads_behind_events(evidence.reads)
+@check("I2", "every column the winning webhook determines is stored as the webhook (and the domain rules) say")
+def winner_columns(ctx: Context) -> Iterator[Finding]:
+    if ctx.extras is not None:
+        winners = {order_id: expected_columns(w) for order_id, w in ctx.newest.items()}
+        yield from _findings(stored_columns(winners, ctx.extras.store.rows))
+
+
+@check("I6", "the events are the committed history, never ahead of the store; resumed observers converge")
+def event_history(ctx: Context) -> Iterator[Finding]:
+    if ctx.extras is None:
+        return
+    store = ctx.extras.store
+    violations = reads_behind_events(ctx.extras.reads)
+    if ctx.observed is not None:
+        expected = {webhook_id: expected_columns(w) for webhook_id, w in ctx.valid.items()}
+        violations += events_vs_history(ctx.observed, store.audit, expected)
+        violations += observer_views(ctx.observed, ctx.extras.resumed, store.rows, store.versions)
+    yield from _findings(violations)
+
+
+@check("I1", "GET /orders paged end to end lists every order once, as stored")
+def read_api_pages(ctx: Context) -> Iterator[Finding]:
+    if ctx.extras is None:
+        return
+    extras, store = ctx.extras, ctx.extras.store
     committed = {(a.order_id, a.version): a.webhook_id for a in store.audit if a.status == "processed"}
-    scope = {r.webhook.order_id for r in evidence.requests}
-    walks = [(walk, False) for walk in evidence.walks_during]
-    walks += [(evidence.walk_after, True)] if evidence.walk_after is not None else []
-    for walk, quiescent in walks:
-        found += page_walk(walk, scope, rows=store.rows, versions=store.versions, committed=committed,
-                           quiescent=quiescent)
-    poison = {r.webhook.webhook_id: poison_kind(r.webhook.webhook_id) for r in evidence.requests if r.kind == "poison"}
+    scope = {r.webhook.order_id for r in ctx.requests}
+    walks = [(walk, False) for walk in extras.walks_during]
+    walks += [(extras.walk_after, True)] if extras.walk_after is not None else []
+    yield from _findings(v for walk, quiescent in walks for v in page_walk(
+        walk, scope, rows=store.rows, versions=store.versions, committed=committed, quiescent=quiescent))
+
+
+def _poison(ctx: Context, invariant: str) -> Iterator[Finding]:
+    if ctx.extras is None or not ctx.poison:
+        return
+    store = ctx.extras.store
+    kinds = {webhook_id: poison_kind(webhook_id) for webhook_id in ctx.poison}
     audit = {a.webhook_id: a for a in store.audit}
-    found += poison_outcomes(poison, evidence.ledger, audit, (c.last_webhook_id for c in store.rows.values()))
-    return _merged(found)
+    winners = (c.last_webhook_id or "" for c in store.rows.values())
+    yield from _findings(poison_outcomes(kinds, ctx.ledger, audit, winners), invariant)
+
+
+@check("I3", "poison that was accepted is dead-lettered (a failed audit row)")
+def poison_dead_lettered(ctx: Context) -> Iterator[Finding]:
+    yield from _poison(ctx, "I3")
+
+
+@check("I5", "poison is never applied")
+def poison_never_applied(ctx: Context) -> Iterator[Finding]:
+    yield from _poison(ctx, "I5")
+
+
+@check("I7", "poison is answered 4xx (422 when it breaks the order contract) or accepted and dead-lettered")
+def poison_answered(ctx: Context) -> Iterator[Finding]:
+    yield from _poison(ctx, "I7")
+
+
+@check("coverage", "every fault overlapped webhooks in flight")
+def request_path_faults(ctx: Context) -> Iterator[Finding]:
+    if ctx.extras is None or ctx.ledger is None:
+        return
+    for name in idle_faults(fault_windows(ctx.faults, ctx.ledger, ctx.extras.selectors)):
+        yield Finding("coverage", f"fault {name} is on the request path but failed no request", (name,),
+                      inconclusive=True)
 
 
 def _merged(found: Iterable[Violation]) -> list[Violation]:

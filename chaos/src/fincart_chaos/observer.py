@@ -144,9 +144,14 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def _read_until_covered(ws: websockets.ClientConnection, observer: Observer, since: int = 0) -> None:
+class ReplayUnavailable(Exception):
+    """The sync service answered the replay with a snapshot: the events from ``since`` are not all there."""
+
+
+async def _read_until_covered(ws: websockets.ClientConnection, observer: Observer, since: int = 0,
+                              snapshot_ok: bool = True) -> None:
     """Frames into ``observer`` until it covered the stream position announced by the resume frame (or
-    the snapshot's last page)."""
+    the snapshot's last page); ``snapshot_ok`` False: a snapshot instead of the events is ReplayUnavailable."""
     end: int | None = None
     more_pages = False
     covered = since  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself
@@ -156,6 +161,9 @@ async def _read_until_covered(ws: websockets.ClientConnection, observer: Observe
             end = frame["seq"]
         elif frame.get("type") == "snapshot":
             end, more_pages = frame["seq"], not frame.get("last")
+            if frame.get("page") == 0 and not snapshot_ok:
+                raise ReplayUnavailable(f"the events could not be replayed from sequence {since} "
+                                        f"({frame.get('reason')})")
         elif frame.get("type") == "error":
             raise ConnectionError(f"sync refused the connection: {frame.get('message')}")
         if frame.get("type") != "resume":
@@ -163,15 +171,16 @@ async def _read_until_covered(ws: websockets.ClientConnection, observer: Observe
         observer.take(frame)
 
 
-async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> tuple[list[Seen], list[str]]:
-    """Every event the stream still holds for ``order_ids``, as a client resuming from 0 gets them."""
+async def replay(sync_url: str, order_ids: Collection[str], timeout: float,
+                 since: int = 0) -> tuple[list[Seen], list[str]]:
+    """Every event after stream sequence ``since`` for ``order_ids``, as a client resuming from ``since``
+    gets them (``since``: where the stream stood when the test started, so a long-lived stream is not
+    replayed from 0 past FINCART_REPLAY_MAX_EVENTS)."""
     wanted = set(order_ids)
     observer = Observer(sync_url)
-    url = ws_url(sync_url, since=0)
+    url = ws_url(sync_url, since=since)
     async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
-        await _read_until_covered(ws, observer)
-    if any(s.kind == "reset" for s in observer.log):
-        observer.problems.append("the stream could not be replayed from 0 (the server sent a snapshot)")
+        await _read_until_covered(ws, observer, since, snapshot_ok=False)
     log = [seen for seen in observer.log if seen.order_id in wanted]
     return log, observer.problems
 
@@ -239,3 +248,18 @@ class ResumingObserver(Observer):
                 await _read_until_covered(ws, self, since or 0)
         except (OSError, TimeoutError, ConnectionError, websockets.WebSocketException) as exc:
             self.problems.append(f"resuming observer could not catch up: {type(exc).__name__}: {exc}")
+
+
+PROBE_ORDER = "fincart-chaos-stream-position"  # an order no test has: its snapshot is empty, its seq is the stream's
+
+
+async def stream_position(sync_url: str, timeout: float = CONNECT_TIMEOUT_S) -> int:
+    """The ORDER_EVENTS stream's last sequence now (a runner records it before its first request)."""
+    async with asyncio.timeout(timeout), websockets.connect(ws_url(sync_url, order=PROBE_ORDER),
+                                                            open_timeout=CONNECT_TIMEOUT_S) as ws:
+        while True:
+            frame = json.loads(await ws.recv())
+            if frame.get("type") == "snapshot":
+                return int(frame["seq"])
+            if frame.get("type") == "error":
+                raise ConnectionError(f"sync refused the connection: {frame.get('message')}")

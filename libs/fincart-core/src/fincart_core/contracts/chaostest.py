@@ -225,3 +225,4 @@ class ChaosTestStatus(StatusModel):
     counts: StatusCounts = Field(default_factory=StatusCounts)
     anomalies: list[Anomaly] = Field(default_factory=list)
     report_ref: str | None = Field(None, description="ConfigMap holding the full JSON report")
+    bundle: str | None = Field(None, description="Where the evidence bundle (report.html, junit.xml, report.json) is")
