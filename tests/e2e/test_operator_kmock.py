@@ -223,7 +223,8 @@ def fault(name: str, type_: str, component: str | None = None, duration: str = "
     return {"name": name, "type": type_, "startAfter": "0s", "duration": duration, **selector}
 
 
-SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100}}
+SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100},
+           "bundle": "nats object store chaos-reports: abcd1234/ (fincart-chaos fetch-bundle abcd1234)"}
 ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestart", "nats"),
               fault("pause", "processorPause", "processor", "1s"), fault("redis", "redisOutage", "redis", "1s"),
               fault("drop", "dbConnectionDrop")]
@@ -244,10 +245,11 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         container = load["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "fincart-chaos:e2e"
         assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                     "$(JOB_COMPLETION_INDEX)"]
+                                     "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
         env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
         assert env == {"FINCART_CHAOS_RUN_ID": test["metadata"]["uid"][:8],
-                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}}
+                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}},
+                       "FINCART_NATS_URL": memo.config.nats_url, "FINCART_NATS_PREFIX": memo.config.nats_prefix}
         assert load["metadata"]["ownerReferences"][0]["uid"] == test["metadata"]["uid"]
         assert "chaostest.yaml" in (get(cluster, CONFIGMAPS, "run-spec") or {})["data"]
 
@@ -270,6 +272,7 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         final = await eventually(lambda: status(cluster, "run").get("phase") in ("Completed", "Failed", "Error")
                                  and status(cluster, "run"))
         assert (final["phase"], final["verdict"], final["reportRef"]) == ("Completed", "Pass", "run-report"), final
+        assert final["bundle"] == SUMMARY["bundle"]  # where the full evidence is
         assert (final["counts"]["sent"], final["counts"]["lost"], final["runners"]["desired"]) == (100, 0, 4)
         assert {f["name"]: f["result"] for f in final["faults"]} == {
             "kill": "healed", "nats": "healed", "pause": "healed", "redis": "healed", "drop": "healed"}
@@ -390,3 +393,35 @@ async def test_a_load_job_that_never_finishes_ends_in_error_at_the_deadline(clus
         await eventually(lambda: get(cluster, JOBS, "slow-load") is None)
     assert "did not finish within 1s" in final["message"]
     assert {c["type"]: c["reason"] for c in final["conditions"]}["LoadComplete"] == "DeadlineExceeded"
+
+
+async def test_a_test_deleted_while_the_operator_was_down_is_still_healed(cluster: Cluster) -> None:
+    seed_targets(cluster)
+    async with operator(settings()):
+        await apply(cluster, chaostest("orphan", faults=[fault("pause", "processorPause", "processor", "60s")]))
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 0)
+    processor = get(cluster, STATEFULSETS, "fincart-processor") or {}
+    assert json.loads(processor["metadata"]["annotations"]["chaos.fincart.io/restore"])["replicas"] == 2
+    # while the operator is down, someone removes the finalizer and deletes the test: its status is gone
+    await call(cluster, "patch", path(CHAOSTESTS, "orphan"), {"metadata": {"finalizers": None}})
+    await call(cluster, "delete", path(CHAOSTESTS, "orphan"))
+    await eventually(lambda: get(cluster, CHAOSTESTS, "orphan") is None)
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 0
+    async with operator(settings()):  # the workload itself says what to restore
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2)
+        await eventually(lambda: not ((get(cluster, STATEFULSETS, "fincart-processor") or {})["metadata"].get(
+            "annotations") or {}).get("chaos.fincart.io/restore"))
+
+
+async def test_the_kill_switch_aborts_and_heals_every_running_test(cluster: Cluster) -> None:
+    async with operator(settings()):
+        await run_until_faults_hold(cluster, "one")
+        await apply(cluster, chaostest("two"))
+        await eventually(lambda: get(cluster, JOBS, "two-load"))
+    async with operator(settings(kill_switch=True)):  # e.g. kubectl set env deployment/... FINCART_KILL_SWITCH=true
+        for name in ("one", "two"):
+            await eventually(lambda name=name: status(cluster, name).get("phase") == "Aborted")  # type: ignore[misc]
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2)
+    assert get(cluster, JOBS, "one-load") is None and get(cluster, JOBS, "two-load") is None
+    assert get(cluster, JOBS, "one-fault-drop-0") is None
+    assert "kill switch" in status(cluster, "one")["message"]

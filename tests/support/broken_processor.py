@@ -9,17 +9,37 @@ Modes and the invariant the verifier has to name:
 * ``ack-before-commit``: acks a batch before applying it and dies in between (I5 lost).
 * ``double-apply``: applies every webhook a second time, as a redelivery without the check would (I4, I5).
 * ``skip-events``: never publishes the change event of an order's first version (I6).
+* ``tie-by-arrival``: on equal ``updated_at`` the later arrival wins instead of the greater webhook id (I2).
+* ``fee-tier-inclusive``: the processor's fee tiers include their upper bound (50.00 pays 9.99): its use of
+  the domain rule is wrong, the verifier's expectation is not (I2 shipping_fee; the events carry it too: I6).
+* ``total-price-kept``: the upsert forgets to update ``total_price`` (I2 total_price).
+* ``event-per-webhook``: publishes an event for every webhook of a batch, discarded ones too, deduped per
+  webhook instead of per version (I6: events for discarded webhooks).
+* ``publish-before-commit``: publishes the events inside the transaction, before it commits (I6: a
+  client reading the order on the event finds the older version).
+* ``crash-after-commit``: dies once right after its first batch committed, before the events and the ack,
+  so that the batch is redelivered on purpose; otherwise correct (the control of the next mode).
+* ``crash-after-commit-no-republish``: the same crash, and a redelivered, already applied webhook's event
+  is not published again (I6: the versions of the crashed batch never reach a client).
+* ``poison-forever``: never dead-letters an unparseable message, naks it forever (its order's partition
+  keeps retrying it: I3, accepted poison never dead-lettered).
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from decimal import Decimal
 
-from fincart_processor import app, consumer, order_store
+import asyncpg
+from fincart_core import domain
+from fincart_core.contracts.events import OrderEvent
+from fincart_processor import app, consumer, decisions, order_store
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from nats.aio.msg import Msg
@@ -85,9 +105,103 @@ def skip_events() -> None:
     EventPublisher.publish = publish_updates_only  # type: ignore[method-assign]
 
 
+def tie_by_arrival() -> None:
+    def later_arrival_wins(updated_at: datetime, webhook_id: str, stored_at: datetime, stored_id: str) -> bool:
+        return updated_at >= stored_at
+
+    decisions.supersedes = later_arrival_wins
+    # the store's guard agrees with the decision (else the upsert would refuse and the batch retry)
+    order_store.UPSERT_ORDERS = order_store.UPSERT_ORDERS.replace(
+        """WHERE (excluded.last_external_updated_at, excluded.last_webhook_id COLLATE "C")
+    > (orders.last_external_updated_at, orders.last_webhook_id COLLATE "C")""",
+        "WHERE excluded.last_external_updated_at >= orders.last_external_updated_at")
+
+
+def fee_tier_inclusive() -> None:
+    def fee(total_price: Decimal | None) -> Decimal:
+        total = total_price if total_price is not None else Decimal("0")
+        return next((fee for bound, fee in domain.SHIPPING_TIERS if total <= bound), domain.FREE_SHIPPING)
+
+    decisions.shipping_fee = fee
+
+
+def total_price_kept() -> None:
+    order_store.UPSERT_ORDERS = order_store.UPSERT_ORDERS.replace("total_price = excluded.total_price, ", "")
+
+
+def event_per_webhook() -> None:
+    apply_batch = consumer.apply_batch
+
+    async def with_discarded(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list[OrderEvent]]:
+        plan, events = await apply_batch(conn, webhooks)
+        latest = {e.order.shopify_order_id: e for e in events}
+        for w, status, _ in plan.audit:
+            if status == "discarded" and w.order_id in latest:  # "the order was touched": its state, this webhook
+                order = latest[w.order_id].order.model_copy(update={"last_webhook_id": w.webhook_id})
+                events.append(OrderEvent(order=order))
+        return plan, events
+
+    consumer.apply_batch = with_discarded
+    # one event per webhook: deduped by the webhook id instead of the version
+    OrderEvent.msg_id = property(lambda self: f"{self.order.shopify_order_id}:{self.order.last_webhook_id}")  # type: ignore[method-assign,assignment]
+
+
+def publish_before_commit() -> None:
+    publishers: list[EventPublisher] = []
+    start = EventPublisher.start
+
+    async def remember(self: EventPublisher) -> None:
+        await start(self)
+        publishers.append(self)
+
+    apply_batch = consumer.apply_batch
+
+    async def publish_then_commit(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list]:  # type: ignore[type-arg]
+        async with conn.transaction():  # the real transaction becomes a savepoint of this one
+            plan, events = await apply_batch(conn, webhooks)
+            await publishers[0].publish([(e, None) for e in events])
+            await asyncio.sleep(COMMIT_DELAY_S)  # the commit takes a moment (as under load): readers see the old row
+        return plan, []
+
+    EventPublisher.start = remember  # type: ignore[method-assign]
+    consumer.apply_batch = publish_then_commit
+
+
+def crash_after_commit(republish: bool = True) -> Callable[[], None]:
+    def plant() -> None:
+        apply_batch = consumer.apply_batch
+
+        async def commit_then_die(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list]:  # type: ignore[type-arg]
+            plan, events = await apply_batch(conn, webhooks)
+            if not os.environ.get(RESTARTED) and plan.applied:
+                print(f"broken processor: committed {len(plan.applied)} versions, dying before their events and the "
+                      "ack", file=sys.stderr, flush=True)
+                os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, RESTARTED: "1"})
+            if not republish:  # the bug: a redelivered, already applied webhook gets no event again
+                redelivered = {(a.webhook.order_id, a.version) for a in plan.redelivered}
+                events = [e for e in events if (e.order.shopify_order_id, e.order.version) not in redelivered]
+            return plan, events
+
+        consumer.apply_batch = commit_then_die
+    return plant
+
+
+def poison_forever() -> None:
+    async def nak_forever(self: consumer.PartitionConsumer, msg: Msg, reason: str) -> None:
+        await consumer._quietly(msg.nak(delay=self._settings.retry_backoff_s))
+
+    consumer.PartitionConsumer._poison = nak_forever  # type: ignore[method-assign]
+
+
+COMMIT_DELAY_S = 0.5
+
 MODES: dict[str, Callable[[], None]] = {
     "correct": lambda: None, "ignore-timestamp": ignore_timestamp, "ack-before-commit": ack_before_commit,
-    "double-apply": double_apply, "skip-events": skip_events,
+    "double-apply": double_apply, "skip-events": skip_events, "tie-by-arrival": tie_by_arrival,
+    "fee-tier-inclusive": fee_tier_inclusive, "total-price-kept": total_price_kept,
+    "event-per-webhook": event_per_webhook, "publish-before-commit": publish_before_commit,
+    "crash-after-commit": crash_after_commit(), "crash-after-commit-no-republish": crash_after_commit(False),
+    "poison-forever": poison_forever,
 }
 
 

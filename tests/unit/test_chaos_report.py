@@ -1,9 +1,21 @@
-"""Ratings against the seed guide's table, and the status summary that must fit a termination message."""
+"""Ratings against the seed guide's table, the status summary that must fit a termination message, and the
+evidence bundle: the HTML page and the JUnit XML."""
 
 from __future__ import annotations
 
-from fincart_chaos.report import Report, rate, summary_json
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from fincart_chaos.bundle import RunReport, write_bundle
+from fincart_chaos.report import CheckResult, Report, Timings, assemble, rate, summary_json
+from fincart_chaos.report_junit import junit_xml
+from fincart_chaos.verify import ALL_INVARIANTS, Context, verify
+from fincart_chaos.workload import full_plan
+from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import Anomaly, FaultRecord, ReportSummary
+
+from tests.support.chaos_histories import run_model, timed
 
 
 def test_ratings_follow_the_guide_thresholds():
@@ -25,3 +37,56 @@ def test_the_summary_fits_4_kib_and_keeps_the_verdict():
     assert summary.verdict == "Fail" and [a.count for a in summary.anomalies] == [10**6] * 7
     small = Report(name="t", verdict="Pass")
     assert ReportSummary.model_validate_json(summary_json(small)).verdict == "Pass"
+
+
+def failing_run() -> tuple[Report, str]:
+    """A report with a lost webhook, an unknown one and a fault window over the load."""
+    sent = full_plan(Load(orders=4, updates_per_order=12, invalid_signature_ratio=0.1, seed=3))
+    history, seen, ledger = run_model(sent)
+    ledger = timed(ledger, step=0.05)
+    victim = next(a for a in history.audit if a.status == "discarded")
+    unknown = next(a for a in history.audit if a.status == "discarded" and a is not victim).webhook_id
+    ledger = [e.model_copy(update={"status": 0, "first_status": 0}) if e.webhook_id == unknown else e for e in ledger]
+    history.audit = [a for a in history.audit if a.webhook_id not in (victim.webhook_id, unknown)]
+    faults = [FaultRecord(name="kill-processor", type="podKill", started_at=1000.5, healed_at=1001.5, result="healed")]
+    ctx = Context(sent, ledger, history, seen, faults=faults)
+    result = verify(ctx, set(ALL_INVARIANTS))
+    report = assemble("broken", ctx, result, set(ALL_INVARIANTS), timings=Timings(total_s=3.0), notes=[],
+                      orders_api=None, performance=[])
+    return report, victim.webhook_id
+
+
+def test_the_bundle_holds_the_verdict_plots_fault_labels_and_counterexamples(tmp_path: Path):
+    report, lost = failing_run()
+    assert report.verdict == "Fail" and report.outcomes["lost"] == 1 and report.outcomes["unknown"] == 1
+    paths = write_bundle(tmp_path, [report])
+    assert [p.name for p in paths] == ["report.json", "report.html", "junit.xml"]
+    page = (tmp_path / "report.html").read_text()
+    # self-contained: no script, every src/href is inline data or an anchor in the page
+    assert "<script" not in page and not re.search(r"""(?:src|href)=["'](?!data:|#)""", page)
+    assert page.count("<svg") == 2 and "kill-processor (podKill)" in page
+    assert "Counterexamples" in page and lost in page and "class='verdict Fail'" in page
+    again = RunReport.model_validate_json((tmp_path / "report.json").read_text())
+    assert again.verdict == "Fail" and again.reports[0].counterexamples == report.counterexamples
+
+
+def test_junit_has_a_testcase_per_check_and_checklist_item(tmp_path: Path):
+    report, _ = failing_run()
+    suite = ET.fromstring(junit_xml([report])).find("testsuite")
+    assert suite is not None
+    cases = {c.get("name"): c for c in suite.findall("testcase")}
+    assert len(cases) == len(report.checks) + len(report.checklist)
+    i5 = next(c for name, c in cases.items() if name and name.startswith("I5:"))
+    failure = i5.find("failure")
+    assert failure is not None and failure.get("type") == "violation"
+    assert int(suite.get("failures") or 0) >= 2 and suite.get("tests") == str(len(cases))
+    ok = next(c for name, c in cases.items() if name and name.startswith("I1:"))
+    assert list(ok) == []  # passed
+
+
+def test_an_inconclusive_check_is_no_green_testcase():
+    report, _ = failing_run()
+    report.checks = [CheckResult(name="I6", title="delivery", result="inconclusive", messages=["no observer"])]
+    report.checklist = []
+    case = ET.fromstring(junit_xml([report])).find("testsuite/testcase")
+    assert case is not None and case.find("failure") is not None and case.find("failure").get("type") == "inconclusive"  # type: ignore[union-attr]

@@ -8,45 +8,26 @@ tests/integration/test_chaos_broken_processors.py.
 from __future__ import annotations
 
 import dataclasses
+from decimal import Decimal
 
 import pytest
+from fincart_chaos import oracle, workload
+from fincart_chaos.evidence import counterexamples
 from fincart_chaos.ledger import LedgerEntry
-from fincart_chaos.observer import Seen
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, History, OrderRow, Result, check
+from fincart_chaos.outcomes import classify
+from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, check_history, verify
 from fincart_chaos.workload import Request, full_plan
 from fincart_core.contracts.chaostest import Load
+from fincart_core.contracts.report import FaultRecord
 
+from tests.support.chaos_histories import entry, run_model, timed
 from tests.support.processor_model import Model, Row
 
 LOAD = Load(orders=4, updates_per_order=12, duplicate_ratio=0.1, invalid_signature_ratio=0.1, seed=3)
 
 
-def entry(request: Request, status: int) -> LedgerEntry:
-    w = request.webhook
-    return LedgerEntry(webhook_id=w.webhook_id, order_id=w.order_id, kind=request.kind, status=status,
-                       first_status=status, attempts=1, sent_at=0.0, done_at=0.0, latency_ms=1.0)
-
-
-def run_model(requests: list[Request], model: Model | None = None) -> tuple[History, list[Seen], list[LedgerEntry]]:
-    """What a correct pipeline stores and a client sees, when the webhooks arrive in send order."""
-    model = model or Model()
-    by_id = {r.webhook.webhook_id: r.webhook for r in requests}
-    for request in requests:
-        if request.valid:
-            model.apply(request.webhook)
-    history = History(
-        orders=[OrderRow(o, r.status, r.shipping_fee, r.version, r.last_webhook_id) for o, r in model.rows.items()],
-        audit=[AuditRow(w, by_id[w].order_id, status) for w, (status, _) in model.audit.items()],
-    )
-    seen = [Seen(kind="event", seq=n, order_id=o, version=v, status=by_id[w].status,
-                 shipping_fee=str(by_id[w].shipping_fee), last_webhook_id=w, received_at=0.0)
-            for n, (o, v, w) in enumerate(model.events, 1)]
-    ledger = [entry(r, 200 if r.valid else 401) for r in requests]
-    return history, seen, ledger
-
-
 def verdict(requests, ledger, history, seen, max_lost: int = 0) -> Result:  # type: ignore[no-untyped-def]
-    return check(requests, ledger, history, seen, invariants=set(ALL_INVARIANTS), max_lost=max_lost)
+    return check_history(requests, ledger, history, seen, invariants=set(ALL_INVARIANTS), max_lost=max_lost)
 
 
 def failed(result: Result) -> set[str]:
@@ -70,10 +51,14 @@ def test_a_correct_history_passes(sent):
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
 
 
-def test_without_ledger_or_observer_the_rest_is_still_checked(sent):
+def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_inconclusive(sent):
     history, _, _ = run_model(sent)
     result = verdict(sent, None, history, None)
-    assert result.verdict == "Pass" and "I6" not in result.checked and "I7" not in result.checked
+    assert result.verdict == "Inconclusive" and not result.anomalies
+    assert result.checked == ["I1", "I2", "I3", "I4", "I5"]
+    assert {a.invariant for a in result.inconclusive} == {"I6", "I7"}
+    # chosen away by the spec, they are not owed
+    assert check_history(sent, None, history, None, invariants={"I1", "I5"}).verdict == "Pass"
 
 
 class LastWins(Model):
@@ -151,12 +136,142 @@ def test_nulls_failed_rows_and_extra_rows_fail_i1_i3(sent):
 
 def test_only_the_chosen_invariants_count(sent):
     history, seen, ledger = run_model(sent)
-    result = check(sent, ledger, history, seen[::2], invariants={"I1", "I2"})
+    result = check_history(sent, ledger, history, seen[::2], invariants={"I1", "I2"})
     assert result.verdict == "Pass" and result.checked == ["I1", "I2"]
 
 
 def test_nothing_acked_is_inconclusive(sent):
     history = History(orders=[], audit=[])
     ledger = [entry(r, 503 if r.valid else 401) for r in sent]
-    result = check(sent, ledger, history, [], invariants={"I1", "I2", "I3", "I4", "I5", "I6"})
+    result = check_history(sent, ledger, history, [], invariants={"I1", "I2", "I3", "I4", "I5", "I6"})
     assert result.verdict == "Inconclusive"
+
+
+# ---------------------------------------------------------------- outcome classes
+
+
+def test_each_outcome_class_and_unknown_is_never_lost(sent):
+    history, seen, ledger = run_model(sent)
+    ledger = timed(ledger)
+    discarded = [a.webhook_id for a in history.audit if a.status == "discarded"]
+    lost_id, unknown_id, recovered_id = discarded[:3]  # their loss changes no row, version or event
+    forged = next(e for e in ledger if not e.valid)
+    answers = {unknown_id: 0, recovered_id: 504}
+    ledger = [e.model_copy(update={"status": answers[e.webhook_id], "first_status": answers[e.webhook_id]})
+              if e.webhook_id in answers else e for e in ledger]
+    audit = [a for a in history.audit if a.webhook_id not in (lost_id, unknown_id)]
+    audit.append(AuditRow(forged.webhook_id, forged.order_id, "discarded"))
+    result = verdict(sent, ledger, dataclasses.replace(history, audit=audit), seen)
+    outcomes = result.outcomes
+    assert (outcomes["lost"], outcomes["unknown"], outcomes["recovered"], outcomes["unexpected"]) == (1, 1, 1, 1)
+    assert outcomes["rejected"] == sum(not r.valid for r in sent) - 1
+    assert outcomes["stored"] == len({r.webhook.webhook_id for r in sent if r.valid}) - 3
+    assert (result.counts.lost, result.counts.unknown, result.counts.recovered) == (1, 1, 1)
+    lost = next(a for a in result.anomalies if a.message.startswith("acked webhooks never stored"))
+    assert lost.samples == [lost_id]  # the unknown one is not lost
+    assert failed(result) == {"I5", "I7"}  # unknown/recovered: never answered 2xx (I7); lost, unexpected: I5
+    assert sum(result.lost_positions.values()) == 1
+
+
+def test_lost_webhooks_are_placed_among_the_acknowledged_ones_of_their_order():
+    def e(webhook_id: str, done_at: float, status: int = 200) -> LedgerEntry:
+        return LedgerEntry(webhook_id=webhook_id, order_id="o", kind="valid", status=status, first_status=status,
+                           attempts=1, sent_at=done_at - 1, done_at=done_at, latency_ms=1.0)
+    ledger = [e("w0", 1), e("w1", 2), e("w2", 3), e("w3", 4), e("w4", 5), e("w5", 6, 0)]
+    outcomes = {o.webhook_id: o for o in classify(ledger, applied={"w1", "w3"})}
+    assert [(outcomes[w].outcome, outcomes[w].position) for w in ("w0", "w2", "w4", "w5")] == [
+        ("lost", "before"), ("lost", "between"), ("lost", "after"), ("unknown", None)]
+    alone = classify([e("x", 1)], applied=set())
+    assert (alone[0].outcome, alone[0].position) == ("lost", "alone")
+
+
+# ---------------------------------------------------------------- coverage and catch-up
+
+
+def fault(name: str, start: float, end: float, result: str = "healed") -> FaultRecord:
+    return FaultRecord(name=name, type="podKill", started_at=start, healed_at=end, result=result)  # type: ignore[arg-type]
+
+
+def judge(sent, ledger, history, seen, **context) -> Result:  # type: ignore[no-untyped-def]
+    return verify(Context(sent, ledger, history, seen, **context), set(ALL_INVARIANTS))
+
+
+def test_a_fault_that_hit_nothing_in_flight_makes_the_verdict_inconclusive(sent):
+    history, seen, ledger = run_model(sent)
+    ledger = timed(ledger)  # requests from t=1000 to about 1001
+    hit = fault("kill-during", 1000.2, 1000.4)
+    assert judge(sent, ledger, history, seen, faults=[hit]).verdict == "Pass"
+    after = fault("kill-after", 2000.0, 2001.0)
+    broken = fault("kill-broken", 1000.2, 1000.4, result="failed")
+    result = judge(sent, ledger, history, seen, faults=[hit, after, broken])
+    assert result.verdict == "Inconclusive" and not result.anomalies
+    assert [(a.invariant, a.samples) for a in result.inconclusive] == [
+        ("coverage", ["kill-after"]), ("coverage", ["kill-broken"])]
+    assert "kill-after" in (result.reason or "") and result.checked == list(ALL_INVARIANTS)
+    # without ledgers nobody knows what a fault hit
+    assert judge(sent, None, history, seen, faults=[hit]).verdict == "Inconclusive"
+
+
+def test_a_request_in_flight_across_the_whole_window_counts(sent):
+    history, seen, ledger = run_model(sent)
+    ledger = timed(ledger, step=10.0)  # each request in flight for 50 s
+    inside = fault("short", ledger[3].sent_at + 1, ledger[3].sent_at + 2)  # between two sends
+    assert judge(sent, ledger, history, seen, faults=[inside]).verdict == "Pass"
+
+
+def test_reaching_the_catch_up_deadline_is_its_own_finding(sent):
+    history, seen, ledger = run_model(sent)
+    late = judge(sent, ledger, history, seen, caught_up=False, deadline="8s")
+    assert late.verdict == "Inconclusive" and [a.invariant for a in late.inconclusive] == ["catch-up"]
+    assert "8s" in late.inconclusive[0].message
+    victim = next(a for a in history.audit if a.status == "discarded")
+    damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
+    lost = judge(sent, ledger, damaged, seen, caught_up=False, deadline="8s")
+    assert lost.verdict == "Fail" and {a.invariant for a in lost.inconclusive} == {"catch-up"}
+
+
+# ---------------------------------------------------------------- the independent oracle
+
+
+def test_the_oracle_states_the_readme_rules():
+    statuses = {("paid", "fulfilled"): "SHIPPED", ("pending", "partial"): "CONFIRMED",
+                ("paid", "restocked"): "CANCELLED", ("pending", None): "PENDING", ("authorized", None): "PENDING",
+                ("paid", None): "CONFIRMED", ("partially_paid", None): "CONFIRMED",
+                ("partially_refunded", None): "CONFIRMED", ("refunded", None): "CANCELLED",
+                ("voided", None): "CANCELLED", ("something_new", None): "PENDING",
+                ("refunded", "unheard_of"): "CANCELLED"}
+    assert {k: oracle.expected_status(*k) for k in statuses} == statuses
+    fees = {"0": "9.99", "49.99": "9.99", "50": "7.99", "50.00": "7.99", "99.99": "7.99", "100": "5.99",
+            "199.99": "5.99", "200.00": "0.00", "1000": "0.00"}
+    assert {t: str(oracle.expected_fee(t)) for t in fees} == fees
+
+
+def test_a_wrong_fee_tier_in_the_shared_domain_code_is_caught(sent, monkeypatch: pytest.MonkeyPatch):
+    """The workload, the reference model and the processor all ask fincart_core.domain; the oracle does not."""
+    def off_by_a_tier(total: Decimal) -> Decimal:  # each tier's bound read as the next tier's
+        return Decimal("7.99") if total < 50 else Decimal("5.99") if total < 100 else Decimal("0.00")
+    monkeypatch.setattr(workload, "shipping_fee", off_by_a_tier)
+    history, seen, ledger = run_model(sent)
+    result = verdict(sent, ledger, history, seen)
+    assert failed(result) == {"I2"}
+    assert [a.message for a in result.anomalies] == ["final status or shipping fee differs from the domain rules "
+                                                     "(README)"]
+
+
+# ---------------------------------------------------------------- counterexamples
+
+
+def test_a_violation_comes_with_a_counterexample_per_sample_order(sent):
+    history, seen, ledger = run_model(sent)
+    ledger = timed(ledger)
+    victim = next(a for a in history.audit if a.status == "discarded")
+    damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
+    ctx = Context(sent, ledger, damaged, seen, faults=[fault("kill", 999.0, 1100.0)])
+    result = verify(ctx, set(ALL_INVARIANTS))
+    [example] = counterexamples(ctx, result.findings)
+    [order] = example.orders
+    assert example.invariant == "I5" and order.order_id == victim.order_id
+    lost = next(w for w in order.sent if w.webhook_id == victim.webhook_id)
+    assert (lost.outcome, lost.status, lost.faults) == ("lost", 200, ["kill"])
+    assert order.row is not None and order.row.version == len(order.versions_seen)
+    assert f"{victim.webhook_id}: discarded" not in order.audit and order.audit

@@ -190,7 +190,7 @@ def test_statuses_the_operator_writes_pass_the_crd_schema() -> None:
                  "healed_at": "2026-01-01T10:01:10Z", "result": "healed", "message": "pod deleted"}],
         counts={"sent": 10, "acked": 10, "stored": 8, "lost": 2, "duplicated": 0, "unexpected": 0},
         anomalies=[{"invariant": "I1", "message": "lost", "count": 2, "samples": ["o-1", "o-2"]}],
-        report_ref="faults-report",
+        report_ref="faults-report", bundle="nats object store chaos-reports: 0123abcd/",
     )
     dumped = full.model_dump(by_alias=True, mode="json")
     assert None not in dumped.values()

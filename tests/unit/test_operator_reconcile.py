@@ -9,26 +9,32 @@ from typing import Any
 
 import pytest
 from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus
+from fincart_core.contracts.report import FaultRecord
 from fincart_operator import children, metrics
 from fincart_operator.children import Owner
 from fincart_operator.kube import job_view, owned, termination_message
 from fincart_operator.reconcile import (
+    RESTORE_ANNOTATION,
+    Annotate,
     Create,
     Decision,
     Delete,
     Event,
     JobView,
     Observed,
+    Restore,
     Scale,
     Workload,
     decide,
     load_deadline,
     needs_attention,
+    orphaned_restores,
     parse_status,
     restore_targets,
 )
 from fincart_operator.settings import OperatorSettings
 from prometheus_client import REGISTRY
+from pydantic import TypeAdapter
 
 OWNER = Owner("seed", "chaos", "0123456789abcdef", generation=3)
 SETTINGS = OperatorSettings(runner_image="fincart-chaos:test", poll_interval_s=1.5, load_deadline_s=600,
@@ -122,12 +128,14 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
     assert job["spec"]["activeDeadlineSeconds"] == 600
+    assert job["spec"]["backoffLimit"] == 0  # a retried runner would send its webhooks again
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "fincart-chaos:test"
     assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                 "$(JOB_COMPLETION_INDEX)"]
+                                 "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
     env = {e["name"]: e for e in container["env"]}
     assert env["FINCART_CHAOS_RUN_ID"]["value"] == "01234567"
+    assert (env["FINCART_NATS_URL"]["value"], env["FINCART_NATS_PREFIX"]["value"]) == (SETTINGS.nats_url, "")
     assert env["FINCART_WEBHOOK_SECRET"]["valueFrom"] == {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}}
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
@@ -316,9 +324,15 @@ def test_verification_waits_for_the_load_and_for_every_fault_to_heal() -> None:
     job = created(verifying)[VERIFY]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["verify", "/etc/fincart-chaos/chaostest.yaml", "--summary-file",
-                                 "/dev/termination-log"]
+                                 "/dev/termination-log", "--ledger-from-nats", "--publish-bundle"]
     assert container["terminationMessagePolicy"] == "File"
-    assert {e["name"] for e in container["env"]} == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL"}
+    env = {e["name"]: e for e in container["env"]}
+    assert set(env) == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL", "FINCART_NATS_URL", "FINCART_NATS_PREFIX",
+                        "FINCART_CHAOS_FAULTS"}
+    # the fault windows, for the verifier's coverage check
+    [window] = TypeAdapter(list[FaultRecord]).validate_json(env["FINCART_CHAOS_FAULTS"]["value"])
+    assert (window.name, window.result, window.started_at, window.healed_at) == (
+        "pause", "healed", at(10).timestamp(), at(20).timestamp())
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 160  # settle 60s + 100s
     conditions = {c.type: c.status for c in verifying.status.conditions}
     assert conditions == {"LoadComplete": "True", "Verified": "Unknown"}
@@ -446,7 +460,8 @@ def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report(
 
 
 @pytest.mark.parametrize(("phase", "policy", "cleaned"), [
-    ("Failed", "OnSuccess", False), ("Failed", "Always", True), ("Completed", "Never", False),
+    ("Failed", "OnSuccess", False), ("Error", "OnSuccess", False), ("Aborted", "OnSuccess", False),
+    ("Failed", "Always", True), ("Completed", "Never", False),
 ])
 def test_cleanup_policy(phase: str, policy: str, cleaned: bool) -> None:
     status, observed, raw = finished(phase, policy)
@@ -518,3 +533,77 @@ def test_metrics_count_fault_outcomes_and_finished_runs_once() -> None:
     assert sample("chaostest_active") >= 1
     metrics.track("chaos/a", failed)
     assert sample("chaostest_active") == 0
+
+
+# ------------------------------------------------ safety: scale conflicts, restore annotation, kill switch
+
+
+PAUSE = {"name": "pause", "type": "processorPause", "selector": {"app.kubernetes.io/component": "processor"},
+         "startAfter": "10s", "duration": "10s"}
+
+
+@pytest.mark.parametrize(("other", "conflict"), [
+    ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "15s"}, True),  # same, overlapping
+    ({"selector": {}, "startAfter": "15s"}, True),  # selects everything, the processor too
+    ({"selector": {"app.kubernetes.io/component": "processor", "x": "y"}, "startAfter": "0s", "interval": "30s",
+      "duration": "5s"}, True),  # a narrower selector, repeating: may hit it at any time
+    ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
+    ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
+])
+def test_two_scale_faults_on_one_workload_at_once_are_rejected(other: dict[str, Any], conflict: bool) -> None:
+    second = {"name": "again", "type": "redisOutage", "duration": "10s", **other}
+    decision = step(ChaosTestStatus(), raw=spec(faults=[PAUSE, second]))
+    if conflict:
+        assert decision.status.phase == "Error" and "spec.faults[1]: again may scale the same workload as pause" in (
+            decision.status.message or "")
+        assert of(decision, Create) == []
+    else:
+        assert decision.status.phase == "Running", decision.status.message
+
+
+def test_a_scale_fault_writes_the_replicas_on_the_workload_once_and_removes_them_when_healed() -> None:
+    status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    written = of(record, Annotate)
+    assert [(a.kind, a.name, a.key) for a in written] == [("StatefulSet", "fincart-processor", RESTORE_ANNOTATION),
+                                                          ("Deployment", "fincart-x", RESTORE_ANNOTATION)]
+    assert Restore.parse(written[0].value) == Restore(2, "chaos/seed", OWNER.uid)
+    heal = step(record.status, observed, seconds=20, raw=raw)
+    assert of(heal, Annotate) == [Annotate("StatefulSet", "fincart-processor", RESTORE_ANNOTATION, None),
+                                  Annotate("Deployment", "fincart-x", RESTORE_ANNOTATION, None)]
+    # the annotation comes after the scale: a crash in between leaves it, and with it the count
+    assert [type(a) for a in heal.actions[:2]] == [Scale, Annotate]
+
+
+def test_a_workload_left_at_0_is_restored_to_its_annotated_count_not_to_0() -> None:
+    left = Workload("StatefulSet", "fincart-processor", 0, Restore(2, "chaos/old", "dead-uid"))
+    status, observed, raw = running(FAULTS[1:2], workloads={"pause": (left,)})
+    record = step(status, observed, seconds=10, raw=raw)
+    assert of(record, Annotate) == []  # set once: the first value stays
+    assert restore_targets(record.status.faults[0].message) == [Workload("StatefulSet", "fincart-processor", 2)]
+
+
+def test_workloads_of_tests_that_are_gone_or_finished_are_healed() -> None:
+    def held(name: str, test: str, uid: str) -> tuple[str, Workload]:
+        return "chaos", Workload("StatefulSet", name, 0, Restore(3, test, uid))
+    tests = {("chaos", "alive"): ("uid-1", "Running"), ("chaos", "done"): ("uid-2", "Completed"),
+             ("chaos", "reborn"): ("uid-new", "Running")}
+    found = [held("a", "chaos/alive", "uid-1"), held("b", "chaos/done", "uid-2"), held("c", "chaos/gone", "uid-3"),
+             held("d", "chaos/reborn", "uid-old"), ("chaos", Workload("Deployment", "plain", 1))]
+    heal = orphaned_restores(found, tests)
+    assert heal == {"chaos": [action for name in ("b", "c", "d") for action in (
+        Scale("StatefulSet", name, 3), Annotate("StatefulSet", name, RESTORE_ANNOTATION, None))]}
+
+
+def test_the_kill_switch_aborts_running_tests_and_heals_their_faults() -> None:
+    status, observed, raw = running(FAULTS, pods=PODS, workloads=WORKLOADS)
+    for seconds in (5, 10, 10):
+        decision = step(status, observed, seconds=seconds, raw=raw)
+        status, observed = decision.status, cluster_after(observed, decision)
+    killed = decide(OWNER, raw, status, observed, at(12), SETTINGS.model_copy(update={"kill_switch": True}))
+    assert killed.status.phase == "Aborted" and "kill switch" in (killed.status.message or "")
+    assert {c.type: c.reason for c in killed.status.conditions}["LoadComplete"] == "KillSwitch"
+    assert set(of(killed, Scale)) == {Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)}
+    assert Delete("Job", LOAD) in of(killed, Delete) and all(f.result == "healed" for f in killed.status.faults)
+    fresh = decide(OWNER, spec(), ChaosTestStatus(), Observed(), T0, SETTINGS.model_copy(update={"kill_switch": True}))
+    assert fresh.status.phase == "Aborted" and of(fresh, Create) == []  # nothing new starts

@@ -6,8 +6,9 @@ garbage-collects it with the test) and the labels the operator lists its childre
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from fincart_core.contracts.chaostest import (
     Fault,
     SecretKeyRef,
 )
+from fincart_core.contracts.report import FaultRecord
 
 from fincart_operator.settings import OperatorSettings
 
@@ -150,14 +152,22 @@ def _job(owner: Owner, name: str, role: str, settings: OperatorSettings, *, args
                      "template": pod}}
 
 
+def _nats_env(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Where the runners publish their ledgers and the verifier its bundle: FinCart's own NATS (the operator's)."""
+    return [{"name": "FINCART_NATS_URL", "value": settings.nats_url},
+            {"name": "FINCART_NATS_PREFIX", "value": settings.nats_prefix}]
+
+
 def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float) -> dict[str, Any]:
-    """Indexed Job: runner i sends share i of the workload (`--runner-index` = the completion index)."""
+    """Indexed Job: runner i sends share i of the workload (`--runner-index` = the completion index) and publishes
+    its ledger for the verifier."""
     runners = spec.load.parallelism
     env = [{"name": "FINCART_CHAOS_RUN_ID", "value": owner.run_id},
-           _secret_env("FINCART_WEBHOOK_SECRET", spec.target.hmac_secret_ref)]
+           _secret_env("FINCART_WEBHOOK_SECRET", spec.target.hmac_secret_ref), *_nats_env(settings)]
     return _job(owner, load_job_name(owner.name), "load", settings,
-                args=["load", SPEC_PATH, "--runner-index", "$(JOB_COMPLETION_INDEX)"], env=env,
-                deadline_s=deadline_s, backoff_limit=settings.load_backoff_limit,
+                args=["load", SPEC_PATH, "--runner-index", "$(JOB_COMPLETION_INDEX)", "--publish-ledger"], env=env,
+                # never retried: a second runner pod sends its webhooks again and the verifier would blame the pipeline
+                deadline_s=deadline_s, backoff_limit=0,
                 completionMode="Indexed", completions=runners, parallelism=runners)
 
 
@@ -170,11 +180,15 @@ def fault_job(owner: Owner, spec: ChaosTestSpec, fault: Fault, occurrence: int, 
                 deadline_s=deadline_s, backoff_limit=0)
 
 
-def verify_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float) -> dict[str, Any]:
-    """Checks the invariants; its summary (<= 4 KiB JSON) is the pod's termination message. A Fail exits 1, so
-    the Job never retries: a verdict is a result, not a crash."""
+def verify_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float,
+               faults: Sequence[FaultRecord] = ()) -> dict[str, Any]:
+    """Checks the invariants with the runners' ledgers and the fault windows (for the coverage check); its summary
+    (<= 4 KiB JSON, with where the evidence bundle is) is the pod's termination message. A Fail exits 1, so the
+    Job never retries: a verdict is a result, not a crash."""
     env = [{"name": "FINCART_CHAOS_RUN_ID", "value": owner.run_id},
-           _secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref)]
+           _secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref), *_nats_env(settings),
+           {"name": "FINCART_CHAOS_FAULTS", "value": json.dumps([f.model_dump(mode="json") for f in faults])}]
     return _job(owner, verify_job_name(owner.name), "verify", settings,
-                args=["verify", SPEC_PATH, "--summary-file", TERMINATION_LOG], env=env,
+                args=["verify", SPEC_PATH, "--summary-file", TERMINATION_LOG, "--ledger-from-nats",
+                      "--publish-bundle"], env=env,
                 deadline_s=deadline_s, backoff_limit=0)

@@ -23,7 +23,20 @@ from kubernetes.client import ApiClient, ApiException, AppsV1Api, BatchV1Api, Co
 
 from fincart_operator import children
 from fincart_operator.children import Owner
-from fincart_operator.reconcile import POD_FAULTS, SCALE_FAULTS, Create, Delete, JobView, Observed, Scale, Workload
+from fincart_operator.reconcile import (
+    POD_FAULTS,
+    RESTORE_ANNOTATION,
+    SCALE_FAULTS,
+    Annotate,
+    Create,
+    Delete,
+    JobView,
+    Observed,
+    Restore,
+    Scale,
+    Workload,
+    orphaned_restores,
+)
 
 FINALIZER = f"{API_GROUP}/cleanup"
 # kind -> the typed API and its methods' resource name (list_namespaced_<name>, create_..., delete_..., patch_..._scale)
@@ -72,6 +85,12 @@ def termination_message(pods: Iterable[Mapping[str, Any]]) -> str | None:
 def owned(items: Iterable[Mapping[str, Any]], uid: str) -> list[Mapping[str, Any]]:
     """Children of this ChaosTest (not of an earlier one with the same name still being garbage-collected)."""
     return [i for i in items if any(r.get("uid") == uid for r in i["metadata"].get("ownerReferences") or [])]
+
+
+def workload(kind: str, body: Mapping[str, Any]) -> Workload:
+    meta = body["metadata"]
+    return Workload(kind, meta["name"], (body.get("spec") or {}).get("replicas", 1),  # type: ignore[arg-type]
+                    Restore.parse((meta.get("annotations") or {}).get(RESTORE_ANNOTATION)))
 
 
 def is_finalized(body: Mapping[str, Any]) -> bool:
@@ -153,10 +172,8 @@ class Kube:
                 pods[fault.name] = tuple(sorted(p["metadata"]["name"] for p in found
                                                 if not p["metadata"].get("deletionTimestamp")))
             elif fault.type in SCALE_FAULTS:
-                matched = [(kind, w) for kind in ("Deployment", "StatefulSet")
-                           for w in await self.list(kind, ns, fault.selector)]
-                workloads[fault.name] = tuple(Workload(kind, w["metadata"]["name"],  # type: ignore[arg-type]
-                                                       (w.get("spec") or {}).get("replicas", 1)) for kind, w in matched)
+                workloads[fault.name] = tuple([workload(kind, w) for kind in ("Deployment", "StatefulSet")
+                                               for w in await self.list(kind, ns, fault.selector)])
         return Observed(
             finalized=is_finalized(body), deleting=deleting, config_maps=frozenset(maps),
             jobs={name: job_view(job) for name, job in raw_jobs.items()},
@@ -164,7 +181,33 @@ class Kube:
             verify_message=verify_message, pods=pods, workloads=workloads,
         )
 
-    async def apply(self, namespace: str, actions: Iterable[Create | Delete | Scale]) -> None:
+    async def heal_orphans(self, namespaces: Iterable[str] | None) -> int:
+        """Scale back every workload a scale fault left at 0 whose ChaosTest is gone or finished (``namespaces``
+        None: all); how many actions that took."""
+        found: list[tuple[str, Workload]] = []
+        tests: dict[tuple[str, str], tuple[str, str]] = {}
+        custom = CustomObjectsApi(self.client)
+        for namespace in namespaces if namespaces is not None else [None]:
+            for kind in ("Deployment", "StatefulSet"):
+                api, resource = RESOURCES[kind]
+                if namespace is None:
+                    answer = await self._call(getattr(api(self.client), f"list_{resource}_for_all_namespaces"))
+                else:
+                    answer = await self._call(self._method("list", kind), namespace)
+                found += [(w["metadata"]["namespace"], workload(kind, w)) for w in answer.get("items") or []]
+            listed = await (self._call(custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
+                            if namespace is None else
+                            self._call(custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL))
+            for test in listed.get("items") or []:
+                meta = test["metadata"]
+                tests[meta["namespace"], meta["name"]] = (meta["uid"], (test.get("status") or {}).get("phase", ""))
+        heal = orphaned_restores(found, tests)
+        for namespace, actions in heal.items():
+            self.logger.warning(f"healing workloads a deleted ChaosTest left scaled down in {namespace}: {actions}")
+            await self.apply(namespace, actions)  # type: ignore[arg-type]
+        return sum(len(a) for a in heal.values())
+
+    async def apply(self, namespace: str, actions: Iterable[Create | Delete | Scale | Annotate]) -> None:
         """In order; a child that already exists (or is already gone) is what was wanted."""
         for action in actions:
             match action:
@@ -176,6 +219,10 @@ class Kube:
                     with _unless(404):
                         await self._call(self._method("delete", kind), name, namespace,
                                          propagation_policy="Background")
+                case Annotate(kind=kind, name=name, key=key, value=value):
+                    with _unless(404):
+                        await self._call(self._method("patch", kind), name, namespace,
+                                         {"metadata": {"annotations": {key: value}}}, _content_type=MERGE_PATCH)
                 case Scale(kind=kind, name=name, replicas=replicas):
                     try:
                         await self._call(self._method("patch", kind, "_scale"), name, namespace,

@@ -41,6 +41,15 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     settings.background.cancellation_polling = config.poll_interval_s  # finalizer removal after a deletion
     memo.api = connect()  # before @kopf.on.login, which reads the same configuration
     memo.http, memo.http_port = await metrics.serve(config.http_host, config.http_port)
+    # a test deleted while the operator was down (its finalizer removed) left its scale faults on the workloads
+    try:
+        healed = await Kube(memo.api, config.api_timeout_s, logger).heal_orphans(
+            [config.namespace] if config.namespace else None)
+    except ERRORS as exc:  # the operator still runs; the next start tries again
+        logger.error(f"could not look for workloads left scaled down: {exc!r}")
+        healed = 0
+    if healed:
+        logger.warning(f"healed {healed // 2} workload(s) left scaled down by ChaosTests that no longer run")
     logger.info(f"metrics and /healthz on port {memo.http_port}; runner image {config.runner_image}")
 
 

@@ -15,8 +15,9 @@ Aborted (spec.abort, deletion). Every way out of Running or Verifying heals the 
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -32,7 +33,7 @@ from fincart_core.contracts.chaostest import (
     StatusFault,
     parse_duration,
 )
-from fincart_core.contracts.report import ReportSummary
+from fincart_core.contracts.report import FaultRecord, ReportSummary
 from pydantic import ValidationError
 
 from fincart_operator import children
@@ -44,6 +45,7 @@ SCALE_FAULTS = frozenset({"processorPause", "redisOutage"})  # scale the selecte
 JOB_FAULTS = frozenset({"dbConnectionDrop"})  # a fault Job does it from inside the cluster network
 MAX_NAME = 63 - len("-verify")  # the longest child suffix; Job names end up in 63-character label values
 _RESTORE = re.compile(r"(Deployment|StatefulSet)/([a-z0-9.-]+)=(\d+)")
+RESTORE_ANNOTATION = "chaos.fincart.io/restore"
 
 
 # ---------------------------------------------------------------- what decide() sees and returns
@@ -64,6 +66,28 @@ class Workload:
     kind: Literal["Deployment", "StatefulSet"]
     name: str
     replicas: int
+    restore: Restore | None = None  # the RESTORE_ANNOTATION on it: a scale fault holds it at 0
+
+
+@dataclass(frozen=True)
+class Restore:
+    """What a scale fault writes on the workload itself before scaling it to 0 (once: a second fault, or an
+    operator that crashed in between, keeps the first value), so it can be healed even without the test."""
+
+    replicas: int
+    test: str  # namespace/name
+    uid: str
+
+    def text(self) -> str:
+        return json.dumps({"replicas": self.replicas, "test": self.test, "uid": self.uid}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str | None) -> Restore | None:
+        try:
+            raw = json.loads(text or "")
+            return cls(int(raw["replicas"]), str(raw["test"]), str(raw["uid"]))
+        except (ValueError, KeyError, TypeError):
+            return None
 
 
 @dataclass(frozen=True)
@@ -99,6 +123,16 @@ class Scale:
 
 
 @dataclass(frozen=True)
+class Annotate:
+    """Set (or, None, remove) one annotation on a workload."""
+
+    kind: Literal["Deployment", "StatefulSet"]
+    name: str
+    key: str
+    value: str | None
+
+
+@dataclass(frozen=True)
 class Event:
     """A Kubernetes Event on the ChaosTest (posted after the status is written)."""
 
@@ -107,7 +141,7 @@ class Event:
     message: str
 
 
-Action = Create | Delete | Scale | Event
+Action = Create | Delete | Scale | Annotate | Event
 
 
 @dataclass
@@ -146,9 +180,32 @@ def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
             problems.append(f"{where}.interval: must be longer than the duration ({fault.duration})")
         if fault.type in JOB_FAULTS and len(children.fault_job_name(name, fault.name, 999)) > 63:
             problems.append(f"{where}.name: too long for the fault Job name <test>-fault-<name>-<n> (63)")
+    problems.extend(_scale_conflicts(spec.faults))
     if problems:
         raise InvalidSpec("; ".join(problems))
     return spec
+
+
+def _may_match_the_same(a: Mapping[str, str], b: Mapping[str, str]) -> bool:
+    """Two equality selectors select a common object unless they want different values for one label."""
+    return all(b.get(key, value) == value for key, value in a.items())
+
+
+def _may_overlap(a: Fault, b: Fault) -> bool:
+    """Whether two faults can be active at once (a repeating one may be at any time while the load runs)."""
+    if a.interval or b.interval:
+        return True
+    start_a, start_b = parse_duration(a.start_after), parse_duration(b.start_after)
+    return start_a < start_b + parse_duration(b.duration) and start_b < start_a + parse_duration(a.duration)
+
+
+def _scale_conflicts(faults: list[Fault]) -> list[str]:
+    """Two scale faults on one workload at once: the second would record 0 replicas to restore."""
+    scale = [(i, f) for i, f in enumerate(faults) if f.type in SCALE_FAULTS]
+    return [f"spec.faults[{j}]: {b.name} may scale the same workload as {a.name} while it is held at 0 "
+            "(selectors that can match one workload, overlapping windows)"
+            for n, (i, a) in enumerate(scale) for j, b in scale[n + 1:]
+            if _may_match_the_same(a.selector, b.selector) and _may_overlap(a, b)]
 
 
 def load_deadline(spec: ChaosTestSpec, settings: OperatorSettings) -> float:
@@ -189,6 +246,16 @@ def restore_message(targets: tuple[Workload, ...]) -> str:
 
 def restore_targets(message: str | None) -> list[Workload]:
     return [Workload(kind, name, int(n)) for kind, name, n in _RESTORE.findall(message or "")]  # type: ignore[arg-type]
+
+
+def fault_windows(faults: list[StatusFault]) -> list[FaultRecord]:
+    """The status' fault occurrences as the verifier's coverage check reads them (epoch seconds)."""
+    def epoch(text: str | None) -> float | None:
+        moment = parse_time(text)
+        return moment.timestamp() if moment else None
+    return [FaultRecord(name=f.name, type=f.type, started_at=epoch(f.started_at), healed_at=epoch(f.healed_at),
+                        result="skipped" if f.result == "scheduled" else f.result, message=f.message)
+            for f in faults]
 
 
 def timestamp(moment: datetime) -> str:
@@ -245,6 +312,9 @@ def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestSt
         return step.finish("Aborted", "Deleted", "the ChaosTest is being deleted: load stopped, faults healed")
     if spec.abort:
         return step.finish("Aborted", "Aborted", "spec.abort is true: load stopped, faults healed")
+    if settings.kill_switch:
+        return step.finish("Aborted", "KillSwitch",
+                           "the operator's kill switch (FINCART_KILL_SWITCH) is on: load stopped, faults healed")
     if not observed.finalized:
         return step.poll()  # kopf adds the finalizer first; nothing may start before it is there
     if status.phase == "Pending":
@@ -311,6 +381,11 @@ class _Step:
         failed = result == "failed"
         self.event(f"Fault{result.capitalize()}", f"{entry.type} {entry.name}: {entry.message or result}", failed)
 
+    def restore(self, target: Workload) -> None:
+        """Scale back, then drop the annotation that kept the replicas on the workload."""
+        self.actions.append(Scale(target.kind, target.name, target.replicas))
+        self.actions.append(Annotate(target.kind, target.name, RESTORE_ANNOTATION, None))
+
     def heal_all(self, why: str) -> None:
         """Undo every injected fault from the status alone (works after a restart, on deletion, on abort)."""
         for entry in self.status.faults:
@@ -318,7 +393,7 @@ class _Step:
                 continue
             if entry.type in SCALE_FAULTS:
                 for target in restore_targets(entry.message):
-                    self.actions.append(Scale(target.kind, target.name, target.replicas))
+                    self.restore(target)
             elif entry.type in JOB_FAULTS:
                 fault, n = _occurrence(entry.name)
                 self.actions.append(Delete("Job", children.fault_job_name(self.owner.name, fault, n)))
@@ -378,7 +453,8 @@ class _Step:
                 return self.finish("Error", "DeadlineExceeded", failure)
         if not load_done or any(f.result == "injected" for f in self.status.faults):
             return self.poll()
-        self.create(children.verify_job(self.owner, spec, self.settings, verify_deadline(spec, self.settings)))
+        self.create(children.verify_job(self.owner, spec, self.settings, verify_deadline(spec, self.settings),
+                                        fault_windows(self.status.faults)))
         self.status.phase = "Verifying"
         self.status.message = f"load complete; verifying (settle up to {spec.settle.timeout})"
         self.condition("LoadComplete", "True", "LoadJobComplete", f"{spec.load.parallelism} runner(s) done")
@@ -414,6 +490,7 @@ class _Step:
         self.status.counts = StatusCounts(**counts.model_dump(include=set(StatusCounts.model_fields)))
         self.status.anomalies = list(summary.anomalies)
         self.status.report_ref = children.report_config_map_name(self.owner.name)
+        self.status.bundle = summary.bundle
         violated = ", ".join(f"{a.invariant} x{a.count}" for a in summary.anomalies)
         message = (f"{summary.verdict}: sent {counts.sent}, stored {counts.stored}, lost {counts.lost}, "
                    f"duplicated {counts.duplicated}" + (f"; violated {violated}" if violated else "")
@@ -476,9 +553,15 @@ class _Step:
             self.actions.extend(Delete("Pod", pod) for pod in pods)
             return self.record(entry, "injected", f"deleted {len(pods)} pod(s): {', '.join(pods[:5])}")
         if fault.type in SCALE_FAULTS:
-            targets = self.observed.workloads.get(fault.name, ())
-            if not targets:
+            found = self.observed.workloads.get(fault.name, ())
+            if not found:
                 return self.record(entry, "failed", f"no Deployment or StatefulSet matches {match}")
+            # a workload already annotated is held at 0 by a fault that was never healed: its count is the real one
+            targets = tuple(Workload(w.kind, w.name, w.restore.replicas if w.restore else w.replicas) for w in found)
+            for w in found:
+                if w.restore is None:
+                    restore = Restore(w.replicas, f"{self.owner.namespace}/{self.owner.name}", self.owner.uid)
+                    self.actions.append(Annotate(w.kind, w.name, RESTORE_ANNOTATION, restore.text()))
             return self.record(entry, "injected", restore_message(targets))  # scaled by the next step
         job = children.fault_job_name(self.owner.name, fault.name, n)
         deadline = fault_job_deadline(fault, self.settings)
@@ -493,10 +576,11 @@ class _Step:
         elif fault.type in SCALE_FAULTS:
             seen = {(w.kind, w.name): w.replicas for w in self.observed.workloads.get(fault.name, ())}
             for target in restore_targets(entry.message):
-                wanted = target.replicas if over else 0  # held at 0 for the whole duration
                 current = seen.get((target.kind, target.name))  # None: no longer matched (relabelled?)
-                if current != wanted and (current is not None or over):  # restored even if not seen
-                    self.actions.append(Scale(target.kind, target.name, wanted))
+                if over:
+                    self.restore(target)  # restored even if not seen
+                elif current not in (0, None):  # held at 0 for the whole duration
+                    self.actions.append(Scale(target.kind, target.name, 0))
             if over:
                 self.record(entry, "healed")
         else:
@@ -511,3 +595,21 @@ class _Step:
             elif self.since(entry.started_at) > fault_job_deadline(fault, self.settings):
                 return f"fault {fault.name}: Job {name} did not finish within its deadline"
         return None
+
+
+def orphaned_restores(workloads: Iterable[tuple[str, Workload]],
+                      tests: Mapping[tuple[str, str], tuple[str, str]]) -> dict[str, list[Action]]:
+    """Workloads (namespace, workload) a scale fault left at 0 whose test is gone or finished, by namespace: the
+    actions that heal them. ``tests``: (namespace, name) -> (uid, phase) of the ChaosTests that exist. This is how a
+    test deleted while the operator was down (its finalizer removed by hand) is still healed."""
+    heal: dict[str, list[Action]] = {}
+    for namespace, w in workloads:
+        if w.restore is None:
+            continue
+        test_ns, _, name = w.restore.test.partition("/")
+        uid, phase = tests.get((test_ns, name), ("", ""))
+        if uid == w.restore.uid and phase not in TERMINAL_PHASES:
+            continue  # its test is alive: it heals the workload itself
+        heal.setdefault(namespace, []).extend([Scale(w.kind, w.name, w.restore.replicas),
+                                               Annotate(w.kind, w.name, RESTORE_ANNOTATION, None)])
+    return heal

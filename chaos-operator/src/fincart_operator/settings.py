@@ -27,7 +27,7 @@ class OperatorSettings(CommonSettings):
     verify_deadline_s: float = Field(600, gt=0, description="Verification Job deadline on top of spec.settle.timeout")
     fault_job_deadline_s: float = Field(120, gt=0, description="Fault Job deadline on top of the fault's duration")
     max_fault_repeats: int = Field(100, ge=1, description="Occurrences of one repeating fault (bounds status size)")
-    load_backoff_limit: int = Field(2, ge=0, description="Retries of failed runner pods (webhooks are idempotent)")
+    kill_switch: bool = Field(False, description="Abort every running ChaosTest and heal its faults; start none")
 
     @property
     def namespace(self) -> str | None:

@@ -12,17 +12,22 @@ from typing import Annotated
 
 import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
-from fincart_core.contracts.report import EXIT_CODES
+from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
-from pydantic import BaseModel
+from nats.errors import Error as NatsError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
 from rich.markup import escape
+from websockets import WebSocketException
 
+from fincart_chaos import artifacts
 from fincart_chaos import ledger as ledger_io
+from fincart_chaos.bundle import FILES, RunReport, worst, write_bundle
 from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.load import run_load
 from fincart_chaos.local import infrastructure, services
+from fincart_chaos.observer import stream_position
 from fincart_chaos.report import Report, render, summary_json
 from fincart_chaos.spec_io import SpecError, load_file
 from fincart_chaos.workload import plan
@@ -30,18 +35,15 @@ from fincart_chaos.workload import plan
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FinCart chaos engine: reproducible load, faults and a Jepsen-style verdict.")
 console = Console(stderr=True)
-SEVERITY = ("Pass", "Inconclusive", "Fail", "Error")
+FAULT_RECORDS = TypeAdapter(list[FaultRecord])
 
 FileArg = Annotated[Path, typer.Argument(help="ChaosTest YAML (one or more documents)", show_default=False)]
+ReportDirOpt = Annotated[Path | None, typer.Option(help="write the evidence bundle here: report.json, "
+                                                          "report.html, junit.xml")]
+NatsUrlOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_URL", help="FinCart's NATS (ledgers and bundles)")]
+NatsPrefixOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_PREFIX", help="FinCart's stream name prefix")]
 RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
                                        help="suffix of the order ids, unique per run on a shared database")]
-
-
-class RunReport(BaseModel):
-    """``run --report``: the worst verdict and one report per ChaosTest in the file."""
-
-    verdict: str
-    reports: list[Report]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -63,6 +65,12 @@ def _write(path: Path | None, text: str) -> None:
         path.write_text(text + "\n")
 
 
+def _bundle(directory: Path | None, reports: list[Report]) -> None:
+    if directory:
+        paths = write_bundle(directory, reports)
+        console.print("evidence bundle: " + ", ".join(str(p) for p in paths))
+
+
 @app.command()
 def validate(files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML files")]) -> None:
     """Check ChaosTest files against the spec; every problem names the file, document and field."""
@@ -82,6 +90,7 @@ def run(
     progress: Annotated[bool, typer.Option(help="show the live progress bar")] = True,
     logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
     keep: Annotated[bool, typer.Option(help="keep the database and streams of the run")] = False,
+    report_dir: ReportDirOpt = None,
 ) -> None:
     """Run every ChaosTest in FILE: start the stack, load, faults, settle, verify, report."""
     tests = _tests(file)
@@ -101,8 +110,9 @@ def run(
     except (StackError, OSError) as exc:
         reports.append(Report(name=tests[len(reports)].metadata.name, verdict="Error", reason=str(exc)[:2000]))
         console.print(f"[red]error:[/] {exc}")
-    verdict = max((r.verdict for r in reports), key=SEVERITY.index)
+    verdict = worst(reports)
     _write(report, RunReport(verdict=verdict, reports=reports).model_dump_json(indent=2))
+    _bundle(report_dir, reports)
     if verdict != "Pass":
         console.print(f"service logs: {logs}")
     raise typer.Exit(EXIT_CODES[verdict])
@@ -117,6 +127,12 @@ def load(
     secret: Annotated[str, typer.Option(envvar="FINCART_WEBHOOK_SECRET", help="HMAC secret")] = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[Path | None, typer.Option(help="write this runner's ledger (JSON lines)")] = None,
+    sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (the stream position "
+                                                      "recorded before the first request)")] = None,
+    publish_ledger: Annotated[bool, typer.Option(help="publish the ledger to NATS for the verifier (in a cluster)"
+                                                 )] = False,
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Send one runner's share of the workload; exit 0 when every valid webhook was acked."""
     tests = _tests(file)
@@ -128,16 +144,34 @@ def load(
     if runner_index >= spec.load.parallelism:
         raise fail(f"--runner-index {runner_index} is out of range for parallelism {spec.load.parallelism}")
     requests = plan(spec.load, runner_index, run_id)
+    start = ledger_io.RunnerStart(runner=runner_index, stream_seq=_stream_position(sync_url or spec.target.sync_url))
     started = time.monotonic()
     entries = asyncio.run(run_load(requests, ingest_url or spec.target.ingest_url, secret,
                                    concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index))
     if ledger:
-        ledger_io.write(entries, ledger)
+        ledger_io.write(entries, ledger, start)
+    if publish_ledger:
+        try:
+            asyncio.run(artifacts.publish_ledger(nats_url, nats_prefix, run_id, start, entries))
+        except (OSError, TimeoutError, NatsError) as exc:
+            raise fail(f"could not publish the ledger to {nats_url}: {type(exc).__name__}: {exc}") from exc
     unacked = [e.webhook_id for e in entries if e.valid and not e.acked]
     print(json.dumps({"runner": runner_index, "sent": len(entries), "acked": sum(e.acked for e in entries),
                       "unacked": len(unacked), "samples": unacked[:10],
                       "seconds": round(time.monotonic() - started, 3)}))
     raise typer.Exit(1 if unacked else 0)
+
+
+def _stream_position(sync_url: str | None) -> int | None:
+    """Where ORDER_EVENTS stands before the load, so the verifier replays from there (None: unknown)."""
+    if not sync_url:
+        return None
+    try:
+        return asyncio.run(stream_position(sync_url))
+    except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
+        console.print(f"[yellow]warning:[/] stream position unknown ({type(exc).__name__}: {escape(str(exc))}); "
+                      "the verifier will replay the events from 0")
+        return None
 
 
 @app.command()
@@ -169,6 +203,16 @@ def verify(
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     summary_file: Annotated[Path | None, typer.Option(help="write the status summary here (<= 4 KiB)")] = None,
+    report_dir: ReportDirOpt = None,
+    faults: Annotated[str, typer.Option(envvar="FINCART_CHAOS_FAULTS",
+                                        help="the fault windows as a JSON list of FaultRecord (the operator "
+                                             "passes them), for the coverage check")] = "[]",
+    since: Annotated[int | None, typer.Option(min=0, help="replay the events after this stream sequence "
+                                                           "(default: the ledgers' start lines, else 0)")] = None,
+    ledger_from_nats: Annotated[bool, typer.Option(help="read the runners' ledgers from NATS (in a cluster)")] = False,
+    publish_bundle: Annotated[bool, typer.Option(help="store the evidence bundle in NATS' object store")] = False,
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Check the invariants after a load ran elsewhere; the verdict is the exit code."""
     tests = _tests(file)
@@ -178,14 +222,68 @@ def verify(
     if not database_url:
         raise fail("the database URL is missing: set FINCART_DATABASE_URL or --database-url")
     try:
-        result = asyncio.run(verify_only(test, database_url, sync_url=sync_url or test.spec.target.sync_url,
-                                         run_id=run_id, ledger_paths=ledger or []))
-    except (OSError, TimeoutError, ConnectionError) as exc:  # asyncpg and websockets errors derive from these
+        windows = FAULT_RECORDS.validate_json(faults)
+    except ValidationError as exc:
+        raise fail(f"--faults: not a JSON list of fault records: {exc.errors()[0]['msg']}") from exc
+    try:
+        entries, starts = None, []
+        if ledger_from_nats:
+            entries, starts, missing = asyncio.run(artifacts.read_ledgers(
+                nats_url, nats_prefix, run_id, test.spec.load.parallelism))
+            if missing:
+                console.print(f"[yellow]warning:[/] no whole ledger from runner(s) {missing}: I7 cannot be checked")
+                entries = None
+        result = asyncio.run(verify_only(
+            test, database_url, sync_url=sync_url or test.spec.target.sync_url, run_id=run_id,
+            ledger_paths=ledger or [], ledger=entries, faults=windows,
+            since=since if since is not None or entries is None else ledger_io.replay_from(starts)))
+    except (OSError, TimeoutError, ConnectionError, NatsError) as exc:  # asyncpg and websockets errors: OSError...
         result = Report(name=test.metadata.name, verdict="Error", reason=f"{type(exc).__name__}: {exc}"[:2000])
     render(result, console)
     _write(report, result.model_dump_json(indent=2))
+    if publish_bundle:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                files = {p.name: p.read_bytes() for p in write_bundle(Path(tmp), [result])}
+                result.bundle = asyncio.run(artifacts.put_bundle(nats_url, nats_prefix, run_id, files))
+            except (OSError, TimeoutError, NatsError) as exc:  # the verdict stands without its bundle
+                result.notes.append(f"the evidence bundle could not be stored: {type(exc).__name__}: {exc}")
     _write(summary_file, summary_json(result))
+    _bundle(report_dir, [result])
     raise typer.Exit(EXIT_CODES[result.verdict])
+
+
+@app.command("fetch-bundle")
+def fetch_bundle(
+    run_id: Annotated[str, typer.Argument(help="the run id (the ChaosTest status names it under bundle)")],
+    out: Annotated[Path, typer.Option(help="directory for report.json, report.html, junit.xml")] = Path("."),
+    nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
+    nats_prefix: NatsPrefixOpt = "",
+) -> None:
+    """Get a cluster run's evidence bundle from NATS' object store."""
+    try:
+        files = asyncio.run(artifacts.fetch_bundle(nats_url, nats_prefix, run_id, FILES))
+    except (OSError, TimeoutError, NatsError) as exc:
+        raise fail(f"could not fetch the bundle of run {run_id}: {type(exc).__name__}: {exc}") from exc
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+        print(out / name)
+
+
+@app.command("report")
+def report_command(
+    source: Annotated[Path, typer.Argument(help="a JSON report (run --report, verify --report, report.json)")],
+    report_dir: Annotated[Path, typer.Option(help="write report.json, report.html, junit.xml here")],
+) -> None:
+    """Render the evidence bundle (HTML, JUnit) from a JSON report written earlier."""
+    try:
+        text = source.read_text()
+        reports = (RunReport.model_validate_json(text).reports if '"reports"' in text[:200]
+                   else [Report.model_validate_json(text)])
+    except (OSError, ValidationError) as exc:
+        raise fail(f"{source}: not a readable report: {exc}") from exc
+    _bundle(report_dir, reports)
 
 
 def main() -> None:

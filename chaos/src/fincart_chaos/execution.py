@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from fincart_chaos import ledger as ledger_io
 from fincart_chaos.faults import FaultWatcher, LocalTargets, run_schedule
+from fincart_chaos.history_checks import Extras, fault_windows
+from fincart_chaos.history_data import ReadApiEvidence, ReadSide, final_walk, read_store
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.load import LoadStats, run_load
-from fincart_chaos.observer import Observer, Seen, replay
-from fincart_chaos.report import Report, Timings, checklist, percentiles, rate
-from fincart_chaos.verify import History, check, read_history, settle
+from fincart_chaos.observer import Observer, ReplayUnavailable, Seen, replay
+from fincart_chaos.report import Report, Timings, assemble, percentiles, rate
+from fincart_chaos.verify import Context, History, read_history, settle, verify
 from fincart_chaos.workload import full_plan, order_ids, plan
 
 OBSERVER_READY_S = 15.0
@@ -105,11 +108,16 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     orders = order_ids(load)
     observer = None
     observer_task = None
+    read_side = None
     if endpoints.sync_url:
-        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None)
+        only = orders[0] if len(orders) == 1 else None
+        read_side = ReadSide(endpoints.sync_url, orders=len(orders), order=only, resuming=load.resuming_observers,
+                             seed=load.seed)
+        observer = Observer(endpoints.sync_url, order=only, on_event=read_side.on_event)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
+        await read_side.start()
     records: list[FaultRecord] = []
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
@@ -124,6 +132,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
                 for index, reqs in enumerate(requests)))
         load_s = time.monotonic() - started
         load_done.set()
+        if read_side:
+            read_side.load_done()
         if faults:
             await faults  # every fault is healed before the pipeline is asked to settle
     finally:
@@ -142,9 +152,16 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         if observer and observer_task:
             await observer.stop()
             await asyncio.wait_for(observer_task, HTTP_TIMEOUT_S)
+    resumed, api_evidence = await read_side.finish(HTTP_TIMEOUT_S * 3) if read_side else ([], ReadApiEvidence())
     observed = observer.log if observer else None
-    result = check([r for part in requests for r in part], ledger, history, observed,
-                   invariants=spec.enabled_invariants(), max_lost=spec.verification.max_lost)
+    sent = [r for part in requests for r in part]
+    store = await read_store(endpoints.database_url, orders, [r.webhook.webhook_id for r in sent if not r.valid])
+    selectors = {f.name: f.selector for f in spec.faults}
+    extras = Extras(store, resumed, api_evidence.reads, api_evidence.during,
+                    api_evidence.after if read_side else None, selectors)
+    ctx = Context(sent, ledger, history, observed, faults=records, max_lost=spec.verification.max_lost,
+                  caught_up=settled, deadline=spec.settle.timeout, extras=extras)
+    result = verify(ctx, spec.enabled_invariants())
     api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
     total_s = finished - started
     timings = Timings(
@@ -153,39 +170,59 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         ack_latency_ms=percentiles([e.latency_ms for e in ledger if e.acked]),
         webhook_to_websocket_ms=percentiles(_latencies_to_websocket(ledger, observed or [])),
     )
-    notes = result.notes + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
-    notes += observer.problems[:5] if observer else []
-    return Report(
-        name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
-        anomalies=result.anomalies, faults=records, checked=result.checked, notes=notes, timings=timings,
-        checklist=checklist(result, history, ledger, api),
-        performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
-    )
+    notes = (observer.problems[:5] if observer else []) + api_evidence.problems[:5]
+    if read_side:
+        modes = sum((r.resumes for r in read_side.resumers), Counter())
+        notes.append(f"read side: {len(api_evidence.reads)} events read back through GET /orders/{{id}}, "
+                     f"{len(api_evidence.during)} GET /orders walks during the load, resuming observers "
+                     f"reconnected {dict(modes)}")
+    if api_evidence.not_probed:
+        notes.append(f"{api_evidence.not_probed} events were not read back through GET /orders/{{id}} (queue full)")
+    report = assemble(test.metadata.name, ctx, result, spec.enabled_invariants(), timings=timings, notes=notes,
+                      orders_api=api,
+                      performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)])
+    report.fault_windows = fault_windows(records, ledger, selectors)
+    return report
 
 
 async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | None, run_id: str,
-                      ledger_paths: Sequence[Path] = ()) -> Report:
-    """The verification Job: what was sent comes from the spec (and the runners' ledgers when given)."""
+                      ledger_paths: Sequence[Path] = (), ledger: Sequence[LedgerEntry] | None = None,
+                      since: int | None = None, faults: Sequence[FaultRecord] = ()) -> Report:
+    """The verification Job: what was sent comes from the spec, what was answered from the runners' ledgers
+    (files, or ``ledger`` already read), the fault windows from the operator. Events are replayed from
+    ``since`` (else from the ledgers' start lines, else 0)."""
     spec = test.spec
     requests = full_plan(spec.load, run_id)
     orders = order_ids(spec.load, run_id)
-    ledger = ledger_io.read(ledger_paths) if ledger_paths else None
+    if ledger_paths:
+        ledger, starts = ledger_io.read(ledger_paths)
+        since = since if since is not None else ledger_io.replay_from(starts)
     acked = {e.webhook_id for e in ledger if e.acked} if ledger is not None else {r.webhook.webhook_id
                                                                                   for r in requests if r.valid}
     started = time.monotonic()
     timeout = parse_duration(spec.settle.timeout)
     settled = await settle(database_url, orders, len(acked), timeout)
     drain_s = time.monotonic() - started
-    observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
+    observed: list[Seen] | None = None
+    problems: list[str] = []
+    unobserved = "no sync service to observe"
+    if sync_url:
+        try:
+            observed, problems = await replay(sync_url, orders, timeout, since or 0)
+        except ReplayUnavailable as exc:
+            unobserved = str(exc)
     history = await read_history(database_url, orders)
-    result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
-                   max_lost=spec.verification.max_lost)
-    notes = result.notes + problems + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
+    store = await read_store(database_url, orders, [r.webhook.webhook_id for r in requests if not r.valid])
+    walk, walk_problems = await final_walk(sync_url, len(orders)) if sync_url else (None, [])
+    problems += walk_problems
+    selectors = {f.name: f.selector for f in spec.faults}
+    ctx = Context(requests, ledger, history, observed, faults=faults, max_lost=spec.verification.max_lost,
+                  caught_up=settled, deadline=spec.settle.timeout, unobserved=unobserved,
+                  extras=Extras(store, walk_after=walk, selectors=selectors))
+    result = verify(ctx, spec.enabled_invariants())
     api = await orders_api(sync_url, history) if sync_url else None
-    return Report(
-        name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
-        anomalies=result.anomalies, checked=result.checked, notes=notes,
-        timings=Timings(drain_s=round(drain_s, 3), settled=settled),
-        checklist=checklist(result, history, ledger, api),
-        performance=[rate("queue drain time", round(drain_s, 3))],
-    )
+    report = assemble(test.metadata.name, ctx, result, spec.enabled_invariants(),
+                      timings=Timings(drain_s=round(drain_s, 3), settled=settled), notes=problems, orders_api=api,
+                      performance=[rate("queue drain time", round(drain_s, 3))])
+    report.fault_windows = fault_windows(faults, ledger or [], selectors)
+    return report

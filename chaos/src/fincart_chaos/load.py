@@ -1,7 +1,9 @@
 """The load generator: signed webhooks over keep-alive HTTP with bounded concurrency.
 
-Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times.
-A forged (invalid-signature) request is sent once: its expected answer is 401.
+Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times; a
+poison webhook too, until it gets a 2xx or a 4xx (a client error is final). A forged (invalid-signature)
+request is sent once: its expected answer is 401. Every attempt that was not final is kept in the ledger
+(when, which status), so the report can say what each fault window failed.
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class LoadStats:
     sent: int = 0
     done: int = 0
     acked: int = 0
-    rejected: int = 0  # answered 4xx as expected (forged signatures)
+    rejected: int = 0  # answered 4xx as expected (forged signatures, poison)
     errors: int = 0  # non-2xx or no answer on an attempt that was then retried or given up
     given_up: int = 0
 
@@ -55,7 +57,7 @@ def headers_for(request: Request, body: bytes, secret: str) -> dict[str, str]:
     return {
         "Content-Type": "application/json",
         "X-Shopify-Webhook-Id": request.webhook.webhook_id,
-        "X-Shopify-Hmac-Sha256": sign(body, secret if request.valid else FORGED_SECRET),
+        "X-Shopify-Hmac-Sha256": sign(body, secret if request.signed else FORGED_SECRET),
         "X-Shopify-Topic": "orders/updated",
         "X-Shopify-Shop-Domain": "chaos.myshopify.com",
         "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
@@ -65,7 +67,8 @@ def headers_for(request: Request, body: bytes, secret: str) -> dict[str, str]:
 async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, policy: RetryPolicy,
                    stats: LoadStats, runner: int) -> LedgerEntry:
     body = request.webhook.body()
-    attempts = policy.attempts if request.valid else 1
+    attempts = policy.attempts if request.signed else 1
+    failures: list[tuple[float, int]] = []
     first_status = status = 0
     answer: str | None = None
     latency_ms = 0.0
@@ -84,15 +87,16 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
         if attempt == 0:
             first_status = status
             stats.sent += 1
-        if 200 <= status < 300 or not request.valid:
+        if 200 <= status < 300 or not request.signed or (not request.valid and 400 <= status < 500):
             break
+        failures.append((round(time.time(), 3), status))
         stats.errors += 1
         if attempt + 1 < attempts:
             await asyncio.sleep(policy.backoff(attempt))
     entry = LedgerEntry(
         webhook_id=request.webhook.webhook_id, order_id=request.webhook.order_id, kind=request.kind,
         runner=runner, status=status, first_status=first_status, answer=answer, attempts=attempt + 1,
-        sent_at=sent_at, done_at=time.time(), latency_ms=round(latency_ms, 3),
+        sent_at=sent_at, done_at=time.time(), latency_ms=round(latency_ms, 3), failures=failures,
     )
     stats.done += 1
     if entry.acked:

@@ -37,14 +37,16 @@ def infrastructure() -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
-             processor_command: list[str] | None = None) -> Iterator[tuple[Endpoints, LocalTargets]]:
-    """``processor_command``: argv of each processor replica instead of ``fincart-processor``."""
+             processor_command: list[str] | None = None, ingest_command: list[str] | None = None,
+             sync_command: list[str] | None = None) -> Iterator[tuple[Endpoints, LocalTargets]]:
+    """``*_command``: argv of a service instead of its console script (deliberately broken ones in tests)."""
     run = uuid.uuid4().hex[:8]
     partitions = int(os.environ.get("FINCART_PARTITIONS", "16"))
     config = StackConfig(database=f"fincart_chaos_{run}", partitions=partitions, processors=processors,
                          nats_prefix=f"chaos-{run}", webhook_secret=secrets.token_hex(16), ingest_port=0,
                          sync_port=0, log_level=os.environ.get("FINCART_LOG_LEVEL", "WARNING"),
-                         processor_command=processor_command)
+                         processor_command=processor_command, ingest_command=ingest_command,
+                         sync_command=sync_command)
     logdir.mkdir(parents=True, exist_ok=True)
     stack = DevStack(config, infra, logdir)
     try:

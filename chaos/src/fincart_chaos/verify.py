@@ -1,24 +1,36 @@
-"""The verifier: rebuilds what was sent from the spec, reads PostgreSQL and the observer log, and
-checks the invariants I1-I7 of ARCHITECTURE.md over the whole history.
+"""The verifier: checks a run's history (what was sent, what the runners were answered, what the store
+holds, what clients saw, when faults were active) against the invariants I1-I7 of ARCHITECTURE.md,
+plus catch-up and fault coverage.
 
-``check`` is pure (history in, verdict out), so it is tested against deliberately broken histories.
+Every check is a pure function of a ``Context`` (the data gathered) returning ``Finding``s, registered
+with ``@check(name, title)`` in ``CHECKS``; ``verify`` runs them and derives the verdict: Fail when a
+finding is a violation, else Inconclusive when one says the run proved less than it claims (an
+invariant that could not be checked, a fault that hit nothing, no catch-up), else Pass. A module that
+adds a check imports ``check`` and ``Finding`` and decorates its function; ``verify`` runs it then.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import cached_property
+from typing import TYPE_CHECKING
 
 import asyncpg
-from fincart_core.contracts.report import Anomaly, Counts, Verdict
+from fincart_core.contracts.report import Anomaly, Counts, FaultRecord, Verdict
 from fincart_core.settings import to_asyncpg_url
 
+from fincart_chaos import oracle
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
+from fincart_chaos.outcomes import WebhookOutcome, classify, in_flight, tally, window
 from fincart_chaos.workload import Request, Webhook
+
+if TYPE_CHECKING:
+    from fincart_chaos.history_checks import Extras
 
 ALL_INVARIANTS = tuple(f"I{i}" for i in range(1, 8))
 SAMPLES = 10
@@ -54,6 +66,265 @@ class History:
     audit: list[AuditRow]
 
 
+@dataclass(frozen=True)
+class Finding:
+    """One thing a check found: a violation of ``check`` (Fail), or, ``inconclusive``, a reason the run
+    proves less than it claims. ``ids``: every webhook id, order id or ``order@vN`` concerned."""
+
+    check: str
+    message: str
+    ids: tuple[str, ...] = ()
+    count: int | None = None
+    inconclusive: bool = False
+
+    def anomaly(self) -> Anomaly:
+        return Anomaly(invariant=self.check, message=self.message, count=max(self.count or 0, len(self.ids)),
+                       samples=sorted(set(self.ids))[:SAMPLES])
+
+
+def found(check_name: str, message: str, ids: Iterable[str], count: int | None = None) -> Iterator[Finding]:
+    """A violation, if any id is concerned."""
+    ids = tuple(ids)
+    if ids or count:
+        yield Finding(check_name, message, ids, count)
+
+
+@dataclass
+class Context:
+    """The data the verifier gathered. ``ledger`` None: no runner ledgers (their exit codes say every
+    valid webhook was acked); ``observed`` None: no client observed the events (``unobserved`` says why);
+    ``caught_up`` False: the catch-up deadline passed first."""
+
+    requests: Sequence[Request]
+    ledger: Sequence[LedgerEntry] | None
+    history: History
+    observed: Sequence[Seen] | None
+    faults: Sequence[FaultRecord] = ()
+    max_lost: int = 0
+    caught_up: bool = True
+    deadline: str = ""
+    unobserved: str = "no sync service to observe"
+    extras: Extras | None = None  # what the history checks read besides (rows in full, read API, resumes)
+
+    @cached_property
+    def valid(self) -> dict[str, Webhook]:
+        return {r.webhook.webhook_id: r.webhook for r in self.requests if r.valid}
+
+    @cached_property
+    def webhooks(self) -> dict[str, Webhook]:
+        """Every webhook sent, forged ones included."""
+        return {r.webhook.webhook_id: r.webhook for r in self.requests}
+
+    @cached_property
+    def poison(self) -> set[str]:
+        """Poison webhooks (signed, an invalid order): a failed audit row is their expected end."""
+        return {r.webhook.webhook_id for r in self.requests if r.kind == "poison"}
+
+    @cached_property
+    def audit_by_id(self) -> dict[str, AuditRow]:
+        return {a.webhook_id: a for a in self.history.audit}
+
+    @cached_property
+    def outcomes(self) -> list[WebhookOutcome]:
+        # a dead-lettered (failed) webhook was not applied
+        return classify(self.ledger or [], {a.webhook_id for a in self.history.audit if a.status != "failed"})
+
+    @cached_property
+    def acked(self) -> set[str]:
+        if self.ledger is None:
+            return set(self.valid)
+        return {o.webhook_id for o in self.outcomes if o.valid and o.answer == "ok"}
+
+    @cached_property
+    def applied(self) -> set[str]:
+        """Webhooks that may be applied: the acked ones and any other valid one the audit log holds."""
+        return self.acked | (set(self.valid) & set(self.audit_by_id))
+
+    @cached_property
+    def rows(self) -> dict[str, list[OrderRow]]:
+        rows = defaultdict(list)
+        for row in self.history.orders:
+            rows[row.order_id].append(row)
+        return rows
+
+    @cached_property
+    def processed(self) -> Counter[str]:
+        return Counter(a.order_id for a in self.history.audit if a.status == "processed")
+
+    @cached_property
+    def lost(self) -> list[str]:
+        return sorted(self.acked - set(self.audit_by_id))
+
+    @cached_property
+    def unexpected(self) -> list[str]:
+        return sorted(a.webhook_id for a in self.history.audit if a.webhook_id not in self.valid
+                      and not (a.webhook_id in self.poison and a.status == "failed"))
+
+    @cached_property
+    def newest(self) -> dict[str, Webhook]:
+        """Per order, the applied webhook with the greatest (updated_at, id): the final state I2 expects."""
+        newest: dict[str, Webhook] = {}
+        for webhook_id in self.applied:
+            w = self.valid[webhook_id]
+            if w.order_id not in newest or w.sort_key > newest[w.order_id].sort_key:
+                newest[w.order_id] = w
+        return newest
+
+    @cached_property
+    def stale(self) -> list[str]:
+        """Orders whose row holds an older applied webhook than the newest (a stale overwrite)."""
+        stale = []
+        for order_id, newest in self.newest.items():
+            for row in self.rows[order_id][:1]:
+                held = self.valid.get(row.last_webhook_id or "")
+                if held and held.sort_key < newest.sort_key:
+                    stale.append(order_id)
+        return stale
+
+    @cached_property
+    def applied_twice(self) -> tuple[list[str], int]:
+        """Sample ids (webhook ids seen twice, else orders with excess versions) and how many."""
+        excess = {r.order_id: (r.version or 0) - self.processed[r.order_id] for r in self.history.orders
+                  if (r.version or 0) > self.processed[r.order_id]}
+        twice = _applied_twice(self.observed or [])
+        return (twice or list(excess)), max(sum(excess.values()), len(twice))
+
+    def order_of(self, sample: str) -> str | None:
+        """The order a finding's id is about: a webhook id, an ``order@vN`` or an order id."""
+        if sample in self.webhooks:
+            return self.webhooks[sample].order_id
+        if sample in self.audit_by_id:
+            return self.audit_by_id[sample].order_id
+        order = sample.rsplit("@v", 1)[0]
+        return order if order in self.rows or any(w.order_id == order for w in self.valid.values()) else None
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str  # an invariant (I1..I7: run when the spec enables it) or another check's name (always run)
+    title: str
+    run: Callable[[Context], Iterable[Finding]]
+
+
+CHECKS: list[Check] = []
+
+
+def check(name: str, title: str) -> Callable[[Callable[[Context], Iterable[Finding]]],
+                                             Callable[[Context], Iterable[Finding]]]:
+    """Register a check; ``verify`` runs every registered one."""
+    def register(run: Callable[[Context], Iterable[Finding]]) -> Callable[[Context], Iterable[Finding]]:
+        CHECKS.append(Check(name, title, run))
+        return run
+    return register
+
+
+# ---------------------------------------------------------------- the invariants
+
+
+@check("I1", "one complete row per order that got a webhook")
+def rows_complete(ctx: Context) -> Iterator[Finding]:
+    expected = {ctx.valid[w].order_id for w in ctx.applied}
+    yield from found("I1", "orders without exactly one row", [o for o in expected if len(ctx.rows[o]) != 1])
+    yield from found("I1", "orders with NULL columns", [r.order_id for r in ctx.history.orders if r.null_columns])
+
+
+@check("I2", "final state = the newest applied webhook, status and fee by the domain rules")
+def final_state(ctx: Context) -> Iterator[Finding]:
+    wrong, misjudged = [], []
+    for order_id, newest in ctx.newest.items():
+        for row in ctx.rows[order_id][:1]:
+            if row.last_webhook_id != newest.webhook_id:
+                wrong.append(order_id)
+            elif (row.status, row.shipping_fee) != oracle.expected(newest.payload):
+                misjudged.append(order_id)
+    yield from found("I2", "final state is not the newest webhook's (updated_at, id)", wrong)
+    yield from found("I2", "final status or shipping fee differs from the domain rules (README)", misjudged)
+
+
+@check("I3", "one audit row per webhook, none failed, each under its own order")
+def audit_rows(ctx: Context) -> Iterator[Finding]:
+    yield from found("I3", "audit rows with status failed (other than a poison webhook's)",
+                     [a.webhook_id for a in ctx.history.audit
+                      if a.status == "failed" and a.webhook_id not in ctx.poison])
+    yield from found("I3", "audit rows filed under another order",
+                     [a.webhook_id for a in ctx.history.audit
+                      if a.webhook_id in ctx.valid and ctx.valid[a.webhook_id].order_id != a.order_id])
+
+
+@check("I4", "version = number of processed webhooks")
+def versions(ctx: Context) -> Iterator[Finding]:
+    yield from found("I4", "version differs from the count of processed webhooks",
+                     [r.order_id for r in ctx.history.orders if r.version != ctx.processed[r.order_id]])
+
+
+@check("I5", "nothing acknowledged lost, nothing unexpected stored, nothing applied twice")
+def durability(ctx: Context) -> Iterator[Finding]:
+    if len(ctx.lost) > ctx.max_lost:
+        yield from found("I5", f"acked webhooks never stored (tolerated: {ctx.max_lost})", ctx.lost)
+    yield from found("I5", "stored webhooks that were never sent with a valid signature", ctx.unexpected)
+    twice, count = ctx.applied_twice
+    yield from found("I5", "webhooks applied more than once (samples: webhook ids, else orders)", twice, count)
+
+
+@check("I6", "every applied version reached a client, in order, with the stored content")
+def delivery(ctx: Context) -> Iterator[Finding]:
+    if ctx.observed is None:
+        yield Finding("I6", f"not checked: {ctx.unobserved}", inconclusive=True)
+        return
+    missing, mismatched = _delivery_gaps(ctx.observed, ctx.history.orders)
+    yield from found("I6", "applied versions a client never received (gap)", missing)
+    yield from found("I6", "the newest version a client received differs from the stored row", mismatched)
+
+
+@check("I7", "valid webhooks answered 2xx (through documented transient answers), forged ones 401")
+def answers(ctx: Context) -> Iterator[Finding]:
+    if ctx.ledger is None:
+        yield Finding("I7", "not checked: no runner ledger (only the runners' exit codes)", inconclusive=True)
+        return
+    ledger = ctx.ledger
+    yield from found("I7", "valid webhooks never answered 2xx",
+                     [e.webhook_id for e in ledger if e.valid and not e.acked])
+    yield from found("I7", "valid webhooks answered with an undocumented error",
+                     [e.webhook_id for e in ledger if e.valid and e.first_status not in TRANSIENT_STATUSES
+                      and not 200 <= e.first_status < 300])
+    yield from found("I7", "forged signatures not answered 401",
+                     [e.webhook_id for e in ledger if e.kind == "invalid_signature" and e.status != 401])
+
+
+# ---------------------------------------------------------------- what makes a verdict worth having
+
+
+@check("catch-up", "after the last fault was healed, the store and the clients caught up before the deadline")
+def catch_up(ctx: Context) -> Iterator[Finding]:
+    if not ctx.caught_up:
+        yield Finding("catch-up", f"the pipeline had not caught up when the deadline ({ctx.deadline}) passed: "
+                      "acknowledged webhooks not yet stored or versions not yet observed", inconclusive=True)
+
+
+@check("coverage", "every fault overlapped webhooks in flight")
+def coverage(ctx: Context) -> Iterator[Finding]:
+    for record in ctx.faults:
+        span = window(record)
+        if span is None:
+            yield Finding("coverage", f"fault {record.name} ({record.type}) {record.result}: "
+                          f"{record.message or 'it never acted'}", (record.name,), inconclusive=True)
+        elif ctx.ledger is None:
+            yield Finding("coverage", f"fault {record.name}: no runner ledger, so what it hit is unknown",
+                          (record.name,), inconclusive=True)
+        elif not in_flight(ctx.ledger, *span):
+            yield Finding("coverage", f"fault {record.name} ({record.type}) hit no webhook in flight",
+                          (record.name,), inconclusive=True)
+
+
+@check("acked", "at least one webhook was acknowledged")
+def something_acked(ctx: Context) -> Iterator[Finding]:
+    if not ctx.acked:
+        yield Finding("acked", "no webhook was acknowledged", inconclusive=True)
+
+
+# ---------------------------------------------------------------- the verdict
+
+
 @dataclass
 class Result:
     verdict: Verdict
@@ -62,122 +333,52 @@ class Result:
     anomalies: list[Anomaly]
     checked: list[str]
     notes: list[str] = field(default_factory=list)
+    inconclusive: list[Anomaly] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    lost_positions: dict[str, int] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
 
 
-class Findings:
-    def __init__(self, enabled: set[str]) -> None:
-        self.enabled = enabled
-        self.anomalies: list[Anomaly] = []
-
-    def add(self, invariant: str, message: str, ids: Iterable[str], count: int | None = None) -> None:
-        ids = list(ids)
-        if ids and invariant in self.enabled:
-            self.anomalies.append(Anomaly(invariant=invariant, message=message, count=max(count or 0, len(ids)),
-                                          samples=sorted(set(ids))[:SAMPLES]))
-
-
-def _newest(webhooks: Iterable[Webhook]) -> Webhook | None:
-    return max(webhooks, key=lambda w: w.sort_key, default=None)
-
-
-def check(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, history: History,
-          observed: Sequence[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
-    """Check the history against what was sent. ``ledger`` None: every valid webhook counts as acked
-    (the load Job succeeded); ``observed`` None: I6 is not checked (no sync service)."""
-    valid = {r.webhook.webhook_id: r.webhook for r in requests if r.valid}
-    orders = {w.order_id for w in valid.values()}
-    acked = set(valid) if ledger is None else {e.webhook_id for e in ledger if e.acked}
-    audit_by_id = {a.webhook_id: a for a in history.audit}
-    applied = acked | (set(valid) & set(audit_by_id))  # an unanswered webhook may still have been stored
-    rows = defaultdict(list)
-    for row in history.orders:
-        rows[row.order_id].append(row)
-    found = Findings(invariants)
-    checked = [i for i in ALL_INVARIANTS if i in invariants]
-    notes = []
-
-    # I1: one complete row per order that got a webhook
-    expected_orders = {valid[w].order_id for w in applied}
-    found.add("I1", "orders without exactly one row", [o for o in expected_orders if len(rows[o]) != 1])
-    found.add("I1", "orders with NULL columns", [r.order_id for r in history.orders if r.null_columns])
-
-    # I2: final state = the applied webhook with the greatest (updated_at, id)
-    by_order = defaultdict(list)
-    for webhook_id in applied:
-        by_order[valid[webhook_id].order_id].append(valid[webhook_id])
-    wrong, stale = [], []
-    for order_id, webhooks in by_order.items():
-        newest = _newest(webhooks)
-        for row in rows[order_id][:1]:
-            if newest and (row.last_webhook_id, row.status, row.shipping_fee) != (
-                    newest.webhook_id, newest.status, newest.shipping_fee):
-                wrong.append(order_id)
-                held = valid.get(row.last_webhook_id or "")
-                if held and held.sort_key < newest.sort_key:
-                    stale.append(order_id)
-    found.add("I2", "final state is not the newest webhook's (updated_at, id)", wrong)
-
-    # I3: one audit row per acked webhook, none failed, each filed under its own order
-    found.add("I3", "audit rows with status failed", [a.webhook_id for a in history.audit if a.status == "failed"])
-    misfiled = [a.webhook_id for a in history.audit
-                if a.webhook_id in valid and valid[a.webhook_id].order_id != a.order_id]
-    found.add("I3", "audit rows filed under another order", misfiled)
-
-    # I4: version = number of processed webhooks
-    processed = Counter(a.order_id for a in history.audit if a.status == "processed")
-    bad_version = [r.order_id for r in history.orders if r.version != processed[r.order_id]]
-    found.add("I4", "version differs from the count of processed webhooks", bad_version)
-
-    # I5: nothing acked lost, nothing stored that was never sent, nothing applied twice
-    lost = sorted(acked - set(audit_by_id))
-    unexpected = sorted(a.webhook_id for a in history.audit if a.webhook_id not in valid)
-    excess = {r.order_id: (r.version or 0) - processed[r.order_id] for r in history.orders
-              if (r.version or 0) > processed[r.order_id]}
-    twice = _applied_twice(observed or [])
-    duplicated = max(sum(excess.values()), len(twice))
-    if len(lost) > max_lost:
-        found.add("I5", f"acked webhooks never stored (tolerated: {max_lost})", lost)
-    elif lost:
-        notes.append(f"{len(lost)} lost webhooks within maxLost={max_lost}")
-    found.add("I5", "stored webhooks that were never sent with a valid signature", unexpected)
-    found.add("I5", "webhooks applied more than once (samples: webhook ids, else orders)", twice or excess,
-              duplicated)
-
-    # I6: every applied version reached a client, in order, no gaps, with the stored content
-    if observed is None:
-        checked = [i for i in checked if i != "I6"]
-        notes.append("I6 not checked: no sync service to observe")
+def verify(ctx: Context, invariants: set[str]) -> Result:
+    """Run every registered check the spec enables and judge."""
+    findings = [f for c in CHECKS if c.name in invariants or c.name not in ALL_INVARIANTS for f in c.run(ctx)]
+    violations = [f.anomaly() for f in findings if not f.inconclusive]
+    gaps = [f.anomaly() for f in findings if f.inconclusive]
+    unchecked = {f.check for f in findings if f.inconclusive}
+    checked = [i for i in ALL_INVARIANTS if i in invariants and i not in unchecked]
+    notes = [f"{len(ctx.lost)} lost webhooks within maxLost={ctx.max_lost}"] if 0 < len(ctx.lost) <= ctx.max_lost \
+        else []
+    notes += [f"{g.invariant}: {g.message}" for g in gaps]
+    if violations:
+        verdict: Verdict = "Fail"
+        reason: str | None = f"violated {', '.join(sorted({a.invariant for a in violations}))}"
+    elif gaps:
+        verdict, reason = "Inconclusive", "; ".join(f"{g.invariant}: {g.message}" for g in gaps)[:1000]
     else:
-        missing, mismatched = _delivery_gaps(observed, history.orders)
-        found.add("I6", "applied versions a client never received (gap)", missing)
-        found.add("I6", "the newest version a client received differs from the stored row", mismatched)
+        verdict, reason = "Pass", None
+    outcomes = tally(ctx.outcomes) if ctx.ledger is not None else {}
+    positions = Counter(o.position for o in ctx.outcomes if o.position)
+    return Result(verdict, reason, counts(ctx), violations, checked, notes, gaps, outcomes, dict(positions), findings)
 
-    # I7: valid webhooks answered 2xx (through documented transient answers), forged ones 401
-    if ledger is None:
-        checked = [i for i in checked if i != "I7"]
-        notes.append("I7 not checked: no load ledger (the load runners' exit codes stand for it)")
-    else:
-        found.add("I7", "valid webhooks never answered 2xx", [e.webhook_id for e in ledger if e.valid and not e.acked])
-        found.add("I7", "valid webhooks answered with an undocumented error",
-                  [e.webhook_id for e in ledger if e.valid and e.first_status not in TRANSIENT_STATUSES
-                   and not 200 <= e.first_status < 300])
-        found.add("I7", "forged signatures not answered 401",
-                  [e.webhook_id for e in ledger if not e.valid and e.status != 401])
 
-    counts = Counts(
-        sent=len(ledger) if ledger is not None else len(requests),
-        acked=sum(e.acked for e in ledger) if ledger is not None else len([r for r in requests if r.valid]),
+def counts(ctx: Context) -> Counts:
+    ledger = ctx.ledger
+    orders = {w.order_id for w in ctx.valid.values()}
+    outcomes = tally(ctx.outcomes) if ledger is not None else {}
+    return Counts(
+        sent=len(ledger) if ledger is not None else len(ctx.requests),
+        acked=sum(e.acked for e in ledger) if ledger is not None else sum(r.valid for r in ctx.requests),
         rejected=sum(1 for e in ledger if not e.valid and 400 <= e.status < 500) if ledger is not None else 0,
-        stored=len([a for a in history.audit if a.order_id in orders]),
-        lost=len(lost), duplicated=duplicated, unexpected=len(unexpected),
-        stale_overwrites=len(stale),
+        stored=len([a for a in ctx.history.audit if a.order_id in orders]),
+        lost=len(ctx.lost), duplicated=ctx.applied_twice[1], unexpected=len(ctx.unexpected),
+        stale_overwrites=len(ctx.stale), unknown=outcomes.get("unknown", 0), recovered=outcomes.get("recovered", 0),
     )
-    if found.anomalies:
-        names = sorted({a.invariant for a in found.anomalies})
-        return Result("Fail", f"violated {', '.join(names)}", counts, found.anomalies, checked, notes)
-    if not acked:
-        return Result("Inconclusive", "no webhook was acknowledged", counts, [], checked, notes)
-    return Result("Pass", None, counts, [], checked, notes)
+
+
+def check_history(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, history: History,
+                  observed: Sequence[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
+    """``verify`` over a context built from its parts (no faults, caught up)."""
+    return verify(Context(requests, ledger, history, observed, max_lost=max_lost), invariants)
 
 
 def _applied_twice(observed: Sequence[Seen]) -> list[str]:

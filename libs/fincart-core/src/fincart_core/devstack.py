@@ -45,6 +45,9 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # argv of each processor replica instead of the console script (tests run deliberately broken processors)
     processor_command: list[str] | None = None
+    # likewise for ingest and sync (deliberately broken ones: tests/support/broken_services.py)
+    ingest_command: list[str] | None = None
+    sync_command: list[str] | None = None
 
 
 class DevStack:
@@ -76,7 +79,8 @@ class DevStack:
         run_blocking(asyncio.run, ensure_database(self.database_url))
         upgrade(self.database_url)
         try:
-            self.ingest = self._service("ingest", [console_script("fincart-ingest")], self.config.ingest_port)
+            ingest = self.config.ingest_command or [console_script("fincart-ingest")]
+            self.ingest = self._service("ingest", ingest, self.config.ingest_port)
             self.ingest.start()
             processor = self.config.processor_command or [console_script("fincart-processor")]
             # the replicas share the partitions through leases in PostgreSQL
@@ -84,7 +88,8 @@ class DevStack:
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:
-                self.sync = self._service("sync", [console_script("fincart-sync")], self.config.sync_port)
+                sync = self.config.sync_command or [console_script("fincart-sync")]
+                self.sync = self._service("sync", sync, self.config.sync_port)
                 self.sync.start()
         except BaseException:
             self.stop()

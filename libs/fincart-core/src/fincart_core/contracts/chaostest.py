@@ -64,6 +64,9 @@ class Target(SpecModel):
     )
 
 
+PoisonKind = Literal["schema", "calendarEdge"]
+
+
 class Load(SpecModel):
     orders: int = Field(1, ge=1, le=1_000_000, description="Distinct orders")
     updates_per_order: int = Field(100, ge=1, le=100_000, description="Conflicting webhooks per order")
@@ -74,6 +77,19 @@ class Load(SpecModel):
     out_of_order_ratio: Ratio = Field(0.3, description="Share of webhooks sent out of updated_at order")
     invalid_signature_ratio: Ratio = Field(0.0, description="Share of extra requests with a bad HMAC")
     seed: int = Field(42, description="Seed of the workload: same seed, same webhooks")
+    tie_ratio: Ratio = Field(
+        0.1, description="Share of updates that share updated_at with the order's previous update (the webhook id "
+        "breaks the tie; ids come in random order)")
+    poison_ratio: Ratio = Field(
+        0.0, description="Share of extra signed requests that are valid JSON but an invalid order: each must be "
+        "answered 4xx or dead-lettered (a failed audit row), never applied")
+    poison_kinds: list[PoisonKind] = Field(
+        default_factory=lambda: ["schema"], min_length=1,
+        description="schema: missing or invalid fields and absurd values; calendarEdge: an updated_at whose UTC "
+        "instant lies outside the years 1..9999 (e.g. 0001-01-01T00:00:00+01:00)")
+    resuming_observers: int = Field(
+        2, ge=0, le=20, description="WebSocket observers that disconnect and resume (from since or a new snapshot) "
+        "at random points, compared with the steady observer")
 
 
 FaultType = Literal["podKill", "brokerRestart", "dbConnectionDrop", "redisOutage", "processorPause"]
@@ -209,3 +225,4 @@ class ChaosTestStatus(StatusModel):
     counts: StatusCounts = Field(default_factory=StatusCounts)
     anomalies: list[Anomaly] = Field(default_factory=list)
     report_ref: str | None = Field(None, description="ConfigMap holding the full JSON report")
+    bundle: str | None = Field(None, description="Where the evidence bundle (report.html, junit.xml, report.json) is")

@@ -19,6 +19,8 @@ class Counts(BaseModel):
     duplicated: int = 0
     unexpected: int = 0
     stale_overwrites: int = 0
+    unknown: int = 0  # no answer (timeout, reset) and not applied: never counted as lost
+    recovered: int = 0  # no answer, yet applied
 
 
 class Anomaly(BaseModel):
@@ -44,4 +46,7 @@ class ReportSummary(BaseModel):
     reason: str | None = None
     counts: Counts = Field(default_factory=Counts)
     anomalies: list[Anomaly] = Field(default_factory=list)
+    # why the run proves less than it claims (an unchecked invariant, a fault that hit nothing, no catch-up)
+    inconclusive: list[Anomaly] = Field(default_factory=list)
     faults: list[FaultRecord] = Field(default_factory=list)
+    bundle: str | None = None  # where the full evidence bundle (HTML, JUnit, JSON) is
