@@ -357,7 +357,7 @@ def verify(ctx: Context, invariants: set[str]) -> Result:
     else:
         verdict, reason = "Pass", None
     outcomes = tally(ctx.outcomes) if ctx.ledger is not None else {}
-    positions = Counter(o.position for o in ctx.outcomes if o.position)
+    positions = Counter(str(o.position) for o in ctx.outcomes if o.position)
     return Result(verdict, reason, counts(ctx), violations, checked, notes, gaps, outcomes, dict(positions), findings)
 
 
