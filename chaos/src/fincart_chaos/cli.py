@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
@@ -14,6 +15,7 @@ import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES
 from fincart_core.localstack import StackError
+from fincart_core.telemetry import configure_logging
 from pydantic import BaseModel
 from rich.console import Console
 from rich.markup import escape
@@ -23,6 +25,7 @@ from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.load import run_load
 from fincart_chaos.local import infrastructure, services
+from fincart_chaos.proxy import Route, serve
 from fincart_chaos.report import Report, render, summary_json
 from fincart_chaos.spec_io import SpecError, load_file
 from fincart_chaos.workload import plan
@@ -93,7 +96,7 @@ def run(
         with infrastructure() as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
-                with services(infra, processors, logs / test.metadata.name, keep) as (endpoints, targets):
+                with services(infra, processors, logs / test.metadata.name, keep, test=test) as (endpoints, targets):
                     result = asyncio.run(run_test(test, endpoints, targets, console=console,
                                                   show_progress=progress and console.is_terminal))
                 reports.append(result)
@@ -157,6 +160,24 @@ def inject(
     except ValueError as exc:
         raise fail(f"--duration: {exc}") from exc
     print(asyncio.run(drop_connections(database_url, seconds)))
+
+
+@app.command()
+def proxy(
+    route: Annotated[list[str], typer.Option(help="NAME=LISTEN_HOST:PORT=UPSTREAM_HOST:PORT, repeatable")],
+    control: Annotated[str, typer.Option(help="HOST:PORT of the control API")] = "0.0.0.0:8474",
+    seed: Annotated[int | None, typer.Option(help="seed of the per-connection draws")] = None,
+) -> None:
+    """Run the TCP fault proxy: forward each route, take faults over HTTP (PUT/DELETE /faults/NAME)."""
+    try:
+        routes = [Route.parse(r) for r in route]
+    except ValueError as exc:
+        raise fail(f"--route: {exc}") from exc
+    host, _, port = control.rpartition(":")
+    if not host or not port.isdigit():
+        raise fail(f"--control: {control!r}: use HOST:PORT")
+    configure_logging(os.environ.get("FINCART_LOG_LEVEL", "INFO"))
+    asyncio.run(serve(routes, host, int(port), seed=seed))
 
 
 @app.command()

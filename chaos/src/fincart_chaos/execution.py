@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 import httpx
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
-from fincart_core.contracts.report import FaultRecord
+from fincart_core.contracts.report import FaultRecord, ScheduledFault
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -96,6 +96,12 @@ def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Se
             for s in first_seen.values() if s.last_webhook_id in acked_at]
 
 
+def planned(test: ChaosTest) -> list[ScheduledFault]:
+    """The faults of the run as scheduled (a random schedule drawn from its seed), for the report."""
+    return [ScheduledFault(name=f.name, type=f.type, start_after_s=parse_duration(f.start_after),
+                           duration_s=parse_duration(f.duration)) for f in test.spec.scheduled_faults()]
+
+
 async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets | None, *,
                    console: Console, show_progress: bool = True) -> Report:
     spec = test.spec
@@ -110,11 +116,16 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
     records: list[FaultRecord] = []
+    schedule = planned(test)
+    if spec.schedule:
+        console.print(f"random schedule (seed {spec.schedule.seed}): " + (", ".join(
+            f"{s.name} at {s.start_after_s:g}s for {s.duration_s:g}s" for s in schedule) or "no fault drawn"))
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
-    faults = asyncio.create_task(run_schedule(spec.faults, targets, load_done, records)) if (
-        spec.faults and targets) else None
+    scheduled = spec.scheduled_faults()
+    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records)) if (
+        scheduled and targets) else None
     try:
         with progress_display(stats, console, show_progress) as on_progress:
             parts = await asyncio.gather(*(
@@ -156,7 +167,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     notes += observer.problems[:5] if observer else []
     return Report(
         name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
-        anomalies=result.anomalies, faults=records, checked=result.checked, notes=notes, timings=timings,
+        anomalies=result.anomalies, faults=records, schedule=schedule, checked=result.checked, notes=notes,
+        timings=timings,
         checklist=checklist(result, history, ledger, api),
         performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
     )

@@ -45,6 +45,9 @@ class StackConfig:
     extra_env: dict[str, str] = field(default_factory=dict)
     # argv of each processor replica instead of the console script (tests run deliberately broken processors)
     processor_command: list[str] | None = None
+    ingest_command: list[str] | None = None  # the same for ingest
+    # per service (ingest, processor, sync): env that wins over the rest (a chaos run routes one through its proxy)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class DevStack:
@@ -67,23 +70,28 @@ class DevStack:
 
     def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
+        kind = name.split("-")[0]
         return ServiceProcess(
-            name=name, argv=argv, env=self.env(http_port=port, service_name=name, **extra),
+            name=name, argv=argv,
+            env={**self.env(http_port=port, service_name=name, **extra), **self.config.service_env.get(kind, {})},
             log_path=self.logdir / f"{name}.log", port=port,
         )
+
+    def processor(self, replicas: int, index: int, generation: int = 0) -> ServiceProcess:
+        """Replica ``index`` of ``replicas`` (not started); a rescale starts a new generation of them."""
+        argv = self.config.processor_command or [console_script("fincart-processor")]
+        name = f"processor-{index}" if not generation else f"processor-{index}-g{generation}"
+        return self._service(name, argv, 0, replicas=replicas, replica_index=index)
 
     def start(self) -> None:
         run_blocking(asyncio.run, ensure_database(self.database_url))
         upgrade(self.database_url)
         try:
-            self.ingest = self._service("ingest", [console_script("fincart-ingest")], self.config.ingest_port)
+            ingest = self.config.ingest_command or [console_script("fincart-ingest")]
+            self.ingest = self._service("ingest", ingest, self.config.ingest_port)
             self.ingest.start()
             n = self.config.processors
-            processor = self.config.processor_command or [console_script("fincart-processor")]
-            self.processors = [
-                self._service(f"processor-{i}", processor, 0, replicas=n, replica_index=i)
-                for i in range(n)
-            ]
+            self.processors[:] = [self.processor(n, i) for i in range(n)]  # in place: a rescale swaps them too
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:

@@ -83,6 +83,9 @@ async def delete_streams(url: str, topology: Topology) -> None:
         await nc.close()
 
 
+NATS_PING_INTERVAL_S = 5
+
+
 async def connect(url: str, name: str, **options: object) -> NATS:
     """Connect with bounded reconnects; every FinCart process connects through here."""
     servers = [u.strip() for u in url.split(",") if u.strip()]
@@ -91,6 +94,10 @@ async def connect(url: str, name: str, **options: object) -> NATS:
         "connect_timeout": 5,
         "max_reconnect_attempts": -1,  # the broker restarting is a fault we ride out, not an exit
         "reconnect_time_wait": 0.5,
+        # a connection that silently stopped answering (a half-open TCP flow) is noticed after 3 unanswered
+        # PINGs and reconnected; nats-py's default (2 x 120 s) would stall a consumer for minutes
+        "ping_interval": NATS_PING_INTERVAL_S,
+        "max_outstanding_pings": 3,
     }
     defaults.update(options)
     return await nats.connect(servers=servers, **defaults)  # type: ignore[arg-type]

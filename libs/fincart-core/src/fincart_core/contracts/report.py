@@ -37,6 +37,15 @@ class FaultRecord(BaseModel):
     message: str | None = None
 
 
+class ScheduledFault(BaseModel):
+    """One fault of the schedule as it was planned (a random schedule is printed and kept like this)."""
+
+    name: str
+    type: str
+    start_after_s: float
+    duration_s: float
+
+
 class ReportSummary(BaseModel):
     """The part of the report the operator copies into the ChaosTest status."""
 
@@ -45,3 +54,4 @@ class ReportSummary(BaseModel):
     counts: Counts = Field(default_factory=Counts)
     anomalies: list[Anomaly] = Field(default_factory=list)
     faults: list[FaultRecord] = Field(default_factory=list)
+    schedule: list[ScheduledFault] = Field(default_factory=list)
