@@ -50,12 +50,12 @@ def infrastructure() -> Iterator[Infra]:
         infra.stop()
 
 
-def _host_port(url: str) -> tuple[str, int]:
+def host_port(url: str) -> tuple[str, int]:
     parts = urlsplit(url.split(",")[0].strip())
     return parts.hostname or "127.0.0.1", parts.port or 0
 
 
-def _via(url: str, port: int) -> str:
+def via_proxy(url: str, port: int) -> str:
     """``url`` with its (first) host:port replaced by the proxy's listener."""
     parts = urlsplit(url.split(",")[0].strip())
     netloc = parts.netloc.rsplit("@", 1)
@@ -99,11 +99,11 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
               if f.network}
     upstreams = {"nats": infra.nats_url, "redis": infra.redis_url, "postgres": infra.database_url,
                  "ingest": f"http://127.0.0.1:{config.ingest_port}"}
-    proxy = FaultProxyProcess({name: _host_port(upstreams[t.upstream]) for name, t in routes.items()},
+    proxy = FaultProxyProcess({name: host_port(upstreams[t.upstream]) for name, t in routes.items()},
                               logdir) if routes else None
     ingest_url = f"http://127.0.0.1:{config.ingest_port}"
     for target in routes.values():
-        via = _via(upstreams[target.upstream], proxy.listen[target.route])  # type: ignore[union-attr]
+        via = via_proxy(upstreams[target.upstream], proxy.listen[target.route])  # type: ignore[union-attr]
         if target.service == "runners":
             ingest_url = via
         else:
