@@ -9,6 +9,10 @@ Modes and the invariant the verifier has to name:
 * ``ack-before-commit``: acks a batch before applying it and dies in between (I5 lost).
 * ``double-apply``: applies every webhook a second time, as a redelivery without the check would (I4, I5).
 * ``skip-events``: never publishes the change event of an order's first version (I6).
+* ``no-row-lock``: reads the orders of a batch without ``FOR UPDATE``, so nothing fences two processes that
+  both believe they own a partition (a rescale's old and new generation): lost version counts (I4).
+* ``no-nats-ping``: nats-py's default liveness check (2 PINGs 120 s apart) instead of FinCart's, so a
+  half-open NATS connection (a blackhole) stalls it for minutes (I5: acked webhooks not stored in time).
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import sys
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-from fincart_processor import app, consumer, order_store
+from fincart_core import streams
+from fincart_processor import app, consumer, order_store, runner
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from nats.aio.msg import Msg
@@ -85,9 +90,23 @@ def skip_events() -> None:
     EventPublisher.publish = publish_updates_only  # type: ignore[method-assign]
 
 
+def no_row_lock() -> None:
+    order_store.LOCK_ORDERS = order_store.LOCK_ORDERS.replace("FOR UPDATE", "")
+
+
+def no_nats_ping() -> None:
+    connect = streams.connect
+
+    async def connect_without_liveness(url: str, name: str, **options: object):  # type: ignore[no-untyped-def]
+        return await connect(url, name, **{**options, "ping_interval": 120, "max_outstanding_pings": 2})
+
+    runner.connect = connect_without_liveness  # type: ignore[assignment]
+
+
 MODES: dict[str, Callable[[], None]] = {
     "correct": lambda: None, "ignore-timestamp": ignore_timestamp, "ack-before-commit": ack_before_commit,
-    "double-apply": double_apply, "skip-events": skip_events,
+    "double-apply": double_apply, "skip-events": skip_events, "no-row-lock": no_row_lock,
+    "no-nats-ping": no_nats_ping,
 }
 
 

@@ -60,8 +60,8 @@ class FaultSkipped(Exception):
 
 
 async def _restart(processes: Sequence[ManagedProcess]) -> None:
-    for process in processes:
-        await asyncio.to_thread(process.start)  # a ServiceProcess waits until /readyz answers
+    # side by side: a ServiceProcess's start waits until its /readyz answers
+    await asyncio.gather(*(asyncio.to_thread(process.start) for process in processes))
 
 
 @contextlib.asynccontextmanager
@@ -113,30 +113,38 @@ async def _network(fault: Fault, proxy_url: str | None) -> AsyncIterator[str]:
             (await http.delete(f"/faults/{fault.name}")).raise_for_status()
 
 
-async def _swap_processors(targets: LocalTargets, replicas: int) -> str:
-    """Start a new generation of ``replicas`` processors, then stop the old one (as a rolling update would:
-    for a moment both run, each believing in its own replica count)."""
+async def _roll_processors(targets: LocalTargets, replicas: int) -> str:
+    """Go to ``replicas`` processors the way a StatefulSet rolling update does: from the highest ordinal down,
+    stop replica i and start its successor, which is told the new count. Until the roll is done, old and new
+    replicas run side by side, each sure of its own replica count (the ownership they compute overlaps)."""
     if targets.new_processor is None:
         raise FaultSkipped("this run cannot start processors")
-    current = targets.services.setdefault("processor", [])
+    current = targets.services.setdefault("processor", [])  # changed in place: the stack stops what runs at the end
+    before = len(current)
     targets.generations += 1
-    fresh = [targets.new_processor(replicas, i, targets.generations) for i in range(replicas)]
-    await _restart(fresh)
-    old = list(current)
-    for process in old:
-        await asyncio.to_thread(process.stop)
-    current[:] = fresh  # in place: the stack stops whatever runs at the end
-    return f"{len(old)} -> {replicas} processor(s)"
+    for i in reversed(range(max(before, replicas))):
+        if i < len(current):
+            await asyncio.to_thread(current[i].stop)
+        if i >= replicas:
+            current.pop(i)
+            continue
+        successor = targets.new_processor(replicas, i, targets.generations)
+        if i < len(current):
+            current[i] = successor
+        else:
+            current.append(successor)
+        await _restart([successor])
+    return f"{before} -> {replicas} processor(s)"
 
 
 @contextlib.asynccontextmanager
 async def _rescaled(targets: LocalTargets, replicas: int) -> AsyncIterator[str]:
     before = len(targets.services.get("processor", []))
-    message = await _swap_processors(targets, replicas)
+    message = await _roll_processors(targets, replicas)
     try:
         yield message
     finally:
-        await _swap_processors(targets, before)
+        await _roll_processors(targets, before)
 
 
 @contextlib.asynccontextmanager

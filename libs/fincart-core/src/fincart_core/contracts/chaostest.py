@@ -165,10 +165,9 @@ def _millis(seconds: float) -> str:
 class RandomSchedule(SpecModel):
     """Jepsen-style nemesis schedule: the faults are templates, drawn at random with quiet periods in between."""
 
-    type: Literal["random"] = "random"
     seed: int = Field(1, description="Same seed, same schedule")
     span: Duration = Field("30s", description="Faults start within this time after the load starts")
-    rate: float = Field(6.0, gt=0, le=600, description="Mean faults per minute (exponential gaps)")
+    rate: float = Field(6.0, ge=0.1, le=600, description="Mean faults per minute (exponential gaps)")
     quiet: Duration = Field("2s", description="At least this long without a fault between two faults")
     mix: list[str] = Field(default_factory=list, description="Names of the faults to draw from; empty: all")
 
@@ -204,7 +203,8 @@ class ChaosTestSpec(SpecModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    schedule: RandomSchedule | None = Field(None, description="Draw the faults at random instead of as listed")
+    schedule: RandomSchedule | None = Field(None, description="A random schedule: draw the faults instead of "
+                                                                "running them as listed")
     environment: Environment = Field(default_factory=Environment)
     settle: Settle = Field(default_factory=Settle)
     verification: Verification = Field(default_factory=Verification)
