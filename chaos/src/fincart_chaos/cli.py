@@ -93,7 +93,7 @@ def run(
     logs = logdir or Path(tempfile.mkdtemp(prefix="fincart-chaos-"))
     reports: list[Report] = []
     try:
-        with infrastructure() as infra:
+        with infrastructure(max(t.spec.environment.nats_nodes for t in tests)) as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
                 with services(infra, processors, logs / test.metadata.name, keep, test=test) as (endpoints, targets):

@@ -42,8 +42,9 @@ URL_VARIABLES = {"nats": "FINCART_NATS_URL", "redis": "FINCART_REDIS_URL", "post
 
 
 @contextlib.contextmanager
-def infrastructure() -> Iterator[Infra]:
-    infra = start_infra()
+def infrastructure(nats_nodes: int = 1) -> Iterator[Infra]:
+    """``nats_nodes`` 3: an embedded 3-node JetStream cluster whatever FINCART_NATS_URL says (a run kills its nodes)."""
+    infra = start_infra(nats_nodes=nats_nodes)
     try:
         yield infra
     finally:
@@ -117,12 +118,14 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
         endpoints = Endpoints(ingest_url=ingest_url, database_url=stack.database_url,
                               secret=config.webhook_secret, sync_url=stack.sync_url)
         nats = infra.embedded.get("nats")
+        nats_nodes: list[ManagedProcess] = list(infra.nats_cluster.nodes) if infra.nats_cluster else (
+            [nats] if nats else [])
         targets = LocalTargets(
             database_url=stack.database_url,
             services={"processor": stack.processors, "ingest": [stack.ingest] if stack.ingest else [],
-                      "sync": [stack.sync] if stack.sync else [],
-                      **{kind: [process] for kind, process in infra.embedded.items()}},
-            nats=nats, redis=infra.embedded.get("redis"), nats_nodes=[nats] if nats else [],
+                      "sync": [stack.sync] if stack.sync else [], "nats": nats_nodes,
+                      **{kind: [process] for kind, process in infra.embedded.items() if kind in ("redis", "postgres")}},
+            nats=nats, redis=infra.embedded.get("redis"), nats_nodes=nats_nodes,
             proxy_url=proxy.url if proxy else None,
             new_processor=lambda n, i, generation: stack.processor(n, i, generation),
         )
