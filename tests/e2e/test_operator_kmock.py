@@ -24,6 +24,8 @@ import kopf
 import kubernetes
 import pytest
 import yaml
+from fincart_chaos.proxy import Route, serve
+from fincart_core.localstack import free_port
 from fincart_operator import main  # noqa: F401  (registers the handlers with kopf)
 from fincart_operator.crd import build_crd
 from fincart_operator.settings import OperatorSettings
@@ -425,3 +427,105 @@ async def test_the_kill_switch_aborts_and_heals_every_running_test(cluster: Clus
     assert get(cluster, JOBS, "one-load") is None and get(cluster, JOBS, "two-load") is None
     assert get(cluster, JOBS, "one-fault-drop-0") is None
     assert "kill switch" in status(cluster, "one")["message"]
+
+
+# ---------------------------------------------------------------- the fault types of issue 12
+# A real fault proxy (fincart-chaos's, in this event loop) plays the chart's proxy Deployment: the operator
+# sets and clears network faults over its HTTP API.
+
+
+@contextlib.asynccontextmanager
+async def fault_proxy() -> AsyncIterator[tuple[str, Callable[[], Awaitable[set[str]]]]]:
+    """(the control URL, a call listing the faults set now)."""
+    control = free_port()
+    ready, stop = asyncio.Event(), asyncio.Event()
+    route = Route("processor-nats", "127.0.0.1", free_port(), "127.0.0.1", free_port())  # nothing connects
+    task = asyncio.create_task(serve([route], "127.0.0.1", control, ready=ready, stop=stop))
+    await asyncio.wait_for(ready.wait(), 10)
+    url = f"http://127.0.0.1:{control}"
+
+    async def faults() -> set[str]:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}/faults") as answer:
+            return set((await answer.json())["faults"])
+
+    try:
+        yield url, faults
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+def seed_nats_cluster(k8s: Cluster) -> None:
+    seed_targets(k8s)
+    for pod in ("fincart-nats-1", "fincart-nats-2"):
+        k8s.objects[PODS, NS, pod] = {"metadata": {"name": pod, "namespace": NS, "uid": str(uuid.uuid4()),
+                                                   "labels": {"app.kubernetes.io/component": "nats"}}}
+
+
+HOLE = {"name": "hole", "type": "network", "startAfter": "0s", "duration": "1s",
+        "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"}}
+NEW_FAULTS = [{**fault("scale", "rescale", "processor", "1s"), "replicas": 3},
+              {**fault("node", "brokerNodeLoss", "nats"), "nodes": "one"},
+              fault("freeze", "pause", "redis", "1s"), HOLE]
+
+
+async def test_new_fault_types_are_set_and_healed_on_schedule(cluster: Cluster) -> None:
+    seed_nats_cluster(cluster)
+    async with fault_proxy() as (url, proxy_faults), operator(settings(proxy_url=url)):
+        await apply(cluster, chaostest("new", faults=NEW_FAULTS))
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 3
+                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0)
+        assert await eventually(proxy_faults) == {"new-hole-0"}
+        await eventually(lambda: "fincart-nats-0" not in names(cluster, PODS))
+        assert {"fincart-nats-1", "fincart-nats-2"} <= names(cluster, PODS)  # one node of three
+        killed = [r for r in cluster if r.action == kmock.action.DELETE and r.resource == kmock.resource(PODS)]
+        assert [(r.name, r.params.get("gracePeriodSeconds")) for r in killed] == [("fincart-nats-0", "0")]
+        # healed at the end of their windows, while the load still runs
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 1)
+        assert await eventually(lambda: _empty(proxy_faults))
+        await finish_job(cluster, "new-load")
+        await verifier_reports(cluster, "new", SUMMARY)
+        final = await eventually(lambda: status(cluster, "new").get("verdict") and status(cluster, "new"))
+    assert final["phase"] == "Completed"
+    assert {f["name"]: f["result"] for f in final["faults"]} == {
+        "scale": "healed", "node": "healed", "freeze": "healed", "hole": "healed"}
+
+
+async def _empty(proxy_faults: Callable[[], Awaitable[set[str]]]) -> bool:
+    return not await proxy_faults()
+
+
+@pytest.mark.parametrize("how", ["abort", "delete"])
+async def test_new_faults_are_healed_on_abort_and_on_deletion(cluster: Cluster, how: str) -> None:
+    seed_targets(cluster)
+    held = [{**fault("scale", "rescale", "processor", "60s"), "replicas": 4}, {**HOLE, "duration": "60s"}]
+    async with fault_proxy() as (url, proxy_faults), operator(settings(proxy_url=url)):
+        await apply(cluster, chaostest(how, faults=held))
+        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 4)
+        assert await eventually(proxy_faults) == {f"{how}-hole-0"}
+        if how == "abort":
+            await call(cluster, "patch", path(CHAOSTESTS, how), {"spec": {"abort": True}})
+            final = await eventually(lambda: status(cluster, how).get("phase") == "Aborted" and status(cluster, how))
+            assert {f["result"] for f in final["faults"]} == {"healed"}
+        else:
+            await call(cluster, "delete", path(CHAOSTESTS, how))
+            await eventually(lambda: get(cluster, CHAOSTESTS, how) is None)
+        assert await proxy_faults() == set()
+    assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+
+
+async def test_a_restarted_operator_clears_a_network_fault_it_did_not_set(cluster: Cluster) -> None:
+    async with fault_proxy() as (url, proxy_faults):
+        async with operator(settings(proxy_url=url)):
+            await apply(cluster, chaostest("again", faults=[HOLE]))
+            assert await eventually(proxy_faults) == {"again-hole-0"}
+        assert await proxy_faults() == {"again-hole-0"}  # an exiting operator leaves faults to its heir
+        async with operator(settings(proxy_url=url)):
+            assert await eventually(lambda: _empty(proxy_faults))
+            await finish_job(cluster, "again-load")
+            await verifier_reports(cluster, "again", SUMMARY)
+            final = await eventually(lambda: status(cluster, "again").get("verdict") and status(cluster, "again"))
+    assert final["phase"] == "Completed" and final["faults"][0]["result"] == "healed"
+    puts = [r for r in cluster if r.action == kmock.action.CREATE and r.resource == kmock.resource(JOBS)]
+    assert sorted(r.data["metadata"]["name"] for r in puts) == ["again-load", "again-verify"]

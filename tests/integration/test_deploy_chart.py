@@ -598,3 +598,29 @@ def test_helm_test_script_round_trips_a_webhook_through_the_running_services(  #
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helm test passed" in result.stdout
+
+
+def test_the_fault_proxy_is_off_by_default_and_routes_the_processor_nats_connection_when_on(helm: str) -> None:
+    def workloads(values_file: str | None) -> dict[str, dict[str, Any]]:
+        objects = rendered(helm, values_file)
+        return {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}
+
+    def env(workload: dict[str, Any]) -> dict[str, Any]:
+        return env_of(workload["spec"]["template"]["spec"]["containers"][0])
+
+    plain = workloads(None)
+    assert not [name for name in plain if "fault-proxy" in name]
+    assert "fault-proxy" not in env(next(w for n, w in plain.items() if n.endswith("processor")))["FINCART_NATS_URL"]
+    assert "FINCART_PROXY_URL" not in env(next(w for n, w in plain.items() if n.endswith("operator")))
+
+    on = workloads("ci/full-values.yaml")
+    proxy_name = next(n for n in on if n.endswith("fault-proxy"))
+    container = on[proxy_name]["spec"]["template"]["spec"]["containers"][0]
+    route = container["args"][container["args"].index("--route") + 1]
+    assert route.startswith("processor-nats=0.0.0.0:4222=") and route.endswith("-nats:4222")
+    assert env(next(w for n, w in on.items() if n.endswith("processor")))["FINCART_NATS_URL"] == (
+        f"nats://{proxy_name}:4222")
+    assert env(next(w for n, w in on.items() if n.endswith("operator")))["FINCART_PROXY_URL"] == (
+        f"http://{proxy_name}:8474")
+    for name in ("sync", "ingest"):  # only the processor is routed
+        assert "fault-proxy" not in env(next(w for n, w in on.items() if n.endswith(name)))["FINCART_NATS_URL"]

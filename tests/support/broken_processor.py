@@ -23,6 +23,10 @@ Modes and the invariant the verifier has to name:
   is not published again (I6: the versions of the crashed batch never reach a client).
 * ``poison-forever``: never dead-letters an unparseable message, naks it forever (its order's partition
   keeps retrying it: I3, accepted poison never dead-lettered).
+* ``no-row-lock``: reads the orders of a batch without ``FOR UPDATE``, so nothing fences two processes that
+  both believe they own a partition (a rescale's old and new generation): lost version counts (I4).
+* ``no-nats-ping``: nats-py's default liveness check (2 PINGs 120 s apart) instead of FinCart's, so a
+  half-open NATS connection (a blackhole) stalls it for minutes (I5: acked webhooks not stored in time).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-from fincart_core import domain
+from fincart_core import domain, streams
 from fincart_core.contracts.events import OrderEvent
-from fincart_processor import app, consumer, decisions, order_store
+from fincart_processor import app, consumer, decisions, order_store, runner
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from nats.aio.msg import Msg
@@ -195,6 +199,20 @@ def poison_forever() -> None:
 
 COMMIT_DELAY_S = 0.5
 
+
+def no_row_lock() -> None:
+    order_store.LOCK_ORDERS = order_store.LOCK_ORDERS.replace("FOR UPDATE", "")
+
+
+def no_nats_ping() -> None:
+    connect = streams.connect
+
+    async def connect_without_liveness(url: str, name: str, **options: object):  # type: ignore[no-untyped-def]
+        return await connect(url, name, **{**options, "ping_interval": 120, "max_outstanding_pings": 2})
+
+    runner.connect = connect_without_liveness  # type: ignore[assignment]
+
+
 MODES: dict[str, Callable[[], None]] = {
     "correct": lambda: None, "ignore-timestamp": ignore_timestamp, "ack-before-commit": ack_before_commit,
     "double-apply": double_apply, "skip-events": skip_events, "tie-by-arrival": tie_by_arrival,
@@ -202,6 +220,7 @@ MODES: dict[str, Callable[[], None]] = {
     "event-per-webhook": event_per_webhook, "publish-before-commit": publish_before_commit,
     "crash-after-commit": crash_after_commit(), "crash-after-commit-no-republish": crash_after_commit(False),
     "poison-forever": poison_forever,
+    "no-row-lock": no_row_lock, "no-nats-ping": no_nats_ping,
 }
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus
+from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus, parse_duration
 from fincart_core.contracts.report import FaultRecord
 from fincart_operator import children, metrics
 from fincart_operator.children import Owner
@@ -22,6 +22,7 @@ from fincart_operator.reconcile import (
     Event,
     JobView,
     Observed,
+    ProxyCall,
     Restore,
     Scale,
     Workload,
@@ -607,3 +608,82 @@ def test_the_kill_switch_aborts_running_tests_and_heals_their_faults() -> None:
     assert Delete("Job", LOAD) in of(killed, Delete) and all(f.result == "healed" for f in killed.status.faults)
     fresh = decide(OWNER, spec(), ChaosTestStatus(), Observed(), T0, SETTINGS.model_copy(update={"kill_switch": True}))
     assert fresh.status.phase == "Aborted" and of(fresh, Create) == []  # nothing new starts
+# ---------------------------------------------------------------- the fault types of issue 12
+
+PROXIED = SETTINGS.model_copy(update={"proxy_url": "http://fincart-fault-proxy:8474"})
+NETWORK = {"name": "hole", "type": "network", "startAfter": "5s", "duration": "3s",
+           "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"}}
+
+
+def proxied_step(status: ChaosTestStatus, observed: Observed, seconds: float, raw: dict[str, Any]) -> Decision:
+    return decide(OWNER, raw, status, observed, at(seconds), PROXIED)
+
+
+def test_rescale_holds_the_workload_at_its_replicas_and_restores_it() -> None:
+    rescale = {"name": "pause", "type": "rescale", "replicas": 3, "selector": {"app": "processor"},
+               "startAfter": "10s", "duration": "10s"}
+    status, observed, raw = running([rescale], workloads={"pause": WORKLOADS["pause"][:1]})
+    record = step(status, observed, seconds=10, raw=raw)
+    assert record.status.faults[0].message == "scaled to 3; restore StatefulSet/fincart-processor=2"
+    hold = step(record.status, observed, seconds=10.1, raw=raw)
+    assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 3)]
+    observed = cluster_after(observed, hold)
+    assert step(record.status, observed, seconds=15, raw=raw).actions == []  # held at 3
+    heal = step(record.status, observed, seconds=20, raw=raw)
+    assert of(heal, Scale) == [Scale("StatefulSet", "fincart-processor", 2)]
+    aborted = step(record.status, observed, seconds=12, raw={**raw, "abort": True})
+    assert of(aborted, Scale) == [Scale("StatefulSet", "fincart-processor", 2)]
+
+
+def test_pause_is_a_scale_to_zero_in_a_cluster() -> None:
+    pause = {**FAULTS[1], "type": "pause"}
+    status, observed, raw = running([pause], workloads=WORKLOADS)
+    record = step(status, observed, seconds=10, raw=raw)
+    hold = step(record.status, observed, seconds=10.1, raw=raw)
+    assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 0), Scale("Deployment", "fincart-x", 0)]
+
+
+@pytest.mark.parametrize(("nodes", "killed"), [("one", ["fincart-nats-0"]),
+                                               ("all", ["fincart-nats-0", "fincart-nats-1", "fincart-nats-2"])])
+def test_broker_node_loss_kills_one_or_all_nats_pods_without_grace(nodes: str, killed: list[str]) -> None:
+    loss = {"name": "kill", "type": "brokerNodeLoss", "nodes": nodes, "selector": {"app": "nats"},
+            "startAfter": "5s", "duration": "2s"}
+    status, observed, raw = running([loss], pods={"kill": ("fincart-nats-0", "fincart-nats-1", "fincart-nats-2")})
+    decision = step(status, observed, seconds=5, raw=raw)
+    assert of(decision, Delete) == [Delete("Pod", pod, grace_period_s=0) for pod in killed]
+    assert decision.status.faults[0].message.startswith(f"killed (grace 0) {len(killed)} pod(s)")
+    assert step(decision.status, observed, seconds=7, raw=raw).status.faults[0].result == "healed"
+
+
+def test_network_faults_are_set_and_cleared_through_the_proxy_on_schedule() -> None:
+    raw = spec(faults=[NETWORK])
+    start = proxied_step(ChaosTestStatus(), Observed(), 0, raw)
+    observed = cluster_after(Observed(), start)
+    assert of(proxied_step(start.status, observed, 4.9, raw), ProxyCall) == []
+    inject = proxied_step(start.status, observed, 5, raw)
+    (put,) = of(inject, ProxyCall)
+    assert put.name == "seed-hole-0" and put.body is not None
+    assert (put.body["route"], put.body["mode"], put.body["probability"]) == ("processor-nats", "blackhole", 1.0)
+    assert inject.status.faults[0].message == "blackhole on processor-nats via the fault proxy"
+    assert of(proxied_step(inject.status, observed, 7.9, raw), ProxyCall) == []
+    heal = proxied_step(inject.status, observed, 8, raw)
+    assert of(heal, ProxyCall) == [ProxyCall("seed-hole-0")] and heal.status.faults[0].result == "healed"
+    aborted = proxied_step(inject.status, observed, 6, {**raw, "abort": True})
+    assert of(aborted, ProxyCall) == [ProxyCall("seed-hole-0")] and aborted.status.phase == "Aborted"
+
+
+def test_network_faults_without_a_fault_proxy_are_an_invalid_spec() -> None:
+    decision = step(ChaosTestStatus(), raw=spec(faults=[NETWORK]))
+    assert decision.status.phase == "Error" and "chaosProxy.enabled" in (decision.status.message or "")
+
+
+def test_a_random_schedule_runs_the_drawn_faults_one_after_another() -> None:
+    raw = spec(faults=FAULTS[:1], schedule={"seed": 4, "span": "60s", "rate": 30, "quiet": "1s"})
+    drawn = ChaosTestSpec.model_validate(raw).scheduled_faults()
+    assert len(drawn) >= 2 and all(f.name.startswith("kill-") for f in drawn)
+    status, observed, raw = running(FAULTS[:1], pods={f.name: PODS["kill"] for f in drawn})
+    raw = spec(faults=FAULTS[:1], schedule={"seed": 4, "span": "60s", "rate": 30, "quiet": "1s"})
+    first = parse_duration(drawn[0].start_after)
+    decision = step(status, observed, seconds=first, raw=raw)
+    assert [f.name for f in decision.status.faults] == [drawn[0].name]
+    assert of(decision, Delete) == [Delete("Pod", p) for p in PODS["kill"]]

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import kubernetes
 import urllib3
 from fincart_core.contracts.chaostest import API_GROUP, API_VERSION, PLURAL, ChaosTestSpec, ChaosTestStatus
@@ -32,6 +33,7 @@ from fincart_operator.reconcile import (
     Delete,
     JobView,
     Observed,
+    ProxyCall,
     Restore,
     Scale,
     Workload,
@@ -48,7 +50,8 @@ RESOURCES: dict[str, tuple[type[Any], str]] = {
     "StatefulSet": (AppsV1Api, "stateful_set"),
 }
 MERGE_PATCH = "application/merge-patch+json"  # the client would send a JSON patch by default
-ERRORS = (ApiException, urllib3.exceptions.HTTPError, TimeoutError)  # an answer other than 2xx, or none at all
+# an answer other than 2xx, or none at all (from the API server or the fault proxy)
+ERRORS = (ApiException, urllib3.exceptions.HTTPError, TimeoutError, aiohttp.ClientError)
 
 
 # ---------------------------------------------------------------- reading objects (pure)
@@ -126,6 +129,7 @@ class Kube:
     client: ApiClient
     timeout_s: float
     logger: logging.Logger | logging.LoggerAdapter[Any]
+    proxy_url: str | None = None
 
     def _method(self, verb: str, kind: str, suffix: str = "") -> Callable[..., Any]:
         api, resource = RESOURCES[kind]
@@ -166,7 +170,7 @@ class Kube:
             verify_message = termination_message(owned(verify_pods, verify_job["metadata"]["uid"]))
         pods: dict[str, tuple[str, ...]] = {}
         workloads: dict[str, tuple[Workload, ...]] = {}
-        for fault in spec.faults if spec is not None and status.phase == "Running" else []:
+        for fault in spec.scheduled_faults() if spec is not None and status.phase == "Running" else []:
             if fault.type in POD_FAULTS:
                 found = await self.list("Pod", ns, fault.selector)
                 pods[fault.name] = tuple(sorted(p["metadata"]["name"] for p in found
@@ -207,22 +211,36 @@ class Kube:
             await self.apply(namespace, actions)  # type: ignore[arg-type]
         return sum(len(a) for a in heal.values())
 
-    async def apply(self, namespace: str, actions: Iterable[Create | Delete | Scale | Annotate]) -> None:
+    async def proxy(self, call: ProxyCall) -> None:
+        """PUT or DELETE one fault on the fault proxy (DELETE answers 204 whether or not it was set)."""
+        if self.proxy_url is None:  # reconcile.validate() rejects network faults without a proxy
+            raise ValueError("no fault proxy configured")
+        url = f"{self.proxy_url.rstrip('/')}/faults/{call.name}"
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, raise_for_status=True) as http:
+            if call.body is None:
+                await (await http.delete(url)).release()
+            else:
+                await (await http.put(url, json=call.body)).release()
+
+    async def apply(self, namespace: str, actions: Iterable[Create | Delete | Scale | Annotate | ProxyCall]) -> None:
         """In order; a child that already exists (or is already gone) is what was wanted."""
         for action in actions:
             match action:
                 case Create(body=body):
                     with _unless(409):
                         await self._call(self._method("create", body["kind"]), namespace, body)
-                case Delete(kind=kind, name=name):
+                case Delete(kind=kind, name=name, grace_period_s=grace):
                     # Background: a Job's pods go with it (the API's default for Jobs orphans them)
                     with _unless(404):
                         await self._call(self._method("delete", kind), name, namespace,
-                                         propagation_policy="Background")
+                                         propagation_policy="Background", grace_period_seconds=grace)
                 case Annotate(kind=kind, name=name, key=key, value=value):
                     with _unless(404):
                         await self._call(self._method("patch", kind), name, namespace,
                                          {"metadata": {"annotations": {key: value}}}, _content_type=MERGE_PATCH)
+                case ProxyCall():
+                    await self.proxy(action)
                 case Scale(kind=kind, name=name, replicas=replicas):
                     try:
                         await self._call(self._method("patch", kind, "_scale"), name, namespace,

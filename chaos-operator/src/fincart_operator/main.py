@@ -75,7 +75,7 @@ async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str | Non
                     logger: kopf.Logger, **_: Any) -> None:
     assert namespace is not None  # ChaosTests are namespaced
     config: OperatorSettings = memo.config
-    kube = Kube(memo.api, config.api_timeout_s, logger)
+    kube = Kube(memo.api, config.api_timeout_s, logger, config.proxy_url)
     try:
         while True:
             deleting = bool(stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
@@ -102,7 +102,7 @@ async def step(kube: Kube, config: OperatorSettings, namespace: str, name: str, 
         return None
     status = reconcile.parse_status(body.get("status"))
     try:
-        spec = reconcile.validate(body.get("spec"), name)
+        spec = reconcile.validate(body.get("spec"), name, config.proxy_url is not None)
     except InvalidSpec:
         spec = None  # decide() reports it
     observed = await kube.observe(body, spec, status, deleting)

@@ -28,6 +28,7 @@ from fincart_core.contracts.chaostest import (
     ChaosTestStatus,
     Condition,
     Fault,
+    ProxyFault,
     RunnerCounts,
     StatusCounts,
     StatusFault,
@@ -40,12 +41,17 @@ from fincart_operator import children
 from fincart_operator.children import Owner
 from fincart_operator.settings import OperatorSettings
 
-POD_FAULTS = frozenset({"podKill", "brokerRestart"})  # delete the selected pods; their controllers recreate them
-SCALE_FAULTS = frozenset({"processorPause", "redisOutage"})  # scale the selected workloads to 0 and back
+# delete the selected pods; their controllers recreate them (brokerNodeLoss: at once, one or all NATS pods)
+POD_FAULTS = frozenset({"podKill", "brokerRestart", "brokerNodeLoss"})
+# scale the selected workloads to 0 (rescale: to its replicas) and back; a kubelet cannot freeze a container
+# without privileges, so pause is scaling to 0 here
+SCALE_FAULTS = frozenset({"processorPause", "redisOutage", "pause", "rescale"})
 JOB_FAULTS = frozenset({"dbConnectionDrop"})  # a fault Job does it from inside the cluster network
+PROXY_FAULTS = frozenset({"network"})  # set and cleared over the fault proxy's HTTP API
 MAX_NAME = 63 - len("-verify")  # the longest child suffix; Job names end up in 63-character label values
 _RESTORE = re.compile(r"(Deployment|StatefulSet)/([a-z0-9.-]+)=(\d+)")
 RESTORE_ANNOTATION = "chaos.fincart.io/restore"
+_HELD = re.compile(r"^scaled to (\d+);")
 
 
 # ---------------------------------------------------------------- what decide() sees and returns
@@ -113,6 +119,7 @@ class Create:
 class Delete:
     kind: Literal["Job", "ConfigMap", "Pod"]
     name: str
+    grace_period_s: int | None = None  # 0: a kill -9, not a shutdown
 
 
 @dataclass(frozen=True)
@@ -133,6 +140,14 @@ class Annotate:
 
 
 @dataclass(frozen=True)
+class ProxyCall:
+    """A request to the fault proxy's control API: PUT a fault (``body``) or DELETE it (``body`` None)."""
+
+    name: str
+    body: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class Event:
     """A Kubernetes Event on the ChaosTest (posted after the status is written)."""
 
@@ -141,7 +156,7 @@ class Event:
     message: str
 
 
-Action = Create | Delete | Scale | Annotate | Event
+Action = Create | Delete | Scale | Annotate | ProxyCall | Event
 
 
 @dataclass
@@ -158,7 +173,7 @@ class InvalidSpec(ValueError):
 # ---------------------------------------------------------------- spec checks, schedule, deadlines
 
 
-def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
+def validate(raw: Mapping[str, Any] | None, name: str, settings_proxy: bool = True) -> ChaosTestSpec:
     """The spec model plus what only matters in a cluster (Secrets, selectors, child name lengths)."""
     try:
         spec = ChaosTestSpec.model_validate(raw or {})
@@ -174,7 +189,10 @@ def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
         problems.append("spec.target.databaseUrlSecretRef: required in a cluster (the verifier reads the database)")
     for index, fault in enumerate(spec.faults):
         where = f"spec.faults[{index}]"
-        if fault.type not in JOB_FAULTS and not fault.selector:
+        if fault.type in PROXY_FAULTS and not settings_proxy:
+            problems.append(f"{where}.type: network faults need the fault proxy (the chart's chaosProxy.enabled, "
+                            "which sets FINCART_PROXY_URL)")
+        if fault.type not in JOB_FAULTS | PROXY_FAULTS and not fault.selector:
             problems.append(f"{where}.selector: {fault.type} needs a label selector (empty would match every pod)")
         if fault.interval and parse_duration(fault.interval) <= parse_duration(fault.duration):
             problems.append(f"{where}.interval: must be longer than the duration ({fault.duration})")
@@ -239,9 +257,26 @@ def _occurrence(entry_name: str) -> tuple[str, int]:
     return fault, int(n or 0)
 
 
-def restore_message(targets: tuple[Workload, ...]) -> str:
-    """Written before scaling to 0, so the replicas to restore survive an operator restart."""
-    return "scaled to 0; restore " + " ".join(f"{w.kind}/{w.name}={w.replicas}" for w in targets)
+def restore_message(targets: tuple[Workload, ...], held: int = 0) -> str:
+    """Written before scaling to ``held``, so the replicas to restore survive an operator restart."""
+    return f"scaled to {held}; restore " + " ".join(f"{w.kind}/{w.name}={w.replicas}" for w in targets)
+
+
+def held_replicas(message: str | None) -> int:
+    match = _HELD.match(message or "")
+    return int(match.group(1)) if match else 0
+
+
+def proxy_fault_name(test: str, entry_name: str) -> str:
+    """The proxy's name of a fault occurrence (its status name holds '#', which a URL path cannot)."""
+    fault, n = _occurrence(entry_name)
+    return f"{test}-{fault}-{n}"
+
+
+def proxy_body(fault: Fault) -> dict[str, Any]:
+    assert fault.network is not None  # the spec model requires it for type network
+    body = ProxyFault(route=fault.network.target.route, **fault.network.model_dump(exclude={"target"}))
+    return body.model_dump(mode="json", by_alias=True)
 
 
 def restore_targets(message: str | None) -> list[Workload]:
@@ -305,7 +340,7 @@ def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestSt
     if status.phase in TERMINAL_PHASES:
         return step.after_finish(raw_spec)
     try:
-        spec = validate(raw_spec, owner.name)
+        spec = validate(raw_spec, owner.name, settings.proxy_url is not None)
     except InvalidSpec as exc:
         return step.finish("Error", "InvalidSpec", str(exc))
     if observed.deleting:
@@ -397,6 +432,8 @@ class _Step:
             elif entry.type in JOB_FAULTS:
                 fault, n = _occurrence(entry.name)
                 self.actions.append(Delete("Job", children.fault_job_name(self.owner.name, fault, n)))
+            elif entry.type in PROXY_FAULTS:
+                self.actions.append(ProxyCall(proxy_fault_name(self.owner.name, entry.name)))
             self.record(entry, "healed", f"{entry.message}; healed early ({why})")
 
     def finish(self, phase: Literal["Completed", "Failed", "Error", "Aborted"], reason: str, message: str,
@@ -429,7 +466,7 @@ class _Step:
         self.status.phase = "Running"
         self.status.start_time = timestamp(self.now)
         self.status.runners = RunnerCounts(desired=runners)
-        self.status.message = f"load: {runners} runner(s), {len(spec.faults)} fault(s)"
+        self.status.message = f"load: {runners} runner(s), {len(spec.scheduled_faults())} fault(s)"
         self.condition("LoadComplete", "Unknown", "LoadRunning", self.status.message)
         self.event("Running", f"load Job {children.load_job_name(self.owner.name)} started: {self.status.message}")
         return self.poll()
@@ -447,7 +484,7 @@ class _Step:
         if load.outcome == "running" and self.since(self.status.start_time) > deadline:
             return self.finish("Error", "DeadlineExceeded", f"the load did not finish within {deadline:.0f}s")
         load_done = load.outcome == "succeeded"
-        for fault in spec.faults:
+        for fault in spec.scheduled_faults():
             failure = self.fault(spec, fault, load_done)
             if failure:
                 return self.finish("Error", "DeadlineExceeded", failure)
@@ -550,8 +587,11 @@ class _Step:
             pods = self.observed.pods.get(fault.name, ())
             if not pods:
                 return self.record(entry, "failed", f"no pod matches {match}")
-            self.actions.extend(Delete("Pod", pod) for pod in pods)
-            return self.record(entry, "injected", f"deleted {len(pods)} pod(s): {', '.join(pods[:5])}")
+            killed = fault.type == "brokerNodeLoss"
+            pods = pods[:1] if killed and fault.nodes == "one" else pods
+            self.actions.extend(Delete("Pod", pod, grace_period_s=0 if killed else None) for pod in pods)
+            how = "killed (grace 0)" if killed else "deleted"
+            return self.record(entry, "injected", f"{how} {len(pods)} pod(s): {', '.join(pods[:5])}")
         if fault.type in SCALE_FAULTS:
             found = self.observed.workloads.get(fault.name, ())
             if not found:
@@ -562,7 +602,12 @@ class _Step:
                 if w.restore is None:
                     restore = Restore(w.replicas, f"{self.owner.namespace}/{self.owner.name}", self.owner.uid)
                     self.actions.append(Annotate(w.kind, w.name, RESTORE_ANNOTATION, restore.text()))
-            return self.record(entry, "injected", restore_message(targets))  # scaled by the next step
+            held = fault.replicas or 0  # rescale: its replicas; the others: 0
+            return self.record(entry, "injected", restore_message(targets, held))  # scaled by the next step
+        if fault.type in PROXY_FAULTS:
+            body = proxy_body(fault)
+            self.actions.append(ProxyCall(proxy_fault_name(self.owner.name, entry.name), body))
+            return self.record(entry, "injected", f"{body['mode']} on {body['route']} via the fault proxy")
         job = children.fault_job_name(self.owner.name, fault.name, n)
         deadline = fault_job_deadline(fault, self.settings)
         self.create(children.fault_job(self.owner, spec, fault, n, self.settings, deadline))
@@ -579,9 +624,13 @@ class _Step:
                 current = seen.get((target.kind, target.name))  # None: no longer matched (relabelled?)
                 if over:
                     self.restore(target)  # restored even if not seen
-                elif current not in (0, None):  # held at 0 for the whole duration
-                    self.actions.append(Scale(target.kind, target.name, 0))
+                elif current not in (held_replicas(entry.message), None):  # held for the whole duration
+                    self.actions.append(Scale(target.kind, target.name, held_replicas(entry.message)))
             if over:
+                self.record(entry, "healed")
+        elif fault.type in PROXY_FAULTS:
+            if over:
+                self.actions.append(ProxyCall(proxy_fault_name(self.owner.name, entry.name)))
                 self.record(entry, "healed")
         else:
             name = children.fault_job_name(self.owner.name, fault.name, n)

@@ -28,6 +28,8 @@ class OperatorSettings(CommonSettings):
     fault_job_deadline_s: float = Field(120, gt=0, description="Fault Job deadline on top of the fault's duration")
     max_fault_repeats: int = Field(100, ge=1, description="Occurrences of one repeating fault (bounds status size)")
     kill_switch: bool = Field(False, description="Abort every running ChaosTest and heal its faults; start none")
+    proxy_url: str | None = Field(None, description="Control API of the chart's fault proxy (network faults)")
+    proxy_timeout_s: float = Field(10, gt=0, description="Longest call to the fault proxy")
 
     @property
     def namespace(self) -> str | None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from fincart_chaos.report import Report
 from fincart_chaos.report_html import render_html
@@ -21,15 +22,16 @@ class RunReport(BaseModel):
 
     verdict: str
     reports: list[Report]
+    tests: list[dict[str, Any]] = Field(default_factory=list)  # the ChaosTests as run (what `shrink` re-runs)
 
 
 def worst(reports: Sequence[Report]) -> str:
     return max((r.verdict for r in reports), key=SEVERITY.index, default="Error")
 
 
-def write_bundle(directory: Path, reports: Sequence[Report]) -> list[Path]:
+def write_bundle(directory: Path, reports: Sequence[Report], tests: Sequence[dict[str, Any]] = ()) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    texts = (RunReport(verdict=worst(reports), reports=list(reports)).model_dump_json(indent=1),
+    texts = (RunReport(verdict=worst(reports), reports=list(reports), tests=list(tests)).model_dump_json(indent=1),
              render_html(reports), junit_xml(reports))
     paths = [directory / name for name in FILES]
     for path, text in zip(paths, texts, strict=True):

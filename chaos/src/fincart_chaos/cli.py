@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
+from fincart_core.telemetry import configure_logging
 from nats.errors import Error as NatsError
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console
@@ -22,13 +24,15 @@ from websockets import WebSocketException
 
 from fincart_chaos import artifacts
 from fincart_chaos import ledger as ledger_io
+from fincart_chaos import shrink as shrinking
 from fincart_chaos.bundle import FILES, RunReport, worst, write_bundle
-from fincart_chaos.execution import run_test, verify_only
+from fincart_chaos.execution import planned, run_test, verify_only
 from fincart_chaos.faults import drop_connections
 from fincart_chaos.ledger import LedgerEntry, RunnerStart
 from fincart_chaos.load import run_load
 from fincart_chaos.local import infrastructure, services
 from fincart_chaos.observer import stream_position
+from fincart_chaos.proxy import Route, serve
 from fincart_chaos.report import Report, render, summary_json
 from fincart_chaos.spec_io import SpecError, load_file
 from fincart_chaos.workload import plan
@@ -66,9 +70,9 @@ def _write(path: Path | None, text: str) -> None:
         path.write_text(text + "\n")
 
 
-def _bundle(directory: Path | None, reports: list[Report]) -> None:
+def _bundle(directory: Path | None, reports: list[Report], tests: list[dict[str, Any]] | None = None) -> None:
     if directory:
-        paths = write_bundle(directory, reports)
+        paths = write_bundle(directory, reports, tests or [])
         console.print("evidence bundle: " + ", ".join(str(p) for p in paths))
 
 
@@ -80,6 +84,9 @@ def validate(files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML fi
             load = test.spec.load
             print(f"{path}: {test.metadata.name}: ok ({load.orders} orders x {load.updates_per_order} updates, "
                   f"{load.parallelism} runner(s), {len(test.spec.faults)} fault(s))")
+            if test.spec.schedule:
+                print(f"  random schedule (seed {test.spec.schedule.seed}): " + (", ".join(
+                    f"{f.name} at {f.start_after_s:g}s for {f.duration_s:g}s" for f in planned(test)) or "none drawn"))
 
 
 @app.command()
@@ -100,10 +107,10 @@ def run(
     logs = logdir or Path(tempfile.mkdtemp(prefix="fincart-chaos-"))
     reports: list[Report] = []
     try:
-        with infrastructure() as infra:
+        with infrastructure(max(t.spec.environment.nats_nodes for t in tests)) as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
-                with services(infra, processors, logs / test.metadata.name, keep) as (endpoints, targets):
+                with services(infra, processors, logs / test.metadata.name, keep, test=test) as (endpoints, targets):
                     result = asyncio.run(run_test(test, endpoints, targets, console=console,
                                                   show_progress=progress and console.is_terminal))
                 reports.append(result)
@@ -111,12 +118,59 @@ def run(
     except (StackError, OSError) as exc:
         reports.append(Report(name=tests[len(reports)].metadata.name, verdict="Error", reason=str(exc)[:2000]))
         console.print(f"[red]error:[/] {exc}")
+    documents = [t.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"}) for t in tests]
     verdict = worst(reports)
-    _write(report, RunReport(verdict=verdict, reports=reports).model_dump_json(indent=2))
-    _bundle(report_dir, reports)
+    _write(report, RunReport(verdict=verdict, reports=reports, tests=documents).model_dump_json(indent=2))
+    _bundle(report_dir, reports, documents)
     if verdict != "Pass":
         console.print(f"service logs: {logs}")
     raise typer.Exit(EXIT_CODES[verdict])
+
+
+@app.command()
+def shrink(
+    report_file: Annotated[Path, typer.Argument(metavar="REPORT", help="a `run --report` JSON with a Fail")],
+    out: Annotated[Path | None, typer.Option(help="the small ChaosTest (default <name>-shrunk.yaml)")] = None,
+    max_runs: Annotated[int, typer.Option(min=1, max=200, help="bound on the re-runs")] = 20,
+    processors: Annotated[int, typer.Option(min=1, max=16, help="processor replicas")] = 2,
+    logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
+) -> None:
+    """Re-run a failing test with fewer faults, shorter windows and a smaller load while it still fails on
+    the same invariants; write the smallest failing ChaosTest found."""
+    try:
+        previous = RunReport.model_validate_json(report_file.read_text())
+    except (OSError, ValidationError) as exc:
+        raise fail(f"{report_file}: not a `run --report` file: {str(exc).splitlines()[0]}") from exc
+    failing = [i for i, r in enumerate(previous.reports) if r.verdict == "Fail"]
+    if not failing:
+        raise fail(f"{report_file}: no test failed, nothing to shrink")
+    if len(previous.tests) != len(previous.reports):
+        raise fail(f"{report_file}: holds no ChaosTest documents (written before shrinking existed); run it again")
+    try:
+        test = ChaosTest.model_validate(previous.tests[failing[0]])
+    except ValidationError as exc:
+        raise fail(f"{report_file}: tests[{failing[0]}]: {str(exc).splitlines()[0]}") from exc
+    logs = logdir or Path(tempfile.mkdtemp(prefix="fincart-shrink-"))
+    runs = iter(range(1, max_runs + 1))
+
+    def run_one(candidate: ChaosTest) -> Report:
+        with services(infra, processors, logs / f"run-{next(runs)}", test=candidate) as (endpoints, targets):
+            return asyncio.run(run_test(candidate, endpoints, targets, console=console, show_progress=False))
+
+    def show(description: str, result: Report) -> None:
+        kept = result.verdict == "Fail"
+        console.print(f"{'[red]still fails[/]' if kept else '[green]passes[/]'}: {escape(description)}")
+
+    try:
+        with infrastructure(test.spec.environment.nats_nodes) as infra:
+            result = shrinking.shrink(test, previous.reports[failing[0]], run_one, max_runs, on_step=show)
+    except (StackError, OSError) as exc:
+        raise fail(str(exc)) from exc
+    target = out or Path(f"{test.metadata.name}-shrunk.yaml")
+    note = (f"shrunk by `fincart-chaos shrink` from {report_file} in {result.runs} run(s): still fails "
+            f"{', '.join(sorted(result.failing))}\n" + "".join(f"- {step}\n" for step in result.steps))
+    _write(target, shrinking.to_yaml(result.test, note).rstrip("\n"))
+    console.print(f"{len(result.steps)} reduction(s) in {result.runs} run(s); wrote {target}")
 
 
 @app.command()
@@ -192,6 +246,24 @@ def inject(
     except ValueError as exc:
         raise fail(f"--duration: {exc}") from exc
     print(asyncio.run(drop_connections(database_url, seconds)))
+
+
+@app.command()
+def proxy(
+    route: Annotated[list[str], typer.Option(help="NAME=LISTEN_HOST:PORT=UPSTREAM_HOST:PORT, repeatable")],
+    control: Annotated[str, typer.Option(help="HOST:PORT of the control API")] = "0.0.0.0:8474",
+    seed: Annotated[int | None, typer.Option(help="seed of the per-connection draws")] = None,
+) -> None:
+    """Run the TCP fault proxy: forward each route, take faults over HTTP (PUT/DELETE /faults/NAME)."""
+    try:
+        routes = [Route.parse(r) for r in route]
+    except ValueError as exc:
+        raise fail(f"--route: {exc}") from exc
+    host, _, port = control.rpartition(":")
+    if not host or not port.isdigit():
+        raise fail(f"--control: {control!r}: use HOST:PORT")
+    configure_logging(os.environ.get("FINCART_LOG_LEVEL", "INFO"))
+    asyncio.run(serve(routes, host, int(port), seed=seed))
 
 
 @app.command()

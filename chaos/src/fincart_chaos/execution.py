@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 import httpx
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
-from fincart_core.contracts.report import FaultRecord
+from fincart_core.contracts.report import FaultRecord, ScheduledFault
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -99,6 +99,12 @@ def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Se
             for s in first_seen.values() if s.last_webhook_id in acked_at]
 
 
+def planned(test: ChaosTest) -> list[ScheduledFault]:
+    """The faults of the run as scheduled (a random schedule drawn from its seed), for the report."""
+    return [ScheduledFault(name=f.name, type=f.type, start_after_s=parse_duration(f.start_after),
+                           duration_s=parse_duration(f.duration)) for f in test.spec.scheduled_faults()]
+
+
 async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets | None, *,
                    console: Console, show_progress: bool = True, watch_faults: FaultWatcher | None = None) -> Report:
     """``watch_faults`` sees each fault record as the fault starts and ends (e.g. to export fault windows)."""
@@ -119,11 +125,16 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
         await read_side.start()
     records: list[FaultRecord] = []
+    schedule = planned(test)
+    if spec.schedule:
+        console.print(f"random schedule (seed {spec.schedule.seed}): " + (", ".join(
+            f"{s.name} at {s.start_after_s:g}s for {s.duration_s:g}s" for s in schedule) or "no fault drawn"))
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
-    faults = asyncio.create_task(run_schedule(spec.faults, targets, load_done, records, watch_faults)) if (
-        spec.faults and targets) else None
+    scheduled = spec.scheduled_faults()
+    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records, watch_faults)) if (
+        scheduled and targets) else None
     try:
         with progress_display(stats, console, show_progress) as on_progress:
             parts = await asyncio.gather(*(
@@ -182,6 +193,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
                       orders_api=api,
                       performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)])
     report.fault_windows = fault_windows(records, ledger, selectors)
+    report.schedule = schedule
     return report
 
 

@@ -1,9 +1,10 @@
 """Local faults: act on the processes and services a local run started (or is told about).
 
 Every fault is healed at the end of its duration, also when the run is cancelled, and recorded.
-Selectors use the chart's pod labels: ``app.kubernetes.io/component`` (processor, ingest, sync) and
-``statefulset.kubernetes.io/pod-name`` (``...-<replica>``); without a pod name every replica of the
-component is hit, without a selector processor replica 0.
+Selectors use the chart's pod labels: ``app.kubernetes.io/component`` (processor, ingest, sync, and nats,
+redis, postgres when the run started them) and ``statefulset.kubernetes.io/pod-name`` (``...-<replica>``);
+without a pod name every replica of the component is hit, without a selector processor replica 0.
+Network faults are set and cleared through the run's fault proxy (``proxy.py``) over its HTTP API.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from fincart_core.contracts.chaostest import Fault, parse_duration
+import httpx
+from fincart_core.contracts.chaostest import Fault, ProxyFault, parse_duration
 from fincart_core.contracts.report import FaultRecord
 from fincart_core.localstack import ManagedProcess
 from fincart_core.settings import to_asyncpg_url
@@ -26,16 +28,23 @@ COMPONENT_LABEL = "app.kubernetes.io/component"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 DB_DROP_EVERY_S = 0.5
 DB_TIMEOUT_S = 5.0
+PROXY_TIMEOUT_S = 10.0
 
 
 @dataclass
 class LocalTargets:
-    """What local faults can act on. ``nats``/``redis`` are set only when this run owns the process."""
+    """What local faults can act on. ``nats``/``redis`` are set only when this run owns the process;
+    ``nats_nodes`` are the JetStream nodes it owns (one, or the three of a cluster)."""
 
     database_url: str
     services: dict[str, list[ManagedProcess]] = field(default_factory=dict)
     nats: ManagedProcess | None = None
     redis: ManagedProcess | None = None
+    nats_nodes: list[ManagedProcess] = field(default_factory=list)
+    proxy_url: str | None = None  # control API of the run's fault proxy (network faults)
+    # replica i of n of a new processor generation, not started (rescale)
+    new_processor: Callable[[int, int], ManagedProcess] | None = None  # (index, generation)
+    generations: int = 0
 
     def select(self, selector: dict[str, str]) -> list[ManagedProcess]:
         chosen = self.services.get(selector.get(COMPONENT_LABEL, "processor"), [])
@@ -51,8 +60,8 @@ class FaultSkipped(Exception):
 
 
 async def _restart(processes: Sequence[ManagedProcess]) -> None:
-    for process in processes:
-        await asyncio.to_thread(process.start)  # a ServiceProcess waits until /readyz answers
+    # side by side: a ServiceProcess's start waits until its /readyz answers
+    await asyncio.gather(*(asyncio.to_thread(process.start) for process in processes))
 
 
 @contextlib.asynccontextmanager
@@ -87,6 +96,64 @@ async def _paused(processes: Sequence[ManagedProcess]) -> AsyncIterator[str]:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGCONT)
+
+
+@contextlib.asynccontextmanager
+async def _network(fault: Fault, proxy_url: str | None) -> AsyncIterator[str]:
+    assert fault.network is not None  # the spec model requires it for type network
+    if proxy_url is None:
+        raise FaultSkipped("no fault proxy in this run")
+    body = ProxyFault(route=fault.network.target.route, **fault.network.model_dump(exclude={"target"}))
+    async with httpx.AsyncClient(base_url=proxy_url, timeout=PROXY_TIMEOUT_S) as http:
+        answer = await http.put(f"/faults/{fault.name}", content=body.model_dump_json(by_alias=True))
+        answer.raise_for_status()
+        try:
+            yield f"{body.mode} on {body.route} (probability {body.probability}, {body.direction})"
+        finally:
+            (await http.delete(f"/faults/{fault.name}")).raise_for_status()
+
+
+async def _roll_processors(targets: LocalTargets, replicas: int) -> str:
+    """Go to ``replicas`` processors the way a StatefulSet rolling update does: from the highest ordinal down,
+    stop replica i and start its successor, which is told the new count. Until the roll is done, old and new
+    replicas run side by side, each sure of its own replica count (the ownership they compute overlaps)."""
+    if targets.new_processor is None:
+        raise FaultSkipped("this run cannot start processors")
+    current = targets.services.setdefault("processor", [])  # changed in place: the stack stops what runs at the end
+    before = len(current)
+    targets.generations += 1
+    for i in reversed(range(max(before, replicas))):
+        if i < len(current):
+            await asyncio.to_thread(current[i].stop)
+        if i >= replicas:
+            current.pop(i)
+            continue
+        successor = targets.new_processor(i, targets.generations)
+        if i < len(current):
+            current[i] = successor
+        else:
+            current.append(successor)
+        await _restart([successor])
+    return f"{before} -> {replicas} processor(s)"
+
+
+@contextlib.asynccontextmanager
+async def _rescaled(targets: LocalTargets, replicas: int) -> AsyncIterator[str]:
+    before = len(targets.services.get("processor", []))
+    message = await _roll_processors(targets, replicas)
+    try:
+        yield message
+    finally:
+        await _roll_processors(targets, before)
+
+
+@contextlib.asynccontextmanager
+async def _nodes_lost(targets: LocalTargets, which: str) -> AsyncIterator[str]:
+    nodes = targets.nats_nodes if which == "all" else targets.nats_nodes[:1]
+    if not nodes:
+        raise FaultSkipped("nats-server was not started by this run, so it cannot be killed")
+    async with _killed(nodes) as message:
+        yield f"{message} of {len(targets.nats_nodes)} JetStream node(s)"
 
 
 async def terminate_backends(database_url: str) -> int:
@@ -130,6 +197,10 @@ async def inject_once(fault: Fault, targets: LocalTargets, watch: FaultWatcher |
             holds: dict[str, Callable[[], contextlib.AbstractAsyncContextManager[str]]] = {
                 "podKill": lambda: _killed(_chosen(fault, targets)),
                 "processorPause": lambda: _paused(_chosen(fault, targets)),
+                "pause": lambda: _paused(_chosen(fault, targets)),
+                "network": lambda: _network(fault, targets.proxy_url),
+                "rescale": lambda: _rescaled(targets, fault.replicas or 0),
+                "brokerNodeLoss": lambda: _nodes_lost(targets, fault.nodes),
                 "brokerRestart": lambda: _stopped(targets.nats, "nats-server"),
                 "redisOutage": lambda: _stopped(targets.redis, "redis-server"),
             }

@@ -81,6 +81,15 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "fincart.natsUrl" -}}
 {{- .Values.nats.externalUrl | default (printf "nats://%s-nats:%d" (include "fincart.fullname" .) (int .Values.nats.port)) -}}
 {{- end -}}
+{{/* The NATS URL of one component: through the fault proxy when it routes that component (faultProxy). */}}
+{{- define "fincart.componentNatsUrl" -}}
+{{- $proxy := .root.Values.faultProxy -}}
+{{- if and $proxy.enabled $proxy.routes.processorNats (eq .component "processor") -}}
+{{- printf "nats://%s-fault-proxy:%d" (include "fincart.fullname" .root) (int .root.Values.nats.port) -}}
+{{- else -}}
+{{- include "fincart.natsUrl" .root -}}
+{{- end -}}
+{{- end -}}
 {{- define "fincart.redisUrl" -}}
 {{- .Values.redis.externalUrl | default (printf "redis://%s-redis:6379/0" (include "fincart.fullname" .)) -}}
 {{- end -}}
@@ -167,7 +176,7 @@ annotations:
 - name: FINCART_NATS_PREFIX
   value: {{ .root.Values.config.natsPrefix | quote }}
 - name: FINCART_NATS_URL
-  value: {{ include "fincart.natsUrl" .root | quote }}
+  value: {{ include "fincart.componentNatsUrl" . | quote }}
 {{ include "fincart.streamEnv" .root }}
 {{- with .root.Values.config.extraEnv }}
 {{ toYaml . }}

@@ -48,6 +48,8 @@ class StackConfig:
     # likewise for ingest and sync (deliberately broken ones: tests/support/broken_services.py)
     ingest_command: list[str] | None = None
     sync_command: list[str] | None = None
+    # per service (ingest, processor, sync): env that wins over the rest (a chaos run routes one through its proxy)
+    service_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 class DevStack:
@@ -70,10 +72,19 @@ class DevStack:
 
     def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
+        kind = name.split("-")[0]
         return ServiceProcess(
-            name=name, argv=argv, env=self.env(http_port=port, service_name=name, **extra),
+            name=name, argv=argv,
+            env={**self.env(http_port=port, service_name=name, **extra), **self.config.service_env.get(kind, {})},
             log_path=self.logdir / f"{name}.log", port=port,
         )
+
+    def processor(self, index: int, generation: int = 0) -> ServiceProcess:
+        """Processor replica ``index`` (not started; the replicas share the partitions through leases in
+        PostgreSQL); a rescale starts a new generation of them."""
+        argv = self.config.processor_command or [console_script("fincart-processor")]
+        name = f"processor-{index}" if not generation else f"processor-{index}-g{generation}"
+        return self._service(name, argv, 0)
 
     def start(self) -> None:
         run_blocking(asyncio.run, ensure_database(self.database_url))
@@ -82,9 +93,8 @@ class DevStack:
             ingest = self.config.ingest_command or [console_script("fincart-ingest")]
             self.ingest = self._service("ingest", ingest, self.config.ingest_port)
             self.ingest.start()
-            processor = self.config.processor_command or [console_script("fincart-processor")]
-            # the replicas share the partitions through leases in PostgreSQL
-            self.processors = [self._service(f"processor-{i}", processor, 0) for i in range(self.config.processors)]
+            # in place: a rescale swaps them too
+            self.processors[:] = [self.processor(i) for i in range(self.config.processors)]
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:

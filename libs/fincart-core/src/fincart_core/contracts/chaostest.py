@@ -6,6 +6,7 @@ custom resource with them and the CRD's openAPIV3Schema is generated from them.
 
 from __future__ import annotations
 
+import random
 import re
 from typing import Annotated, Any, Literal
 
@@ -92,7 +93,62 @@ class Load(SpecModel):
         "at random points, compared with the steady observer")
 
 
-FaultType = Literal["podKill", "brokerRestart", "dbConnectionDrop", "redisOutage", "processorPause"]
+FaultType = Literal["podKill", "brokerRestart", "dbConnectionDrop", "redisOutage", "processorPause",
+                    "network", "rescale", "pause", "brokerNodeLoss"]
+# the connections a network fault can sit on: a service's to a dependency, or the runners' to ingest
+NETWORK_UPSTREAMS: dict[str, frozenset[str]] = {
+    "ingest": frozenset({"nats", "redis"}), "processor": frozenset({"nats", "postgres"}),
+    "sync": frozenset({"nats", "postgres"}), "runners": frozenset({"ingest"}),
+}
+
+
+class NetworkTarget(SpecModel):
+    service: Literal["ingest", "processor", "sync", "runners"] = Field(description="Whose connection")
+    upstream: Literal["nats", "postgres", "redis", "ingest"] = Field(description="To what")
+
+    @model_validator(mode="after")
+    def _known_route(self) -> NetworkTarget:
+        if self.upstream not in NETWORK_UPSTREAMS[self.service]:
+            raise ValueError(f"{self.service} does not connect to {self.upstream} "
+                             f"(choose {sorted(NETWORK_UPSTREAMS[self.service])})")
+        return self
+
+    @property
+    def route(self) -> str:
+        """The fault proxy's route name for this connection (the chart and run --local use the same names)."""
+        return f"{self.service}-{self.upstream}"
+
+
+class NetworkEffect(SpecModel):
+    """What the fault proxy does to the connections of a route (the body of its PUT /faults/{name})."""
+
+    mode: Literal["latency", "blackhole", "reset", "bandwidth"] = Field(
+        description="latency: delay every chunk; blackhole: connections hang (open ones never recover); "
+                    "reset: open connections are reset and new ones refused; bandwidth: bytes per second")
+    latency: Duration = Field("0s", description="latency mode: added delay per chunk of data")
+    jitter: Duration = Field("0s", description="latency mode: the delay varies uniformly by up to this much")
+    bytes_per_second: int | None = Field(None, ge=1, description="bandwidth mode: the rate limit")
+    probability: Ratio = Field(1.0, description="Share of connections the fault applies to (drawn per connection)")
+    direction: Literal["both", "upstream", "downstream"] = Field(
+        "both", description="upstream: data towards the dependency; downstream: data back to the service")
+
+    @model_validator(mode="after")
+    def _parameters(self) -> NetworkEffect:
+        if self.mode == "bandwidth" and self.bytes_per_second is None:
+            raise ValueError("bandwidth mode needs bytesPerSecond")
+        if self.mode == "latency" and parse_duration(self.latency) == 0:
+            raise ValueError("latency mode needs a latency above 0")
+        return self
+
+
+class NetworkFault(NetworkEffect):
+    target: NetworkTarget
+
+
+class ProxyFault(NetworkEffect):
+    """A fault as the proxy's control API takes it: the effect and the route (None: every route)."""
+
+    route: str | None = None
 
 
 class Fault(SpecModel):
@@ -102,6 +158,40 @@ class Fault(SpecModel):
     start_after: Duration = Field("0s", description="Delay after the load starts")
     duration: Duration = Field("10s", description="How long the fault lasts before it is healed")
     interval: Duration | None = Field(None, description="Repeat the fault this often while the load runs")
+    network: NetworkFault | None = Field(None, description="type network: the connection and what happens to it")
+    replicas: int | None = Field(None, ge=0, le=64, description="type rescale: processor replicas during the fault")
+    nodes: Literal["one", "all"] = Field("one", description="type brokerNodeLoss: kill one NATS node or all")
+
+    @model_validator(mode="after")
+    def _type_fields(self) -> Fault:
+        if (self.type == "network") != (self.network is not None):
+            raise ValueError("network: required for type network, and only for it")
+        if (self.type == "rescale") != (self.replicas is not None):
+            raise ValueError("replicas: required for type rescale, and only for it")
+        return self
+
+
+MAX_RANDOM_FAULTS = 100  # bounds the status and the report
+
+
+def _millis(seconds: float) -> str:
+    return f"{round(seconds * 1000)}ms"
+
+
+class RandomSchedule(SpecModel):
+    """Jepsen-style nemesis schedule: the faults are templates, drawn at random with quiet periods in between."""
+
+    seed: int = Field(1, description="Same seed, same schedule")
+    span: Duration = Field("30s", description="Faults start within this time after the load starts")
+    rate: float = Field(6.0, ge=0.1, le=600, description="Mean faults per minute (exponential gaps)")
+    quiet: Duration = Field("2s", description="At least this long without a fault between two faults")
+    mix: list[str] = Field(default_factory=list, description="Names of the faults to draw from; empty: all")
+
+
+class Environment(SpecModel):
+    """What run --local starts (in a cluster the chart decides)."""
+
+    nats_nodes: Literal[1, 3] = Field(1, description="JetStream nodes: 3 starts a local cluster")
 
 
 class Settle(SpecModel):
@@ -129,6 +219,9 @@ class ChaosTestSpec(SpecModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    schedule: RandomSchedule | None = Field(None, description="A random schedule: draw the faults instead of "
+                                                                "running them as listed")
+    environment: Environment = Field(default_factory=Environment)
     settle: Settle = Field(default_factory=Settle)
     verification: Verification = Field(default_factory=Verification)
     cleanup: Cleanup = Field(default_factory=Cleanup)
@@ -140,7 +233,35 @@ class ChaosTestSpec(SpecModel):
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"faults: duplicate names {dupes}")
+        unknown = sorted(set(self.schedule.mix) - set(names)) if self.schedule else []
+        if unknown:
+            raise ValueError(f"schedule.mix: no fault named {unknown}")
+        if self.schedule and not self.faults:
+            raise ValueError("schedule: a random schedule draws from spec.faults, which is empty")
         return self
+
+    def scheduled_faults(self) -> list[Fault]:
+        """The faults as they run: as listed, or drawn by the random schedule (a pure function of its seed).
+
+        Random: one fault at a time, each a copy of a template from the mix with 50-100 % of its duration,
+        then a quiet period plus an exponential gap (mean 60 / rate s); named <template>-<n>; starts within span.
+        """
+        if self.schedule is None:
+            return list(self.faults)
+        schedule = self.schedule
+        rng = random.Random(schedule.seed)
+        pool = [f for f in self.faults if not schedule.mix or f.name in schedule.mix]
+        span, quiet = parse_duration(schedule.span), parse_duration(schedule.quiet)
+        drawn: list[Fault] = []
+        at = rng.expovariate(schedule.rate / 60)
+        while at < span and len(drawn) < MAX_RANDOM_FAULTS:
+            template = rng.choice(pool)
+            duration = parse_duration(template.duration) * rng.uniform(0.5, 1.0)
+            drawn.append(template.model_copy(update={
+                "name": f"{template.name[:56]}-{len(drawn)}", "start_after": _millis(at),
+                "duration": _millis(duration), "interval": None}))
+            at += duration + quiet + rng.expovariate(schedule.rate / 60)
+        return drawn
 
     def enabled_invariants(self) -> set[str]:
         chosen = set(self.verification.invariants)

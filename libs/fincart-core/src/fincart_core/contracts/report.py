@@ -39,6 +39,15 @@ class FaultRecord(BaseModel):
     message: str | None = None
 
 
+class ScheduledFault(BaseModel):
+    """One fault of the schedule as it was planned (a random schedule is printed and kept like this)."""
+
+    name: str
+    type: str
+    start_after_s: float
+    duration_s: float
+
+
 class ReportSummary(BaseModel):
     """The part of the report the operator copies into the ChaosTest status."""
 
@@ -50,3 +59,4 @@ class ReportSummary(BaseModel):
     inconclusive: list[Anomaly] = Field(default_factory=list)
     faults: list[FaultRecord] = Field(default_factory=list)
     bundle: str | None = None  # where the full evidence bundle (HTML, JUnit, JSON) is
+    schedule: list[ScheduledFault] = Field(default_factory=list)

@@ -1,0 +1,161 @@
+"""Each new fault type finds a planted bug the old faults miss: the chaos engine's whole run (load through
+ingest, NATS JetStream, PostgreSQL, sync, the verifier) against a processor with one seam broken
+(tests/support/broken_processor.py). The same spec with the old faults (kill, pause) passes with the broken
+processor, the new fault makes it Fail naming the invariant, and the unbroken processor passes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fincart_chaos.execution import run_test
+from fincart_chaos.local import services
+from fincart_chaos.report import Report
+from fincart_chaos.spec_io import parse_documents
+from fincart_core.localstack import Infra, start_infra
+from rich.console import Console
+
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
+SPEC = """apiVersion: chaos.fincart.io/v1alpha1
+kind: ChaosTest
+metadata: {{name: {name}}}
+spec:
+  target: {{ingestUrl: http://127.0.0.1}}
+  load: {{orders: {orders}, updatesPerOrder: {updates}, concurrency: 16, rate: {rate}, outOfOrderRatio: 0, seed: 5}}
+  faults: {faults}
+  settle: {{timeout: {settle}}}
+"""
+OLD_FAULTS = """
+    - {name: kill, type: podKill, startAfter: 500ms, duration: 1s}
+    - {name: freeze, type: processorPause, selector: {app.kubernetes.io/component: processor}, startAfter: 2s,
+       duration: 1s}"""
+RESCALE = """
+    - {name: rescale, type: rescale, replicas: 3, startAfter: 500ms, duration: 3s}"""
+# slow database round trips widen each transaction, so that two processors' batches of one order overlap
+SLOW_DB = """
+    - name: slow-db
+      type: network
+      network: {target: {service: processor, upstream: postgres}, mode: latency, latency: 10ms}
+      duration: 25s"""
+BLACKHOLE = """
+    - name: hole
+      type: network
+      network: {target: {service: processor, upstream: nats}, mode: blackhole}
+      startAfter: 1s
+      duration: 1s"""
+
+
+@pytest.fixture(autouse=True)
+def four_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINCART_PARTITIONS", "4")
+
+
+def run_chaos(infra: Infra, logdir: Path, mode: str, faults: str, *, processors: int = 1, orders: int = 10,
+              updates: int = 20, rate: int = 100, settle: str = "30s") -> Report:
+    test = parse_documents(SPEC.format(name=mode, faults=faults, orders=orders, updates=updates, rate=rate,
+                                       settle=settle))[0]
+    command = [sys.executable, str(SUPPORT / "broken_processor.py"), mode]
+    with services(infra, processors, logdir, processor_command=command, test=test) as (endpoints, targets):
+        return asyncio.run(run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False))
+
+
+def invariants(report: Report) -> set[str]:
+    return {a.invariant for a in report.anomalies}
+
+
+def healed(report: Report) -> bool:
+    return bool(report.faults) and all(f.result == "healed" for f in report.faults)
+
+
+# ---- rescale: two generations of processors own the same partitions for a moment
+
+
+def rescale_run(infra: Infra, logdir: Path, mode: str, faults: str) -> Report:
+    return run_chaos(infra, logdir, mode, faults + SLOW_DB, processors=2, orders=4, updates=300, rate=60)
+
+
+def test_a_processor_without_row_locks_passes_the_old_faults(infra: Infra, tmp_path: Path):
+    report = rescale_run(infra, tmp_path, "no-row-lock", OLD_FAULTS)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+def test_rescale_finds_a_processor_without_row_locks(infra: Infra, tmp_path: Path):
+    report = rescale_run(infra, tmp_path, "no-row-lock", RESCALE)
+    assert healed(report), report.faults
+    assert report.verdict == "Fail" and "I4" in invariants(report), (report.anomalies, report.notes)
+
+
+def test_the_real_processor_passes_the_rescale(infra: Infra, tmp_path: Path):
+    report = rescale_run(infra, tmp_path, "correct", RESCALE)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+    assert next(f.message for f in report.faults if f.type == "rescale") == "2 -> 3 processor(s)"
+
+
+# ---- blackhole: the processor's NATS connection goes half-open
+
+
+def blackhole_run(infra: Infra, logdir: Path, mode: str, faults: str) -> Report:
+    return run_chaos(infra, logdir, mode, faults, orders=10, updates=40, rate=80, settle="45s")
+
+
+def test_a_processor_without_nats_liveness_passes_the_old_faults(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "no-nats-ping", OLD_FAULTS)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+def test_a_blackhole_finds_a_processor_without_nats_liveness(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "no-nats-ping", BLACKHOLE)
+    assert healed(report), report.faults
+    # stuck on a dead connection: acked webhooks are not stored by the settle deadline
+    assert report.verdict == "Fail" and "I5" in invariants(report), (report.anomalies, report.notes)
+    assert not report.timings.settled
+
+
+def test_the_real_processor_reconnects_after_a_blackhole(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "correct", BLACKHOLE)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+# ---- broker node loss: every node of a 3-node JetStream cluster killed -9 and restarted
+
+NODE_LOSS = """
+    - {name: nodes, type: brokerNodeLoss, nodes: all, startAfter: 1s, duration: 1s}"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Infra]:
+    infra = start_infra(nats_nodes=3, use_defaults_if_reachable=True)
+    try:
+        yield infra
+    finally:
+        infra.stop()
+
+
+def node_loss_run(infra: Infra, logdir: Path, ingest_mode: str, faults: str) -> Report:
+    test = parse_documents(SPEC.format(name=ingest_mode, faults=faults, orders=20, updates=20, rate=100,
+                                       settle="60s"))[0]
+    command = [sys.executable, str(SUPPORT / "broken_ingest.py"), ingest_mode]
+    with services(infra, 1, logdir, test=test, ingest_command=command) as (endpoints, targets):
+        return asyncio.run(run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False))
+
+
+def test_an_ingest_answering_before_the_puback_passes_the_old_faults(cluster: Infra, tmp_path: Path):
+    report = node_loss_run(cluster, tmp_path, "answer-before-puback", OLD_FAULTS)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+def test_broker_node_loss_finds_an_ingest_answering_before_the_puback(cluster: Infra, tmp_path: Path):
+    report = node_loss_run(cluster, tmp_path, "answer-before-puback", NODE_LOSS)
+    assert healed(report), report.faults
+    assert report.verdict == "Fail" and "I5" in invariants(report), (report.anomalies, report.notes)
+    assert report.counts.lost > 0
+
+
+def test_the_real_ingest_loses_nothing_when_every_node_dies(cluster: Infra, tmp_path: Path):
+    report = node_loss_run(cluster, tmp_path, "correct", NODE_LOSS)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+    assert report.faults[0].message.endswith("of 3 JetStream node(s)")
