@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from datetime import UTC
 
 import pytest
 from fincart_chaos.workload import (
@@ -70,14 +69,9 @@ def test_poison_is_signed_valid_json_and_an_invalid_order():
     for r in poison:
         body = json.loads(r.webhook.body())
         assert isinstance(body, dict) and r.webhook.order_id in orders
-        kind = next(k for name, (k, _) in POISON.items() if f"-{name}-" in r.webhook.webhook_id)
-        if kind == "schema":  # the order contract itself refuses it
-            with pytest.raises(ValidationError):
-                ShopifyOrder.model_validate(body)
-        else:  # parses, but its UTC instant lies outside the years 1..9999
-            parsed = ShopifyOrder.model_validate(body).updated_at
-            with pytest.raises(OverflowError):
-                parsed.astimezone(UTC)
+        # the order contract refuses every kind: a calendar edge's updated_at lies outside the accepted range
+        with pytest.raises(ValidationError):
+            ShopifyOrder.model_validate(body)
     schema_only = [r for r in plan(load.model_copy(update={"poison_kinds": ["schema"]}), 0) if r.kind == "poison"]
     assert len(schema_only) == 20 and not [r for r in schema_only if "-year-" in r.webhook.webhook_id]
 
