@@ -18,7 +18,6 @@ import shutil
 import time
 import urllib.parse
 import urllib.request
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -41,7 +40,6 @@ from rich.console import Console
 
 from tests.integration.test_deploy_chart import helm  # noqa: F401  (a fixture)
 from tests.integration.test_monitoring_rules import rendered_rule_groups, write_rules
-from tests.support.metrics_from_other_branches import METRICS_FROM_OTHER_BRANCHES
 
 SCRAPE_S = 1
 READY_TIMEOUT_S = 60.0
@@ -165,7 +163,6 @@ class Row:
     kind: str
     expr: str
     series: int
-    note: str
 
 
 def variable_values(prom: Prometheus, board: dict[str, Any], start: float, end: float) -> dict[str, str]:
@@ -210,21 +207,15 @@ def evaluate(prom: Prometheus, start: float, end: float) -> list[Row]:
                     prom.get("/api/v1/query_range", query=expr, start=str(start), end=str(end), step=f"{SCRAPE_S}s")
                 assert data["resultType"] == expected, f"{panel['title']} {target['refId']}: {data['resultType']}"
                 result = data["result"]
-                pending = [m for m in METRICS_FROM_OTHER_BRANCHES if m in expr]
-                if pending and not result:
-                    note = f"no data: {', '.join(pending)} comes from another branch"
-                    warnings.warn(f"{name} / {panel['title']}: {note}", stacklevel=1)
-                else:
-                    assert result, f"{name} / {panel['title']} {target['refId']}: no series for {expr}"
-                    assert finite_values(result, expected), f"{name} / {panel['title']}: only NaN for {expr}"
-                    note = "ok"
-                rows.append(Row(name, panel["title"], target["refId"], expected, expr, len(result), note))
+                assert result, f"{name} / {panel['title']} {target['refId']}: no series for {expr}"
+                assert finite_values(result, expected), f"{name} / {panel['title']}: only NaN for {expr}"
+                rows.append(Row(name, panel["title"], target["refId"], expected, expr, len(result)))
     return rows
 
 
 def write_table(rows: list[Row], path: Path) -> None:
-    lines = ["| dashboard | panel | ref | type | series | result | query |", "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r.dashboard} | {r.panel} | {r.ref} | {r.kind} | {r.series} | {r.note} | `{r.expr}` |"
+    lines = ["| dashboard | panel | ref | type | series | query |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.dashboard} | {r.panel} | {r.ref} | {r.kind} | {r.series} | `{r.expr}` |"
               for r in rows]
     path.write_text("\n".join(lines) + "\n")
 

@@ -22,8 +22,6 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.metrics_from_other_branches import METRICS_FROM_OTHER_BRANCHES
-
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "fincart"
 VALUES_FILES = [None, *sorted(str(p.relative_to(CHART)) for p in (CHART / "ci").glob("*-values.yaml"))]
@@ -528,7 +526,7 @@ def recorded_names() -> set[str]:
 
 
 def test_dashboards_and_alerts_use_only_exported_metric_names() -> None:
-    exported = exported_from_metrics_modules() | recorded_names() | set(METRICS_FROM_OTHER_BRANCHES)
+    exported = exported_from_metrics_modules() | recorded_names()
     used = {name: where for where, expr in chart_promql().items() for name in promql_metric_names(expr)}
     assert len(used) >= 15 and any(name.startswith("chaostest_") for name in used)
     for name, where in sorted(used.items()):
@@ -580,7 +578,7 @@ def test_running_services_export_every_metric_the_dashboards_use(running_service
     checked = 0
     for metric, where in sorted(used.items()):
         for prefix, names in scraped.items():
-            if metric.startswith(prefix) and metric not in METRICS_FROM_OTHER_BRANCHES:
+            if metric.startswith(prefix):
                 assert metric in names, f"{where}: {metric} is not on the running service's /metrics"
                 checked += 1
     assert checked >= 12
