@@ -46,23 +46,27 @@ class Events:
 
     async def publish(self, state: OrderState, write_row: bool = False) -> int:
         if write_row:
-            assert self.db is not None
-            await self.db.execute(
-                """INSERT INTO orders (id, shopify_order_id, status, total_price, shipping_fee, version,
-                       last_external_updated_at, last_webhook_id, created_at, updated_at)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
-                   ON CONFLICT (shopify_order_id) DO UPDATE SET status=$3, total_price=$4, shipping_fee=$5,
-                       version=$6, last_external_updated_at=$7, last_webhook_id=$8, updated_at=$10""",
-                state.id, state.shopify_order_id, state.status, state.total_price, state.shipping_fee,
-                state.version, state.last_external_updated_at, state.last_webhook_id, state.created_at,
-                state.updated_at,
-            )
+            await self.publish_row(state)
         event = OrderEvent(order=state)
         ack = await self.js.publish(
             self.topology.event_subject_for(state.shopify_order_id), event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": event.msg_id},
         )
         return ack.seq
+
+    async def publish_row(self, state: OrderState) -> None:
+        """Write the order's row as the processor would (insert or update)."""
+        assert self.db is not None
+        await self.db.execute(
+            """INSERT INTO orders (id, shopify_order_id, status, total_price, shipping_fee, version,
+                   last_external_updated_at, last_webhook_id, created_at, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
+               ON CONFLICT (shopify_order_id) DO UPDATE SET status=$3, total_price=$4, shipping_fee=$5,
+                   version=$6, last_external_updated_at=$7, last_webhook_id=$8, updated_at=$10""",
+            state.id, state.shopify_order_id, state.status, state.total_price, state.shipping_fee,
+            state.version, state.last_external_updated_at, state.last_webhook_id, state.created_at,
+            state.updated_at,
+        )
 
 
 @pytest.fixture
@@ -289,8 +293,9 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
 
 async def test_read_api(sync, js, topology, db):
     events = Events(js, topology, db)
-    for i in range(5):
-        await events.publish(order_state(f"api-{i}", i + 1), write_row=True)  # later i: newer updated_at
+    for i in range(5):  # later i: created later
+        state = order_state(f"api-{i}", i + 1).model_copy(update={"created_at": BASE + timedelta(seconds=i)})
+        await events.publish(state, write_row=True)
     async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
         first = (await http.get("/orders", params={"limit": 2})).json()
         assert [o["shopify_order_id"] for o in first["items"]] == ["api-4", "api-3"]
@@ -313,3 +318,27 @@ async def test_read_api(sync, js, topology, db):
         assert page.status_code == 200 and "/sync" in page.text
         spec = (await http.get("/openapi.json")).json()
         assert "OrderState" in spec["components"]["schemas"]
+
+
+async def test_paging_while_orders_change_skips_and_repeats_nothing(sync, js, topology, db):
+    """Every order is updated (updated_at moves to now) between two page reads: pages keep their place."""
+    ids = [f"page-{i:02d}" for i in range(23)]
+    events = Events(js, topology, db)
+    for i, oid in enumerate(ids):  # pairs share created_at: the id breaks the tie
+        await events.publish_row(order_state(oid, 1).model_copy(update={"created_at": BASE + timedelta(seconds=i // 2)}))
+    seen: list[str] = []
+    cursor = None
+    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
+        for round_no in range(2, 50):
+            params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+            page = (await http.get("/orders", params=params)).json()
+            seen += [o["shopify_order_id"] for o in page["items"]]
+            # touch every order, those already read and those still to come, in reverse creation order
+            await db.execute("UPDATE orders SET version = $1::int, updated_at = now() + $1::int * interval '1 second'",
+                             round_no)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert len(seen) == len(set(seen)) == len(ids)
+    rows = await db.fetch("SELECT shopify_order_id FROM orders ORDER BY created_at DESC, id DESC")
+    assert seen == [r["shopify_order_id"] for r in rows]

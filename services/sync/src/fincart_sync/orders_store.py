@@ -22,8 +22,8 @@ class CursorError(ValueError):
     """A ``cursor`` that this service did not hand out."""
 
 
-def encode_cursor(updated_at: datetime, order_id: UUID) -> str:
-    raw = json.dumps([updated_at.isoformat(), str(order_id)]).encode()
+def encode_cursor(created_at: datetime, order_id: UUID) -> str:
+    raw = json.dumps([created_at.isoformat(), str(order_id)]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
@@ -51,8 +51,9 @@ class OrdersStore:
     async def page(
         self, limit: int, status: str | None = None, cursor: str | None = None
     ) -> tuple[list[OrderState], str | None]:
-        """Newest first (``updated_at`` desc, ``id`` desc as tie-break); keyset paging so pages stay stable
-        while orders change. Returns the orders and the cursor of the next page (None on the last)."""
+        """Newest order first: ``created_at`` desc, ``id`` desc as tie-break. Neither column changes after the
+        insert, so an order updated while a client pages keeps its place: none is skipped or repeated.
+        Returns the orders and the cursor of the next page (None on the last)."""
         where: list[str] = []
         args: list[object] = []
         if status:
@@ -61,16 +62,16 @@ class OrdersStore:
         if cursor:
             stamp, order_id = decode_cursor(cursor)
             args += [stamp, order_id]
-            where.append(f"(updated_at, id) < (${len(args) - 1}, ${len(args)})")
+            where.append(f"(created_at, id) < (${len(args) - 1}, ${len(args)})")
         args.append(limit + 1)
         sql = (
             f"SELECT {COLUMNS} FROM orders {'WHERE ' + ' AND '.join(where) if where else ''} "
-            f"ORDER BY updated_at DESC, id DESC LIMIT ${len(args)}"
+            f"ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
         )
         records = await self.pool.fetch(sql, *args)
         orders = [to_state(r) for r in records[:limit]]
         more = len(records) > limit
-        return orders, (encode_cursor(orders[-1].updated_at, orders[-1].id) if more else None)
+        return orders, (encode_cursor(orders[-1].created_at, orders[-1].id) if more else None)
 
     async def snapshot(
         self, page_size: int, order: str | None = None

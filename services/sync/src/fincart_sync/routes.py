@@ -41,7 +41,10 @@ async def list_orders(
     status: Annotated[OrderStatus | None, Query(description="Only orders with this status")] = None,
     cursor: Annotated[str | None, Query(max_length=512, description="next_cursor of the previous page")] = None,
 ) -> OrdersPage:
-    """Orders, newest update first, in keyset pages: pass ``next_cursor`` back as ``cursor``."""
+    """Orders, newest first by creation (``created_at`` desc, then ``id`` desc), in keyset pages: pass
+    ``next_cursor`` back as ``cursor``. Both keys are fixed when an order is created, so orders updated
+    while a client pages keep their place: none is skipped or repeated. An order created after the first
+    page comes before it (start again from the first page to see it; `/sync` streams every change)."""
     try:
         items, next_cursor = await _store(request).page(limit, status, cursor)
     except CursorError as exc:
