@@ -325,7 +325,8 @@ async def test_paging_while_orders_change_skips_and_repeats_nothing(sync, js, to
     ids = [f"page-{i:02d}" for i in range(23)]
     events = Events(js, topology, db)
     for i, oid in enumerate(ids):  # pairs share created_at: the id breaks the tie
-        await events.publish_row(order_state(oid, 1).model_copy(update={"created_at": BASE + timedelta(seconds=i // 2)}))
+        created = BASE + timedelta(seconds=i // 2)
+        await events.publish_row(order_state(oid, 1).model_copy(update={"created_at": created}))
     seen: list[str] = []
     cursor = None
     async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
