@@ -6,7 +6,7 @@ from importlib import resources
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fincart_core.contracts.events import OrderState, OrderStatus
 from fincart_core.ops import OK, probe
 from pydantic import BaseModel
@@ -34,7 +34,10 @@ def _store(request: Request) -> OrdersStore:
     return _ctx(request).store
 
 
-@router.get("/orders", response_model=OrdersPage, responses={400: {"model": ErrorBody}}, tags=["orders"])
+@router.get(
+    "/orders", response_model=OrdersPage, tags=["orders"],
+    responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+)
 async def list_orders(
     request: Request,
     limit: Annotated[int, Query(ge=1, le=500, description="Orders per page")] = 50,
@@ -53,7 +56,8 @@ async def list_orders(
 
 
 @router.get(
-    "/orders/{shopify_order_id}", response_model=OrderState, responses={404: {"model": ErrorBody}}, tags=["orders"]
+    "/orders/{shopify_order_id}", response_model=OrderState, tags=["orders"],
+    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def get_order(request: Request, shopify_order_id: str) -> OrderState:
     order = await _store(request).get(shopify_order_id)
@@ -72,6 +76,11 @@ async def sync_socket(websocket: WebSocket) -> None:
 async def live_page() -> HTMLResponse:
     page = resources.files("fincart_sync").joinpath("static/index.html").read_text(encoding="utf-8")
     return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+
+async def store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """A busy or unreachable database: 503 with a reason, never a hang (see OrdersStore)."""
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
 
 
 async def readiness(request: Request) -> dict[str, str]:

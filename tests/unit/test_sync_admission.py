@@ -1,0 +1,33 @@
+"""Origin check and connection caps of /sync (pure logic)."""
+
+from __future__ import annotations
+
+import pytest
+from fincart_sync.admission import ConnectionCaps, origin_allowed
+
+
+@pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
+    (None, "sync:8082", [], True),  # not a browser
+    ("http://sync:8082", "sync:8082", [], True),  # same origin
+    ("https://SYNC:8082", "sync:8082", [], True),
+    ("http://sync:9999", "sync:8082", [], False),  # another port is another origin
+    ("https://evil.example", "sync:8082", [], False),
+    ("https://shop.example", "sync:8082", ["https://shop.example"], True),
+    ("null", "sync:8082", [], False),  # sandboxed frames, file:// pages
+    ("http://sync:8082", None, [], False),
+])
+def test_origin_allowed(origin: str | None, host: str | None, allowed: list[str], ok: bool) -> None:
+    assert origin_allowed(origin, host, allowed) is ok
+
+
+def test_caps_in_total_and_per_key() -> None:
+    caps = ConnectionCaps(total=3, per_key=2)
+    assert caps.admit("a") is None and caps.admit("a") is None
+    assert "per token" in (caps.admit("a") or "")
+    assert caps.admit("b") is None
+    assert "limit of 3" in (caps.admit("c") or "")
+    caps.release("a")
+    assert caps.admit("c") is None
+    for key in ("a", "b", "c"):
+        caps.release(key)
+    assert caps.count == 0 and not caps.by_key
