@@ -14,15 +14,16 @@ from pathlib import Path
 import httpx
 import pytest
 from test_sync_service import (
+    AUTH,
     WAIT_S,
     Events,
+    connect,
     order_state,
     read_snapshot,
     recv,
     start_sync,
     ws_url,
 )
-from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 POOL = 2
@@ -50,6 +51,7 @@ async def never_reading_socket(port: int) -> asyncio.StreamWriter:
     key = base64.b64encode(os.urandom(16)).decode()
     writer.write(
         f"GET /sync HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Authorization: {AUTH['Authorization']}\r\n"
         f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
     )
     status = await asyncio.wait_for(reader.readline(), WAIT_S)
@@ -84,7 +86,7 @@ async def test_never_reading_sockets_hold_no_database_connection(limited_env, tm
     writers = []
     try:
         writers = [await never_reading_socket(service.port) for _ in range(POOL * 2)]
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S) as http:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S, headers=AUTH) as http:
             for _ in range(3):
                 assert (await http.get("/orders", params={"limit": 5})).status_code == 200
                 assert (await http.get("/readyz")).status_code == 200
@@ -112,7 +114,7 @@ async def test_never_reading_sockets_hold_no_database_connection(limited_env, tm
 async def test_busy_database_answers_503_not_a_hang(limited_env, tmp_path: Path, js, db):
     service = start_sync(limited_env, tmp_path, "sync-busy")
     try:
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S) as http:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S, headers=AUTH) as http:
             assert (await http.get("/orders")).status_code == 200
             async with db.transaction():
                 await db.execute("LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
@@ -130,16 +132,16 @@ async def test_busy_database_answers_503_not_a_hang(limited_env, tmp_path: Path,
 async def test_connection_cap(service_env, tmp_path: Path, js):
     service = start_sync({**service_env, "FINCART_WS_MAX_CONNECTIONS": "2"}, tmp_path, "sync-cap")
     try:
-        async with ws_connect(ws_url(service)) as a, ws_connect(ws_url(service)) as b:
+        async with connect(ws_url(service)) as a, connect(ws_url(service)) as b:
             await read_snapshot(a)
             await read_snapshot(b)
-            async with ws_connect(ws_url(service)) as third:
+            async with connect(ws_url(service)) as third:
                 error = await recv(third)
                 assert error["code"] == 1013 and "limit of 2" in error["message"]
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(third.recv(), WAIT_S)
             assert closed.value.rcvd.code == 1013
-        async with ws_connect(ws_url(service)) as again:  # slots are given back on close
+        async with connect(ws_url(service)) as again:  # slots are given back on close
             await read_snapshot(again)
     finally:
         service.stop()
@@ -150,9 +152,9 @@ async def test_origin_allow_list(service_env, tmp_path: Path, js):
     service = start_sync({**service_env, "FINCART_WS_ALLOWED_ORIGINS": json.dumps([allowed])}, tmp_path, "sync-o")
     try:
         for origin in (None, f"http://127.0.0.1:{service.port}", allowed):  # none, same origin, listed
-            async with ws_connect(ws_url(service), origin=origin) as ws:
+            async with connect(ws_url(service), origin=origin) as ws:
                 await read_snapshot(ws)
-        async with ws_connect(ws_url(service), origin="https://evil.example") as ws:
+        async with connect(ws_url(service), origin="https://evil.example") as ws:
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     await asyncio.wait_for(ws.recv(), WAIT_S)
@@ -164,7 +166,7 @@ async def test_origin_allow_list(service_env, tmp_path: Path, js):
 async def test_frames_over_the_limit_close_the_connection(service_env, tmp_path: Path, js):
     service = start_sync({**service_env, "FINCART_WS_MAX_MESSAGE_BYTES": "1024"}, tmp_path, "sync-frame")
     try:
-        async with ws_connect(ws_url(service)) as ws:
+        async with connect(ws_url(service)) as ws:
             await read_snapshot(ws)
             await ws.send('{"type": "ping"}')  # small frames are fine
             while (await recv(ws))["type"] != "pong":
@@ -183,9 +185,9 @@ async def test_resume_longer_than_the_bound_gets_a_snapshot(service_env, tmp_pat
     try:
         events = Events(js, topology, db)
         seqs = [await events.publish(order_state("b", v), write_row=True) for v in range(1, 6)]
-        async with ws_connect(ws_url(service, since=seqs[1])) as ws:  # 3 events behind: replayed
+        async with connect(ws_url(service, since=seqs[1])) as ws:  # 3 events behind: replayed
             assert (await recv(ws))["type"] == "resume"
-        async with ws_connect(ws_url(service, since=seqs[0])) as ws:  # 4 behind: over the bound
+        async with connect(ws_url(service, since=seqs[0])) as ws:  # 4 behind: over the bound
             msg = await recv(ws)
         assert msg["type"] == "snapshot" and msg["reason"] == "since_too_far_back"
         assert [(o["shopify_order_id"], o["version"]) for o in msg["orders"]] == [("b", 5)]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from fincart_sync.admission import ConnectionCaps, origin_allowed
+from fincart_sync.admission import ConnectionCaps, Refusal, origin_allowed
 
 
 @pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
@@ -23,9 +23,10 @@ def test_origin_allowed(origin: str | None, host: str | None, allowed: list[str]
 def test_caps_in_total_and_per_key() -> None:
     caps = ConnectionCaps(total=3, per_key=2)
     assert caps.admit("a") is None and caps.admit("a") is None
-    assert "per token" in (caps.admit("a") or "")
+    assert caps.admit("a") == Refusal("at most 2 connections per token", per_token=True)
     assert caps.admit("b") is None
-    assert "limit of 3" in (caps.admit("c") or "")
+    refused = caps.admit("c")
+    assert refused is not None and "limit of 3" in refused.reason and not refused.per_token
     caps.release("a")
     assert caps.admit("c") is None
     for key in ("a", "b", "c"):

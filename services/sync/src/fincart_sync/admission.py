@@ -19,6 +19,12 @@ def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str])
     return bool(netloc) and host is not None and netloc == host.lower()
 
 
+@dataclass(frozen=True)
+class Refusal:
+    reason: str
+    per_token: bool  # the token's own cap (close 4429), else the server's (1013, try again later)
+
+
 @dataclass
 class ConnectionCaps:
     """Open connections in total and per key (the token's id); ``admit`` reserves a slot or says why not."""
@@ -28,11 +34,11 @@ class ConnectionCaps:
     count: int = 0
     by_key: Counter[str] = field(default_factory=Counter)
 
-    def admit(self, key: str) -> str | None:
+    def admit(self, key: str) -> Refusal | None:
         if self.count >= self.total:
-            return f"server at its limit of {self.total} connections, retry later"
+            return Refusal(f"server at its limit of {self.total} connections, retry later", per_token=False)
         if self.by_key[key] >= self.per_key:
-            return f"at most {self.per_key} connections per token"
+            return Refusal(f"at most {self.per_key} connections per token", per_token=True)
         self.count += 1
         self.by_key[key] += 1
         return None

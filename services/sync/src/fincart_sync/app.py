@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,6 +14,7 @@ from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
 from fincart_core.streams import connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
+from pydantic import ValidationError
 
 from fincart_sync.admission import ConnectionCaps
 from fincart_sync.event_feed import EventFeed
@@ -51,7 +53,8 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             app.state.feed = feed
             app.state.sync = SyncContext(
                 hub=hub, js=js, topology=topology, store=OrdersStore(pool, settings.db_acquire_timeout_s),
-                settings=settings, caps=ConnectionCaps(settings.ws_max_connections, settings.ws_max_connections),
+                settings=settings,
+                caps=ConnectionCaps(settings.ws_max_connections, settings.ws_max_connections_per_token),
             )
             log.info("sync ready", extra={"service": settings.service_name, "seq": hub.last_seq})
             yield
@@ -63,7 +66,8 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="FinCart sync", version="0.1.0", lifespan=lifespan,
-        description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page.",
+        description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page. "
+        "/orders* and /sync need a read token (Authorization: Bearer <token>).",
     )
     app.add_exception_handler(StoreUnavailable, store_unavailable)
     app.include_router(router)
@@ -72,7 +76,11 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = SyncSettings()
+    try:
+        settings = SyncSettings()
+    except ValidationError as exc:  # e.g. FINCART_READ_TOKEN_HASHES unset: say so, no traceback
+        print(f"fincart-sync: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
     uvicorn.run(

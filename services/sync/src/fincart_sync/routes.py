@@ -5,12 +5,13 @@ from __future__ import annotations
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, WebSocket
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, WebSocket
 from fastapi.responses import HTMLResponse, JSONResponse
 from fincart_core.contracts.events import OrderState, OrderStatus
 from fincart_core.ops import OK, probe
 from pydantic import BaseModel
 
+from fincart_sync.auth import require_reader
 from fincart_sync.orders_store import CursorError, OrdersStore
 from fincart_sync.session import Session, SyncContext
 
@@ -19,6 +20,12 @@ router = APIRouter()
 
 class ErrorBody(BaseModel):
     detail: str
+
+
+READER = [Depends(require_reader)]
+UNAUTHORIZED: dict[int | str, dict[str, object]] = {
+    401: {"model": ErrorBody, "description": "missing or invalid bearer token"}
+}
 
 
 class OrdersPage(BaseModel):
@@ -35,8 +42,8 @@ def _store(request: Request) -> OrdersStore:
 
 
 @router.get(
-    "/orders", response_model=OrdersPage, tags=["orders"],
-    responses={400: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    "/orders", response_model=OrdersPage, tags=["orders"], dependencies=READER,
+    responses={400: {"model": ErrorBody}, **UNAUTHORIZED, 503: {"model": ErrorBody}},
 )
 async def list_orders(
     request: Request,
@@ -56,8 +63,8 @@ async def list_orders(
 
 
 @router.get(
-    "/orders/{shopify_order_id}", response_model=OrderState, tags=["orders"],
-    responses={404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+    "/orders/{shopify_order_id}", response_model=OrderState, tags=["orders"], dependencies=READER,
+    responses={**UNAUTHORIZED, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def get_order(request: Request, shopify_order_id: str) -> OrderState:
     order = await _store(request).get(shopify_order_id)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import asyncpg
 from fastapi import WebSocket, WebSocketDisconnect
+from fincart_core.auth import WS_PROTOCOL, ws_token
 from fincart_core.partition import Topology
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -17,6 +18,7 @@ from nats.js import JetStreamContext
 
 from fincart_sync import metrics
 from fincart_sync.admission import ConnectionCaps, origin_allowed
+from fincart_sync.auth import Unauthorized, reader_id
 from fincart_sync.event_feed import replay, stream_last_seq
 from fincart_sync.hub import Client, Frame, Hub
 from fincart_sync.orders_store import OrdersStore, StoreUnavailable
@@ -25,7 +27,9 @@ from fincart_sync.protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_INTERNAL_ERROR,
     CLOSE_SLOW_CLIENT,
+    CLOSE_TOO_MANY,
     CLOSE_TRY_AGAIN,
+    CLOSE_UNAUTHORIZED,
     ErrorMessage,
     HeartbeatMessage,
     PongMessage,
@@ -77,10 +81,18 @@ class Session:
         self.pump_task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
-        await self.ws.accept()
+        offered = self.ws.scope.get("subprotocols", [])
+        await self.ws.accept(subprotocol=WS_PROTOCOL if WS_PROTOCOL in offered else None)
         settings = self.ctx.settings
-        if not origin_allowed(self.ws.headers.get("origin"), self.ws.headers.get("host"), settings.ws_allowed_origins):
+        headers = self.ws.headers
+        if not origin_allowed(headers.get("origin"), headers.get("host"), settings.ws_allowed_origins):
+            metrics.REFUSED_CONNECTIONS.labels(reason="origin").inc()
             await self.close(CLOSE_FORBIDDEN_ORIGIN, "origin not allowed (FINCART_WS_ALLOWED_ORIGINS)")
+            return
+        try:
+            reader = reader_id(ws_token(headers.get("authorization"), offered), settings.read_token_hashes)
+        except Unauthorized as exc:
+            await self.close(CLOSE_UNAUTHORIZED, str(exc))
             return
         try:
             since = parse_since(self.ws.query_params.get("since"))
@@ -88,15 +100,15 @@ class Session:
         except QueryError as exc:
             await self.close(CLOSE_BAD_REQUEST, str(exc))
             return
-        key = ""
-        refused = self.ctx.caps.admit(key)
+        refused = self.ctx.caps.admit(reader)
         if refused is not None:
-            await self.close(CLOSE_TRY_AGAIN, refused)
+            metrics.REFUSED_CONNECTIONS.labels(reason="cap").inc()
+            await self.close(CLOSE_TOO_MANY if refused.per_token else CLOSE_TRY_AGAIN, refused.reason)
             return
         try:
             await self._serve(since, order)
         finally:
-            self.ctx.caps.release(key)
+            self.ctx.caps.release(reader)
 
     async def _serve(self, since: int | None, order: str | None) -> None:
         client = Client(order, self.ctx.settings.client_queue_size, on_overflow=self._overflow)
