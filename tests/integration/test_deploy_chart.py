@@ -4,6 +4,7 @@ object, values.schema.json, and the dashboards' PromQL against the metrics the s
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -467,6 +468,9 @@ def scraped_sample_names(metrics_text: str) -> set[str]:
     return names | set(re.findall(r"^([A-Za-z_:][A-Za-z0-9_:]*)[{ ]", metrics_text, re.MULTILINE))
 
 
+HELM_TEST_READ_TOKEN = "fct_helm-test-read-token"
+
+
 @pytest.fixture
 def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
     """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
@@ -478,7 +482,8 @@ def running_services(service_env: dict[str, str], tmp_path: Path):  # type: igno
             port = free_port()
             service = ServiceProcess(
                 name=name, argv=[console_script(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
-                env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_REPLICAS": "1"},
+                env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_REPLICAS": "1",
+                     "FINCART_READ_TOKEN_HASHES": hashlib.sha256(HELM_TEST_READ_TOKEN.encode()).hexdigest()},
             )
             service.start(timeout=60)
             started[name] = service
@@ -513,7 +518,23 @@ def test_helm_test_script_round_trips_a_webhook_through_the_running_services(  #
     script = pod["spec"]["containers"][0]["command"][2]
     env = {**os.environ, "INGEST_URL": running_services["ingest"].base_url,
            "SYNC_URL": running_services["sync"].base_url, "TIMEOUT_SECONDS": "30",
-           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"]}
+           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"], "FINCART_SYNC_TOKEN": HELM_TEST_READ_TOKEN}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helm test passed" in result.stdout
+
+
+def test_sync_reads_its_token_hashes_from_the_secret(helm: str) -> None:
+    objects = rendered(helm, None)
+    data = by_kind(objects, "Secret")["fincart"]["stringData"]
+    token = data["sync-read-token"]
+    assert token.startswith("fct_") and len(token) >= 40
+    assert data["sync-read-token-hashes"] == hashlib.sha256(token.encode()).hexdigest()
+    sync = by_kind(objects, "Deployment")["fincart-sync"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(sync)["FINCART_READ_TOKEN_HASHES"]["secretKeyRef"] == {
+        "name": "fincart", "key": "sync-read-token-hashes"}
+    (pod,) = by_kind(objects, "Pod").values()  # helm test reads GET /orders/{id} with the token
+    assert env_of(pod["spec"]["containers"][0])["FINCART_SYNC_TOKEN"]["secretKeyRef"]["key"] == "sync-read-token"
+    extra = "a" * 64
+    rotated = by_kind(render(helm, "--set", f"secrets.extraReadTokenHashes[0]={extra}"), "Secret")["fincart"]
+    assert rotated["stringData"]["sync-read-token-hashes"].split(",")[1] == extra

@@ -169,6 +169,8 @@ def test_deciding_twice_creates_nothing_new() -> None:
 @pytest.mark.parametrize(("raw", "field"), [
     (spec(load={"parallelism": 0}), "spec.load.parallelism"),
     (spec(target={"ingestUrl": "http://x"}), "spec.target.hmacSecretRef"),
+    (spec(target={"ingestUrl": "http://x", "syncUrl": "http://y", "hmacSecretRef": {"name": "f", "key": "w"},
+                  "databaseUrlSecretRef": {"name": "f", "key": "d"}}), "spec.target.syncTokenSecretRef"),
     (spec(faults=[{"name": "k", "type": "podKill"}]), "spec.faults[0].selector"),
     (spec(faults=[{"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}]),
      "spec.faults[0].interval"),

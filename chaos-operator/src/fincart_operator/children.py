@@ -175,6 +175,8 @@ def verify_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, de
     the Job never retries: a verdict is a result, not a crash."""
     env = [{"name": "FINCART_CHAOS_RUN_ID", "value": owner.run_id},
            _secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref)]
+    if spec.target.sync_url:
+        env.append(_secret_env("FINCART_SYNC_TOKEN", spec.target.sync_token_secret_ref))
     return _job(owner, verify_job_name(owner.name), "verify", settings,
                 args=["verify", SPEC_PATH, "--summary-file", TERMINATION_LOG], env=env,
                 deadline_s=deadline_s, backoff_limit=0)

@@ -138,6 +138,8 @@ def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
         problems.append("spec.target.hmacSecretRef: required in a cluster (the load runners sign webhooks with it)")
     if spec.target.database_url_secret_ref is None:
         problems.append("spec.target.databaseUrlSecretRef: required in a cluster (the verifier reads the database)")
+    if spec.target.sync_url and spec.target.sync_token_secret_ref is None:
+        problems.append("spec.target.syncTokenSecretRef: required with syncUrl in a cluster (sync needs a read token)")
     for index, fault in enumerate(spec.faults):
         where = f"spec.faults[{index}]"
         if fault.type not in JOB_FAULTS and not fault.selector:

@@ -164,6 +164,7 @@ def verify(
     file: FileArg,
     database_url: Annotated[str, typer.Option(envvar="FINCART_DATABASE_URL", help="FinCart's database")] = "",
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (I6 by replay)")] = None,
+    sync_token: Annotated[str, typer.Option(envvar="FINCART_SYNC_TOKEN", help="sync's read token")] = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[list[Path] | None,
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
@@ -179,7 +180,7 @@ def verify(
         raise fail("the database URL is missing: set FINCART_DATABASE_URL or --database-url")
     try:
         result = asyncio.run(verify_only(test, database_url, sync_url=sync_url or test.spec.target.sync_url,
-                                         run_id=run_id, ledger_paths=ledger or []))
+                                         run_id=run_id, ledger_paths=ledger or [], sync_token=sync_token))
     except (OSError, TimeoutError, ConnectionError) as exc:  # asyncpg and websockets errors derive from these
         result = Report(name=test.metadata.name, verdict="Error", reason=f"{type(exc).__name__}: {exc}"[:2000])
     render(result, console)

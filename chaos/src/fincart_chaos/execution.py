@@ -40,6 +40,7 @@ class Endpoints:
     database_url: str
     secret: str = ""
     sync_url: str | None = None
+    sync_token: str = ""  # read token of the sync service
 
 
 @contextlib.contextmanager
@@ -60,13 +61,13 @@ def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Itera
         yield update
 
 
-async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
+async def orders_api(sync_url: str, history: History, token: str) -> tuple[bool, str]:
     """GET /orders/{id} for a sample of the orders: each answers 200 with the stored version."""
     sample = history.orders[:ORDERS_API_SAMPLES]
     if not sample:
         return False, "no order rows to look up"
     bad = []
-    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
         for row in sample:
             try:
                 answer = await http.get(f"/orders/{quote(row.order_id, safe='')}")
@@ -76,13 +77,17 @@ async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
                 bad.append(f"{row.order_id}: {type(exc).__name__}")
     listed = ""
     if not bad:
-        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
             answer = await http.get("/orders", params={"limit": 1})
             if answer.status_code != 200:
                 bad.append(f"GET /orders: {answer.status_code}")
             listed = ", GET /orders answers 200"
     return not bad, (f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad
                      else "; ".join(bad[:5]))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Seen]) -> list[float]:
@@ -105,7 +110,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     observer = None
     observer_task = None
     if endpoints.sync_url:
-        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None)
+        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None,
+                            token=endpoints.sync_token)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
@@ -144,7 +150,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     observed = observer.log if observer else None
     result = check([r for part in requests for r in part], ledger, history, observed,
                    invariants=spec.enabled_invariants(), max_lost=spec.verification.max_lost)
-    api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
+    api = await orders_api(endpoints.sync_url, history, endpoints.sync_token) if endpoints.sync_url else None
     total_s = finished - started
     timings = Timings(
         total_s=round(total_s, 3), load_s=round(load_s, 3), drain_s=round(finished - drain_from, 3),
@@ -163,7 +169,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
 
 
 async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | None, run_id: str,
-                      ledger_paths: Sequence[Path] = ()) -> Report:
+                      ledger_paths: Sequence[Path] = (), sync_token: str = "") -> Report:
     """The verification Job: what was sent comes from the spec (and the runners' ledgers when given)."""
     spec = test.spec
     requests = full_plan(spec.load, run_id)
@@ -175,12 +181,12 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | Non
     timeout = parse_duration(spec.settle.timeout)
     settled = await settle(database_url, orders, len(acked), timeout)
     drain_s = time.monotonic() - started
-    observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
+    observed, problems = await replay(sync_url, orders, timeout, sync_token) if sync_url else (None, [])
     history = await read_history(database_url, orders)
     result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
                    max_lost=spec.verification.max_lost)
     notes = result.notes + problems + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
-    api = await orders_api(sync_url, history) if sync_url else None
+    api = await orders_api(sync_url, history, sync_token) if sync_url else None
     return Report(
         name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
         anomalies=result.anomalies, checked=result.checked, notes=notes,

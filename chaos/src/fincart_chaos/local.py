@@ -50,7 +50,7 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
     try:
         stack.start()
         endpoints = Endpoints(ingest_url=stack.ingest_url, database_url=stack.database_url,
-                              secret=config.webhook_secret, sync_url=stack.sync_url)
+                              secret=config.webhook_secret, sync_url=stack.sync_url, sync_token=config.read_token)
         targets = LocalTargets(
             database_url=stack.database_url,
             services={"processor": list(stack.processors), "ingest": [stack.ingest] if stack.ingest else [],

@@ -33,6 +33,12 @@ class Seen(BaseModel):
     received_at: float
 
 
+def connect(url: str, token: str):  # type: ignore[no-untyped-def]
+    """A /sync connection with the read token (FINCART_SYNC_TOKEN) as a bearer header."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, additional_headers=headers)
+
+
 def ws_url(sync_url: str, **query: str | int) -> str:
     base = sync_url.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     params = urlencode({k: v for k, v in query.items() if v is not None})
@@ -48,8 +54,9 @@ def _seen(kind: str, seq: int, order: dict) -> Seen:
 class Observer:
     """Records every frame's orders into ``log`` until ``stop()``; ``order`` filters to one order."""
 
-    def __init__(self, sync_url: str, order: str | None = None) -> None:
+    def __init__(self, sync_url: str, order: str | None = None, token: str = "") -> None:
         self.sync_url = sync_url
+        self.token = token
         self.order = order
         self.log: list[Seen] = []
         self.cursor: int | None = None
@@ -79,7 +86,7 @@ class Observer:
                 return
             url = ws_url(self.sync_url, order=self.order, since=self.cursor)  # type: ignore[arg-type]
             try:
-                async with websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+                async with connect(url, self.token) as ws:
                     self.connections += 1
                     stop = asyncio.ensure_future(self._stopping.wait())
                     try:
@@ -110,12 +117,13 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> tuple[list[Seen], list[str]]:
+async def replay(sync_url: str, order_ids: Collection[str], timeout: float,
+                 token: str = "") -> tuple[list[Seen], list[str]]:
     """Every event the stream still holds for ``order_ids``, as a client resuming from 0 gets them."""
     wanted = set(order_ids)
     observer = Observer(sync_url)
     url = ws_url(sync_url, since=0)
-    async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+    async with asyncio.timeout(timeout), connect(url, token) as ws:
         end: int | None = None
         more_pages = False
         covered = 0  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself

@@ -112,6 +112,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- .Values.secrets.webhookSecret -}}
 {{- end -}}
 
+{{/* Sync's read token (what clients send as a bearer token): the value, else the one already stored, else a
+     random one (same trick). Only its sha256 reaches sync, through sync-read-token-hashes. */}}
+{{- define "fincart.syncReadToken" -}}
+{{- if not .Values.secrets.syncReadToken -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "fincart.fullname" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "sync-read-token") -}}
+{{- $_ := set .Values.secrets "syncReadToken" (index $existing.data "sync-read-token" | b64dec) -}}
+{{- else -}}
+{{- $_ := set .Values.secrets "syncReadToken" (printf "fct_%s" (randAlphaNum 43)) -}}
+{{- end -}}
+{{- end -}}
+{{- .Values.secrets.syncReadToken -}}
+{{- end -}}
+
+{{/* FINCART_READ_TOKEN_HASHES: the read token's sha256 plus the extra hashes (other clients, rotation). */}}
+{{- define "fincart.readTokenHashes" -}}
+{{- prepend .Values.secrets.extraReadTokenHashes (include "fincart.syncReadToken" . | sha256sum) | join "," -}}
+{{- end -}}
+
 {{/* PostgreSQL URL stored in the chart's Secret. */}}
 {{- define "fincart.databaseUrl" -}}
 {{- if .Values.postgres.externalUrl -}}

@@ -15,6 +15,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fincart_core.auth import new_token, token_hash
 from fincart_core.blocking import run_blocking
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
@@ -38,6 +39,7 @@ class StackConfig:
     processors: int = 1
     nats_prefix: str = ""
     webhook_secret: str = DEV_WEBHOOK_SECRET
+    read_token: str = field(default_factory=new_token)  # the bearer token sync accepts (only its hash is passed)
     ingest_port: int = 8080
     sync_port: int = 8082
     with_sync: bool = True
@@ -87,7 +89,8 @@ class DevStack:
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:
-                self.sync = self._service("sync", [console_script("fincart-sync")], self.config.sync_port)
+                self.sync = self._service("sync", [console_script("fincart-sync")], self.config.sync_port,
+                                          read_token_hashes=token_hash(self.config.read_token))
                 self.sync.start()
         except BaseException:
             self.stop()
@@ -131,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     config = StackConfig(
         processors=args.processors, partitions=args.partitions, ingest_port=args.ingest_port,
         sync_port=args.sync_port, webhook_secret=os.environ.get("FINCART_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
+        read_token=os.environ.get("FINCART_SYNC_TOKEN") or new_token(),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -149,6 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Ingest    {stack.ingest_url}/webhooks/shopify   (secret: FINCART_WEBHOOK_SECRET)")
         if stack.sync_url:
             print(f"Sync      {stack.sync_url}/   live page, {stack.sync_url}/orders, ws {stack.sync_url}/sync")
+            print(f"Token     export FINCART_SYNC_TOKEN={config.read_token}   (read token for /orders, /sync, "
+                  "the live page; set FINCART_SYNC_TOKEN before `up` to keep one)")
         print(f"Logs      {args.logdir}/   Ctrl-C stops everything", flush=True)
         while not stop.wait(1.0):
             dead = [s.name for s in stack.services() if not s.running]
