@@ -538,3 +538,11 @@ def test_sync_reads_its_token_hashes_from_the_secret(helm: str) -> None:
     extra = "a" * 64
     rotated = by_kind(render(helm, "--set", f"secrets.extraReadTokenHashes[0]={extra}"), "Secret")["fincart"]
     assert rotated["stringData"]["sync-read-token-hashes"].split(",")[1] == extra
+
+
+def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
+    operator = by_kind(rendered(helm, None), "Deployment")["fincart-operator"]["spec"]["template"]["spec"]
+    env = env_of(operator["containers"][0])
+    assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
+                                                                                       "fincart-sync")
+    assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"

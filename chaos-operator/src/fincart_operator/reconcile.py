@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from fincart_core.contracts.boundaries import Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import (
     TERMINAL_PHASES,
     ChaosTestSpec,
@@ -124,8 +125,9 @@ class InvalidSpec(ValueError):
 # ---------------------------------------------------------------- spec checks, schedule, deadlines
 
 
-def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
-    """The spec model plus what only matters in a cluster (Secrets, selectors, child name lengths)."""
+def validate(raw: Mapping[str, Any] | None, name: str, boundaries: Boundaries) -> ChaosTestSpec:
+    """The spec model plus what only matters in a cluster (Secrets, selectors, child name lengths, and what the
+    test may reach: fincart_core.contracts.boundaries)."""
     try:
         spec = ChaosTestSpec.model_validate(raw or {})
     except ValidationError as exc:
@@ -148,6 +150,7 @@ def validate(raw: Mapping[str, Any] | None, name: str) -> ChaosTestSpec:
             problems.append(f"{where}.interval: must be longer than the duration ({fault.duration})")
         if fault.type in JOB_FAULTS and len(children.fault_job_name(name, fault.name, 999)) > 63:
             problems.append(f"{where}.name: too long for the fault Job name <test>-fault-<name>-<n> (63)")
+    problems += boundary_problems(spec, boundaries)
     if problems:
         raise InvalidSpec("; ".join(problems))
     return spec
@@ -240,7 +243,7 @@ def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestSt
     if status.phase in TERMINAL_PHASES:
         return step.after_finish(raw_spec)
     try:
-        spec = validate(raw_spec, owner.name)
+        spec = validate(raw_spec, owner.name, settings.boundaries(owner.namespace))
     except InvalidSpec as exc:
         return step.finish("Error", "InvalidSpec", str(exc))
     if observed.deleting:

@@ -6,10 +6,19 @@ variable means the same thing everywhere it is read.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def split_commas(value: object) -> object:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: list settings are comma separated in the environment."""
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+# A list setting given as "a,b,c" (a Kubernetes Secret or env value), not as JSON.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 
 
 class CommonSettings(BaseSettings):

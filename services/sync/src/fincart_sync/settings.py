@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fincart_core.auth import HASH_PATTERN
-from fincart_core.settings import CommonSettings
+from fincart_core.settings import CommaList, CommonSettings
 from pydantic import Field, field_validator
-from pydantic_settings import NoDecode
 
 
 class SyncSettings(CommonSettings):
@@ -42,7 +39,7 @@ class SyncSettings(CommonSettings):
         description="Origins (scheme://host[:port]) besides the service's own that may open /sync from a "
         "browser (JSON list); a request without Origin (not a browser) is not checked",
     )
-    read_token_hashes: Annotated[list[str], NoDecode] = Field(
+    read_token_hashes: CommaList = Field(
         min_length=1,
         description="sha256 hex digests of the bearer tokens allowed to read (comma separated; several at "
         "once for rotation; `fincart-token` makes a pair). Required: /orders* and /sync answer 401 without one",
@@ -51,16 +48,10 @@ class SyncSettings(CommonSettings):
         100, ge=1, description="WebSocket connections one token may hold at once; more are closed with 4429"
     )
 
-    @field_validator("read_token_hashes", mode="before")
-    @classmethod
-    def _split_hashes(cls, value: object) -> object:
-        if isinstance(value, str):
-            value = [h.strip().lower() for h in value.split(",") if h.strip()]
-        return value
-
     @field_validator("read_token_hashes")
     @classmethod
     def _check_hashes(cls, value: list[str]) -> list[str]:
+        value = [h.lower() for h in value]
         bad = [h[:12] for h in value if not HASH_PATTERN.match(h)]
         if bad:
             raise ValueError(f"not sha256 hex digests (64 hex characters): {bad}")
