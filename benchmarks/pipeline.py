@@ -19,6 +19,15 @@ each phase on its own database and stream prefix (removed afterwards, with inges
 The last line printed is one JSON object.
 
     uv run python benchmarks/pipeline.py --quick
+
+``--sync-cost`` measures only what ``sync_interval: always`` (the chart's NATS setting) costs: the HTTP phase
+of the real ingest (answers are sent after JetStream's PubAck) against embedded nats-servers started by this
+run: one with the server's default fsync (every 2 minutes), one fsyncing every write, and with ``--cluster``
+the chart's default, a 3-node cluster with R3 streams and ``sync_interval: always``. The brokers take turns
+for ``--rounds`` rounds (the machine's noise hits all of them); the median rate of each is reported, with its
+ratio to the default broker.
+
+    uv run python benchmarks/pipeline.py --sync-cost --cluster --webhooks 5000
 """
 
 from __future__ import annotations
@@ -52,7 +61,16 @@ from fincart_chaos.workload import Request as LoadRequest
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import Infra, ServiceProcess, console_script, free_port, service_env, start_infra
+from fincart_core.localstack import (
+    EmbeddedNats,
+    Infra,
+    NatsCluster,
+    ServiceProcess,
+    console_script,
+    free_port,
+    service_env,
+    start_infra,
+)
 from fincart_core.partition import Topology, partition_for
 from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import delete_streams, ensure_streams
@@ -327,6 +345,66 @@ async def run(args: argparse.Namespace) -> dict:
     return result
 
 
+BROKERS = {"default": "1 server, default fsync (2 min)", "always": "1 server, sync_interval: always",
+           "cluster": "3 nodes R3, sync_interval: always"}
+
+
+async def sync_cost(args: argparse.Namespace) -> dict:
+    """Ingest's HTTP rate (PubAck before each answer) against each broker of BROKERS, taking turns."""
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-sync-"))
+    base = start_infra({k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+                       use_defaults_if_reachable=True, workdir=workdir)
+    brokers: dict[str, Infra] = {}
+    hooks = workload(args.warmup + args.webhooks, args.orders)
+    rates: dict[str, list[dict]] = {}
+    try:
+        for name in ("default", "always", "cluster") if args.cluster else ("default", "always"):
+            if name == "cluster":
+                cluster = NatsCluster(workdir / name, 3, sync_always=True)
+                broker_url = cluster.url
+                cluster.start()
+            else:
+                single = EmbeddedNats(workdir / name, sync_always=name == "always")
+                single.start()
+                broker_url, cluster = single.url, None
+            brokers[name] = Infra(broker_url, base.redis_url, base.database_url, nats_cluster=cluster,
+                                  embedded={name: single} if cluster is None else dict(enumerate(cluster.nodes)))
+        for round_ in range(args.rounds):
+            for name, infra in brokers.items():
+                bench = Bench(args, infra, workdir)
+                try:
+                    database_url, topology = await bench.prepare(f"{name}{round_}")
+                    ingest = bench.fincart(f"ingest-{name}", "fincart-ingest", database_url, topology)
+                    await start([ingest])
+                    rates.setdefault(name, []).append(await http_phase(
+                        ingest.base_url, hooks[: args.warmup], hooks[args.warmup:], args.concurrency))
+                finally:
+                    await bench.cleanup()
+    finally:
+        for infra in brokers.values():
+            for process in infra.embedded.values():
+                process.stop()
+        base.stop()
+    result: dict = {"webhooks": args.webhooks, "concurrency": args.concurrency, "rounds": args.rounds,
+                    "cpus": os.cpu_count()}
+    default_rps = statistics.median(r["rps"] for r in rates["default"])
+    for name, runs in rates.items():
+        rps = statistics.median(r["rps"] for r in runs)
+        result[f"{name}_rps"] = round(rps)
+        result[f"{name}_ratio"] = round(rps / default_rps, 3)
+        result[f"{name}_p99_ms"] = round(statistics.median(r["p99_ms"] for r in runs), 2)
+    return result
+
+
+def sync_table(r: dict) -> str:
+    lines = [f"{'broker':<36}{'ingest webhooks/s':>18}{'p99 ms':>10}{'ratio':>8}"]
+    lines += [f"{label:<36}{r[f'{name}_rps']:>18,}{r[f'{name}_p99_ms']:>10.1f}{r[f'{name}_ratio']:>8.2f}"
+              for name, label in BROKERS.items() if f"{name}_rps" in r]
+    lines.append(f"median of {r['rounds']} rounds of {r['webhooks']:,} webhooks, concurrency {r['concurrency']}, "
+                 f"{r['cpus']} CPUs")
+    return "\n".join(lines)
+
+
 def table(r: dict) -> str:
     drain_2 = f"{r['drain_rps_2']:>10,}" if r["drain_rps_2"] else f"{'-':>10}"
     rows = [
@@ -360,12 +438,21 @@ def main() -> None:
     parser.add_argument("--no-drain-2", action="store_true", help="skip the drain with two processors")
     parser.add_argument("--log-level", default="WARNING", help="FINCART_LOG_LEVEL of the services")
     parser.add_argument("--quick", action="store_true", help="12,000 webhooks (finishes in under a minute)")
+    parser.add_argument("--sync-cost", action="store_true",
+                        help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)")
+    parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
+    parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
     args = parser.parse_args()
     if args.quick:
         args.webhooks, args.warmup = 12_000, 500
     args.orders = args.orders or max(1, args.webhooks // 4)
-    if min(args.webhooks, args.warmup, args.orders, args.concurrency, args.seed_webhooks) < 1:
-        parser.error("--webhooks, --warmup, --orders, --concurrency and --seed-webhooks must be positive")
+    if min(args.webhooks, args.warmup, args.orders, args.concurrency, args.seed_webhooks, args.rounds) < 1:
+        parser.error("--webhooks, --warmup, --orders, --concurrency, --seed-webhooks and --rounds must be positive")
+    if args.sync_cost:
+        result = asyncio.run(sync_cost(args))
+        print(sync_table(result))
+        print(json.dumps(result))
+        return
     result = asyncio.run(run(args))
     print(table(result))
     print(json.dumps(result))

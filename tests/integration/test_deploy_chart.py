@@ -203,6 +203,8 @@ def test_examples_validate_against_the_crd_schema(helm: str) -> None:
         ("ingest.dedupeTtlSeconds=60", "dedupeTtlSeconds"),
         ("nats.externalUrl=http://nats:4222", "externalUrl"),
         ("processor.replcas=3", "replcas"),
+        ("nats.replicas=2", "replicas"),  # an even cluster has no majority to spare
+        ("nats.streams.ordersMaxAgeSeconds=60", "ordersMaxAgeSeconds"),
     ],
 )
 def test_schema_rejects_bad_values(helm: str, setting: str, complaint: str) -> None:
@@ -302,8 +304,80 @@ def test_in_cluster_dependencies_and_secrets_agree(helm: str) -> None:
     assert secrets["fincart-migrations"]["stringData"]["database-url"] == url
     assert len(secrets["fincart"]["stringData"]["webhook-secret"]) >= 32
     nats = by_kind(objects, "StatefulSet")["fincart-nats"]
-    assert "--jetstream" in nats["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert nats["spec"]["template"]["spec"]["containers"][0]["args"] == ["--config=/etc/nats/nats.conf"]
+    assert "jetstream {" in by_kind(objects, "ConfigMap")[NATS_CONFIG]["data"]["nats.conf"]
     assert nats["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+
+
+NATS_CONFIG = "fincart-nats-config"
+SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
+                    "fincart-processor": "fincart_processor.settings:ProcessorSettings",
+                    "fincart-sync": "fincart_sync.settings:SyncSettings"}
+
+
+def _nats_server() -> str:
+    from fincart_core.localstack import _find_binary
+
+    return _find_binary("nats-server")
+
+
+@pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda v: v or "defaults")
+def test_services_env_is_what_their_settings_accept(helm: str, values_file: str | None) -> None:
+    """Every literal FINCART_* value the chart renders parses in the service's own settings class (a number
+    rendered as 1.048576e+06 once crash-looped ingest)."""
+    import importlib
+
+    objects = rendered(helm, values_file)
+    workloads = {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}
+    for name, target in SERVICE_SETTINGS.items():
+        if name not in workloads:
+            continue
+        module, cls = target.split(":")
+        env = env_of(workloads[name]["spec"]["template"]["spec"]["containers"][0])
+        values = {k.removeprefix("FINCART_").lower(): v for k, v in env.items()
+                  if k.startswith("FINCART_") and isinstance(v, str)}
+        getattr(importlib.import_module(module), cls).model_validate(values)  # raises on a value it refuses
+
+
+def test_nats_is_a_3_node_jetstream_cluster_with_r3_streams_by_default(helm: str, tmp_path: Path) -> None:
+    objects = rendered(helm, None)
+    nats = by_kind(objects, "StatefulSet")["fincart-nats"]
+    assert nats["spec"]["replicas"] == 3 and nats["spec"]["podManagementPolicy"] == "Parallel"
+    assert nats["spec"]["serviceName"] == "fincart-nats-headless"
+    headless = by_kind(objects, "Service")["fincart-nats-headless"]["spec"]
+    assert headless["clusterIP"] == "None" and headless["publishNotReadyAddresses"]
+    assert {p["name"]: p["port"] for p in headless["ports"]} == {"client": 4222, "cluster": 6222}
+    config = by_kind(objects, "ConfigMap")[NATS_CONFIG]["data"]["nats.conf"]
+    routes = re.findall(r'"nats://([^"]+)"', config)
+    assert routes == [f"fincart-nats-{i}.fincart-nats-headless.fincart.svc:6222" for i in range(3)]
+    assert "sync_interval: always" in config and "server_name: $POD_NAME" in config
+    # the real server accepts the rendered config
+    (tmp_path / "nats.conf").write_text(config)
+    checked = subprocess.run([_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True,
+                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0"})
+    assert checked.returncode == 0, checked.stderr
+    assert by_kind(objects, "PodDisruptionBudget")["fincart-nats"]["spec"]["maxUnavailable"] == 1
+    routes_policy = by_kind(objects, "NetworkPolicy")["fincart-nats-routes"]["spec"]["ingress"][0]
+    assert routes_policy["ports"] == [{"port": 6222, "protocol": "TCP"}]
+    for name in SERVICE_SETTINGS:
+        container = {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}[name]
+        env = env_of(container["spec"]["template"]["spec"]["containers"][0])
+        assert env["FINCART_STREAM_REPLICAS"] == "3" and int(env["FINCART_ORDERS_MAX_AGE_SECONDS"]) >= int(
+            env.get("FINCART_DEDUPE_TTL_SECONDS", 0))
+
+
+@pytest.mark.parametrize(("values_file", "replicas"), [("ci/minimal-values.yaml", "1"),
+                                                       ("ci/external-values.yaml", "1")])
+def test_one_nats_server_or_an_external_one_gets_r1_streams(helm: str, values_file: str, replicas: str) -> None:
+    objects = rendered(helm, values_file)
+    ingest = by_kind(objects, "Deployment")["fincart-ingest"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(ingest)["FINCART_STREAM_REPLICAS"] == replicas
+    assert "fincart-nats" not in by_kind(objects, "PodDisruptionBudget")
+    config = by_kind(objects, "ConfigMap").get(NATS_CONFIG, {}).get("data", {}).get("nats.conf", "")
+    assert "cluster {" not in config
+    if values_file == "ci/minimal-values.yaml":
+        assert by_kind(objects, "StatefulSet")["fincart-nats"]["spec"]["replicas"] == 1
+        assert "sync_interval: always" in config
 
 
 def test_migrations_run_as_a_hook_job(helm: str) -> None:
@@ -347,7 +421,7 @@ def test_pdbs_and_network_policies_select_real_pods(helm: str) -> None:
                                                                                               "StatefulSet")]
     selectors = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
     selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"]
-    assert len(selectors) == 3 + 7
+    assert len(selectors) == 4 + 8  # PDBs: ingest, processor, sync, nats; policies: 4 services, 3 stores, routes
     for selector in selectors:
         assert any(selector.items() <= labels.items() for labels in pod_labels), selector
     assert not [o for o in rendered(helm, "ci/minimal-values.yaml") if o["kind"] in ("NetworkPolicy",
@@ -355,13 +429,15 @@ def test_pdbs_and_network_policies_select_real_pods(helm: str) -> None:
 
 
 def test_monitoring_objects_and_dashboards_behind_flags(helm: str) -> None:
-    assert not [o for o in rendered(helm, None) if o["kind"] in PROMETHEUS_OPERATOR_KINDS | {"ConfigMap"}]
+    dashboards_or_rules = PROMETHEUS_OPERATOR_KINDS | {"ConfigMap"}
+    assert not [o for o in rendered(helm, None) if o["kind"] in dashboards_or_rules and o["metadata"]["name"]
+                != NATS_CONFIG]
     objects = rendered(helm, "ci/full-values.yaml")
     assert len(by_kind(objects, "ServiceMonitor")) == 4
     (rule,) = by_kind(objects, "PrometheusRule").values()
     alerts = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {"FinCartQueueBacklog", "FinCartDeadLetters", "FinCartChaosTestFailed"} <= alerts
-    dashboards = by_kind(objects, "ConfigMap")
+    dashboards = {k: v for k, v in by_kind(objects, "ConfigMap").items() if k != NATS_CONFIG}
     titles = set()
     for cm in dashboards.values():
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"

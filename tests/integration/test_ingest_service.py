@@ -11,12 +11,12 @@ import httpx
 import nats
 import pytest
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess, console_script, free_port
+from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
 from fincart_ingest import webhook_checks as checks
 
-SECRET = "test-secret"
+from tests.support.ingest_service import signed_headers, start_ingest
 
 
 def order_body(order_id: str = "order-1", **fields: object) -> bytes:
@@ -25,26 +25,6 @@ def order_body(order_id: str = "order-1", **fields: object) -> bytes:
         "fulfillment_status": None, "total_price": "59.90", "shipping_lines": [{"price": "7.99", "title": "std"}],
         "note": "kept", **fields,
     }).encode()
-
-
-def signed_headers(body: bytes, webhook_id: str | None = "wh-1", topic: str = "orders/updated",
-                   secret: str = SECRET) -> dict[str, str]:
-    headers = {"X-Shopify-Hmac-Sha256": sign(body, secret), "X-Shopify-Topic": topic,
-               "X-Shopify-Shop-Domain": "shop.example", "X-Shopify-Triggered-At": "2026-01-01T10:00:01Z",
-               "Content-Type": "application/json"}
-    if webhook_id is not None:
-        headers["X-Shopify-Webhook-Id"] = webhook_id
-    return headers
-
-
-def start_ingest(env: dict[str, str], tmp_path: Path) -> ServiceProcess:
-    port = free_port()
-    service = ServiceProcess(
-        name="ingest", argv=[console_script("fincart-ingest")], env={**env, "FINCART_HTTP_PORT": str(port)},
-        log_path=tmp_path / "ingest.log", port=port,
-    )
-    service.start()
-    return service
 
 
 @pytest.fixture
@@ -111,7 +91,18 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
         (lambda b, h: (b, {**h, "X-Shopify-Topic": "products/update"}), 422, "X-Shopify-Topic"),
         (lambda b, h: (b"{not json", signed_headers(b"{not json")), 422, "JSON"),
         (lambda b, h: (b"[1]", signed_headers(b"[1]")), 422, "object"),
-        (lambda b, h: ((x := b"[" * 100_000 + b"]" * 100_000), signed_headers(x)), 422, "nested too deeply"),
+        (lambda b, h: ((x := b"[" * 100_000 + b"]" * 100_000), signed_headers(x)), 422, "nested deeper than 100"),
+        # what the processor could never parse or convert: refused at the door (these were 500s or poison)
+        (lambda b, h: ((x := order_body(deep=json.loads("[" * 300 + "]" * 300))), signed_headers(x)), 422,
+         "'deep.0.0.0"),
+        (lambda b, h: ((x := order_body().replace(b'"kept"', b"9" * 5000)), signed_headers(x)), 422, "4300 digits"),
+        (lambda b, h: ((x := order_body(note="\ud800")), signed_headers(x)), 422, "'note': contains a lone"),
+        (lambda b, h: ((x := order_body(weight=float("nan"))), signed_headers(x)), 422, "NaN"),
+        (lambda b, h: ((x := order_body().replace(b'"kept"', b"1e400")), signed_headers(x)), 422, "out of range"),
+        (lambda b, h: ((x := order_body(updated_at="0001-01-01T00:00:00+01:00")), signed_headers(x)), 422,
+         "'updated_at': Value error, must be between"),
+        (lambda b, h: ((x := order_body(updated_at="9999-12-31T23:30:00-01:00")), signed_headers(x)), 422,
+         "'updated_at': Value error, must be between"),
         (lambda b, h: (order_body(updated_at="soon"), signed_headers(order_body(updated_at="soon"))), 422,
          "updated_at"),
         (lambda b, h: (order_body(total_price="-5"), signed_headers(order_body(total_price="-5"))), 422,
@@ -129,7 +120,9 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
         (lambda b, h: ((x := order_body(**{"k\x00": 1})), signed_headers(x)), 422, "contains a NUL"),
     ],
     ids=["no-signature", "bad-signature", "short-signature", "garbage-signature", "no-webhook-id", "bad-topic",
-         "bad-json", "not-an-object", "too-deep", "bad-updated-at", "negative-price", "missing-id", "nul-in-order-id",
+         "bad-json", "not-an-object", "too-deep", "300-levels", "5000-digits", "lone-surrogate", "nan", "inf",
+         "updated-at-year-0-in-utc", "updated-at-year-10000-in-utc",
+         "bad-updated-at", "negative-price", "missing-id", "nul-in-order-id",
          "nul-in-financial-status", "nul-in-fulfillment-status", "nul-nested", "nul-in-key"],
 )
 async def test_bad_input_gets_a_clear_error_and_reaches_nothing(client, infra, topology, mutate, status, needle):
@@ -172,6 +165,26 @@ async def test_body_over_the_limit_is_413(client, infra, topology):
     assert await stream_messages(infra.nats_url, topology) == []
 
 
+async def test_a_body_that_could_not_be_published_is_413_not_503(client, infra, topology):
+    """Under FINCART_MAX_BODY_BYTES (1 MiB) but over the broker's max_payload (1 MiB) with the envelope: was a
+    503 forever; and a body under the limit whose message grows past max_payload ("1e9" is 1000000000.0)."""
+    nc = await nats.connect(infra.nats_url)
+    max_payload = nc.max_payload
+    await nc.close()
+    near = order_body(note="")
+    near = near.replace(b'"note": ""', b'"note": "' + b"x" * (max_payload - len(near) - 100) + b'"')
+    answer = await client.post("/webhooks/shopify", content=near, headers=signed_headers(near, "wh-near"))
+    assert answer.status_code == 413 and f"{max_payload - 4096} byte limit" in answer.json()["detail"]
+
+    grows = order_body(note="").replace(b'""', b"[" + b",".join([b"1e9"] * (max_payload // 8)) + b"]")
+    assert len(grows) < max_payload - 4096
+    answer = await client.post("/webhooks/shopify", content=grows, headers=signed_headers(grows, "wh-grows"))
+    assert answer.status_code == 413 and "max_payload" in answer.json()["detail"]
+    assert await stream_messages(infra.nats_url, topology) == []
+    ok = order_body("order-after")
+    assert (await client.post("/webhooks/shopify", content=ok, headers=signed_headers(ok, "wh-ok"))).status_code == 200
+
+
 async def test_health_and_readiness(client):
     assert (await client.get("/healthz")).json() == {"status": "ok", "checks": {}}
     ready = await client.get("/readyz")
@@ -181,6 +194,11 @@ async def test_health_and_readiness(client):
 def test_refuses_to_start_without_a_secret(service_env, tmp_path):
     with pytest.raises(Exception, match="FINCART_WEBHOOK_SECRET"):
         start_ingest({**service_env, "FINCART_WEBHOOK_SECRET": ""}, tmp_path)
+
+
+def test_refuses_an_orders_stream_shorter_than_the_dedupe_window(service_env, tmp_path):
+    with pytest.raises(Exception, match=r"(?s)exited with 2.*FINCART_ORDERS_MAX_AGE_SECONDS must be at least"):
+        start_ingest({**service_env, "FINCART_ORDERS_MAX_AGE_SECONDS": "86400"}, tmp_path)
 
 
 async def test_publish_failure_is_503_without_a_mark_and_the_retry_is_accepted(

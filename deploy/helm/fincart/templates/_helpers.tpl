@@ -187,6 +187,7 @@ annotations:
   value: {{ .root.Values.config.natsPrefix | quote }}
 - name: FINCART_NATS_URL
   value: {{ include "fincart.natsUrl" .root | quote }}
+{{ include "fincart.streamEnv" .root }}
 {{- with .root.Values.config.extraEnv }}
 {{ toYaml . }}
 {{- end }}

@@ -9,6 +9,7 @@ Every process runs in its own session so that a fault can SIGKILL it and start i
 from __future__ import annotations
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -123,15 +124,27 @@ class ManagedProcess:
 
 
 class EmbeddedNats(ManagedProcess):
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    """One nats-server with JetStream, from a config file written into ``workdir``.
+
+    ``sync_always``: fsync every JetStream write (``sync_interval: always``, as the chart runs it) instead
+    of the server's default of every 2 minutes. ``cluster``: join a cluster (see :class:`NatsCluster`).
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None, *, name: str = "nats",
+                 sync_always: bool = False, cluster: ClusterRoutes | None = None) -> None:
         self.port = port or free_port()
-        store = workdir / "nats"
+        self.monitor_port = free_port()
+        store = workdir / name
         store.mkdir(parents=True, exist_ok=True)
-        binary = _find_binary("nats-server")
-        super().__init__(
-            "nats-server", [binary, "-js", "-sd", str(store), "-a", "127.0.0.1", "-p", str(self.port)],
-            log_path=workdir / "nats.log",
-        )
+        jetstream = f'store_dir: "{store}"' + ("\n  sync_interval: always" if sync_always else "")
+        config = (f'server_name: "{name}"\nlisten: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.monitor_port}"\n'
+                  f"jetstream {{\n  {jetstream}\n}}\n")
+        if cluster:
+            config += cluster.config(name)
+        config_path = workdir / f"{name}.conf"
+        config_path.write_text(config)
+        super().__init__(name if cluster else "nats-server", [_find_binary("nats-server"), "-c", str(config_path)],
+                         log_path=workdir / f"{name}.log")
 
     @property
     def url(self) -> str:
@@ -139,7 +152,73 @@ class EmbeddedNats(ManagedProcess):
 
     def start(self) -> None:
         super().start()
-        wait_for(lambda: reachable(self.url), READY_TIMEOUT_S, "nats-server")
+        wait_for(lambda: reachable(self.url), READY_TIMEOUT_S, self.name)
+
+    def meta_leader(self) -> str | None:
+        """The JetStream meta leader this server knows of (``/jsz``), None when it knows none or is down."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.monitor_port}/jsz", timeout=1.0) as response:
+                jsz = json.loads(response.read())
+        except (OSError, ValueError):
+            return None
+        return (jsz.get("meta_cluster") or {}).get("leader") or None
+
+
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """Cluster name and every node's route port; a node routes to all the others."""
+
+    name: str
+    route_ports: dict[str, int]
+
+    def config(self, node: str) -> str:
+        peers = [port for peer, port in self.route_ports.items() if peer != node]
+        routes = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in peers)
+        return (f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{self.route_ports[node]}"\n'
+                f"  routes: [{routes}]\n}}\n")
+
+
+class NatsCluster:
+    """``nodes`` clustered nats-servers with JetStream on loopback: what a chaos run kills a node of.
+
+    - ``url``: every node's client URL, comma separated, usable as FINCART_NATS_URL (clients fail over).
+    - ``nodes``: one :class:`EmbeddedNats` each (``name`` nats-0, nats-1, ...), with its own store dir;
+      ``node.kill()`` is SIGKILL, ``node.stop()`` SIGTERM, ``node.start()`` starts it again on the same ports
+      and store; then ``wait_ready()`` waits until every running node knows the meta leader again.
+    - ``start()`` starts all and waits for a meta leader; ``stop()`` stops all.
+    - ``stream_replicas``: min(3, nodes), what FINCART_STREAM_REPLICAS is set to for services on it.
+    """
+
+    def __init__(self, workdir: Path, nodes: int = 3, *, name: str = "fincart", sync_always: bool = False) -> None:
+        if nodes < 2:
+            raise ValueError("a NATS cluster needs at least 2 nodes")
+        names = [f"nats-{i}" for i in range(nodes)]
+        routes = ClusterRoutes(name, {node: free_port() for node in names})
+        self.nodes = [EmbeddedNats(workdir, name=node, sync_always=sync_always, cluster=routes) for node in names]
+
+    @property
+    def url(self) -> str:
+        return ",".join(node.url for node in self.nodes)
+
+    @property
+    def stream_replicas(self) -> int:
+        return min(3, len(self.nodes))
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Until every running node reports the same JetStream meta leader."""
+        def agreed() -> bool:
+            leaders = {node.meta_leader() for node in self.nodes if node.running}
+            return len(leaders) == 1 and None not in leaders
+        wait_for(agreed, timeout, "NATS cluster meta leader", interval=0.25)
+
+    def stop(self) -> None:
+        for node in reversed(self.nodes):
+            node.stop()
 
 
 class EmbeddedRedis(ManagedProcess):
@@ -213,13 +292,21 @@ class EmbeddedPostgres(ManagedProcess):
 
 @dataclass
 class Infra:
-    """Where NATS, Redis and PostgreSQL are, and the embedded ones this process owns."""
+    """Where NATS, Redis and PostgreSQL are, and the embedded ones this process owns.
+
+    ``nats_cluster`` is set when NATS is an embedded cluster (its nodes are also in ``embedded`` as
+    nats-0, nats-1, ...); services on it create their streams with ``stream_replicas`` replicas."""
 
     nats_url: str
     redis_url: str
     database_url: str
     embedded: dict[str, ManagedProcess] = field(default_factory=dict)
     workdir: Path | None = None
+    nats_cluster: NatsCluster | None = None
+
+    @property
+    def stream_replicas(self) -> int:
+        return self.nats_cluster.stream_replicas if self.nats_cluster else 1
 
     def stop(self) -> None:
         for proc in reversed(list(self.embedded.values())):
@@ -230,10 +317,13 @@ class Infra:
 
 def start_infra(
     env: Mapping[str, str] | None = None, *, use_defaults_if_reachable: bool = False,
-    workdir: Path | None = None,
+    workdir: Path | None = None, nats_nodes: int = 1,
 ) -> Infra:
     """Use FINCART_NATS_URL / FINCART_REDIS_URL / FINCART_DATABASE_URL when set and reachable,
-    else (optionally) the standard local ports when reachable, else start embedded servers."""
+    else (optionally) the standard local ports when reachable, else start embedded servers.
+
+    ``nats_nodes`` > 1 always starts an embedded :class:`NatsCluster` of that many nodes (whatever
+    FINCART_NATS_URL says: the caller wants nodes it can kill) and waits for its meta leader."""
     env = os.environ if env is None else env
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fincart-stack-"))
     infra = Infra("", "", "", workdir=workdir)
@@ -243,6 +333,12 @@ def start_infra(
         "postgres": ("FINCART_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres", EmbeddedPostgres),
     }
     try:
+        if nats_nodes > 1:
+            infra.nats_cluster = NatsCluster(workdir, nats_nodes)
+            infra.embedded.update({node.name: node for node in infra.nats_cluster.nodes})
+            infra.nats_cluster.start()
+            infra.nats_url = infra.nats_cluster.url
+            del defaults["nats"]
         for kind, (var, default, embedded_cls) in defaults.items():
             url = env.get(var, "")
             if url and not reachable(url):
@@ -300,6 +396,7 @@ def service_env(infra: Infra, **extra: str | int) -> dict[str, str]:
         "FINCART_NATS_URL": infra.nats_url,
         "FINCART_REDIS_URL": infra.redis_url,
         "FINCART_DATABASE_URL": infra.database_url,
+        "FINCART_STREAM_REPLICAS": str(infra.stream_replicas),
     }
     env.update({f"FINCART_{k.upper()}": str(v) for k, v in extra.items()})
     return env

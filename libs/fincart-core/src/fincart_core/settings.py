@@ -6,10 +6,16 @@ variable means the same thing everywhere it is read.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator, Field, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# JetStream's Nats-Msg-Id window. Redis SET NX is the long (24 h+) dedupe; this window covers the ingest
+# retries that happen while Redis is down, and the processor's re-published events. A stream's max age
+# must be at least this long (JetStream refuses a duplicate window longer than max age).
+DUPLICATE_WINDOW_S = 2 * 3600
+DAY_S = 86_400
 
 
 def split_commas(value: object) -> object:
@@ -40,6 +46,32 @@ class CommonSettings(BaseSettings):
         "none", description="OpenTelemetry span exporter (otlp reads OTEL_EXPORTER_OTLP_ENDPOINT)"
     )
     service_name: str = Field("fincart", description="service.name of traces and logs")
+    # JetStream streams (applied by fincart_core.streams at start-up, also to existing streams)
+    stream_replicas: int = Field(
+        1, ge=1, le=5, description="Replicas of every stream (3 on a 3-node NATS cluster; 1 on a single server)"
+    )
+    orders_max_age_seconds: int = Field(
+        7 * DAY_S, ge=DUPLICATE_WINDOW_S,
+        description="ORDERS stream: webhooks older than this are removed (at least the dedupe TTL)",
+    )
+    orders_max_bytes: int = Field(
+        -1, ge=-1, description="ORDERS stream size limit (-1: none); when full, ingest answers 503, nothing is dropped"
+    )
+    events_max_age_seconds: int = Field(
+        7 * DAY_S, ge=DUPLICATE_WINDOW_S,
+        description="ORDER_EVENTS stream: how far back sync clients and chaos verifiers can resume",
+    )
+    events_max_bytes: int = Field(-1, ge=-1, description="ORDER_EVENTS size limit (-1: none); oldest removed first")
+    dlq_max_age_seconds: int = Field(
+        30 * DAY_S, ge=DUPLICATE_WINDOW_S, description="ORDERS_DLQ: dead letters kept this long (the longest)"
+    )
+    dlq_max_bytes: int = Field(-1, ge=-1, description="ORDERS_DLQ size limit (-1: none); oldest removed first")
+
+    @model_validator(mode="after")
+    def _dlq_kept_longest(self) -> Self:
+        if self.dlq_max_age_seconds < max(self.orders_max_age_seconds, self.events_max_age_seconds):
+            raise ValueError("FINCART_DLQ_MAX_AGE_SECONDS must be at least the ORDERS and ORDER_EVENTS max ages")
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

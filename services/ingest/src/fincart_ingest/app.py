@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from fincart_core.gc_tuning import tune_gc
 from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
-from fincart_core.streams import connect, ensure_streams
+from fincart_core.streams import StreamLimits, connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
+from pydantic import ValidationError
 
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.publisher import WebhookPublisher
@@ -22,6 +23,7 @@ from fincart_ingest.routes import IngestContext, add_webhook_route, readiness
 from fincart_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
+MIN_BODY_BYTES = 1024  # the floor of FINCART_MAX_BODY_BYTES
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -40,13 +42,18 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         ))
         try:
             js = nc.jetstream()
-            await ensure_streams(js, topology)
+            await ensure_streams(js, topology, StreamLimits.from_settings(settings))
+            publisher = WebhookPublisher(nc, js, topology, settings.publish_timeout_s)
+            body_limit = publisher.body_limit(settings.max_body_bytes)
+            if body_limit < MIN_BODY_BYTES:
+                raise RuntimeError(f"the broker's max_payload of {nc.max_payload} bytes leaves {body_limit} bytes "
+                                   "for a webhook body: raise max_payload in the NATS server config")
             app.state.ingest = IngestContext(
-                settings=settings,
-                publisher=WebhookPublisher(nc, js, topology, settings.publish_timeout_s),
+                settings=settings, publisher=publisher, body_limit=body_limit,
                 dedupe=DedupeMarks(redis, settings.dedupe_ttl_seconds, settings.nats_prefix),
             )
-            log.info("ingest ready", extra={"service": settings.service_name})
+            log.info("ingest ready", extra={"service": settings.service_name, "body_limit": body_limit,
+                                            "max_payload": nc.max_payload})
             yield
         finally:
             await nc.drain()
@@ -65,7 +72,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = IngestSettings()
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        print(f"fincart-ingest: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
     try:

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind
 from fincart_ingest import webhook_checks as checks
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.metrics import DEDUPE_HITS, REQUESTS
-from fincart_ingest.publisher import PublishFailed, WebhookPublisher
+from fincart_ingest.publisher import PublishFailed, TooLarge, WebhookPublisher
 from fincart_ingest.settings import IngestSettings
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class IngestContext:
     settings: IngestSettings
     publisher: WebhookPublisher
     dedupe: DedupeMarks
+    body_limit: int  # FINCART_MAX_BODY_BYTES or the broker's max_payload minus the envelope, the smaller
 
 
 def _answer(
@@ -70,7 +71,7 @@ async def shopify_webhook(request: Request) -> JSONResponse:
         "ingest webhook", context=extract_context(headers), kind=SpanKind.SERVER
     ) as span:
         try:
-            body = await checks.read_body(request, ctx.settings.max_body_bytes)
+            body = await checks.read_body(request, ctx.body_limit)
             checks.check_signature(body, ctx.settings.webhook_secret, headers.get("x-shopify-hmac-sha256"))
             webhook_id = checks.check_webhook_id(headers.get("x-shopify-webhook-id"))
             topic = checks.check_topic(headers.get("x-shopify-topic"))
@@ -91,6 +92,9 @@ async def shopify_webhook(request: Request) -> JSONResponse:
         )
         try:
             published = await ctx.publisher.publish(message, order.id)
+        except TooLarge as exc:
+            log.info("webhook rejected", extra={**ids, "status": 413, "error": str(exc)})
+            return _answer(413, ErrorResponse(detail=str(exc)))
         except PublishFailed as exc:
             log.warning("publish failed, answered 503", extra={**ids, "error": str(exc)})
             return _answer(503, ErrorResponse(detail="webhook not stored, retry later"), {"Retry-After": RETRY_AFTER_S})

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Self
+
 from fincart_core.settings import CommonSettings
-from pydantic import Field
+from pydantic import Field, model_validator
 
 
 class IngestSettings(CommonSettings):
@@ -17,3 +19,10 @@ class IngestSettings(CommonSettings):
     publish_timeout_s: float = Field(5.0, gt=0, description="Bound on waiting for JetStream's PubAck")
     redis_timeout_s: float = Field(0.5, gt=0, description="Bound on one Redis call; Redis is optional")
     redis_max_connections: int = Field(64, ge=1, description="Redis connections of one ingest process")
+
+    @model_validator(mode="after")
+    def _orders_outlive_dedupe(self) -> Self:
+        # a webhook id Redis still remembers must still be in ORDERS (to trace and replay what was accepted)
+        if self.orders_max_age_seconds < self.dedupe_ttl_seconds:
+            raise ValueError("FINCART_ORDERS_MAX_AGE_SECONDS must be at least FINCART_DEDUPE_TTL_SECONDS")
+        return self

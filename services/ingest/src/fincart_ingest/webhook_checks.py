@@ -1,12 +1,16 @@
 """Request checks, in the order the contract answers them: size (413), signature (401), id (400),
 topic and body (422). Each failure is a :class:`Rejection` carrying its status and message.
 
-NUL (U+0000) is refused in the webhook id and anywhere in the body: PostgreSQL text and jsonb cannot hold
-it, so such a webhook could never be stored and the processor would only dead-letter it after retries."""
+Everything a signed body can hold that could not be published, parsed by the processor or stored is a 422
+naming the field: NUL (U+0000; PostgreSQL text and jsonb cannot hold it), lone UTF-16 surrogates, nesting
+deeper than MAX_NESTING, integers over Python's 4300 digits, NaN/Infinity, updated_at outside the range of
+the contract (fincart_core.contracts.webhook.UPDATED_AT_MIN/MAX)."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 
 from fastapi import Request
@@ -64,18 +68,23 @@ def check_topic(topic: str | None) -> str:
 def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
     """The validated order and the raw payload (kept whole, extra fields included)."""
     try:
-        payload = json.loads(body)
+        payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise Rejection(422, f"body is not valid JSON: {exc}") from exc
     except RecursionError as exc:  # thousands of nested arrays fit in 1 MiB
-        raise Rejection(422, "body is not valid JSON: nested too deeply") from exc
+        raise Rejection(422, f"body is not valid JSON: nested deeper than {MAX_NESTING} levels") from exc
+    except ValueError as exc:  # an integer over Python's 4300 digits, NaN/Infinity, a float out of range
+        raise Rejection(422, f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise Rejection(422, "body must be a JSON object (a Shopify order)")
-    # in a UTF-8 body NUL can only be the escape \u0000 (JSON refuses raw control characters): most bodies
-    # skip the walk; UTF-16/32 bodies hold zero bytes and are walked
-    if (b"\\u0000" in body or b"\x00" in body) and (where := _nul_path(payload)) is not None:
-        raise Rejection(422, f"invalid field {where[:200]!r}: contains a NUL character (\\u0000), which "
-                             "PostgreSQL cannot store")
+    # most bodies skip the walk: in a UTF-8 body NUL can only be the escape \u0000 and a lone surrogate only an
+    # escape \uD800-\uDFFF (JSON refuses raw control characters; the decoder refuses raw surrogates), and it
+    # cannot nest deeper than it has brackets. UTF-16/32 bodies hold zero bytes and are walked.
+    if ((b"\\u0000" in body or b"\x00" in body or _SURROGATE_ESCAPE.search(body)
+         or body.count(b"[") + body.count(b"{") > MAX_NESTING)
+            and (found := _unpublishable(payload)) is not None):
+        where, why = found
+        raise Rejection(422, f"invalid field {where[:200]!r}: {why}")
     try:
         return ShopifyOrder.model_validate(payload), payload
     except ValidationError as exc:
@@ -84,20 +93,50 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
         raise Rejection(422, f"invalid field {field!r}: {first['msg']}") from exc
 
 
-def _nul_path(payload: dict[str, object]) -> str | None:
-    """The dotted path (pydantic's style) of a key or string holding NUL, else None. Iterative: a
-    body may nest as deep as the JSON parser allows."""
-    pending: list[tuple[str, object]] = [("", payload)]
+# Deeper bodies are refused: the stream message nests the order two levels down and pydantic's JSON parser,
+# which the processor reads it with, stops at ~200 levels. Shopify orders nest fewer than 10.
+MAX_NESTING = 100
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _no_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _string_problem(text: str) -> str | None:
+    if "\x00" in text:
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    if _SURROGATE.search(text):
+        return "contains a lone UTF-16 surrogate (\\ud800-\\udfff), which is not valid unicode"
+    return None
+
+
+def _unpublishable(payload: dict[str, object]) -> tuple[str, str] | None:
+    """The dotted path (pydantic's style) of the first key or value that cannot be published and stored, and
+    why; else None. Iterative: a body may nest as deep as the JSON parser allows."""
+    pending: list[tuple[str, object, int]] = [("", payload, 1)]
     while pending:
-        path, value = pending.pop()
+        path, value, depth = pending.pop()
         if isinstance(value, str):
-            if "\x00" in value:
-                return path
+            if problem := _string_problem(value):
+                return path or "body", problem
             continue
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_NESTING:
+            return path, f"nested deeper than {MAX_NESTING} levels"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
             here = f"{path}.{key}" if path else str(key)
-            if "\x00" in str(key):
-                return here
-            pending.append((here, item))
+            if isinstance(key, str) and (problem := _string_problem(key)):
+                return here, problem
+            pending.append((here, item, depth + 1))
     return None

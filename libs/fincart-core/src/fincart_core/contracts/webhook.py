@@ -13,6 +13,12 @@ WebhookTopic = Literal[
 ]
 WEBHOOK_TOPICS: tuple[str, ...] = WebhookTopic.__args__  # type: ignore[attr-defined]
 
+# The accepted updated_at, in UTC: every value in it converts to any UTC offset and back inside Python's
+# datetime (years 1..9999) and PostgreSQL's timestamptz. 0001-01-01T00:00:00+01:00 (year 0 in UTC) and
+# 9999-12-31T23:30:00-01:00 (year 10000) were accepted once and overflowed the processor's conversion.
+UPDATED_AT_MIN = datetime(1970, 1, 1, tzinfo=UTC)
+UPDATED_AT_MAX = datetime(9999, 12, 30, tzinfo=UTC)
+
 
 class ShippingLine(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -45,7 +51,14 @@ class ShopifyOrder(BaseModel):
     @classmethod
     def _aware(cls, value: datetime) -> datetime:
         # A naive timestamp is taken as UTC so that every comparison is between aware datetimes.
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        aware = value if value.tzinfo else value.replace(tzinfo=UTC)
+        try:
+            in_range = UPDATED_AT_MIN <= aware.astimezone(UTC) <= UPDATED_AT_MAX
+        except OverflowError:
+            in_range = False
+        if not in_range:
+            raise ValueError(f"must be between {UPDATED_AT_MIN:%Y-%m-%d} and {UPDATED_AT_MAX:%Y-%m-%d} in UTC")
+        return aware
 
 
 class WebhookMessage(BaseModel):
