@@ -28,7 +28,7 @@ from fincart_chaos.faults import LocalTargets
 
 @contextlib.contextmanager
 def infrastructure() -> Iterator[Infra]:
-    infra = start_infra()
+    infra = start_infra(credentials=True)  # per-component NATS users and a Redis password, as in the chart
     try:
         yield infra
     finally:

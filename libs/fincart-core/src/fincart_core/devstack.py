@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fincart_core.auth import new_token, token_hash
 from fincart_core.blocking import run_blocking
+from fincart_core.credentials import redact
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import (
@@ -59,9 +60,10 @@ class DevStack:
         self.processors: list[ServiceProcess] = []
         self.sync: ServiceProcess | None = None
 
-    def env(self, **extra: str | int) -> dict[str, str]:
+    def env(self, component: str = "admin", **extra: str | int) -> dict[str, str]:
+        """A service's environment; ``component`` picks its NATS user when the infra has credentials."""
         env = service_env(
-            self.infra, partitions=self.config.partitions, nats_prefix=self.config.nats_prefix,
+            self.infra, component, partitions=self.config.partitions, nats_prefix=self.config.nats_prefix,
             webhook_secret=self.config.webhook_secret, log_level=self.config.log_level, **extra,
         )
         env["FINCART_DATABASE_URL"] = self.database_url
@@ -69,8 +71,9 @@ class DevStack:
 
     def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
+        component = name.split("-")[0]  # processor-1 -> processor
         return ServiceProcess(
-            name=name, argv=argv, env=self.env(http_port=port, service_name=name, **extra),
+            name=name, argv=argv, env=self.env(component, http_port=port, service_name=name, **extra),
             log_path=self.logdir / f"{name}.log", port=port,
         )
 
@@ -122,6 +125,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--ingest-port", type=int, default=8080)
     up.add_argument("--sync-port", type=int, default=8082)
     up.add_argument("--logdir", type=Path, default=Path(".fincart-dev"), help="service logs go here")
+    up.add_argument("--no-credentials", action="store_true",
+                    help="use FINCART_NATS_URL/FINCART_REDIS_URL (or embedded servers) without per-component users")
     return parser.parse_args(argv)
 
 
@@ -140,15 +145,15 @@ def main(argv: list[str] | None = None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        infra = start_infra()
+        infra = start_infra(credentials=not args.no_credentials)
     except (StackError, OSError) as exc:
         print(f"fincart-dev: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     stack = DevStack(config, infra, args.logdir)
     try:
         stack.start()
-        print(f"NATS      {infra.nats_url}{' (embedded)' if 'nats' in infra.embedded else ''}")
-        print(f"Redis     {infra.redis_url}{' (embedded)' if 'redis' in infra.embedded else ''}")
+        print(f"NATS      {redact(infra.nats_url)}{' (embedded)' if 'nats' in infra.embedded else ''}")
+        print(f"Redis     {redact(infra.redis_url)}{' (embedded)' if 'redis' in infra.embedded else ''}")
         print(f"Postgres  {stack.database_url}{' (embedded)' if 'postgres' in infra.embedded else ''}")
         print(f"Ingest    {stack.ingest_url}/webhooks/shopify   (secret: FINCART_WEBHOOK_SECRET)")
         if stack.sync_url:
