@@ -22,6 +22,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from fincart_core.credentials import PERMISSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "fincart"
@@ -310,6 +311,7 @@ def test_in_cluster_dependencies_and_secrets_agree(helm: str) -> None:
 
 
 NATS_CONFIG = "fincart-nats-config"
+NATS_USERS = [user.upper() for user in PERMISSIONS]
 SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
                     "fincart-processor": "fincart_processor.settings:ProcessorSettings",
                     "fincart-sync": "fincart_sync.settings:SyncSettings"}
@@ -336,6 +338,8 @@ def test_services_env_is_what_their_settings_accept(helm: str, values_file: str 
         env = env_of(workloads[name]["spec"]["template"]["spec"]["containers"][0])
         values = {k.removeprefix("FINCART_").lower(): v for k, v in env.items()
                   if k.startswith("FINCART_") and isinstance(v, str)}
+        if name == "fincart-sync":  # its one required setting comes from the Secret (a valueFrom, not a literal)
+            values["read_token_hashes"] = "0" * 64
         getattr(importlib.import_module(module), cls).model_validate(values)  # raises on a value it refuses
 
 
@@ -354,7 +358,8 @@ def test_nats_is_a_3_node_jetstream_cluster_with_r3_streams_by_default(helm: str
     # the real server accepts the rendered config
     (tmp_path / "nats.conf").write_text(config)
     checked = subprocess.run([_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True,
-                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0"})
+                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0",
+                                                         **{f"NATS_{u}_PASSWORD": "pw" for u in NATS_USERS}})
     assert checked.returncode == 0, checked.stderr
     assert by_kind(objects, "PodDisruptionBudget")["fincart-nats"]["spec"]["maxUnavailable"] == 1
     routes_policy = by_kind(objects, "NetworkPolicy")["fincart-nats-routes"]["spec"]["ingress"][0]
@@ -420,8 +425,10 @@ def test_pdbs_and_network_policies_select_real_pods(helm: str) -> None:
     pod_labels = [o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in ("Deployment",
                                                                                               "StatefulSet")]
     selectors = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
-    selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"]
+    selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"
+                  and o["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/managed-by") != "fincart-operator"]
     assert len(selectors) == 4 + 8  # PDBs: ingest, processor, sync, nats; policies: 4 services, 3 stores, routes
+    # (the chaos runners' policies select the operator's Job pods, which the chart does not render)
     for selector in selectors:
         assert any(selector.items() <= labels.items() for labels in pod_labels), selector
     assert not [o for o in rendered(helm, "ci/minimal-values.yaml") if o["kind"] in ("NetworkPolicy",
@@ -622,3 +629,56 @@ def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
     assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
                                                                                        "fincart-sync")
     assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
+
+
+def test_components_have_their_own_credentials(helm: str) -> None:
+    objects = rendered(helm, None)
+    internal = by_kind(objects, "Secret")["fincart-internal"]["data"]
+    assert set(internal) == {"nats-ingest-password", "nats-processor-password", "nats-sync-password",
+                             "redis-password"}
+    containers = {name: w["spec"]["template"]["spec"]["containers"][0]
+                  for kind in ("Deployment", "StatefulSet") for name, w in by_kind(objects, kind).items()}
+    for component in ("ingest", "processor", "sync"):
+        container = containers[f"fincart-{component}"]
+        names = [e["name"] for e in container["env"]]
+        # Kubernetes expands $(FINCART_NATS_PASSWORD) only from variables defined before it
+        assert names.index("FINCART_NATS_PASSWORD") < names.index("FINCART_NATS_URL")
+        env = env_of(container)
+        assert env["FINCART_NATS_PASSWORD"]["secretKeyRef"] == {"name": "fincart-internal",
+                                                                "key": f"nats-{component}-password"}
+        assert env["FINCART_NATS_URL"].startswith(f"nats://{component}:$(FINCART_NATS_PASSWORD)@")
+    assert "@" not in env_of(containers["fincart-operator"])["FINCART_NATS_URL"]  # the operator gets no user
+    assert env_of(containers["fincart-ingest"])["FINCART_REDIS_URL"].startswith("redis://:$(FINCART_REDIS_PASSWORD)@")
+    redis = containers["fincart-redis"]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDISCLI_AUTH)"]
+    assert env_of(redis)["REDISCLI_AUTH"]["secretKeyRef"]["key"] == "redis-password"
+
+
+def test_nats_users_get_what_the_local_stack_grants(helm: str) -> None:
+    """The chart's permission table is the local stack's (the server accepting the config: the 3-node test)."""
+    conf = by_kind(rendered(helm, None), "ConfigMap")[NATS_CONFIG]["data"]["nats.conf"]
+    granted = re.findall(r'\{user: "(\w+)", password: \$\w+, permissions: \{publish: \{allow: \[([^\]]*)\]', conf)
+    assert {user: [s.strip().strip('"') for s in subjects.split(",")] for user, subjects in granted} == {
+        user: publish for user, (publish, _subscribe) in PERMISSIONS.items()}
+    assert "no_auth_user" not in conf  # every client authenticates
+
+
+def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None:
+    policies = by_kind(rendered(helm, None), "NetworkPolicy")
+
+    def peers(name: str) -> set[str]:
+        return {p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component", "chaos runner")
+                for rule in policies[name]["spec"]["ingress"] for p in rule.get("from", [])}
+
+    assert peers("fincart-nats") == {"ingest", "processor", "sync"}  # never the chaos runners
+    assert peers("fincart-redis") == {"ingest"}
+    assert peers("fincart-postgres") == {"processor", "sync", "migrations", "chaos runner"}
+    runner_egress = {}
+    for role in ("load", "verify", "fault"):
+        spec = policies[f"fincart-chaos-{role}"]["spec"]
+        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "fincart-operator",
+                                                      "chaos.fincart.io/role": role}
+        assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+        runner_egress[role] = {to["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                               for rule in spec["egress"] for to in rule.get("to", [])}
+    assert runner_egress == {"load": {"ingest", "sync"}, "verify": {"sync", "postgres"}, "fault": {"postgres"}}

@@ -77,6 +77,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not .Values.redis.externalUrl -}}true{{- end -}}
 {{- end -}}
 
+{{/* Name of the Secret with the credentials between components (NATS users, Redis password). */}}
+{{- define "fincart.internalSecretName" -}}
+{{- printf "%s-internal" (include "fincart.fullname" .) -}}
+{{- end -}}
+
 {{/* Connection URLs. */}}
 {{- define "fincart.natsUrl" -}}
 {{- .Values.nats.externalUrl | default (printf "nats://%s-nats:%d" (include "fincart.fullname" .) (int .Values.nats.port)) -}}
@@ -185,8 +190,18 @@ annotations:
   value: {{ .root.Values.config.partitions | quote }}
 - name: FINCART_NATS_PREFIX
   value: {{ .root.Values.config.natsPrefix | quote }}
+{{- if and (include "fincart.nats.inCluster" .root) (has .component (list "ingest" "processor" "sync")) }}
+- name: FINCART_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fincart.internalSecretName" .root }}
+      key: {{ printf "nats-%s-password" .component }}
+- name: FINCART_NATS_URL
+  value: {{ include "fincart.natsUrl" .root | replace "nats://" (printf "nats://%s:$(FINCART_NATS_PASSWORD)@" .component) | quote }}
+{{- else }}
 - name: FINCART_NATS_URL
   value: {{ include "fincart.natsUrl" .root | quote }}
+{{- end }}
 {{ include "fincart.streamEnv" .root }}
 {{- with .root.Values.config.extraEnv }}
 {{ toYaml . }}
