@@ -149,7 +149,8 @@ async def test_connection_cap(service_env, tmp_path: Path, js):
 
 async def test_origin_allow_list(service_env, tmp_path: Path, js):
     allowed = "https://shop.example"
-    service = start_sync({**service_env, "FINCART_WS_ALLOWED_ORIGINS": json.dumps([allowed])}, tmp_path, "sync-o")
+    origins = f"https://other.example,{allowed}"  # comma separated
+    service = start_sync({**service_env, "FINCART_WS_ALLOWED_ORIGINS": origins}, tmp_path, "sync-o")
     try:
         for origin in (None, f"http://127.0.0.1:{service.port}", allowed):  # none, same origin, listed
             async with connect(ws_url(service), origin=origin) as ws:

@@ -34,10 +34,10 @@ class SyncSettings(CommonSettings):
     ws_max_connections: int = Field(
         2000, ge=1, description="WebSocket connections of this process; more are closed with 1013 (try again)"
     )
-    ws_allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins (scheme://host[:port]) besides the service's own that may open /sync from a "
-        "browser (JSON list); a request without Origin (not a browser) is not checked",
+    ws_allowed_origins: CommaList = Field(
+        [],
+        description="Origins (scheme://host[:port], comma separated) besides the service's own that may open "
+        "/sync from a browser; a request without Origin (not a browser) is not checked",
     )
     read_token_hashes: CommaList = Field(
         min_length=1,
