@@ -27,6 +27,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import nats
+from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
@@ -52,7 +53,7 @@ def latency_ms(frame: dict) -> float:
 
 # ---- client processes -------------------------------------------------------------------------------
 
-async def _clients(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
+async def _clients(urls: list[str], token: str, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
     from websockets.asyncio.client import connect
 
     lat: dict[bool, list[float]] = {True: [], False: []}  # firehose?, per-order
@@ -62,7 +63,8 @@ async def _clients(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Que
 
     async def open_one(url: str):  # type: ignore[no-untyped-def]
         async with gate:
-            ws = await connect(url, open_timeout=30, max_queue=None, compression=None)
+            ws = await connect(url, open_timeout=30, max_queue=None, compression=None,
+                               additional_headers={"Authorization": f"Bearer {token}"})
             while True:  # snapshot pages
                 msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
                 if msg["type"] == "snapshot" and msg["last"]:
@@ -89,8 +91,8 @@ async def _clients(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Que
     out.put({"firehose": lat[True], "order": lat[False], "closes": closes})
 
 
-def client_process(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
-    asyncio.run(_clients(urls, ready, stop, out))
+def client_process(urls: list[str], token: str, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
+    asyncio.run(_clients(urls, token, ready, stop, out))
 
 
 # ---- main ------------------------------------------------------------------------------------------
@@ -141,11 +143,14 @@ async def run(args: argparse.Namespace) -> dict:
     await ensure_database(database_url)
     await asyncio.to_thread(upgrade, database_url)
     port = free_port()
+    token = new_token()  # one read token for every client: its cap is lifted to the client count
     sync = ServiceProcess(
         name="sync", argv=[console_script("fincart-sync")], log_path=workdir / "sync.log", port=port,
         env={"FINCART_NATS_URL": infra.nats_url, "FINCART_DATABASE_URL": database_url, "FINCART_PARTITIONS": "16",
              "FINCART_NATS_PREFIX": topology.prefix, "FINCART_HTTP_PORT": str(port), "FINCART_LOG_LEVEL": "WARNING",
-             "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size)},
+             "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size), "FINCART_READ_TOKEN_HASHES": token_hash(token),
+             "FINCART_WS_MAX_CONNECTIONS_PER_TOKEN": str(max(args.clients, 1)),
+             "FINCART_WS_MAX_CONNECTIONS": str(max(args.clients, 2000))},
     )
     nc = await nats.connect(infra.nats_url)
     procs: list[mp.Process] = []
@@ -162,7 +167,7 @@ async def run(args: argparse.Namespace) -> dict:
         readies = []
         for part in range(args.client_procs):
             ready = ctx.Event()
-            proc = ctx.Process(target=client_process, args=(urls[part :: args.client_procs], ready, stop, out))
+            proc = ctx.Process(target=client_process, args=(urls[part :: args.client_procs], token, ready, stop, out))
             proc.start()
             procs.append(proc)
             readies.append(ready)

@@ -88,6 +88,11 @@ def test_live_page_shows_the_newest_version_without_reload(stack: DevStack, outp
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 420})
             page.goto(f"{stack.sync_url}/")
+            page.fill("#token", "fct_wrong-token")  # a wrong token is refused and asked for again
+            page.click("#sign-in")
+            page.wait_for_selector("#why:has-text('invalid token')", timeout=WAIT_MS)
+            page.fill("#token", stack.config.read_token)
+            page.click("#sign-in")
             page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)
             page.evaluate("window.__sameDocument = true")  # gone if the page reloads
 
@@ -106,11 +111,13 @@ def test_live_page_shows_the_newest_version_without_reload(stack: DevStack, outp
             send_webhook(stack, 4, "refunded", "restocked")
             stack.sync.start()
             page.wait_for_selector(f"{row}[data-version='4'][data-status='CANCELLED']", timeout=WAIT_MS)
-            page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)
+            page.wait_for_selector("#conn[data-state=live]", timeout=WAIT_MS)  # the tab kept its token
+            assert page.is_hidden("#login")
             assert page.evaluate("window.__sameDocument") is True
             assert page.inner_text("#count") == "1"
             page.screenshot(path=str(output_dir / "live_page.png"))
         finally:
             browser.close()
-    order = httpx.get(f"{stack.sync_url}/orders/{ORDER}", timeout=10).json()
+    auth = {"Authorization": f"Bearer {stack.config.read_token}"}
+    order = httpx.get(f"{stack.sync_url}/orders/{ORDER}", headers=auth, timeout=10).json()
     assert order["version"] == 4 and order["status"] == "CANCELLED"

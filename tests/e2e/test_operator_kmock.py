@@ -109,7 +109,7 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 def settings(**changes: Any) -> OperatorSettings:
     return OperatorSettings(watch_namespace=NS, http_port=0, poll_interval_s=0.05, runner_image="fincart-chaos:e2e",
-                            **changes)
+                            **{"chaos_allow_db_faults": True, **changes})
 
 
 @contextlib.asynccontextmanager
@@ -332,6 +332,10 @@ async def test_a_failing_verdict_lands_in_the_status_with_its_anomalies(cluster:
 @pytest.mark.parametrize(("spec", "field"), [
     ({"faults": [{"name": "kill", "type": "podKill"}]}, "spec.faults[0].selector"),
     ({"load": {"parallelism": 0}}, "spec.load.parallelism"),
+    ({"target": {"ingestUrl": "http://10.0.0.1:8080", "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+                 "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}}}, "spec.target.ingestUrl"),
+    ({"faults": [{"name": "kill", "type": "podKill", "selector": {"app.kubernetes.io/component": "operator"}}]},
+     "spec.faults[0].selector"),
 ])
 async def test_an_invalid_spec_ends_in_error_without_children(cluster: Cluster, spec: dict, field: str) -> None:
     async with operator(settings()):

@@ -112,7 +112,7 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     dropped = chaos("inject", "dbConnectionDrop", "--duration", "1s", env={"FINCART_DATABASE_URL": stack.database_url})
     assert dropped.returncode == 0 and "terminated" in dropped.stdout, dropped.stderr
     summary = tmp_path / "termination-log"
-    verify_env = {**env, "FINCART_DATABASE_URL": stack.database_url}
+    verify_env = {**env, "FINCART_DATABASE_URL": stack.database_url, "FINCART_SYNC_TOKEN": stack.config.read_token}
     done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary, "--ledger",
                  tmp_path / "ledger-0.jsonl", "--ledger", tmp_path / "ledger-1.jsonl", env=verify_env)
     assert done.returncode == 0, done.stderr

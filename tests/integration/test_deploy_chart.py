@@ -4,6 +4,7 @@ object, values.schema.json, and the dashboards' PromQL against the metrics the s
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -21,6 +22,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from fincart_core.credentials import PERMISSIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "fincart"
@@ -306,6 +308,7 @@ def test_in_cluster_dependencies_and_secrets_agree(helm: str) -> None:
 
 
 NATS_CONFIG = "fincart-nats-config"
+NATS_USERS = [user.upper() for user in PERMISSIONS]
 SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
                     "fincart-processor": "fincart_processor.settings:ProcessorSettings",
                     "fincart-sync": "fincart_sync.settings:SyncSettings"}
@@ -332,6 +335,8 @@ def test_services_env_is_what_their_settings_accept(helm: str, values_file: str 
         env = env_of(workloads[name]["spec"]["template"]["spec"]["containers"][0])
         values = {k.removeprefix("FINCART_").lower(): v for k, v in env.items()
                   if k.startswith("FINCART_") and isinstance(v, str)}
+        if name == "fincart-sync":  # its one required setting comes from the Secret (a valueFrom, not a literal)
+            values["read_token_hashes"] = "0" * 64
         getattr(importlib.import_module(module), cls).model_validate(values)  # raises on a value it refuses
 
 
@@ -350,7 +355,8 @@ def test_nats_is_a_3_node_jetstream_cluster_with_r3_streams_by_default(helm: str
     # the real server accepts the rendered config
     (tmp_path / "nats.conf").write_text(config)
     checked = subprocess.run([_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True,
-                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0"})
+                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0",
+                                                         **{f"NATS_{u}_PASSWORD": "pw" for u in NATS_USERS}})
     assert checked.returncode == 0, checked.stderr
     assert by_kind(objects, "PodDisruptionBudget")["fincart-nats"]["spec"]["maxUnavailable"] == 1
     routes_policy = by_kind(objects, "NetworkPolicy")["fincart-nats-routes"]["spec"]["ingress"][0]
@@ -417,8 +423,10 @@ def test_pdbs_and_network_policies_select_real_pods(helm: str) -> None:
     pod_labels = [o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in ("Deployment",
                                                                                               "StatefulSet")]
     selectors = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
-    selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"]
+    selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"
+                  and o["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/managed-by") != "fincart-operator"]
     assert len(selectors) == 4 + 8  # PDBs: ingest, processor, sync, nats; policies: 4 services, 3 stores, routes
+    # (the chaos runners' policies select the operator's Job pods, which the chart does not render)
     for selector in selectors:
         assert any(selector.items() <= labels.items() for labels in pod_labels), selector
     assert not [o for o in rendered(helm, "ci/minimal-values.yaml") if o["kind"] in ("NetworkPolicy",
@@ -546,6 +554,9 @@ def scraped_sample_names(metrics_text: str) -> set[str]:
     return names | set(re.findall(r"^([A-Za-z_:][A-Za-z0-9_:]*)[{ ]", metrics_text, re.MULTILINE))
 
 
+HELM_TEST_READ_TOKEN = "fct_helm-test-read-token"
+
+
 @pytest.fixture
 def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
     """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
@@ -557,7 +568,8 @@ def running_services(service_env: dict[str, str], tmp_path: Path):  # type: igno
             port = free_port()
             service = ServiceProcess(
                 name=name, argv=[console_script(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
-                env={**service_env, "FINCART_HTTP_PORT": str(port)},
+                env={**service_env, "FINCART_HTTP_PORT": str(port),
+                     "FINCART_READ_TOKEN_HASHES": hashlib.sha256(HELM_TEST_READ_TOKEN.encode()).hexdigest()},
             )
             service.start(timeout=60)
             started[name] = service
@@ -592,7 +604,7 @@ def test_helm_test_script_round_trips_a_webhook_through_the_running_services(  #
     script = pod["spec"]["containers"][0]["command"][2]
     env = {**os.environ, "INGEST_URL": running_services["ingest"].base_url,
            "SYNC_URL": running_services["sync"].base_url, "TIMEOUT_SECONDS": "30",
-           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"]}
+           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"], "FINCART_SYNC_TOKEN": HELM_TEST_READ_TOKEN}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helm test passed" in result.stdout
@@ -622,3 +634,80 @@ def test_the_fault_proxy_is_off_by_default_and_routes_the_processor_nats_connect
         f"http://{proxy_name}:8474")
     for name in ("sync", "ingest"):  # only the processor is routed
         assert "fault-proxy" not in env(next(w for n, w in on.items() if n.endswith(name)))["FINCART_NATS_URL"]
+
+
+def test_sync_reads_its_token_hashes_from_the_secret(helm: str) -> None:
+    objects = rendered(helm, None)
+    data = by_kind(objects, "Secret")["fincart"]["stringData"]
+    token = data["sync-read-token"]
+    assert token.startswith("fct_") and len(token) >= 40
+    assert data["sync-read-token-hashes"] == hashlib.sha256(token.encode()).hexdigest()
+    sync = by_kind(objects, "Deployment")["fincart-sync"]["spec"]["template"]["spec"]["containers"][0]
+    assert env_of(sync)["FINCART_READ_TOKEN_HASHES"]["secretKeyRef"] == {
+        "name": "fincart", "key": "sync-read-token-hashes"}
+    (pod,) = by_kind(objects, "Pod").values()  # helm test reads GET /orders/{id} with the token
+    assert env_of(pod["spec"]["containers"][0])["FINCART_SYNC_TOKEN"]["secretKeyRef"]["key"] == "sync-read-token"
+    extra = "a" * 64
+    rotated = by_kind(render(helm, "--set", f"secrets.extraReadTokenHashes[0]={extra}"), "Secret")["fincart"]
+    assert rotated["stringData"]["sync-read-token-hashes"].split(",")[1] == extra
+
+
+def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
+    operator = by_kind(rendered(helm, None), "Deployment")["fincart-operator"]["spec"]["template"]["spec"]
+    env = env_of(operator["containers"][0])
+    assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
+                                                                                       "fincart-sync")
+    assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
+
+
+def test_components_have_their_own_credentials(helm: str) -> None:
+    objects = rendered(helm, None)
+    internal = by_kind(objects, "Secret")["fincart-internal"]["data"]
+    assert set(internal) == {"nats-ingest-password", "nats-processor-password", "nats-sync-password",
+                             "redis-password"}
+    containers = {name: w["spec"]["template"]["spec"]["containers"][0]
+                  for kind in ("Deployment", "StatefulSet") for name, w in by_kind(objects, kind).items()}
+    for component in ("ingest", "processor", "sync"):
+        container = containers[f"fincart-{component}"]
+        names = [e["name"] for e in container["env"]]
+        # Kubernetes expands $(FINCART_NATS_PASSWORD) only from variables defined before it
+        assert names.index("FINCART_NATS_PASSWORD") < names.index("FINCART_NATS_URL")
+        env = env_of(container)
+        assert env["FINCART_NATS_PASSWORD"]["secretKeyRef"] == {"name": "fincart-internal",
+                                                                "key": f"nats-{component}-password"}
+        assert env["FINCART_NATS_URL"].startswith(f"nats://{component}:$(FINCART_NATS_PASSWORD)@")
+    assert "@" not in env_of(containers["fincart-operator"])["FINCART_NATS_URL"]  # the operator gets no user
+    assert env_of(containers["fincart-ingest"])["FINCART_REDIS_URL"].startswith("redis://:$(FINCART_REDIS_PASSWORD)@")
+    redis = containers["fincart-redis"]
+    assert redis["args"][-2:] == ["--requirepass", "$(REDISCLI_AUTH)"]
+    assert env_of(redis)["REDISCLI_AUTH"]["secretKeyRef"]["key"] == "redis-password"
+
+
+def test_nats_users_get_what_the_local_stack_grants(helm: str) -> None:
+    """The chart's permission table is the local stack's (the server accepting the config: the 3-node test)."""
+    conf = by_kind(rendered(helm, None), "ConfigMap")[NATS_CONFIG]["data"]["nats.conf"]
+    granted = re.findall(r'\{user: "(\w+)", password: \$\w+, permissions: \{publish: \{allow: \[([^\]]*)\]', conf)
+    assert {user: [s.strip().strip('"') for s in subjects.split(",")] for user, subjects in granted} == {
+        user: publish for user, (publish, _subscribe) in PERMISSIONS.items()}
+    assert "no_auth_user" not in conf  # every client authenticates
+
+
+def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None:
+    policies = by_kind(rendered(helm, None), "NetworkPolicy")
+
+    def peers(name: str) -> set[str]:
+        return {p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component", "chaos runner")
+                for rule in policies[name]["spec"]["ingress"] for p in rule.get("from", [])}
+
+    assert peers("fincart-nats") == {"ingest", "processor", "sync"}  # never the chaos runners
+    assert peers("fincart-redis") == {"ingest"}
+    assert peers("fincart-postgres") == {"processor", "sync", "migrations", "chaos runner"}
+    runner_egress = {}
+    for role in ("load", "verify", "fault"):
+        spec = policies[f"fincart-chaos-{role}"]["spec"]
+        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "fincart-operator",
+                                                      "chaos.fincart.io/role": role}
+        assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
+        runner_egress[role] = {to["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+                               for rule in spec["egress"] for to in rule.get("to", [])}
+    assert runner_egress == {"load": {"ingest", "sync"}, "verify": {"sync", "postgres"}, "fault": {"postgres"}}

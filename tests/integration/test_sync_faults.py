@@ -11,8 +11,7 @@ import nats
 from fincart_core.localstack import EmbeddedNats
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
-from test_sync_service import Events, order_state, read_events_until, read_snapshot, start_sync, ws_url
-from websockets.asyncio.client import connect as ws_connect
+from test_sync_service import Events, connect, order_state, read_events_until, read_snapshot, start_sync, ws_url
 
 WAIT_S = 30.0
 
@@ -48,7 +47,7 @@ async def test_live_clients_survive_a_broker_restart(service_env, topology, tmp_
     try:
         await publish_batch(broker.url, topology, "r", range(1, 1))  # create the streams
         sync = start_sync({**service_env, "FINCART_NATS_URL": broker.url}, tmp_path)
-        async with ws_connect(ws_url(sync)) as ws:
+        async with connect(ws_url(sync)) as ws:
             await read_snapshot(ws)
             before = await publish_batch(broker.url, topology, "r", range(1, 4))
             got = await read_events_until(ws, before[-1])

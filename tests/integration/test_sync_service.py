@@ -17,6 +17,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.localstack import ServiceProcess, console_script, free_port
 from fincart_core.partition import Topology
@@ -24,6 +25,8 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 WAIT_S = 15.0
+READ_TOKEN = new_token()
+AUTH = {"Authorization": f"Bearer {READ_TOKEN}"}
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "CANCELLED")
 
@@ -46,23 +49,27 @@ class Events:
 
     async def publish(self, state: OrderState, write_row: bool = False) -> int:
         if write_row:
-            assert self.db is not None
-            await self.db.execute(
-                """INSERT INTO orders (id, shopify_order_id, status, total_price, shipping_fee, version,
-                       last_external_updated_at, last_webhook_id, created_at, updated_at)
-                   VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
-                   ON CONFLICT (shopify_order_id) DO UPDATE SET status=$3, total_price=$4, shipping_fee=$5,
-                       version=$6, last_external_updated_at=$7, last_webhook_id=$8, updated_at=$10""",
-                state.id, state.shopify_order_id, state.status, state.total_price, state.shipping_fee,
-                state.version, state.last_external_updated_at, state.last_webhook_id, state.created_at,
-                state.updated_at,
-            )
+            await self.publish_row(state)
         event = OrderEvent(order=state)
         ack = await self.js.publish(
             self.topology.event_subject_for(state.shopify_order_id), event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": event.msg_id},
         )
         return ack.seq
+
+    async def publish_row(self, state: OrderState) -> None:
+        """Write the order's row as the processor would (insert or update)."""
+        assert self.db is not None
+        await self.db.execute(
+            """INSERT INTO orders (id, shopify_order_id, status, total_price, shipping_fee, version,
+                   last_external_updated_at, last_webhook_id, created_at, updated_at)
+               VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
+               ON CONFLICT (shopify_order_id) DO UPDATE SET status=$3, total_price=$4, shipping_fee=$5,
+                   version=$6, last_external_updated_at=$7, last_webhook_id=$8, updated_at=$10""",
+            state.id, state.shopify_order_id, state.status, state.total_price, state.shipping_fee,
+            state.version, state.last_external_updated_at, state.last_webhook_id, state.created_at,
+            state.updated_at,
+        )
 
 
 @pytest.fixture
@@ -71,9 +78,11 @@ def sync_env(service_env: dict[str, str]) -> dict[str, str]:
 
 
 def start_sync(env: dict[str, str], tmp_path: Path, name: str = "sync") -> ServiceProcess:
+    """Sync as a subprocess; READ_TOKEN is allowed unless ``env`` sets the hashes itself."""
     port = free_port()
+    env = {"FINCART_READ_TOKEN_HASHES": token_hash(READ_TOKEN), **env, "FINCART_HTTP_PORT": str(port)}
     service = ServiceProcess(
-        name=name, argv=[console_script("fincart-sync")], env={**env, "FINCART_HTTP_PORT": str(port)},
+        name=name, argv=[console_script("fincart-sync")], env=env,
         log_path=tmp_path / f"{name}.log", port=port,
     )
     service.start()
@@ -90,6 +99,11 @@ def sync(sync_env: dict[str, str], tmp_path: Path, js) -> Iterator[ServiceProces
 def ws_url(service: ServiceProcess, **query: object) -> str:
     qs = "&".join(f"{k}={v}" for k, v in query.items())
     return f"ws://127.0.0.1:{service.port}/sync" + (f"?{qs}" if qs else "")
+
+
+def connect(url: str, **options: object):  # type: ignore[no-untyped-def]
+    """A WebSocket client that sends READ_TOKEN."""
+    return ws_connect(url, additional_headers=AUTH, **options)  # type: ignore[arg-type]
 
 
 async def recv(ws) -> dict:  # type: ignore[no-untyped-def]
@@ -124,20 +138,20 @@ def trail(events: list[dict]) -> list[tuple[int, str, int]]:
 async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, js, topology):
     events = Events(js, topology)
     ids = [f"order-{i}" for i in range(3)]
-    async with ws_connect(ws_url(sync)) as steady, ws_connect(ws_url(sync)) as flaky:
+    async with connect(ws_url(sync)) as steady, connect(ws_url(sync)) as flaky:
         assert (await read_snapshot(steady))[1] == {}
         await read_snapshot(flaky)
         sent = [(oid, v) for v in (1, 2) for oid in ids]
         seqs = [await events.publish(order_state(oid, v)) for oid, v in sent]
         first_half = await read_events_until(flaky, seqs[-1])
     # flaky is gone; more events happen while it is away
-    async with ws_connect(ws_url(sync)) as steady2:
+    async with connect(ws_url(sync)) as steady2:
         await read_snapshot(steady2)
         later = [(oid, v) for v in (3, 4, 5) for oid in ids]
         sent += [*later, (ids[0], 6)]
         seqs += [await events.publish(order_state(oid, v)) for oid, v in later]
         resume_from = first_half[-1]["seq"]
-        async with ws_connect(ws_url(sync, since=resume_from)) as resumed:
+        async with connect(ws_url(sync, since=resume_from)) as resumed:
             hello = await recv(resumed)
             assert hello == {"type": "resume", "since": resume_from, "seq": hello["seq"]}
             assert hello["seq"] >= resume_from
@@ -145,14 +159,14 @@ async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, 
             second_half = await read_events_until(resumed, seqs[-1])
         await read_events_until(steady2, seqs[-1])
 
-    async with ws_connect(ws_url(sync, since=0)) as full_replay:
+    async with connect(ws_url(sync, since=0)) as full_replay:
         assert (await recv(full_replay))["type"] == "resume"
         replayed = await read_events_until(full_replay, seqs[-1])
 
     expected = [(seq, oid, v) for seq, (oid, v) in zip(seqs, sent, strict=True)]
     assert trail(first_half + second_half) == expected  # nothing missing, nothing twice, in stream order
     assert trail(replayed) == expected
-    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
+    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S, headers=AUTH) as http:
         metrics = (await http.get("/metrics")).text
     assert "fincart_sync_resumes_total 2.0" in metrics
     assert "fincart_sync_send_lag_seconds_count" in metrics
@@ -160,7 +174,7 @@ async def test_events_reach_two_clients_in_order_and_resume_fills_the_gap(sync, 
 
 async def test_steady_client_sees_every_event_in_order(sync, js, topology):
     events = Events(js, topology)
-    async with ws_connect(ws_url(sync)) as a, ws_connect(ws_url(sync)) as b:
+    async with connect(ws_url(sync)) as a, connect(ws_url(sync)) as b:
         await read_snapshot(a)
         await read_snapshot(b)
         seqs = [await events.publish(order_state(f"o{i % 4}", i // 4 + 1)) for i in range(40)]
@@ -178,7 +192,7 @@ async def test_snapshot_plus_events_equal_the_table(sync, js, topology, db):
     for oid in ids:
         for v in (1, 2):
             await events.publish(order_state(oid, v), write_row=True)
-    async with ws_connect(ws_url(sync)) as ws:
+    async with connect(ws_url(sync)) as ws:
         seq, held = await read_snapshot(ws)
         assert set(held) == set(ids) and all(o["version"] == 2 for o in held.values())
         last = 0
@@ -199,7 +213,7 @@ async def test_order_filter_snapshot_and_heartbeat_cursor(sync, js, topology, db
     events = Events(js, topology, db)
     await events.publish(order_state("mine", 1), write_row=True)
     await events.publish(order_state("other", 1), write_row=True)
-    async with ws_connect(ws_url(sync, order="mine")) as ws:
+    async with connect(ws_url(sync, order="mine")) as ws:
         _, held = await read_snapshot(ws)
         assert list(held) == ["mine"]
         await events.publish(order_state("other", 2))
@@ -219,18 +233,18 @@ async def test_order_filter_snapshot_and_heartbeat_cursor(sync, js, topology, db
     ("since=abc", "since"), ("since=-1", "since"), ("order=" + "x" * 300, "order"),
 ])
 async def test_bad_query_closes_with_4400_and_a_reason(sync, query, needle):
-    async with ws_connect(f"ws://127.0.0.1:{sync.port}/sync?{query}") as ws:
+    async with connect(f"ws://127.0.0.1:{sync.port}/sync?{query}") as ws:
         error = await recv(ws)
         assert error["type"] == "error" and error["code"] == 4400 and needle in error["message"]
         with pytest.raises(ConnectionClosed) as closed:
             await asyncio.wait_for(ws.recv(), WAIT_S)
     assert closed.value.rcvd.code == 4400 and needle in closed.value.rcvd.reason
-    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
+    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S, headers=AUTH) as http:
         assert (await http.get("/healthz")).status_code == 200  # and the service is still fine
 
 
 async def test_ping_pong_and_unknown_messages(sync):
-    async with ws_connect(ws_url(sync)) as ws:
+    async with connect(ws_url(sync)) as ws:
         await read_snapshot(ws)
         await ws.send('{"type": "ping"}')
         assert (await recv(ws))["type"] == "pong"
@@ -244,7 +258,7 @@ async def test_ping_pong_and_unknown_messages(sync):
 async def test_resume_falls_back_to_a_snapshot_when_since_is_ahead(sync, js, topology, db):
     events = Events(js, topology, db)
     seq = await events.publish(order_state("a", 1), write_row=True)
-    async with ws_connect(ws_url(sync, since=seq + 1000)) as ws:
+    async with connect(ws_url(sync, since=seq + 1000)) as ws:
         msg = await recv(ws)
     assert msg["type"] == "snapshot" and msg["reason"] == "since_ahead_of_stream"
     assert [o["shopify_order_id"] for o in msg["orders"]] == ["a"]
@@ -255,7 +269,7 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
     try:
         events = Events(js, topology)
         big = "x" * 2000  # bigger frames fill the socket buffers sooner
-        async with ws_connect(ws_url(service), max_queue=1) as ws:
+        async with connect(ws_url(service), max_queue=1) as ws:
             await read_snapshot(ws)
             # a client that stops reading: the kernel buffers fill, then its 4-event queue overflows
             acks = []
@@ -277,11 +291,11 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
                     code, reason = closed.rcvd.code, closed.rcvd.reason
         assert code == 4008 and "since=" in reason
         since = int(reason.rsplit("since=", 1)[1])
-        async with ws_connect(ws_url(service, since=since)) as again:
+        async with connect(ws_url(service, since=since)) as again:
             assert (await recv(again))["type"] == "resume"
             nxt = await recv(again)
             assert nxt["type"] == "event" and nxt["seq"] == since + 1
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S) as http:
+        async with httpx.AsyncClient(base_url=service.base_url, timeout=WAIT_S, headers=AUTH) as http:
             assert "fincart_sync_slow_client_disconnects_total 1.0" in (await http.get("/metrics")).text
     finally:
         service.stop()
@@ -289,9 +303,10 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
 
 async def test_read_api(sync, js, topology, db):
     events = Events(js, topology, db)
-    for i in range(5):
-        await events.publish(order_state(f"api-{i}", i + 1), write_row=True)  # later i: newer updated_at
-    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S) as http:
+    for i in range(5):  # later i: created later
+        state = order_state(f"api-{i}", i + 1).model_copy(update={"created_at": BASE + timedelta(seconds=i)})
+        await events.publish(state, write_row=True)
+    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S, headers=AUTH) as http:
         first = (await http.get("/orders", params={"limit": 2})).json()
         assert [o["shopify_order_id"] for o in first["items"]] == ["api-4", "api-3"]
         rest = (await http.get("/orders", params={"limit": 10, "cursor": first["next_cursor"]})).json()
@@ -313,3 +328,28 @@ async def test_read_api(sync, js, topology, db):
         assert page.status_code == 200 and "/sync" in page.text
         spec = (await http.get("/openapi.json")).json()
         assert "OrderState" in spec["components"]["schemas"]
+
+
+async def test_paging_while_orders_change_skips_and_repeats_nothing(sync, js, topology, db):
+    """Every order is updated (updated_at moves to now) between two page reads: pages keep their place."""
+    ids = [f"page-{i:02d}" for i in range(23)]
+    events = Events(js, topology, db)
+    for i, oid in enumerate(ids):  # pairs share created_at: the id breaks the tie
+        created = BASE + timedelta(seconds=i // 2)
+        await events.publish_row(order_state(oid, 1).model_copy(update={"created_at": created}))
+    seen: list[str] = []
+    cursor = None
+    async with httpx.AsyncClient(base_url=sync.base_url, timeout=WAIT_S, headers=AUTH) as http:
+        for round_no in range(2, 50):
+            params = {"limit": 4, **({"cursor": cursor} if cursor else {})}
+            page = (await http.get("/orders", params=params)).json()
+            seen += [o["shopify_order_id"] for o in page["items"]]
+            # touch every order, those already read and those still to come, in reverse creation order
+            await db.execute("UPDATE orders SET version = $1::int, updated_at = now() + $1::int * interval '1 second'",
+                             round_no)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    assert len(seen) == len(set(seen)) == len(ids)
+    rows = await db.fetch("SELECT shopify_order_id FROM orders ORDER BY created_at DESC, id DESC")
+    assert seen == [r["shopify_order_id"] for r in rows]

@@ -39,14 +39,16 @@ from pydantic import TypeAdapter
 
 OWNER = Owner("seed", "chaos", "0123456789abcdef", generation=3)
 SETTINGS = OperatorSettings(runner_image="fincart-chaos:test", poll_interval_s=1.5, load_deadline_s=600,
-                            verify_deadline_s=100, fault_job_deadline_s=30, max_fault_repeats=3)
+                            verify_deadline_s=100, fault_job_deadline_s=30, max_fault_repeats=3,
+                            chaos_allow_db_faults=True)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOAD, VERIFY = "seed-load", "seed-verify"
 PODS = {"kill": ("fincart-processor-0", "fincart-processor-1")}
 WORKLOADS = {"pause": (Workload("StatefulSet", "fincart-processor", 2), Workload("Deployment", "fincart-x", 1))}
+PROCESSOR = {"app.kubernetes.io/component": "processor"}
 FAULTS = [
-    {"name": "kill", "type": "podKill", "selector": {"app": "processor"}, "startAfter": "5s", "duration": "2s"},
-    {"name": "pause", "type": "processorPause", "selector": {"app": "processor"}, "startAfter": "10s",
+    {"name": "kill", "type": "podKill", "selector": PROCESSOR, "startAfter": "5s", "duration": "2s"},
+    {"name": "pause", "type": "processorPause", "selector": PROCESSOR, "startAfter": "10s",
      "duration": "10s"},
     {"name": "drop", "type": "dbConnectionDrop", "startAfter": "10s", "duration": "5s"},
 ]
@@ -54,7 +56,8 @@ FAULTS = [
 
 def spec(**changes: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
-        "target": {"ingestUrl": "http://ingest:8080", "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+        "target": {"ingestUrl": "http://fincart-ingest:8080",
+                   "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
                    "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}},
         "load": {"orders": 10, "updatesPerOrder": 5, "parallelism": 3},
         "faults": [],
@@ -178,6 +181,8 @@ def test_deciding_twice_creates_nothing_new() -> None:
 @pytest.mark.parametrize(("raw", "field"), [
     (spec(load={"parallelism": 0}), "spec.load.parallelism"),
     (spec(target={"ingestUrl": "http://x"}), "spec.target.hmacSecretRef"),
+    (spec(target={"ingestUrl": "http://x", "syncUrl": "http://y", "hmacSecretRef": {"name": "f", "key": "w"},
+                  "databaseUrlSecretRef": {"name": "f", "key": "d"}}), "spec.target.syncTokenSecretRef"),
     (spec(faults=[{"name": "k", "type": "podKill"}]), "spec.faults[0].selector"),
     (spec(faults=[{"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}]),
      "spec.faults[0].interval"),
@@ -219,7 +224,7 @@ def test_a_pod_fault_without_matching_pods_is_failed_and_the_test_goes_on() -> N
     status, observed, raw = running(FAULTS[:1])
     decision = step(status, observed, seconds=5, raw=raw)
     assert decision.status.phase == "Running"
-    assert decision.status.faults[0].result == "failed" and "app=processor" in decision.status.faults[0].message
+    assert decision.status.faults[0].result == "failed" and "component=processor" in decision.status.faults[0].message
     assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "FaultFailed")]
 
 

@@ -188,6 +188,8 @@ def verify_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, de
     env = [{"name": "FINCART_CHAOS_RUN_ID", "value": owner.run_id},
            _secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref), *_nats_env(settings),
            {"name": "FINCART_CHAOS_FAULTS", "value": json.dumps([f.model_dump(mode="json") for f in faults])}]
+    if spec.target.sync_url:
+        env.append(_secret_env("FINCART_SYNC_TOKEN", spec.target.sync_token_secret_ref))
     return _job(owner, verify_job_name(owner.name), "verify", settings,
                 args=["verify", SPEC_PATH, "--summary-file", TERMINATION_LOG, "--ledger-from-nats",
                       "--publish-bundle"], env=env,

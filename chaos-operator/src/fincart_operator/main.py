@@ -102,7 +102,7 @@ async def step(kube: Kube, config: OperatorSettings, namespace: str, name: str, 
         return None
     status = reconcile.parse_status(body.get("status"))
     try:
-        spec = reconcile.validate(body.get("spec"), name, config.proxy_url is not None)
+        spec = reconcile.validate(body.get("spec"), name, config.boundaries(namespace), config.proxy_url is not None)
     except InvalidSpec:
         spec = None  # decide() reports it
     observed = await kube.observe(body, spec, status, deleting)

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from fincart_core.contracts.boundaries import Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import (
     TERMINAL_PHASES,
     ChaosTestSpec,
@@ -173,8 +174,9 @@ class InvalidSpec(ValueError):
 # ---------------------------------------------------------------- spec checks, schedule, deadlines
 
 
-def validate(raw: Mapping[str, Any] | None, name: str, settings_proxy: bool = True) -> ChaosTestSpec:
-    """The spec model plus what only matters in a cluster (Secrets, selectors, child name lengths)."""
+def validate(raw: Mapping[str, Any] | None, name: str, boundaries: Boundaries, proxy: bool) -> ChaosTestSpec:
+    """The spec model plus what only matters in a cluster (Secrets, selectors, child name lengths, what the
+    test may reach: fincart_core.contracts.boundaries, and whether a fault proxy exists for network faults)."""
     try:
         spec = ChaosTestSpec.model_validate(raw or {})
     except ValidationError as exc:
@@ -187,9 +189,11 @@ def validate(raw: Mapping[str, Any] | None, name: str, settings_proxy: bool = Tr
         problems.append("spec.target.hmacSecretRef: required in a cluster (the load runners sign webhooks with it)")
     if spec.target.database_url_secret_ref is None:
         problems.append("spec.target.databaseUrlSecretRef: required in a cluster (the verifier reads the database)")
+    if spec.target.sync_url and spec.target.sync_token_secret_ref is None:
+        problems.append("spec.target.syncTokenSecretRef: required with syncUrl in a cluster (sync needs a read token)")
     for index, fault in enumerate(spec.faults):
         where = f"spec.faults[{index}]"
-        if fault.type in PROXY_FAULTS and not settings_proxy:
+        if fault.type in PROXY_FAULTS and not proxy:
             problems.append(f"{where}.type: network faults need the fault proxy (the chart's chaosProxy.enabled, "
                             "which sets FINCART_PROXY_URL)")
         if fault.type not in JOB_FAULTS | PROXY_FAULTS and not fault.selector:
@@ -199,6 +203,7 @@ def validate(raw: Mapping[str, Any] | None, name: str, settings_proxy: bool = Tr
         if fault.type in JOB_FAULTS and len(children.fault_job_name(name, fault.name, 999)) > 63:
             problems.append(f"{where}.name: too long for the fault Job name <test>-fault-<name>-<n> (63)")
     problems.extend(_scale_conflicts(spec.faults))
+    problems += boundary_problems(spec, boundaries)
     if problems:
         raise InvalidSpec("; ".join(problems))
     return spec
@@ -340,7 +345,7 @@ def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestSt
     if status.phase in TERMINAL_PHASES:
         return step.after_finish(raw_spec)
     try:
-        spec = validate(raw_spec, owner.name, settings.proxy_url is not None)
+        spec = validate(raw_spec, owner.name, settings.boundaries(owner.namespace), settings.proxy_url is not None)
     except InvalidSpec as exc:
         return step.finish("Error", "InvalidSpec", str(exc))
     if observed.deleting:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fincart_core.settings import CommonSettings
+from fincart_core.contracts.boundaries import Boundaries
+from fincart_core.settings import CommaList, CommonSettings
 from pydantic import Field
 
 
@@ -30,6 +31,29 @@ class OperatorSettings(CommonSettings):
     kill_switch: bool = Field(False, description="Abort every running ChaosTest and heal its faults; start none")
     proxy_url: str | None = Field(None, description="Control API of the chart's fault proxy (network faults)")
     proxy_timeout_s: float = Field(10, gt=0, description="Longest call to the fault proxy")
+
+    # What a ChaosTest may reach (fincart_core.contracts.boundaries); the chart sets the release's names.
+    chaos_ingest_services: CommaList = Field(
+        ["fincart-ingest"], description="Services a ChaosTest's ingestUrl may name (in the test's namespace)"
+    )
+    chaos_sync_services: CommaList = Field(
+        ["fincart-sync"], description="Services a ChaosTest's syncUrl may name (in the test's namespace)"
+    )
+    chaos_allowed_origins: CommaList = Field(
+        [], description="More origins (scheme://host:port) a ChaosTest's URLs may point at"
+    )
+    chaos_secret_names: CommaList = Field(["fincart"], description="Secrets a ChaosTest's secret refs may name")
+    chaos_allow_db_faults: bool = Field(
+        False, description="Allow faults on the database (dbConnectionDrop); off: such a ChaosTest ends in Error"
+    )
+
+    def boundaries(self, namespace: str) -> Boundaries:
+        return Boundaries(
+            namespace=namespace, ingest_services=frozenset(self.chaos_ingest_services),
+            sync_services=frozenset(self.chaos_sync_services),
+            allowed_origins=frozenset(self.chaos_allowed_origins),
+            secret_names=frozenset(self.chaos_secret_names), allow_db_faults=self.chaos_allow_db_faults,
+        )
 
     @property
     def namespace(self) -> str | None:

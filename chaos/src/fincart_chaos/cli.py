@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from fincart_core.contracts.boundaries import Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
@@ -77,10 +78,30 @@ def _bundle(directory: Path | None, reports: list[Report], tests: list[dict[str,
 
 
 @app.command()
-def validate(files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML files")]) -> None:
-    """Check ChaosTest files against the spec; every problem names the file, document and field."""
+def validate(
+    files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML files")],
+    namespace: Annotated[str | None, typer.Option(
+        help="also check what the tests may reach, as the operator does in this namespace")] = None,
+    ingest_service: Annotated[list[str] | None, typer.Option(help="allowed ingest Service (repeatable)")] = None,
+    sync_service: Annotated[list[str] | None, typer.Option(help="allowed sync Service (repeatable)")] = None,
+    allowed_origin: Annotated[list[str] | None, typer.Option(help="allowed origin scheme://host:port")] = None,
+    secret: Annotated[list[str] | None, typer.Option(help="Secret the refs may name (repeatable)")] = None,
+    allow_db_faults: Annotated[bool, typer.Option(help="allow dbConnectionDrop")] = False,
+) -> None:
+    """Check ChaosTest files against the spec; every problem names the file, document and field. With
+    --namespace, also the operator's boundaries (defaults: the chart's service and Secret names)."""
+    defaults = Boundaries(namespace=namespace or "")
+    rules = Boundaries(
+        namespace=namespace or "", ingest_services=frozenset(ingest_service or defaults.ingest_services),
+        sync_services=frozenset(sync_service or defaults.sync_services),
+        allowed_origins=frozenset(allowed_origin or ()),
+        secret_names=frozenset(secret or defaults.secret_names), allow_db_faults=allow_db_faults,
+    )
     for path in files:
         for test in _tests(path):
+            problems = boundary_problems(test.spec, rules) if namespace else []
+            if problems:
+                raise fail(f"{path}: {test.metadata.name}: " + "; ".join(problems))
             load = test.spec.load
             print(f"{path}: {test.metadata.name}: ok ({load.orders} orders x {load.updates_per_order} updates, "
                   f"{load.parallelism} runner(s), {len(test.spec.faults)} fault(s))")
@@ -271,6 +292,7 @@ def verify(
     file: FileArg,
     database_url: Annotated[str, typer.Option(envvar="FINCART_DATABASE_URL", help="FinCart's database")] = "",
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (I6 by replay)")] = None,
+    sync_token: Annotated[str, typer.Option(envvar="FINCART_SYNC_TOKEN", help="sync's read token")] = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[list[Path] | None,
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,

@@ -43,6 +43,7 @@ class Endpoints:
     database_url: str
     secret: str = ""
     sync_url: str | None = None
+    sync_token: str = ""  # read token of the sync service
 
 
 @contextlib.contextmanager
@@ -63,13 +64,13 @@ def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Itera
         yield update
 
 
-async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
+async def orders_api(sync_url: str, history: History, token: str) -> tuple[bool, str]:
     """GET /orders/{id} for a sample of the orders: each answers 200 with the stored version."""
     sample = history.orders[:ORDERS_API_SAMPLES]
     if not sample:
         return False, "no order rows to look up"
     bad = []
-    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
         for row in sample:
             try:
                 answer = await http.get(f"/orders/{quote(row.order_id, safe='')}")
@@ -79,13 +80,17 @@ async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
                 bad.append(f"{row.order_id}: {type(exc).__name__}")
     listed = ""
     if not bad:
-        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
             answer = await http.get("/orders", params={"limit": 1})
             if answer.status_code != 200:
                 bad.append(f"GET /orders: {answer.status_code}")
             listed = ", GET /orders answers 200"
     return not bad, (f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad
                      else "; ".join(bad[:5]))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Seen]) -> list[float]:

@@ -43,8 +43,9 @@ URL_VARIABLES = {"nats": "FINCART_NATS_URL", "redis": "FINCART_REDIS_URL", "post
 
 @contextlib.contextmanager
 def infrastructure(nats_nodes: int = 1) -> Iterator[Infra]:
-    """``nats_nodes`` 3: an embedded 3-node JetStream cluster whatever FINCART_NATS_URL says (a run kills its nodes)."""
-    infra = start_infra(nats_nodes=nats_nodes)
+    """Per-component NATS users and a Redis password, as in the chart (so NATS and Redis are embedded);
+    ``nats_nodes`` 3: an embedded 3-node JetStream cluster (a run kills its nodes)."""
+    infra = start_infra(nats_nodes=nats_nodes, credentials=True)
     try:
         yield infra
     finally:
@@ -107,7 +108,9 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
                               logdir) if routes else None
     ingest_url = f"http://127.0.0.1:{config.ingest_port}"
     for target in routes.values():
-        via = via_proxy(upstreams[target.upstream], proxy.listen[target.route])  # type: ignore[union-attr]
+        # a service's own NATS user travels in the proxied URL
+        upstream = infra.nats_url_for(target.service) if target.upstream == "nats" else upstreams[target.upstream]
+        via = via_proxy(upstream, proxy.listen[target.route])  # type: ignore[union-attr]
         if target.service == "runners":
             ingest_url = via
         else:

@@ -43,6 +43,12 @@ class Seen(BaseModel):
     last_external_updated_at: datetime | None = None
 
 
+def connect(url: str, token: str):  # type: ignore[no-untyped-def]
+    """A /sync connection with the read token (FINCART_SYNC_TOKEN) as a bearer header."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, additional_headers=headers)
+
+
 def ws_url(sync_url: str, **query: str | int) -> str:
     base = sync_url.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     params = urlencode({k: v for k, v in query.items() if v is not None})
@@ -67,6 +73,7 @@ class Observer:
     def __init__(self, sync_url: str, order: str | None = None,
                  on_event: Callable[[Seen], None] | None = None) -> None:
         self.sync_url = sync_url
+        self.token = token
         self.order = order
         self.on_event = on_event
         self.log: list[Seen] = []
@@ -113,7 +120,7 @@ class Observer:
                 return
             url = ws_url(self.sync_url, order=self.order, since=self.resume_from)  # type: ignore[arg-type]
             try:
-                async with websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+                async with connect(url, self.token) as ws:
                     self.connections += 1
                     stop = asyncio.ensure_future(self._stopping.wait())
                     try:

@@ -77,6 +77,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- if not .Values.redis.externalUrl -}}true{{- end -}}
 {{- end -}}
 
+{{/* Name of the Secret with the credentials between components (NATS users, Redis password). */}}
+{{- define "fincart.internalSecretName" -}}
+{{- printf "%s-internal" (include "fincart.fullname" .) -}}
+{{- end -}}
+
 {{/* Connection URLs. */}}
 {{- define "fincart.natsUrl" -}}
 {{- .Values.nats.externalUrl | default (printf "nats://%s-nats:%d" (include "fincart.fullname" .) (int .Values.nats.port)) -}}
@@ -119,6 +124,25 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- end -}}
 {{- .Values.secrets.webhookSecret -}}
+{{- end -}}
+
+{{/* Sync's read token (what clients send as a bearer token): the value, else the one already stored, else a
+     random one (same trick). Only its sha256 reaches sync, through sync-read-token-hashes. */}}
+{{- define "fincart.syncReadToken" -}}
+{{- if not .Values.secrets.syncReadToken -}}
+{{- $existing := lookup "v1" "Secret" .Release.Namespace (include "fincart.fullname" .) -}}
+{{- if and $existing $existing.data (hasKey $existing.data "sync-read-token") -}}
+{{- $_ := set .Values.secrets "syncReadToken" (index $existing.data "sync-read-token" | b64dec) -}}
+{{- else -}}
+{{- $_ := set .Values.secrets "syncReadToken" (printf "fct_%s" (randAlphaNum 43)) -}}
+{{- end -}}
+{{- end -}}
+{{- .Values.secrets.syncReadToken -}}
+{{- end -}}
+
+{{/* FINCART_READ_TOKEN_HASHES: the read token's sha256 plus the extra hashes (other clients, rotation). */}}
+{{- define "fincart.readTokenHashes" -}}
+{{- prepend .Values.secrets.extraReadTokenHashes (include "fincart.syncReadToken" . | sha256sum) | join "," -}}
 {{- end -}}
 
 {{/* PostgreSQL URL stored in the chart's Secret. */}}
@@ -175,8 +199,18 @@ annotations:
   value: {{ .root.Values.config.partitions | quote }}
 - name: FINCART_NATS_PREFIX
   value: {{ .root.Values.config.natsPrefix | quote }}
+{{- if and (include "fincart.nats.inCluster" .root) (has .component (list "ingest" "processor" "sync")) }}
+- name: FINCART_NATS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "fincart.internalSecretName" .root }}
+      key: {{ printf "nats-%s-password" .component }}
+- name: FINCART_NATS_URL
+  value: {{ include "fincart.componentNatsUrl" . | replace "nats://" (printf "nats://%s:$(FINCART_NATS_PASSWORD)@" .component) | quote }}
+{{- else }}
 - name: FINCART_NATS_URL
   value: {{ include "fincart.componentNatsUrl" . | quote }}
+{{- end }}
 {{ include "fincart.streamEnv" .root }}
 {{- with .root.Values.config.extraEnv }}
 {{ toYaml . }}

@@ -15,7 +15,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fincart_core.auth import new_token, token_hash
 from fincart_core.blocking import run_blocking
+from fincart_core.credentials import redact
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import (
@@ -38,6 +40,7 @@ class StackConfig:
     processors: int = 1
     nats_prefix: str = ""
     webhook_secret: str = DEV_WEBHOOK_SECRET
+    read_token: str = field(default_factory=new_token)  # the bearer token sync accepts (only its hash is passed)
     ingest_port: int = 8080
     sync_port: int = 8082
     with_sync: bool = True
@@ -62,9 +65,10 @@ class DevStack:
         self.processors: list[ServiceProcess] = []
         self.sync: ServiceProcess | None = None
 
-    def env(self, **extra: str | int) -> dict[str, str]:
+    def env(self, component: str = "admin", **extra: str | int) -> dict[str, str]:
+        """A service's environment; ``component`` picks its NATS user when the infra has credentials."""
         env = service_env(
-            self.infra, partitions=self.config.partitions, nats_prefix=self.config.nats_prefix,
+            self.infra, component, partitions=self.config.partitions, nats_prefix=self.config.nats_prefix,
             webhook_secret=self.config.webhook_secret, log_level=self.config.log_level, **extra,
         )
         env["FINCART_DATABASE_URL"] = self.database_url
@@ -72,10 +76,11 @@ class DevStack:
 
     def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
-        kind = name.split("-")[0]
+        component = name.split("-")[0]  # processor-1 -> processor
         return ServiceProcess(
             name=name, argv=argv,
-            env={**self.env(http_port=port, service_name=name, **extra), **self.config.service_env.get(kind, {})},
+            env={**self.env(component, http_port=port, service_name=name, **extra),
+                 **self.config.service_env.get(component, {})},
             log_path=self.logdir / f"{name}.log", port=port,
         )
 
@@ -99,7 +104,8 @@ class DevStack:
                 proc.start()
             if self.config.with_sync:
                 sync = self.config.sync_command or [console_script("fincart-sync")]
-                self.sync = self._service("sync", sync, self.config.sync_port)
+                self.sync = self._service("sync", sync, self.config.sync_port,
+                                          read_token_hashes=token_hash(self.config.read_token))
                 self.sync.start()
         except BaseException:
             self.stop()
@@ -131,6 +137,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--ingest-port", type=int, default=8080)
     up.add_argument("--sync-port", type=int, default=8082)
     up.add_argument("--logdir", type=Path, default=Path(".fincart-dev"), help="service logs go here")
+    up.add_argument("--no-credentials", action="store_true",
+                    help="use FINCART_NATS_URL/FINCART_REDIS_URL (or embedded servers) without per-component users")
     return parser.parse_args(argv)
 
 
@@ -143,24 +151,27 @@ def main(argv: list[str] | None = None) -> None:
     config = StackConfig(
         processors=args.processors, partitions=args.partitions, ingest_port=args.ingest_port,
         sync_port=args.sync_port, webhook_secret=os.environ.get("FINCART_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
+        read_token=os.environ.get("FINCART_SYNC_TOKEN") or new_token(),
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        infra = start_infra()
+        infra = start_infra(credentials=not args.no_credentials)
     except (StackError, OSError) as exc:
         print(f"fincart-dev: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     stack = DevStack(config, infra, args.logdir)
     try:
         stack.start()
-        print(f"NATS      {infra.nats_url}{' (embedded)' if 'nats' in infra.embedded else ''}")
-        print(f"Redis     {infra.redis_url}{' (embedded)' if 'redis' in infra.embedded else ''}")
+        print(f"NATS      {redact(infra.nats_url)}{' (embedded)' if 'nats' in infra.embedded else ''}")
+        print(f"Redis     {redact(infra.redis_url)}{' (embedded)' if 'redis' in infra.embedded else ''}")
         print(f"Postgres  {stack.database_url}{' (embedded)' if 'postgres' in infra.embedded else ''}")
         print(f"Ingest    {stack.ingest_url}/webhooks/shopify   (secret: FINCART_WEBHOOK_SECRET)")
         if stack.sync_url:
             print(f"Sync      {stack.sync_url}/   live page, {stack.sync_url}/orders, ws {stack.sync_url}/sync")
+            print(f"Token     export FINCART_SYNC_TOKEN={config.read_token}   (read token for /orders, /sync, "
+                  "the live page; set FINCART_SYNC_TOKEN before `up` to keep one)")
         print(f"Logs      {args.logdir}/   Ctrl-C stops everything", flush=True)
         while not stop.wait(1.0):
             dead = [s.name for s in stack.services() if not s.running]

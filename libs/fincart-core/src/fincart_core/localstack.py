@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from fincart_core.credentials import StackCredentials, with_userinfo
+
 STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 30.0
 
@@ -131,7 +133,7 @@ class EmbeddedNats(ManagedProcess):
     """
 
     def __init__(self, workdir: Path, port: int | None = None, *, name: str = "nats",
-                 sync_always: bool = False, cluster: ClusterRoutes | None = None) -> None:
+                 sync_always: bool = False, cluster: ClusterRoutes | None = None, authorization: str = "") -> None:
         self.port = port or free_port()
         self.monitor_port = free_port()
         store = workdir / name
@@ -141,6 +143,7 @@ class EmbeddedNats(ManagedProcess):
                   f"jetstream {{\n  {jetstream}\n}}\n")
         if cluster:
             config += cluster.config(name)
+        config += authorization  # users and permissions (fincart_core.credentials), when given
         config_path = workdir / f"{name}.conf"
         config_path.write_text(config)
         super().__init__(name if cluster else "nats-server", [_find_binary("nats-server"), "-c", str(config_path)],
@@ -189,12 +192,14 @@ class NatsCluster:
     - ``stream_replicas``: min(3, nodes), what FINCART_STREAM_REPLICAS is set to for services on it.
     """
 
-    def __init__(self, workdir: Path, nodes: int = 3, *, name: str = "fincart", sync_always: bool = False) -> None:
+    def __init__(self, workdir: Path, nodes: int = 3, *, name: str = "fincart", sync_always: bool = False,
+                 authorization: str = "") -> None:
         if nodes < 2:
             raise ValueError("a NATS cluster needs at least 2 nodes")
         names = [f"nats-{i}" for i in range(nodes)]
         routes = ClusterRoutes(name, {node: free_port() for node in names})
-        self.nodes = [EmbeddedNats(workdir, name=node, sync_always=sync_always, cluster=routes) for node in names]
+        self.nodes = [EmbeddedNats(workdir, name=node, sync_always=sync_always, cluster=routes,
+                                   authorization=authorization) for node in names]
 
     @property
     def url(self) -> str:
@@ -222,19 +227,21 @@ class NatsCluster:
 
 
 class EmbeddedRedis(ManagedProcess):
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, *, password: str = "") -> None:
         self.port = port or free_port()
+        self.password = password
         binary = _find_binary("redis-server")
         super().__init__(
             "redis-server",
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(workdir)],
+             "--dir", str(workdir), *(["--requirepass", password] if password else [])],
             log_path=workdir / "redis.log",
         )
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        url = f"redis://127.0.0.1:{self.port}/0"
+        return with_userinfo(url, "", self.password) if self.password else url
 
     def start(self) -> None:
         super().start()
@@ -303,10 +310,17 @@ class Infra:
     embedded: dict[str, ManagedProcess] = field(default_factory=dict)
     workdir: Path | None = None
     nats_cluster: NatsCluster | None = None
+    credentials: StackCredentials | None = None  # set when the embedded NATS and Redis require them
 
     @property
     def stream_replicas(self) -> int:
         return self.nats_cluster.stream_replicas if self.nats_cluster else 1
+
+    def nats_url_for(self, component: str) -> str:
+        """The NATS URL a FinCart component connects with (its own user when credentials are on)."""
+        if self.credentials is None:
+            return self.nats_url
+        return with_userinfo(self.nats_url, component, self.credentials.nats[component])
 
     def stop(self) -> None:
         for proc in reversed(list(self.embedded.values())):
@@ -317,16 +331,21 @@ class Infra:
 
 def start_infra(
     env: Mapping[str, str] | None = None, *, use_defaults_if_reachable: bool = False,
-    workdir: Path | None = None, nats_nodes: int = 1,
+    workdir: Path | None = None, nats_nodes: int = 1, credentials: bool = False,
 ) -> Infra:
     """Use FINCART_NATS_URL / FINCART_REDIS_URL / FINCART_DATABASE_URL when set and reachable,
     else (optionally) the standard local ports when reachable, else start embedded servers.
 
     ``nats_nodes`` > 1 always starts an embedded :class:`NatsCluster` of that many nodes (whatever
-    FINCART_NATS_URL says: the caller wants nodes it can kill) and waits for its meta leader."""
+    FINCART_NATS_URL says: the caller wants nodes it can kill) and waits for its meta leader.
+    ``credentials``: NATS and Redis are always embedded, with generated per-component NATS users and a
+    Redis password (fincart_core.credentials); ``nats_url`` is then the admin user's, ``nats_url_for()``
+    a component's; PostgreSQL as usual."""
     env = os.environ if env is None else env
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fincart-stack-"))
-    infra = Infra("", "", "", workdir=workdir)
+    creds = StackCredentials() if credentials else None
+    infra = Infra("", "", "", workdir=workdir, credentials=creds)
+    authorization = creds.nats_authorization() if creds else ""
     defaults = {
         "nats": ("FINCART_NATS_URL", "nats://127.0.0.1:4222", EmbeddedNats),
         "redis": ("FINCART_REDIS_URL", "redis://127.0.0.1:6379/0", EmbeddedRedis),
@@ -334,11 +353,24 @@ def start_infra(
     }
     try:
         if nats_nodes > 1:
-            infra.nats_cluster = NatsCluster(workdir, nats_nodes)
+            infra.nats_cluster = NatsCluster(workdir, nats_nodes, authorization=authorization)
             infra.embedded.update({node.name: node for node in infra.nats_cluster.nodes})
             infra.nats_cluster.start()
             infra.nats_url = infra.nats_cluster.url
             del defaults["nats"]
+        if creds:  # only servers started here can be given credentials
+            nats = None if infra.nats_cluster else EmbeddedNats(workdir, authorization=authorization)
+            redis = EmbeddedRedis(workdir, password=creds.redis_password)
+            for kind, proc in (("nats", nats), ("redis", redis)):
+                if proc is not None:
+                    proc.start()
+                    infra.embedded[kind] = proc
+            if nats is not None:
+                infra.nats_url = nats.url
+            infra.redis_url = redis.url
+            defaults = {"postgres": defaults["postgres"]}
+        if infra.nats_url and creds:
+            infra.nats_url = with_userinfo(infra.nats_url, "admin", creds.nats["admin"])
         for kind, (var, default, embedded_cls) in defaults.items():
             url = env.get(var, "")
             if url and not reachable(url):
@@ -391,9 +423,9 @@ def console_script(name: str) -> str:
     return _find_binary(name)
 
 
-def service_env(infra: Infra, **extra: str | int) -> dict[str, str]:
+def service_env(infra: Infra, component: str = "admin", **extra: str | int) -> dict[str, str]:
     env = {
-        "FINCART_NATS_URL": infra.nats_url,
+        "FINCART_NATS_URL": infra.nats_url_for(component),
         "FINCART_REDIS_URL": infra.redis_url,
         "FINCART_DATABASE_URL": infra.database_url,
         "FINCART_STREAM_REPLICAS": str(infra.stream_replicas),

@@ -6,16 +6,25 @@ variable means the same thing everywhere it is read.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BeforeValidator, Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 # JetStream's Nats-Msg-Id window. Redis SET NX is the long (24 h+) dedupe; this window covers the ingest
 # retries that happen while Redis is down, and the processor's re-published events. A stream's max age
 # must be at least this long (JetStream refuses a duplicate window longer than max age).
 DUPLICATE_WINDOW_S = 2 * 3600
 DAY_S = 86_400
+
+
+def split_commas(value: object) -> object:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: list settings are comma separated in the environment."""
+    return [item.strip() for item in value.split(",") if item.strip()] if isinstance(value, str) else value
+
+
+# A list setting given as "a,b,c" (a Kubernetes Secret or env value), not as JSON.
+CommaList = Annotated[list[str], NoDecode, BeforeValidator(split_commas)]
 
 
 class CommonSettings(BaseSettings):

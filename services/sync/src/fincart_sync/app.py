@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -13,11 +14,13 @@ from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
 from fincart_core.streams import connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
+from pydantic import ValidationError
 
+from fincart_sync.admission import ConnectionCaps
 from fincart_sync.event_feed import EventFeed
 from fincart_sync.hub import Hub
-from fincart_sync.orders_store import OrdersStore
-from fincart_sync.routes import readiness, router
+from fincart_sync.orders_store import OrdersStore, StoreUnavailable
+from fincart_sync.routes import readiness, router, store_unavailable
 from fincart_sync.session import SyncContext
 from fincart_sync.settings import SyncSettings
 
@@ -37,7 +40,10 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             if feed is not None:
                 feed.resubscribe()
 
-        pool = await asyncpg.create_pool(settings.asyncpg_url, min_size=1, max_size=settings.db_pool_size)
+        pool = await asyncpg.create_pool(
+            settings.asyncpg_url, min_size=1, max_size=settings.db_pool_size,
+            command_timeout=settings.db_query_timeout_s,
+        )
         nc = await connect(settings.nats_url, settings.service_name, reconnected_cb=reconnected)
         try:
             js = nc.jetstream()
@@ -45,7 +51,11 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             feed = EventFeed(nc, topology, hub)
             await feed.start()
             app.state.feed = feed
-            app.state.sync = SyncContext(hub=hub, js=js, topology=topology, store=OrdersStore(pool), settings=settings)
+            app.state.sync = SyncContext(
+                hub=hub, js=js, topology=topology, store=OrdersStore(pool, settings.db_acquire_timeout_s),
+                settings=settings,
+                caps=ConnectionCaps(settings.ws_max_connections, settings.ws_max_connections_per_token),
+            )
             log.info("sync ready", extra={"service": settings.service_name, "seq": hub.last_seq})
             yield
         finally:
@@ -56,20 +66,27 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
     app = FastAPI(
         title="FinCart sync", version="0.1.0", lifespan=lifespan,
-        description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page.",
+        description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page. "
+        "/orders* and /sync need a read token (Authorization: Bearer <token>).",
     )
+    app.add_exception_handler(StoreUnavailable, store_unavailable)
     app.include_router(router)
     app.include_router(ops_router(readiness))
     return app
 
 
 def main() -> None:
-    settings = SyncSettings()
+    try:
+        settings = SyncSettings()
+    except ValidationError as exc:  # e.g. FINCART_READ_TOKEN_HASHES unset: say so, no traceback
+        print(f"fincart-sync: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
         ws_per_message_deflate=False,  # compressing every frame for every client costs more CPU than it saves
+        ws_max_size=settings.ws_max_message_bytes,  # clients only send pings: a 16 MiB default invites abuse
         timeout_graceful_shutdown=5,
     )
 

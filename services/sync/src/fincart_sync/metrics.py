@@ -22,3 +22,9 @@ RESUMES = Counter("fincart_sync_resumes_total", "Connections that resumed with ?
 SLOW_CLIENT_DISCONNECTS = Counter(
     "fincart_sync_slow_client_disconnects_total", "Clients closed with 4008 because their buffer overflowed"
 )
+AUTH_FAILURES = Counter(
+    "fincart_sync_auth_failures_total", "Requests and WebSocket connections refused for their token", ["reason"]
+)
+REFUSED_CONNECTIONS = Counter(
+    "fincart_sync_refused_connections_total", "WebSocket connections refused before any data", ["reason"]
+)

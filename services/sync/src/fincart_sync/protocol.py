@@ -1,6 +1,8 @@
 """The ``/sync`` WebSocket protocol (the chaos engine's observer and the live page speak it).
 
-Connect: ``ws://HOST:8082/sync`` with optional query parameters
+Connect: ``ws://HOST:8082/sync`` with a read token, either in ``Authorization: Bearer <token>`` or (browsers)
+as the subprotocols ``fincart.v1`` and ``fincart.bearer.<token>`` (the server selects ``fincart.v1``; see
+fincart_core.auth), and optional query parameters
 
 * ``order=<shopify_order_id>``: only this order (snapshot and events); 1..255 printable characters.
 * ``since=<stream seq>``: resume. The server replays every event with ``seq > since`` from the
@@ -41,10 +43,15 @@ Client rules (what makes the view gap-free):
   ``heartbeat.seq``) and reconnect with ``?since=<that>``: replaying from ``seq + 1`` can only repeat
   events, never skip one.
 
-Close codes: 4400 bad query parameter (reason names it; do not retry unchanged); 4008 slow client,
-its buffer of ``FINCART_CLIENT_QUEUE_SIZE`` events overflowed (reason carries the seq to resume from);
-1013 the event stream or the database is unavailable right now; 1011 unexpected server error; 1012
-server restarting (shutdown). All but 4400 can be resumed with ``since``.
+Close codes: 4400 bad query parameter (reason names it; do not retry unchanged); 4401 missing or invalid
+token; 4403 the browser's ``Origin`` is not allowed; 4429 the token holds
+``FINCART_WS_MAX_CONNECTIONS_PER_TOKEN`` connections already; 4008 slow client: its buffer of
+``FINCART_CLIENT_QUEUE_SIZE`` events overflowed or it did not take a frame within
+``FINCART_WS_SEND_TIMEOUT_S`` (reason carries the seq to resume from, or says to reconnect without
+``since`` when the snapshot was not complete); 1009 a client frame larger than
+``FINCART_WS_MAX_MESSAGE_BYTES``; 1013 the event stream or the database is unavailable right now, or the
+server is at ``FINCART_WS_MAX_CONNECTIONS``; 1011 unexpected server error; 1012 server restarting
+(shutdown). 4008, 1013, 1011 and 1012 can be resumed with ``since``.
 """
 
 from __future__ import annotations
@@ -57,6 +64,9 @@ from fincart_core.contracts.events import OrderState
 from pydantic import BaseModel
 
 CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN_ORIGIN = 4403
+CLOSE_TOO_MANY = 4429
 CLOSE_SLOW_CLIENT = 4008
 CLOSE_TRY_AGAIN = 1013
 CLOSE_INTERNAL_ERROR = 1011

@@ -63,6 +63,9 @@ class Target(SpecModel):
     hmac_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret with the webhook HMAC secret the load runners sign with"
     )
+    sync_token_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret with sync's read token the verifier reads /sync and /orders with (in-cluster runs)"
+    )
 
 
 PoisonKind = Literal["schema", "calendarEdge"]

@@ -1,0 +1,9 @@
+{{/* NATS users of the FinCart components and what each may publish; the same table as
+     fincart_core.credentials.PERMISSIONS (tests/integration/test_deploy_chart.py compares them). Every user
+     subscribes to _INBOX.> only (JetStream replies and deliveries). Nobody may purge or delete a stream. */}}
+{{- define "fincart.nats.permissions" -}}
+{{- $streams := list "$JS.API.INFO" "$JS.API.STREAM.INFO.*" "$JS.API.STREAM.CREATE.*" "$JS.API.STREAM.UPDATE.*" "$JS.API.STREAM.NAMES" "$JS.API.STREAM.LIST" -}}
+ingest: {{ concat (list "orders.webhooks.*" "*.orders.webhooks.*") $streams | toJson }}
+processor: {{ concat (list "orders.events.*" "*.orders.events.*" "orders.dlq" "*.orders.dlq") $streams (list "$JS.API.CONSUMER.>" "$JS.ACK.>") | toJson }}
+sync: {{ concat $streams (list "$JS.API.CONSUMER.CREATE.>" "$JS.API.CONSUMER.INFO.>" "$JS.API.CONSUMER.DELETE.>" "$JS.FC.>") | toJson }}
+{{- end -}}
