@@ -82,6 +82,8 @@ def run(
     progress: Annotated[bool, typer.Option(help="show the live progress bar")] = True,
     logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
     keep: Annotated[bool, typer.Option(help="keep the database and streams of the run")] = False,
+    via_ingress: Annotated[bool, typer.Option(
+        "--via-ingress", help="send load and observer through nginx with the chart's Ingress rules")] = False,
 ) -> None:
     """Run every ChaosTest in FILE: start the stack, load, faults, settle, verify, report."""
     tests = _tests(file)
@@ -93,7 +95,8 @@ def run(
         with infrastructure() as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
-                with services(infra, processors, logs / test.metadata.name, keep) as (endpoints, targets):
+                with services(infra, processors, logs / test.metadata.name, keep,
+                              via_ingress=via_ingress) as (endpoints, targets):
                     result = asyncio.run(run_test(test, endpoints, targets, console=console,
                                                   show_progress=progress and console.is_terminal))
                 reports.append(result)
