@@ -95,8 +95,9 @@ def run(
         with infrastructure() as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
+                host = test.spec.target.host_header if via_ingress else None
                 with services(infra, processors, logs / test.metadata.name, keep,
-                              via_ingress=via_ingress) as (endpoints, targets):
+                              via_ingress=via_ingress, ingress_host=host) as (endpoints, targets):
                     result = asyncio.run(run_test(test, endpoints, targets, console=console,
                                                   show_progress=progress and console.is_terminal))
                 reports.append(result)
@@ -133,7 +134,8 @@ def load(
     requests = plan(spec.load, runner_index, run_id)
     started = time.monotonic()
     entries = asyncio.run(run_load(requests, ingest_url or spec.target.ingest_url, secret,
-                                   concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index))
+                                   concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index,
+                                   host=spec.target.host_header))
     if ledger:
         ledger_io.write(entries, ledger)
     unacked = [e.webhook_id for e in entries if e.valid and not e.acked]

@@ -40,6 +40,7 @@ class Endpoints:
     database_url: str
     secret: str = ""
     sync_url: str | None = None
+    host: str | None = None  # Host header of every request (an ingress's rule)
 
 
 @contextlib.contextmanager
@@ -60,13 +61,14 @@ def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Itera
         yield update
 
 
-async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
+async def orders_api(sync_url: str, history: History, host: str | None = None) -> tuple[bool, str]:
     """GET /orders/{id} for a sample of the orders: each answers 200 with the stored version."""
     sample = history.orders[:ORDERS_API_SAMPLES]
     if not sample:
         return False, "no order rows to look up"
     bad = []
-    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+    headers = {"Host": host} if host else None
+    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=headers) as http:
         for row in sample:
             try:
                 answer = await http.get(f"/orders/{quote(row.order_id, safe='')}")
@@ -76,7 +78,7 @@ async def orders_api(sync_url: str, history: History) -> tuple[bool, str]:
                 bad.append(f"{row.order_id}: {type(exc).__name__}")
     listed = ""
     if not bad:
-        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=headers) as http:
             answer = await http.get("/orders", params={"limit": 1})
             if answer.status_code != 200:
                 bad.append(f"GET /orders: {answer.status_code}")
@@ -105,7 +107,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     observer = None
     observer_task = None
     if endpoints.sync_url:
-        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None)
+        observer = Observer(endpoints.sync_url, order=orders[0] if len(orders) == 1 else None, host=endpoints.host)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
@@ -119,7 +121,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         with progress_display(stats, console, show_progress) as on_progress:
             parts = await asyncio.gather(*(
                 run_load(reqs, endpoints.ingest_url, endpoints.secret, concurrency=load.concurrency, rate=load.rate,
-                         runner=index, stats=stats, on_progress=on_progress)
+                         runner=index, stats=stats, on_progress=on_progress, host=endpoints.host)
                 for index, reqs in enumerate(requests)))
         load_s = time.monotonic() - started
         load_done.set()
@@ -144,7 +146,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     observed = observer.log if observer else None
     result = check([r for part in requests for r in part], ledger, history, observed,
                    invariants=spec.enabled_invariants(), max_lost=spec.verification.max_lost)
-    api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
+    api = await orders_api(endpoints.sync_url, history, endpoints.host) if endpoints.sync_url else None
     total_s = finished - started
     timings = Timings(
         total_s=round(total_s, 3), load_s=round(load_s, 3), drain_s=round(finished - drain_from, 3),
@@ -175,12 +177,13 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | Non
     timeout = parse_duration(spec.settle.timeout)
     settled = await settle(database_url, orders, len(acked), timeout)
     drain_s = time.monotonic() - started
-    observed, problems = await replay(sync_url, orders, timeout) if sync_url else (None, [])
+    host = spec.target.host_header
+    observed, problems = await replay(sync_url, orders, timeout, host) if sync_url else (None, [])
     history = await read_history(database_url, orders)
     result = check(requests, ledger, history, observed, invariants=spec.enabled_invariants(),
                    max_lost=spec.verification.max_lost)
     notes = result.notes + problems + ([] if settled else [f"the pipeline did not settle within {spec.settle.timeout}"])
-    api = await orders_api(sync_url, history) if sync_url else None
+    api = await orders_api(sync_url, history, host) if sync_url else None
     return Report(
         name=test.metadata.name, verdict=result.verdict, reason=result.reason, counts=result.counts,
         anomalies=result.anomalies, checked=result.checked, notes=notes,

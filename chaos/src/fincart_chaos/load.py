@@ -1,7 +1,9 @@
 """The load generator: signed webhooks over keep-alive HTTP with bounded concurrency.
 
-Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times.
-A forged (invalid-signature) request is sent once: its expected answer is 401.
+Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times,
+unless the answer is a definite rejection (a 4xx such as 413 from ingest or from the ingress's body limit):
+the same request can only get it again. A forged (invalid-signature) request is sent once: its expected
+answer is 401.
 """
 
 from __future__ import annotations
@@ -19,6 +21,12 @@ from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.workload import Request
 
 FORGED_SECRET = "not-the-shop-secret"
+RETRYABLE_4XX = frozenset({408, 429})  # request timeout, too many requests: the same request may succeed later
+
+
+def definite_rejection(status: int) -> bool:
+    """A 4xx that settles the request: it was not stored, and sending it again changes nothing."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ class LoadStats:
     sent: int = 0
     done: int = 0
     acked: int = 0
-    rejected: int = 0  # answered 4xx as expected (forged signatures)
+    rejected: int = 0  # answered with a definite 4xx (forged signatures, bodies over a limit)
     errors: int = 0  # non-2xx or no answer on an attempt that was then retried or given up
     given_up: int = 0
 
@@ -84,7 +92,7 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
         if attempt == 0:
             first_status = status
             stats.sent += 1
-        if 200 <= status < 300 or not request.valid:
+        if 200 <= status < 300 or not request.valid or definite_rejection(status):
             break
         stats.errors += 1
         if attempt + 1 < attempts:
@@ -97,7 +105,7 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
     stats.done += 1
     if entry.acked:
         stats.acked += 1
-    elif not request.valid and 400 <= status < 500:
+    elif definite_rejection(status) or (not request.valid and 400 <= status < 500):
         stats.rejected += 1
     else:
         stats.given_up += 1
@@ -107,9 +115,9 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
 async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *, concurrency: int,
                    rate: float = 0.0, runner: int = 0, policy: RetryPolicy | None = None,
                    stats: LoadStats | None = None, on_progress: Callable[[LoadStats], None] | None = None,
-                   ) -> list[LedgerEntry]:
+                   host: str | None = None) -> list[LedgerEntry]:
     """Send ``requests`` in order with at most ``concurrency`` in flight (and at most ``rate`` per second
-    when ``rate > 0``); return one ledger entry per request."""
+    when ``rate > 0``); return one ledger entry per request. ``host``: the Host header (an ingress's rule)."""
     policy = policy or RetryPolicy()
     stats = stats or LoadStats(total=len(requests))
     entries: list[LedgerEntry | None] = [None] * len(requests)
@@ -134,6 +142,7 @@ async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *,
     # aiohttp rather than httpx: at hundreds of requests in flight httpx's pool costs more CPU than the server
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=policy.request_timeout_s)
-    async with aiohttp.ClientSession(ingest_url, connector=connector, timeout=timeout) as http:
+    headers = {"Host": host} if host else None
+    async with aiohttp.ClientSession(ingest_url, connector=connector, timeout=timeout, headers=headers) as http:
         await asyncio.gather(*(worker(http) for _ in range(min(concurrency, len(requests)) or 1)))
     return [e for e in entries if e is not None]

@@ -37,22 +37,24 @@ def infrastructure() -> Iterator[Infra]:
 
 @contextlib.contextmanager
 def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
-             processor_command: list[str] | None = None, via_ingress: bool = False,
+             processor_command: list[str] | None = None, via_ingress: bool = False, ingress_host: str | None = None,
              ) -> Iterator[tuple[Endpoints, LocalTargets]]:
     """``processor_command``: argv of each processor replica instead of ``fincart-processor``;
-    ``via_ingress``: load and observer go through nginx with the chart's Ingress rules."""
+    ``via_ingress``: load and observer go through nginx with the chart's Ingress rules (and its rule for
+    ``ingress_host``, which every request then names in its Host header)."""
     run = uuid.uuid4().hex[:8]
     partitions = int(os.environ.get("FINCART_PARTITIONS", "16"))
     config = StackConfig(database=f"fincart_chaos_{run}", partitions=partitions, processors=processors,
                          nats_prefix=f"chaos-{run}", webhook_secret=secrets.token_hex(16), ingest_port=0,
                          sync_port=0, log_level=os.environ.get("FINCART_LOG_LEVEL", "WARNING"),
-                         processor_command=processor_command, ingress=via_ingress)
+                         processor_command=processor_command, ingress=via_ingress,
+                         ingress_host=ingress_host or "")
     logdir.mkdir(parents=True, exist_ok=True)
     stack = DevStack(config, infra, logdir)
     try:
         stack.start()
         endpoints = Endpoints(ingest_url=stack.public_ingest_url, database_url=stack.database_url,
-                              secret=config.webhook_secret, sync_url=stack.public_sync_url)
+                              secret=config.webhook_secret, sync_url=stack.public_sync_url, host=ingress_host)
         targets = LocalTargets(
             database_url=stack.database_url,
             services={"processor": list(stack.processors), "ingest": [stack.ingest] if stack.ingest else [],

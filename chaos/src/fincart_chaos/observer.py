@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Collection
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import websockets
 from pydantic import BaseModel
@@ -39,6 +39,17 @@ def ws_url(sync_url: str, **query: str | int) -> str:
     return f"{base}/sync{'?' + params if params else ''}"
 
 
+def connect(sync_url: str, host: str | None = None, **query: str | int) -> websockets.connect:
+    """Open ``/sync``; with ``host`` the Host header is that name while the TCP connection still goes to
+    ``sync_url`` (an ingress controller's Service routing on the Ingress host)."""
+    if not host:
+        return websockets.connect(ws_url(sync_url, **query), open_timeout=CONNECT_TIMEOUT_S, max_size=None)
+    target = urlsplit(sync_url)
+    url = ws_url(target._replace(netloc=host).geturl(), **query)
+    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, host=target.hostname,
+                              port=target.port or (443 if target.scheme == "https" else 80))
+
+
 def _seen(kind: str, seq: int, order: dict) -> Seen:
     return Seen(kind=kind, seq=seq, order_id=order["shopify_order_id"], version=order["version"],
                 status=order["status"], shipping_fee=str(order["shipping_fee"]),
@@ -48,8 +59,9 @@ def _seen(kind: str, seq: int, order: dict) -> Seen:
 class Observer:
     """Records every frame's orders into ``log`` until ``stop()``; ``order`` filters to one order."""
 
-    def __init__(self, sync_url: str, order: str | None = None) -> None:
+    def __init__(self, sync_url: str, order: str | None = None, host: str | None = None) -> None:
         self.sync_url = sync_url
+        self.host = host
         self.order = order
         self.log: list[Seen] = []
         self.cursor: int | None = None
@@ -77,9 +89,8 @@ class Observer:
         for attempt in range(RECONNECTS):
             if self._stopping.is_set():
                 return
-            url = ws_url(self.sync_url, order=self.order, since=self.cursor)  # type: ignore[arg-type]
             try:
-                async with websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+                async with connect(self.sync_url, self.host, order=self.order, since=self.cursor) as ws:  # type: ignore[arg-type]
                     self.connections += 1
                     stop = asyncio.ensure_future(self._stopping.wait())
                     try:
@@ -110,12 +121,12 @@ async def _wait(event: asyncio.Event, timeout: float) -> bool:
     return True
 
 
-async def replay(sync_url: str, order_ids: Collection[str], timeout: float) -> tuple[list[Seen], list[str]]:
+async def replay(sync_url: str, order_ids: Collection[str], timeout: float, host: str | None = None,
+                 ) -> tuple[list[Seen], list[str]]:
     """Every event the stream still holds for ``order_ids``, as a client resuming from 0 gets them."""
     wanted = set(order_ids)
     observer = Observer(sync_url)
-    url = ws_url(sync_url, since=0)
-    async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+    async with asyncio.timeout(timeout), connect(sync_url, host, since=0) as ws:
         end: int | None = None
         more_pages = False
         covered = 0  # greatest seq delivered; the resume frame announces ``end`` but delivers nothing itself
