@@ -7,8 +7,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +27,7 @@ from fincart_chaos.workload import Request, make_webhook
 from fincart_core.db.admin import drop_database
 from fincart_core.devstack import DevStack, StackConfig
 from fincart_core.ingress_proxy import IngressRules, NginxIngress
-from fincart_core.localstack import Infra
+from fincart_core.localstack import Infra, console_script, free_port
 
 from tests.integration.test_chaos_cli import EXAMPLES, chaos, infra_env
 from tests.support.webhooks import order_payload, signed_request
@@ -260,3 +265,35 @@ def test_the_examples_pass_through_the_ingress(example: str, infra: Infra, tmp_p
     webhooks = [e for e in log if e["uri"] == "/webhooks/shopify"]
     assert len(webhooks) >= report["counts"]["sent"] and {e["host"] for e in log} == {"fincart.local"}
     assert any(e["uri"] == "/sync" for e in log) and any(e["uri"].startswith("/orders/") for e in log)
+
+
+def test_fincart_dev_up_with_the_ingress(tmp_path: Path) -> None:
+    """``fincart-dev up --ingress`` on embedded NATS, Redis and PostgreSQL (no FINCART_*_URL: nothing shared)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {"FINCART_WEBHOOK_SECRET": SECRET}
+    dev = subprocess.Popen(
+        [console_script("fincart-dev"), "up", "--ingress", "--ingress-port", str(port), "--ingest-port",
+         str(free_port()), "--sync-port", str(free_port()), "--logdir", str(tmp_path)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(dev.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 180  # embedded PostgreSQL's initdb included
+        while not any(line.startswith("Logs") for line in lines) and dev.poll() is None:
+            assert time.monotonic() < deadline, lines
+            time.sleep(0.2)
+        assert any(line.startswith(f"Ingress   http://127.0.0.1:{port}/") for line in lines), lines
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S) as http:
+            body, headers = signed_request(order_payload("order_dev_up", 1), "dev-up-1", SECRET)
+            assert http.post("/webhooks/shopify", content=body, headers=headers).status_code == 200
+            for _ in range(int(WAIT_S / 0.2)):
+                order = http.get("/orders/order_dev_up")
+                if order.status_code == 200:
+                    break
+                time.sleep(0.2)
+            assert order.json()["version"] == 1, order.text
+            assert http.get("/metrics").status_code == 404
+    finally:
+        os.killpg(dev.pid, signal.SIGINT)
+        assert dev.wait(60) == 0, lines[-20:]
