@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections.abc import Collection
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import websockets
@@ -42,12 +43,12 @@ def ws_url(sync_url: str, **query: str | int) -> str:
 def connect(sync_url: str, host: str | None = None, **query: str | int) -> websockets.connect:
     """Open ``/sync``; with ``host`` the Host header is that name while the TCP connection still goes to
     ``sync_url`` (an ingress controller's Service routing on the Ingress host)."""
-    if not host:
-        return websockets.connect(ws_url(sync_url, **query), open_timeout=CONNECT_TIMEOUT_S, max_size=None)
-    target = urlsplit(sync_url)
-    url = ws_url(target._replace(netloc=host).geturl(), **query)
-    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, host=target.hostname,
-                              port=target.port or (443 if target.scheme == "https" else 80))
+    url, tcp = ws_url(sync_url, **query), dict[str, Any]()
+    if host:
+        target = urlsplit(sync_url)
+        url = ws_url(target._replace(netloc=host).geturl(), **query)
+        tcp = {"host": target.hostname, "port": target.port or (443 if target.scheme == "https" else 80)}
+    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, **tcp)
 
 
 def _seen(kind: str, seq: int, order: dict) -> Seen:
