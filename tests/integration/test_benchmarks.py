@@ -42,3 +42,19 @@ def test_sync_cost_mode_reports_each_broker(infra: Infra):
     for broker in ("default", "always", "cluster"):
         assert result[f"{broker}_rps"] > 0 and result[f"{broker}_ratio"] > 0, result
     assert result["default_ratio"] == 1.0
+
+
+INGRESS = PIPELINE.with_name("ingress.py")
+INGRESS_KEYS = ("direct_p50_ms", "direct_p99_ms", "ingress_p50_ms", "ingress_p99_ms", "direct_rps", "ingress_rps")
+
+
+def test_ingress_benchmark_reports_every_figure(infra: Infra):
+    env = {**os.environ, "FINCART_NATS_URL": infra.nats_url, "FINCART_REDIS_URL": infra.redis_url,
+           "FINCART_DATABASE_URL": infra.database_url}
+    done = subprocess.run([sys.executable, str(INGRESS), "--requests", "20", "--rounds", "1", "--concurrency", "1,4"],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for level in ("c1", "c4"):
+        assert {key: result[level].get(key) for key in INGRESS_KEYS if not result[level].get(key, 0) > 0} == {}
+        assert result[level]["requests_per_mode"] == 20

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.observer import stream_position
 from fincart_core.contracts.report import ReportSummary
 from fincart_core.devstack import DevStack, StackConfig
@@ -185,7 +186,7 @@ def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay
     stack = short_replay_stack
     spec = tmp_path / "small.yaml"
     spec.write_text((EXAMPLES / "chaostest-small.yaml").read_text().replace("30s", "10s"))
-    env = {"FINCART_WEBHOOK_SECRET": "cluster-secret"}
+    env = {"FINCART_WEBHOOK_SECRET": "cluster-secret", "FINCART_SYNC_TOKEN": stack.config.read_token}
     # an earlier run fills the stream past what one replay may cover: 5 orders x 10 updates in order, 50 events
     earlier = tmp_path / "earlier.yaml"
     earlier.write_text(spec.read_text().replace("orders: 1", "orders: 5").replace("seed: 7", "seed: 7\n"
@@ -193,7 +194,7 @@ def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay
     done = chaos("load", earlier, "--ingest-url", stack.ingest_url, env={**env, "FINCART_CHAOS_RUN_ID": "earlier"})
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 60
-    while asyncio.run(stream_position(stack.sync_url)) < 50:
+    while asyncio.run(stream_position(SyncEndpoint(stack.sync_url, stack.config.read_token))) < 50:
         assert time.monotonic() < deadline, "the earlier run's events were never published"
         time.sleep(0.2)
     ledger = tmp_path / "ledger-0.jsonl"

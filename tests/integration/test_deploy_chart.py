@@ -23,6 +23,9 @@ import kubernetes_validate
 import pytest
 import yaml
 from fincart_core.credentials import PERMISSIONS
+from fincart_core.ingress_proxy import ROUTES, IngressRules
+from fincart_ingest.settings import IngestSettings
+from fincart_sync.settings import SyncSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "fincart"
@@ -267,14 +270,50 @@ def test_processor_statefulset_shares_partitions_through_leases(helm: str) -> No
     assert full["spec"]["replicas"] == 4
 
 
-def test_ingress_routes_webhooks_to_ingest_and_the_rest_to_sync(helm: str) -> None:
-    (ingress,) = by_kind(rendered(helm, None), "Ingress").values()
-    routes = {p["path"]: p["backend"]["service"]["name"] for p in ingress["spec"]["rules"][0]["http"]["paths"]}
-    assert routes == {"/webhooks": "fincart-ingest", "/sync": "fincart-sync", "/orders": "fincart-sync",
-                      "/": "fincart-sync"}
-    annotations = ingress["metadata"]["annotations"]
-    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600  # WebSockets stay open
+def _ingress(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    (ingress,) = by_kind(objects, "Ingress").values()
+    deployments = by_kind(objects, "Deployment")
+    return ingress, {c: env_of(deployments[f"fincart-{c}"]["spec"]["template"]["spec"]["containers"][0])
+                     for c in ("ingest", "sync")}
+
+
+def test_ingress_routes_only_the_public_paths(helm: str) -> None:
+    ingress, _ = _ingress(rendered(helm, None))
+    paths = ingress["spec"]["rules"][0]["http"]["paths"]
+    routes = {(p["path"], p["pathType"]): p["backend"]["service"]["name"] for p in paths}
+    assert routes == {("/webhooks", "Prefix"): "fincart-ingest", ("/sync", "Exact"): "fincart-sync",
+                      ("/orders", "Prefix"): "fincart-sync", ("/", "Exact"): "fincart-sync"}
+    # the local nginx routes the very same table
+    assert {(r.path, "Exact" if r.exact else "Prefix"): f"fincart-{r.backend}" for r in ROUTES} == routes
     assert ingress["spec"]["ingressClassName"] == "nginx"
+
+
+@pytest.mark.parametrize("overrides", [
+    [],
+    ["--set", "ingest.maxBodyBytes=4096", "--set-json", "sync.heartbeatIntervalSeconds=1.5"],
+    ["--set", "ingest.maxBodyBytes=10485760", "--set", "sync.heartbeatIntervalSeconds=40",
+     "--set", "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-body-size=1k",
+     "--set", "ingress.annotations.example\\.com/team=payments"],
+], ids=["defaults", "small", "large-with-extra-annotations"])
+def test_ingress_limits_come_from_the_services_values(helm: str, overrides: list[str]) -> None:
+    """The annotations are derived from the env the Deployments get, and equal what the local nginx enforces."""
+    ingress, env = _ingress(render(helm, *overrides))
+    rules = IngressRules(max_body_bytes=int(env["ingest"]["FINCART_MAX_BODY_BYTES"]),
+                         heartbeat_interval_s=float(env["sync"]["FINCART_HEARTBEAT_INTERVAL_S"]))
+    annotations = ingress["metadata"]["annotations"]
+    assert {k: v for k, v in annotations.items() if k in rules.annotations()} == rules.annotations()
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"]) > rules.max_body_bytes  # ingest's 413
+    assert int(annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"]) > 2 * rules.heartbeat_interval_s
+    if "example.com/team=payments" in " ".join(overrides).replace("\\", ""):
+        assert annotations["example.com/team"] == "payments"  # extra ones are kept, derived ones win
+
+
+def test_chart_defaults_are_the_services_defaults() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["ingest"]["maxBodyBytes"] == IngestSettings.model_fields["max_body_bytes"].default
+    assert values["sync"]["heartbeatIntervalSeconds"] == SyncSettings.model_fields["heartbeat_interval_s"].default
+    assert IngressRules() == IngressRules(max_body_bytes=values["ingest"]["maxBodyBytes"],
+                                          heartbeat_interval_s=values["sync"]["heartbeatIntervalSeconds"])
 
 
 def test_external_services_switch_off_the_in_cluster_ones(helm: str) -> None:
@@ -658,6 +697,10 @@ def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
     assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
                                                                                        "fincart-sync")
     assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
+    assert env["FINCART_CHAOS_ALLOWED_ORIGINS"] == "http://ingress-nginx-controller.ingress-nginx.svc"  # the examples'
+    examples = [yaml.safe_load(p.read_text()) for p in (ROOT / "examples").glob("chaostest-s*.yaml")]
+    assert {d["spec"]["target"]["ingestUrl"] for d in examples if "ingress" in d["spec"]["target"]["ingestUrl"]} == {
+        env["FINCART_CHAOS_ALLOWED_ORIGINS"]}
 
 
 def test_components_have_their_own_credentials(helm: str) -> None:
@@ -708,6 +751,9 @@ def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None
         assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "fincart-operator",
                                                       "chaos.fincart.io/role": role}
         assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
-        runner_egress[role] = {to["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+        runner_egress[role] = {to["podSelector"]["matchLabels"]["app.kubernetes.io/component"] if "podSelector" in to
+                               else "namespace " + to["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
                                for rule in spec["egress"] for to in rule.get("to", [])}
-    assert runner_egress == {"load": {"ingest", "sync"}, "verify": {"sync", "postgres"}, "fault": {"postgres"}}
+    controller = "namespace ingress-nginx"  # the examples' load goes through the Ingress
+    assert runner_egress == {"load": {"ingest", "sync", controller}, "verify": {"sync", "postgres", controller},
+                             "fault": {"postgres"}}

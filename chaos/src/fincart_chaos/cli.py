@@ -36,6 +36,7 @@ from fincart_chaos.observer import stream_position
 from fincart_chaos.proxy import Route, serve
 from fincart_chaos.report import Report, render, summary_json
 from fincart_chaos.spec_io import SpecError, load_file
+from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.workload import plan
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -48,6 +49,7 @@ ReportDirOpt = Annotated[Path | None, typer.Option(help="write the evidence bund
                                                           "report.html, junit.xml")]
 NatsUrlOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_URL", help="FinCart's NATS (ledgers and bundles)")]
 NatsPrefixOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_PREFIX", help="FinCart's stream name prefix")]
+SyncTokenOpt = Annotated[str, typer.Option(envvar="FINCART_SYNC_TOKEN", help="sync's read token (never printed)")]
 RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
                                        help="suffix of the order ids, unique per run on a shared database")]
 
@@ -120,6 +122,8 @@ def run(
     logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
     keep: Annotated[bool, typer.Option(help="keep the database and streams of the run")] = False,
     report_dir: ReportDirOpt = None,
+    via_ingress: Annotated[bool, typer.Option(
+        "--via-ingress", help="send load and observer through nginx with the chart's Ingress rules")] = False,
 ) -> None:
     """Run every ChaosTest in FILE: start the stack, load, faults, settle, verify, report."""
     tests = _tests(file)
@@ -131,7 +135,9 @@ def run(
         with infrastructure(max(t.spec.environment.nats_nodes for t in tests)) as infra:
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
-                with services(infra, processors, logs / test.metadata.name, keep, test=test) as (endpoints, targets):
+                host = test.spec.target.host_header if via_ingress else None
+                with services(infra, processors, logs / test.metadata.name, keep, test=test,
+                              via_ingress=via_ingress, ingress_host=host) as (endpoints, targets):
                     result = asyncio.run(run_test(test, endpoints, targets, console=console,
                                                   show_progress=progress and console.is_terminal))
                 reports.append(result)
@@ -205,6 +211,7 @@ def load(
     ledger: Annotated[Path | None, typer.Option(help="write this runner's ledger (JSON lines)")] = None,
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (the stream position "
                                                       "recorded before the first request)")] = None,
+    sync_token: SyncTokenOpt = "",
     publish_ledger: Annotated[bool, typer.Option(help="publish the ledger to NATS for the verifier (in a cluster)"
                                                  )] = False,
     nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
@@ -220,10 +227,12 @@ def load(
     if runner_index >= spec.load.parallelism:
         raise fail(f"--runner-index {runner_index} is out of range for parallelism {spec.load.parallelism}")
     requests = plan(spec.load, runner_index, run_id)
-    start = ledger_io.RunnerStart(runner=runner_index, stream_seq=_stream_position(sync_url or spec.target.sync_url))
+    sync = _sync_endpoint(sync_url or spec.target.sync_url, sync_token, spec.target.host_header)
+    start = ledger_io.RunnerStart(runner=runner_index, stream_seq=_stream_position(sync))
     started = time.monotonic()
     entries = asyncio.run(run_load(requests, ingest_url or spec.target.ingest_url, secret,
-                                   concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index))
+                                   concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index,
+                                   host=spec.target.host_header))
     if ledger:
         ledger_io.write(entries, ledger, start)
     if publish_ledger:
@@ -238,12 +247,16 @@ def load(
     raise typer.Exit(1 if unacked else 0)
 
 
-def _stream_position(sync_url: str | None) -> int | None:
+def _sync_endpoint(url: str | None, token: str, host: str | None) -> SyncEndpoint | None:
+    return SyncEndpoint(url, token, host) if url else None
+
+
+def _stream_position(sync: SyncEndpoint | None) -> int | None:
     """Where ORDER_EVENTS stands before the load, so the verifier replays from there (None: unknown)."""
-    if not sync_url:
+    if sync is None:
         return None
     try:
-        return asyncio.run(stream_position(sync_url))
+        return asyncio.run(stream_position(sync))
     except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
         console.print(f"[yellow]warning:[/] stream position unknown ({type(exc).__name__}: {escape(str(exc))}); "
                       "the verifier will replay the events from 0")
@@ -292,7 +305,7 @@ def verify(
     file: FileArg,
     database_url: Annotated[str, typer.Option(envvar="FINCART_DATABASE_URL", help="FinCart's database")] = "",
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (I6 by replay)")] = None,
-    sync_token: Annotated[str, typer.Option(envvar="FINCART_SYNC_TOKEN", help="sync's read token")] = "",
+    sync_token: SyncTokenOpt = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[list[Path] | None,
                       typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
@@ -330,7 +343,8 @@ def verify(
                 console.print(f"[yellow]warning:[/] no whole ledger from runner(s) {missing}: I7 cannot be checked")
                 entries = None
         result = asyncio.run(verify_only(
-            test, database_url, sync_url=sync_url or test.spec.target.sync_url, run_id=run_id,
+            test, database_url, sync=_sync_endpoint(sync_url or test.spec.target.sync_url, sync_token,
+                                                    test.spec.target.host_header), run_id=run_id,
             ledger_paths=ledger or [], ledger=entries, faults=windows,
             since=since if since is not None or entries is None else ledger_io.replay_from(starts)))
     except (OSError, TimeoutError, ConnectionError, NatsError) as exc:  # asyncpg and websockets errors: OSError...

@@ -29,6 +29,7 @@ from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.observer import Observer, ReplayUnavailable, Seen, replay
 from fincart_chaos.report import Report, Timings, assemble, percentiles, rate
+from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.verify import Context, History, read_history, settle, verify
 from fincart_chaos.workload import full_plan, order_ids, plan
 
@@ -42,8 +43,8 @@ class Endpoints:
     ingest_url: str
     database_url: str
     secret: str = ""
-    sync_url: str | None = None
-    sync_token: str = ""  # read token of the sync service
+    sync: SyncEndpoint | None = None
+    host: str | None = None  # Host header of every webhook (an ingress's rule)
 
 
 @contextlib.contextmanager
@@ -64,13 +65,13 @@ def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Itera
         yield update
 
 
-async def orders_api(sync_url: str, history: History, token: str) -> tuple[bool, str]:
+async def orders_api(sync: SyncEndpoint, history: History) -> tuple[bool, str]:
     """GET /orders/{id} for a sample of the orders: each answers 200 with the stored version."""
     sample = history.orders[:ORDERS_API_SAMPLES]
     if not sample:
         return False, "no order rows to look up"
     bad = []
-    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
+    async with sync.http(HTTP_TIMEOUT_S) as http:
         for row in sample:
             try:
                 answer = await http.get(f"/orders/{quote(row.order_id, safe='')}")
@@ -80,17 +81,13 @@ async def orders_api(sync_url: str, history: History, token: str) -> tuple[bool,
                 bad.append(f"{row.order_id}: {type(exc).__name__}")
     listed = ""
     if not bad:
-        async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S, headers=_bearer(token)) as http:
+        async with sync.http(HTTP_TIMEOUT_S) as http:
             answer = await http.get("/orders", params={"limit": 1})
             if answer.status_code != 200:
                 bad.append(f"GET /orders: {answer.status_code}")
             listed = ", GET /orders answers 200"
     return not bad, (f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad
                      else "; ".join(bad[:5]))
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Seen]) -> list[float]:
@@ -120,11 +117,11 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     observer = None
     observer_task = None
     read_side = None
-    if endpoints.sync_url:
+    if endpoints.sync:
         only = orders[0] if len(orders) == 1 else None
-        read_side = ReadSide(endpoints.sync_url, orders=len(orders), order=only, resuming=load.resuming_observers,
+        read_side = ReadSide(endpoints.sync, orders=len(orders), order=only, resuming=load.resuming_observers,
                              seed=load.seed)
-        observer = Observer(endpoints.sync_url, order=only, on_event=read_side.on_event)
+        observer = Observer(endpoints.sync, order=only, on_event=read_side.on_event)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(observer.ready.wait(), OBSERVER_READY_S)
@@ -144,7 +141,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
         with progress_display(stats, console, show_progress) as on_progress:
             parts = await asyncio.gather(*(
                 run_load(reqs, endpoints.ingest_url, endpoints.secret, concurrency=load.concurrency, rate=load.rate,
-                         runner=index, stats=stats, on_progress=on_progress)
+                         runner=index, stats=stats, on_progress=on_progress, host=endpoints.host)
                 for index, reqs in enumerate(requests)))
         load_s = time.monotonic() - started
         load_done.set()
@@ -178,7 +175,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     ctx = Context(sent, ledger, history, observed, faults=records, max_lost=spec.verification.max_lost,
                   caught_up=settled, deadline=spec.settle.timeout, extras=extras)
     result = verify(ctx, spec.enabled_invariants())
-    api = await orders_api(endpoints.sync_url, history) if endpoints.sync_url else None
+    api = await orders_api(endpoints.sync, history) if endpoints.sync else None
     total_s = finished - started
     timings = Timings(
         total_s=round(total_s, 3), load_s=round(load_s, 3), drain_s=round(finished - drain_from, 3),
@@ -202,7 +199,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     return report
 
 
-async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | None, run_id: str,
+async def verify_only(test: ChaosTest, database_url: str, *, sync: SyncEndpoint | None, run_id: str,
                       ledger_paths: Sequence[Path] = (), ledger: Sequence[LedgerEntry] | None = None,
                       since: int | None = None, faults: Sequence[FaultRecord] = ()) -> Report:
     """The verification Job: what was sent comes from the spec, what was answered from the runners' ledgers
@@ -223,21 +220,21 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync_url: str | Non
     observed: list[Seen] | None = None
     problems: list[str] = []
     unobserved = "no sync service to observe"
-    if sync_url:
+    if sync:
         try:
-            observed, problems = await replay(sync_url, orders, timeout, since or 0)
+            observed, problems = await replay(sync, orders, timeout, since or 0)
         except ReplayUnavailable as exc:
             unobserved = str(exc)
     history = await read_history(database_url, orders)
     store = await read_store(database_url, orders, [r.webhook.webhook_id for r in requests if not r.valid])
-    walk, walk_problems = await final_walk(sync_url, len(orders)) if sync_url else (None, [])
+    walk, walk_problems = await final_walk(sync, len(orders)) if sync else (None, [])
     problems += walk_problems
     selectors = {f.name: f.selector for f in spec.faults}
     ctx = Context(requests, ledger, history, observed, faults=faults, max_lost=spec.verification.max_lost,
                   caught_up=settled, deadline=spec.settle.timeout, unobserved=unobserved,
                   extras=Extras(store, walk_after=walk, selectors=selectors))
     result = verify(ctx, spec.enabled_invariants())
-    api = await orders_api(sync_url, history) if sync_url else None
+    api = await orders_api(sync, history) if sync else None
     report = assemble(test.metadata.name, ctx, result, spec.enabled_invariants(),
                       timings=Timings(drain_s=round(drain_s, 3), settled=settled), notes=problems, orders_api=api,
                       performance=[rate("queue drain time", round(drain_s, 3))])

@@ -20,6 +20,7 @@ from fincart_core.settings import to_asyncpg_url
 
 from fincart_chaos.history_checks import AuditEntry, OrderColumns, PageItem, ReadBack, StoreView
 from fincart_chaos.observer import ResumingObserver, Seen
+from fincart_chaos.sync_endpoint import SyncEndpoint
 
 DB_TIMEOUT_S = 10.0
 HTTP_TIMEOUT_S = 10.0
@@ -105,10 +106,10 @@ class ReadApiProbe:
     queues a read-back of the event's order; ``walk_while`` pages through ``GET /orders`` again and
     again until told to stop."""
 
-    def __init__(self, sync_url: str, page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, sync: SyncEndpoint, page_size: int = PAGE_SIZE) -> None:
         self.evidence = ReadApiEvidence()
         self._page_size = page_size
-        self._http = httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S)
+        self._http = sync.http(HTTP_TIMEOUT_S)
         self._queue: asyncio.Queue[Seen] = asyncio.Queue(PROBE_QUEUE)
         self._workers: list[asyncio.Task[None]] = []
 
@@ -167,9 +168,9 @@ class ReadSide:
     back at random points, read-backs of every event the steady observer gets (``on_event``), and page
     walks through ``GET /orders`` while the load runs and once more at the end."""
 
-    def __init__(self, sync_url: str, *, orders: int, order: str | None, resuming: int, seed: int) -> None:
-        self.probe = ReadApiProbe(sync_url, page_size_for(orders))
-        self.resumers = [ResumingObserver(sync_url, seed=seed * 1000 + i, order=order) for i in range(resuming)]
+    def __init__(self, sync: SyncEndpoint, *, orders: int, order: str | None, resuming: int, seed: int) -> None:
+        self.probe = ReadApiProbe(sync, page_size_for(orders))
+        self.resumers = [ResumingObserver(sync, seed=seed * 1000 + i, order=order) for i in range(resuming)]
         self._walking = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -202,9 +203,9 @@ class ReadSide:
         return [r.log for r in self.resumers], evidence
 
 
-async def final_walk(sync_url: str, orders: int) -> tuple[list[PageItem] | None, list[str]]:
+async def final_walk(sync: SyncEndpoint, orders: int) -> tuple[list[PageItem] | None, list[str]]:
     """One walk through ``GET /orders`` (the verification Job's, after the load)."""
-    async with httpx.AsyncClient(base_url=sync_url, timeout=HTTP_TIMEOUT_S) as http:
+    async with sync.http(HTTP_TIMEOUT_S) as http:
         try:
             return await walk_orders(http, page_size_for(orders)), []
         except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:

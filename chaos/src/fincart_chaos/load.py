@@ -1,7 +1,8 @@
 """The load generator: signed webhooks over keep-alive HTTP with bounded concurrency.
 
-Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times; a
-poison webhook too, until it gets a 2xx or a 4xx (a client error is final). A forged (invalid-signature)
+Like Shopify, a valid webhook that gets no 2xx is sent again with backoff, a bounded number of times,
+unless the answer is a definite rejection (a 4xx such as 413 from ingest or from the ingress's body limit):
+the same request can only get it again; a poison webhook too, until it gets a 2xx or a 4xx. A forged (invalid-signature)
 request is sent once: its expected answer is 401. Every attempt that was not final is kept in the ledger
 (when, which status), so the report can say what each fault window failed.
 """
@@ -21,6 +22,12 @@ from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.workload import Request
 
 FORGED_SECRET = "not-the-shop-secret"
+RETRYABLE_4XX = frozenset({408, 429})  # request timeout, too many requests: the same request may succeed later
+
+
+def definite_rejection(status: int) -> bool:
+    """A 4xx that settles the request: it was not stored, and sending it again changes nothing."""
+    return 400 <= status < 500 and status not in RETRYABLE_4XX
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class LoadStats:
     sent: int = 0
     done: int = 0
     acked: int = 0
-    rejected: int = 0  # answered 4xx as expected (forged signatures, poison)
+    rejected: int = 0  # answered with a definite 4xx (forged signatures, poison, bodies over a limit)
     errors: int = 0  # non-2xx or no answer on an attempt that was then retried or given up
     given_up: int = 0
 
@@ -87,7 +94,7 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
         if attempt == 0:
             first_status = status
             stats.sent += 1
-        if 200 <= status < 300 or not request.signed or (not request.valid and 400 <= status < 500):
+        if 200 <= status < 300 or not request.signed or definite_rejection(status):
             break
         failures.append((round(time.time(), 3), status))
         stats.errors += 1
@@ -101,7 +108,7 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
     stats.done += 1
     if entry.acked:
         stats.acked += 1
-    elif not request.valid and 400 <= status < 500:
+    elif definite_rejection(status):
         stats.rejected += 1
     else:
         stats.given_up += 1
@@ -111,9 +118,9 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
 async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *, concurrency: int,
                    rate: float = 0.0, runner: int = 0, policy: RetryPolicy | None = None,
                    stats: LoadStats | None = None, on_progress: Callable[[LoadStats], None] | None = None,
-                   ) -> list[LedgerEntry]:
+                   host: str | None = None) -> list[LedgerEntry]:
     """Send ``requests`` in order with at most ``concurrency`` in flight (and at most ``rate`` per second
-    when ``rate > 0``); return one ledger entry per request."""
+    when ``rate > 0``); return one ledger entry per request. ``host``: the Host header (an ingress's rule)."""
     policy = policy or RetryPolicy()
     stats = stats or LoadStats(total=len(requests))
     entries: list[LedgerEntry | None] = [None] * len(requests)
@@ -138,6 +145,7 @@ async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *,
     # aiohttp rather than httpx: at hundreds of requests in flight httpx's pool costs more CPU than the server
     connector = aiohttp.TCPConnector(limit=concurrency)
     timeout = aiohttp.ClientTimeout(total=policy.request_timeout_s)
-    async with aiohttp.ClientSession(ingest_url, connector=connector, timeout=timeout) as http:
+    headers = {"Host": host} if host else None
+    async with aiohttp.ClientSession(ingest_url, connector=connector, timeout=timeout, headers=headers) as http:
         await asyncio.gather(*(worker(http) for _ in range(min(concurrency, len(requests)) or 1)))
     return [e for e in entries if e is not None]

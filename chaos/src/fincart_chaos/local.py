@@ -37,6 +37,7 @@ from fincart_core.streams import delete_streams
 
 from fincart_chaos.execution import Endpoints
 from fincart_chaos.faults import LocalTargets
+from fincart_chaos.sync_endpoint import SyncEndpoint
 
 URL_VARIABLES = {"nats": "FINCART_NATS_URL", "redis": "FINCART_REDIS_URL", "postgres": "FINCART_DATABASE_URL"}
 
@@ -89,16 +90,19 @@ class FaultProxyProcess(ManagedProcess):
 def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
              processor_command: list[str] | None = None, test: ChaosTest | None = None,
              ingest_command: list[str] | None = None,
-             sync_command: list[str] | None = None) -> Iterator[tuple[Endpoints, LocalTargets]]:
+             sync_command: list[str] | None = None, via_ingress: bool = False,
+             ingress_host: str | None = None) -> Iterator[tuple[Endpoints, LocalTargets]]:
     """``*_command``: argv of a service instead of its console script (deliberately broken ones in tests);
-    ``test``: the ChaosTest whose network faults route connections through the fault proxy."""
+    ``test``: the ChaosTest whose network faults route connections through the fault proxy; ``via_ingress``:
+    load and observer go through nginx with the chart's Ingress rules (and its rule for ``ingress_host``,
+    which every request then names in its Host header)."""
     run = uuid.uuid4().hex[:8]
     partitions = int(os.environ.get("FINCART_PARTITIONS", "16"))
     config = StackConfig(database=f"fincart_chaos_{run}", partitions=partitions, processors=processors,
                          nats_prefix=f"chaos-{run}", webhook_secret=secrets.token_hex(16), ingest_port=free_port(),
                          sync_port=0, log_level=os.environ.get("FINCART_LOG_LEVEL", "WARNING"),
                          processor_command=processor_command, ingest_command=ingest_command,
-                         sync_command=sync_command)
+                         sync_command=sync_command, ingress=via_ingress, ingress_host=ingress_host or "")
     logdir.mkdir(parents=True, exist_ok=True)
     routes = {f.network.target.route: f.network.target for f in (test.spec.scheduled_faults() if test else [])
               if f.network}
@@ -106,13 +110,13 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
                  "ingest": f"http://127.0.0.1:{config.ingest_port}"}
     proxy = FaultProxyProcess({name: host_port(upstreams[t.upstream]) for name, t in routes.items()},
                               logdir) if routes else None
-    ingest_url = f"http://127.0.0.1:{config.ingest_port}"
+    runners_url = None  # the runners' way to ingest when a network fault sits on it
     for target in routes.values():
         # a service's own NATS user travels in the proxied URL
         upstream = infra.nats_url_for(target.service) if target.upstream == "nats" else upstreams[target.upstream]
         via = via_proxy(upstream, proxy.listen[target.route])  # type: ignore[union-attr]
         if target.service == "runners":
-            ingest_url = via
+            runners_url = via
         else:
             url = with_database(via, config.database) if target.upstream == "postgres" else via
             config.service_env.setdefault(target.service, {})[URL_VARIABLES[target.upstream]] = url
@@ -121,8 +125,9 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
         if proxy:
             proxy.start()
         stack.start()
-        endpoints = Endpoints(ingest_url=ingest_url, database_url=stack.database_url,
-                              secret=config.webhook_secret, sync_url=stack.sync_url)
+        sync = SyncEndpoint(stack.public_sync_url, config.read_token, ingress_host) if stack.public_sync_url else None
+        endpoints = Endpoints(ingest_url=runners_url or stack.public_ingest_url, database_url=stack.database_url,
+                              secret=config.webhook_secret, sync=sync, host=ingress_host)
         nats = infra.embedded.get("nats")
         nats_nodes: list[ManagedProcess] = list(infra.nats_cluster.nodes) if infra.nats_cluster else (
             [nats] if nats else [])

@@ -18,13 +18,13 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from datetime import datetime
 from decimal import Decimal
-from urllib.parse import urlencode
 
 import websockets
 from pydantic import BaseModel
 
+from fincart_chaos.sync_endpoint import CONNECT_TIMEOUT_S, SyncEndpoint
+
 RECONNECTS = 50
-CONNECT_TIMEOUT_S = 10.0
 
 
 class Seen(BaseModel):
@@ -43,18 +43,6 @@ class Seen(BaseModel):
     last_external_updated_at: datetime | None = None
 
 
-def connect(url: str, token: str):  # type: ignore[no-untyped-def]
-    """A /sync connection with the read token (FINCART_SYNC_TOKEN) as a bearer header."""
-    headers = {"Authorization": f"Bearer {token}"} if token else None
-    return websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None, additional_headers=headers)
-
-
-def ws_url(sync_url: str, **query: str | int) -> str:
-    base = sync_url.rstrip("/").replace("https://", "wss://", 1).replace("http://", "ws://", 1)
-    params = urlencode({k: v for k, v in query.items() if v is not None})
-    return f"{base}/sync{'?' + params if params else ''}"
-
-
 def _seen(kind: str, seq: int, order: dict) -> Seen:
     return Seen(kind=kind, seq=seq, order_id=order["shopify_order_id"], version=order["version"],
                 status=order["status"], shipping_fee=str(order["shipping_fee"]),
@@ -70,10 +58,9 @@ def _reset(seq: int) -> Seen:
 class Observer:
     """Records every frame's orders into ``log`` until ``stop()``; ``order`` filters to one order."""
 
-    def __init__(self, sync_url: str, order: str | None = None,
+    def __init__(self, sync: SyncEndpoint, order: str | None = None,
                  on_event: Callable[[Seen], None] | None = None) -> None:
-        self.sync_url = sync_url
-        self.token = token
+        self.sync = sync
         self.order = order
         self.on_event = on_event
         self.log: list[Seen] = []
@@ -118,9 +105,8 @@ class Observer:
         for attempt in range(RECONNECTS):
             if self._stopping.is_set():
                 return
-            url = ws_url(self.sync_url, order=self.order, since=self.resume_from)  # type: ignore[arg-type]
             try:
-                async with connect(url, self.token) as ws:
+                async with self.sync.websocket(order=self.order, since=self.resume_from) as ws:
                     self.connections += 1
                     stop = asyncio.ensure_future(self._stopping.wait())
                     try:
@@ -178,15 +164,14 @@ async def _read_until_covered(ws: websockets.ClientConnection, observer: Observe
         observer.take(frame)
 
 
-async def replay(sync_url: str, order_ids: Collection[str], timeout: float,
+async def replay(sync: SyncEndpoint, order_ids: Collection[str], timeout: float,
                  since: int = 0) -> tuple[list[Seen], list[str]]:
     """Every event after stream sequence ``since`` for ``order_ids``, as a client resuming from ``since``
     gets them (``since``: where the stream stood when the test started, so a long-lived stream is not
     replayed from 0 past FINCART_REPLAY_MAX_EVENTS)."""
     wanted = set(order_ids)
-    observer = Observer(sync_url)
-    url = ws_url(sync_url, since=since)
-    async with asyncio.timeout(timeout), websockets.connect(url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+    observer = Observer(sync)
+    async with asyncio.timeout(timeout), sync.websocket(since=since) as ws:
         await _read_until_covered(ws, observer, since, snapshot_ok=False)
     log = [seen for seen in observer.log if seen.order_id in wanted]
     return log, observer.problems
@@ -203,8 +188,8 @@ class ResumingObserver(Observer):
     its last page, a ``since`` resume from the snapshot's seq (where a snapshot stamped with the wrong
     seq skips or repeats events). ``catch_up`` ends it with one resume to the stream's end."""
 
-    def __init__(self, sync_url: str, seed: int, order: str | None = None) -> None:
-        super().__init__(sync_url, order)
+    def __init__(self, sync: SyncEndpoint, seed: int, order: str | None = None) -> None:
+        super().__init__(sync, order)
         self._rng = random.Random(seed)
         self.resumes: Counter[str] = Counter()
 
@@ -214,8 +199,7 @@ class ResumingObserver(Observer):
             since = self.resume_from if mode == "since" else None
             budget = self._rng.randint(1, MAX_FRAMES_PER_CONNECTION)
             try:
-                async with websockets.connect(ws_url(self.sync_url, order=self.order, since=since),  # type: ignore[arg-type]
-                                              open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+                async with self.sync.websocket(order=self.order, since=since) as ws:
                     self.connections += 1
                     self.resumes[mode] += 1
                     with contextlib.suppress(TimeoutError):
@@ -248,10 +232,8 @@ class ResumingObserver(Observer):
     async def catch_up(self, timeout: float) -> None:
         """One last resume from the cursor (a snapshot when there is none) up to the stream's end."""
         since = self.resume_from
-        url = ws_url(self.sync_url, order=self.order, since=since)  # type: ignore[arg-type]
         try:
-            async with asyncio.timeout(timeout), websockets.connect(
-                    url, open_timeout=CONNECT_TIMEOUT_S, max_size=None) as ws:
+            async with asyncio.timeout(timeout), self.sync.websocket(order=self.order, since=since) as ws:
                 await _read_until_covered(ws, self, since or 0)
         except (OSError, TimeoutError, ConnectionError, websockets.WebSocketException) as exc:
             self.problems.append(f"resuming observer could not catch up: {type(exc).__name__}: {exc}")
@@ -260,10 +242,9 @@ class ResumingObserver(Observer):
 PROBE_ORDER = "fincart-chaos-stream-position"  # an order no test has: its snapshot is empty, its seq is the stream's
 
 
-async def stream_position(sync_url: str, timeout: float = CONNECT_TIMEOUT_S) -> int:
+async def stream_position(sync: SyncEndpoint, timeout: float = CONNECT_TIMEOUT_S) -> int:
     """The ORDER_EVENTS stream's last sequence now (a runner records it before its first request)."""
-    async with asyncio.timeout(timeout), websockets.connect(ws_url(sync_url, order=PROBE_ORDER),
-                                                            open_timeout=CONNECT_TIMEOUT_S) as ws:
+    async with asyncio.timeout(timeout), sync.websocket(order=PROBE_ORDER) as ws:
         while True:
             frame = json.loads(await ws.recv())
             if frame.get("type") == "snapshot":

@@ -260,3 +260,18 @@ readinessProbe:
 {{- define "fincart.migrations.hook" -}}
 {{- if include "fincart.postgres.inCluster" . -}}post-install,pre-upgrade{{- else -}}pre-install,pre-upgrade{{- end -}}
 {{- end -}}
+
+{{/* The Ingress's proxy settings, derived from the values the services run with. The body limit leaves a
+     1 MiB margin above FINCART_MAX_BODY_BYTES so that ingest answers 413 itself (logged and counted) up
+     to there; the read/send timeouts are three heartbeat intervals, so an idle /sync WebSocket is cut
+     only after two missed heartbeats. fincart_core.ingress_proxy computes the same numbers for the local
+     nginx; tests/integration/test_deploy_chart.py keeps the two equal. */}}
+{{- define "fincart.ingress.annotations" -}}
+{{- $timeout := mulf .Values.sync.heartbeatIntervalSeconds 3 | ceil | int64 | toString -}}
+{{- $derived := dict
+      "nginx.ingress.kubernetes.io/proxy-body-size" (add (int64 .Values.ingest.maxBodyBytes) 1048576 | toString)
+      "nginx.ingress.kubernetes.io/proxy-read-timeout" $timeout
+      "nginx.ingress.kubernetes.io/proxy-send-timeout" $timeout
+      "nginx.ingress.kubernetes.io/proxy-buffering" "off" -}}
+{{- toYaml (merge $derived .Values.ingress.annotations) -}}
+{{- end -}}

@@ -1,7 +1,8 @@
 """``fincart-dev up``: the whole FinCart stack on one machine, in the foreground.
 
 :class:`DevStack` is also what ``fincart-chaos run --local`` and the end-to-end tests start: infra
-(configured or embedded), the migrated database, ingest, N processor replicas and sync.
+(configured or embedded), the migrated database, ingest, N processor replicas and sync, and with
+``ingress`` nginx in front of ingest and sync with the chart's Ingress rules (fincart_core.ingress_proxy).
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from fincart_core.blocking import run_blocking
 from fincart_core.credentials import redact
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
+from fincart_core.ingress_proxy import IngressRules, NginxIngress
 from fincart_core.localstack import (
     Infra,
+    ManagedProcess,
     ServiceProcess,
     StackError,
     console_script,
@@ -53,6 +56,9 @@ class StackConfig:
     sync_command: list[str] | None = None
     # per service (ingest, processor, sync): env that wins over the rest (a chaos run routes one through its proxy)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    ingress: bool = False  # nginx in front of ingest and sync, as the chart's Ingress
+    ingress_port: int = 0  # 0: a free port
+    ingress_host: str = ""  # the Ingress rule's host; empty: any host
 
 
 class DevStack:
@@ -64,6 +70,10 @@ class DevStack:
         self.ingest: ServiceProcess | None = None
         self.processors: list[ServiceProcess] = []
         self.sync: ServiceProcess | None = None
+        self.ingress: NginxIngress | None = None
+        # the services get the proxy's numbers explicitly: both sides use the same ones
+        self.ingress_rules = IngressRules.from_env({**os.environ, **config.extra_env}, config.ingress_host) if (
+            config.ingress) else None
 
     def env(self, component: str = "admin", **extra: str | int) -> dict[str, str]:
         """A service's environment; ``component`` picks its NATS user when the infra has credentials."""
@@ -72,7 +82,8 @@ class DevStack:
             webhook_secret=self.config.webhook_secret, log_level=self.config.log_level, **extra,
         )
         env["FINCART_DATABASE_URL"] = self.database_url
-        return {**env, **self.config.extra_env}
+        rules = self.ingress_rules.service_env() if self.ingress_rules else {}
+        return {**env, **rules, **self.config.extra_env}
 
     def _service(self, name: str, argv: list[str], port: int, **extra: str | int) -> ServiceProcess:
         port = port or free_port()
@@ -107,6 +118,10 @@ class DevStack:
                 self.sync = self._service("sync", sync, self.config.sync_port,
                                           read_token_hashes=token_hash(self.config.read_token))
                 self.sync.start()
+            if self.ingress_rules:
+                upstreams = {"ingest": self.ingest.port, **({"sync": self.sync.port} if self.sync else {})}
+                self.ingress = NginxIngress(self.logdir, self.ingress_rules, upstreams, self.config.ingress_port)
+                self.ingress.start()
         except BaseException:
             self.stop()
             raise
@@ -114,9 +129,12 @@ class DevStack:
     def services(self) -> list[ServiceProcess]:
         return [s for s in (self.ingest, *self.processors, self.sync) if s is not None]
 
+    def processes(self) -> list[ManagedProcess]:
+        return [*self.services(), *([self.ingress] if self.ingress else [])]
+
     def stop(self) -> None:
-        for service in reversed(self.services()):
-            service.stop()
+        for process in reversed(self.processes()):
+            process.stop()
 
     @property
     def ingest_url(self) -> str:
@@ -126,6 +144,15 @@ class DevStack:
     @property
     def sync_url(self) -> str | None:
         return self.sync.base_url if self.sync else None
+
+    @property
+    def public_ingest_url(self) -> str:
+        """Where shops send webhooks: the ingress when there is one, else ingest itself."""
+        return self.ingress.base_url if self.ingress else self.ingest_url
+
+    @property
+    def public_sync_url(self) -> str | None:
+        return self.ingress.base_url if self.ingress and self.sync else self.sync_url
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -139,6 +166,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--logdir", type=Path, default=Path(".fincart-dev"), help="service logs go here")
     up.add_argument("--no-credentials", action="store_true",
                     help="use FINCART_NATS_URL/FINCART_REDIS_URL (or embedded servers) without per-component users")
+    up.add_argument("--ingress", action="store_true",
+                    help="put nginx in front of ingest and sync with the chart's Ingress rules")
+    up.add_argument("--ingress-port", type=int, default=8000, help="port of the ingress (with --ingress)")
     return parser.parse_args(argv)
 
 
@@ -152,6 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         processors=args.processors, partitions=args.partitions, ingest_port=args.ingest_port,
         sync_port=args.sync_port, webhook_secret=os.environ.get("FINCART_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
         read_token=os.environ.get("FINCART_SYNC_TOKEN") or new_token(),
+        ingress=args.ingress, ingress_port=args.ingress_port,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -172,9 +203,13 @@ def main(argv: list[str] | None = None) -> None:
             print(f"Sync      {stack.sync_url}/   live page, {stack.sync_url}/orders, ws {stack.sync_url}/sync")
             print(f"Token     export FINCART_SYNC_TOKEN={config.read_token}   (read token for /orders, /sync, "
                   "the live page; set FINCART_SYNC_TOKEN before `up` to keep one)")
+        if stack.ingress:
+            rules = stack.ingress.rules
+            print(f"Ingress   {stack.ingress.base_url}/   nginx: /webhooks -> ingest; /sync, /orders, / -> sync; "
+                  f"body limit {rules.body_limit_bytes} B, timeouts {rules.timeout_s}s")
         print(f"Logs      {args.logdir}/   Ctrl-C stops everything", flush=True)
         while not stop.wait(1.0):
-            dead = [s.name for s in stack.services() if not s.running]
+            dead = [s.name for s in stack.processes() if not s.running]
             if dead:
                 print(f"fincart-dev: {', '.join(dead)} exited; see {args.logdir}", file=sys.stderr)
                 raise SystemExit(1)

@@ -57,6 +57,11 @@ class SecretKeyRef(SpecModel):
 class Target(SpecModel):
     ingest_url: str = Field(min_length=1, description="Base URL of the ingest service (webhooks go here)")
     sync_url: str | None = Field(None, description="Base URL of the sync service (WebSocket observer, I6)")
+    host_header: str | None = Field(
+        None, min_length=1, max_length=253,
+        description="Host header of every request to ingestUrl and syncUrl, for an ingress controller that routes "
+                    "on it (e.g. the Ingress host, with the controller's Service as the URLs); unset: the URLs' host",
+    )
     database_url_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret with the PostgreSQL URL the verifier reads (in-cluster runs)"
     )
