@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.observer import stream_position
+from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_core.contracts.report import ReportSummary
 from fincart_core.devstack import DevStack, StackConfig
 from fincart_core.localstack import Infra, console_script
