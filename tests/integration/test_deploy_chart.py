@@ -22,6 +22,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL
 from fincart_core.credentials import PERMISSIONS
 from fincart_core.ingress_proxy import ROUTES, IngressRules
 from fincart_ingest.settings import IngestSettings
@@ -697,7 +698,7 @@ def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
     assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
                                                                                        "fincart-sync")
     assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
-    assert env["FINCART_CHAOS_ALLOWED_ORIGINS"] == "http://ingress-nginx-controller.ingress-nginx.svc"  # the examples'
+    assert env["FINCART_CHAOS_ALLOWED_ORIGINS"] == INGRESS_CONTROLLER_URL  # the examples'
     examples = [yaml.safe_load(p.read_text()) for p in (ROOT / "examples").glob("chaostest-s*.yaml")]
     assert {d["spec"]["target"]["ingestUrl"] for d in examples if "ingress" in d["spec"]["target"]["ingestUrl"]} == {
         env["FINCART_CHAOS_ALLOWED_ORIGINS"]}

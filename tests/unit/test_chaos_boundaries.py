@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from fincart_chaos.cli import app
 from fincart_chaos.spec_io import load_file
-from fincart_core.contracts.boundaries import Boundaries, boundary_problems
+from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL, Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus
 from fincart_operator.children import Owner
 from fincart_operator.reconcile import Create, Observed, decide
@@ -19,7 +19,8 @@ from typer.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("chaostest-*.yaml"))
-RULES = Boundaries(namespace="shop", allow_db_faults=True)
+# as the chart configures the operator with its Ingress on (ingress.controller.url: the examples' target)
+RULES = Boundaries(namespace="shop", allow_db_faults=True, allowed_origins=frozenset({INGRESS_CONTROLLER_URL}))
 SECRET = {"name": "fincart", "key": "k"}
 
 
@@ -113,6 +114,6 @@ def test_cli_validate_applies_the_same_rules(tmp_path: Path) -> None:
     assert runner.invoke(app, ["validate", faults, "--namespace", "fincart", "--allow-db-faults"]).exit_code == 0
     elsewhere = tmp_path / "elsewhere.yaml"
     elsewhere.write_text((ROOT / "examples" / "chaostest-seed.yaml").read_text().replace(
-        "http://fincart-sync:8082", "http://169.254.169.254"))
+        f"syncUrl: {INGRESS_CONTROLLER_URL}", "syncUrl: http://169.254.169.254"))
     refused = runner.invoke(app, ["validate", str(elsewhere), "--namespace", "fincart"])
     assert refused.exit_code == 2 and "spec.target.syncUrl" in refused.output

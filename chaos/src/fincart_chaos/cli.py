@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from fincart_core.contracts.boundaries import Boundaries, boundary_problems
+from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL, Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
 from fincart_core.localstack import StackError
@@ -86,7 +86,8 @@ def validate(
         help="also check what the tests may reach, as the operator does in this namespace")] = None,
     ingest_service: Annotated[list[str] | None, typer.Option(help="allowed ingest Service (repeatable)")] = None,
     sync_service: Annotated[list[str] | None, typer.Option(help="allowed sync Service (repeatable)")] = None,
-    allowed_origin: Annotated[list[str] | None, typer.Option(help="allowed origin scheme://host:port")] = None,
+    allowed_origin: Annotated[list[str] | None, typer.Option(
+        help="allowed origin scheme://host:port (repeatable; default: the chart's ingress controller)")] = None,
     secret: Annotated[list[str] | None, typer.Option(help="Secret the refs may name (repeatable)")] = None,
     allow_db_faults: Annotated[bool, typer.Option(help="allow dbConnectionDrop")] = False,
 ) -> None:
@@ -96,7 +97,7 @@ def validate(
     rules = Boundaries(
         namespace=namespace or "", ingest_services=frozenset(ingest_service or defaults.ingest_services),
         sync_services=frozenset(sync_service or defaults.sync_services),
-        allowed_origins=frozenset(allowed_origin or ()),
+        allowed_origins=frozenset(allowed_origin or (INGRESS_CONTROLLER_URL,)),
         secret_names=frozenset(secret or defaults.secret_names), allow_db_faults=allow_db_faults,
     )
     for path in files:
