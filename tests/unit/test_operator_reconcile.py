@@ -625,8 +625,8 @@ def proxied_step(status: ChaosTestStatus, observed: Observed, seconds: float, ra
 
 
 def test_rescale_holds_the_workload_at_its_replicas_and_restores_it() -> None:
-    rescale = {"name": "pause", "type": "rescale", "replicas": 3, "selector": {"app.kubernetes.io/component": "processor"},
-               "startAfter": "10s", "duration": "10s"}
+    rescale = {"name": "pause", "type": "rescale", "replicas": 3,
+               "selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "10s", "duration": "10s"}
     status, observed, raw = running([rescale], workloads={"pause": WORKLOADS["pause"][:1]})
     record = step(status, observed, seconds=10, raw=raw)
     assert record.status.faults[0].message == "scaled to 3; restore StatefulSet/fincart-processor=2"
@@ -651,8 +651,8 @@ def test_pause_is_a_scale_to_zero_in_a_cluster() -> None:
 @pytest.mark.parametrize(("nodes", "killed"), [("one", ["fincart-nats-0"]),
                                                ("all", ["fincart-nats-0", "fincart-nats-1", "fincart-nats-2"])])
 def test_broker_node_loss_kills_one_or_all_nats_pods_without_grace(nodes: str, killed: list[str]) -> None:
-    loss = {"name": "kill", "type": "brokerNodeLoss", "nodes": nodes, "selector": {"app.kubernetes.io/component": "nats"},
-            "startAfter": "5s", "duration": "2s"}
+    loss = {"name": "kill", "type": "brokerNodeLoss", "nodes": nodes,
+            "selector": {"app.kubernetes.io/component": "nats"}, "startAfter": "5s", "duration": "2s"}
     status, observed, raw = running([loss], pods={"kill": ("fincart-nats-0", "fincart-nats-1", "fincart-nats-2")})
     decision = step(status, observed, seconds=5, raw=raw)
     assert of(decision, Delete) == [Delete("Pod", pod, grace_period_s=0) for pod in killed]
