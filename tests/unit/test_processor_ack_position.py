@@ -1,10 +1,10 @@
-"""consumer.ack_position reads what nats-py's Msg.metadata reads from a JetStream ack subject."""
+"""puller.ack_position reads what nats-py's Msg.metadata reads from a JetStream ack subject."""
 
 from __future__ import annotations
 
 import nats.errors
 import pytest
-from fincart_processor.consumer import ack_position
+from fincart_processor.puller import ack_position
 from nats.aio.msg import Msg
 
 SUBJECTS = [

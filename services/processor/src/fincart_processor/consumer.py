@@ -26,8 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import asyncpg
 import nats.errors
@@ -37,40 +36,18 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
-from opentelemetry import trace
 
 from fincart_processor import metrics
+from fincart_processor.applier import BatchApplier, Delivery, Rejected
 from fincart_processor.dead_letters import DeadLetters
-from fincart_processor.decisions import Plan, Webhook
+from fincart_processor.decisions import Webhook
 from fincart_processor.event_publisher import EventPublisher
-from fincart_processor.failures import Failure, classify
 from fincart_processor.lease_store import Fence, LeaseLost
-from fincart_processor.order_store import apply_batch
-from fincart_processor.puller import Puller
-from fincart_processor.remote_trace import RemoteTrace, links_recorded
+from fincart_processor.puller import Puller, ack_position, quietly
+from fincart_processor.remote_trace import RemoteTrace
 from fincart_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
-tracer = trace.get_tracer("fincart_processor")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """A parsed webhook with the trace context its producer sent, and the message as it came."""
-
-    webhook: Webhook
-    remote_trace: RemoteTrace
-    data: bytes
-    headers: Mapping[str, str] | None
-    stream_seq: int
-
-
-@dataclass(frozen=True)
-class Rejected:
-    """A delivery that can never be applied, and why."""
-
-    delivery: Delivery
-    reason: str
 
 
 def parse(data: bytes | None) -> Webhook:
@@ -97,9 +74,9 @@ class PartitionConsumer:
     ) -> None:
         self.fence = fence
         self.partition = fence.partition
-        self._js, self._pool, self._topology, self._nc = js, pool, topology, nc
-        self._events, self._settings = events, settings
+        self._js, self._topology, self._nc, self._settings = js, topology, nc, settings
         self._dead_letters = DeadLetters(js, pool, topology)
+        self._applier = BatchApplier(fence, pool, events, settings)
         self.subscribed = False
 
     @property
@@ -166,7 +143,7 @@ class PartitionConsumer:
         rejected: list[Rejected] = []
         if parsed:
             try:
-                outcome = await self._apply_isolating([d for _, d in parsed], [m for m, _ in parsed])
+                outcome = await self._applier.apply([d for _, d in parsed], [m for m, _ in parsed])
             except LeaseLost:
                 await self._nak_all([m for m, _ in parsed] + [m for m, _, _ in unparsed])
                 raise
@@ -184,73 +161,13 @@ class PartitionConsumer:
         }
         for (stream_seq, _), msg in positioned:  # an ack is a buffered publish: no task per message needed
             if stream_seq in failed_to_dead_letter:
-                await _quietly(msg.nak(delay=self._settings.retry_backoff_s))
+                await quietly(msg.nak(delay=self._settings.retry_backoff_s))
             else:
                 await msg.ack()
         metrics.BATCH_SIZE.observe(len(msgs))
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         log.info("batch applied", extra={"partition": self.partition, "batch_size": len(msgs)})
         return True
-
-    async def _apply_isolating(
-        self, deliveries: Sequence[Delivery], keep_alive: Sequence[Msg] = ()
-    ) -> tuple[list[Plan], list[Rejected]] | None:
-        """Apply ``deliveries`` in stream order, isolating poison: a part that fails for good is split in
-        halves, older half first, until the culprit is alone (log2(batch) levels, each part its own
-        transaction). Returns the applied parts' plans and the rejected deliveries, or None when a transient
-        error outlived its retries (some parts may be applied: their redelivery only re-publishes)."""
-        plans: list[Plan] = []
-        rejected: list[Rejected] = []
-        parts = [list(deliveries)]
-        while parts:
-            part = parts.pop()
-            result = await self._apply_with_retries(part, keep_alive)
-            if result is None:
-                return None
-            if isinstance(result, Plan):
-                plans.append(result)
-                _count(result)
-            elif len(part) == 1:
-                rejected.append(Rejected(part[0], result))
-            else:
-                log.warning("batch rejected, isolating the poison", extra={
-                    "partition": self.partition, "batch_size": len(part), "error": result[:500]})
-                middle = len(part) // 2
-                parts += [part[middle:], part[:middle]]  # a stack: the older half comes out first
-        return plans, rejected
-
-    async def _apply_with_retries(self, deliveries: Sequence[Delivery], keep_alive: Sequence[Msg]) -> Plan | str | None:
-        """Apply and publish the events: the plan; the reason when the input itself is refused (poison); None
-        when transient errors (DB down, conflict, broker hiccup) outlived a bounded number of retries with
-        backoff. LeaseLost is raised: the partition is no longer ours."""
-        webhooks = [d.webhook for d in deliveries]
-        traces = {d.webhook.webhook_id: d.remote_trace for d in deliveries}
-        links = [trace.Link(span_ctx) for d in deliveries
-                 if (span_ctx := trace.get_current_span(d.remote_trace.context).get_span_context()).is_valid
-                 ] if links_recorded() else []
-        for attempt in range(self._settings.retry_attempts):
-            with tracer.start_as_current_span("apply batch", links=links) as span:
-                span.set_attributes({"fincart.partition": self.partition, "fincart.batch_size": len(webhooks)})
-                try:
-                    async with self._pool.acquire() as conn:
-                        plan, events = await apply_batch(conn, webhooks, self.fence)
-                    # each event continues the trace of the webhook that produced it
-                    await self._events.publish([(e, traces.get(e.order.last_webhook_id)) for e in events])
-                    return plan
-                except LeaseLost:
-                    raise
-                except Exception as exc:
-                    span.record_exception(exc)
-                    if classify(exc) is Failure.POISON:
-                        return f"{type(exc).__name__}: {exc}"
-                    metrics.TRANSIENT_ERRORS.inc()
-                    log.warning("batch failed, retrying", extra={
-                        "partition": self.partition, "batch_size": len(webhooks), "attempt": attempt + 1,
-                        "error": repr(exc)})
-            for m in keep_alive:
-                await _quietly(m.in_progress())
-            await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
-        return None
 
     async def _recover(self) -> bool:
         """Apply the partition's delivered-but-unacked messages, read straight from the stream, before
@@ -283,7 +200,7 @@ class PartitionConsumer:
             log.info("re-applying unacked messages", extra={"partition": self.partition, "batch_size": len(deliveries)})
         size = self._settings.batch_size
         for start in range(0, len(deliveries), size):
-            outcome = await self._apply_isolating(deliveries[start:start + size])
+            outcome = await self._applier.apply(deliveries[start:start + size])
             if outcome is None:
                 return False
             for rejected in outcome[1]:
@@ -298,39 +215,11 @@ class PartitionConsumer:
 
     async def _nak_all(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:
-            await _quietly(m.nak())
+            await quietly(m.nak())
 
-
-
-def ack_position(msg: Msg) -> tuple[int, int]:
-    """(stream sequence, number of deliveries) of a JetStream message, read from its ack subject (v1 or v2
-    format) as ``Msg.metadata`` reads them, without its timestamp and dataclasses (~2 us a message)."""
-    tokens = msg.reply.split(".") if msg.reply else []
-    if len(tokens) >= 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
-            return int(tokens[5]), int(tokens[4])
-        if len(tokens) >= 11:  # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>...
-            return int(tokens[7]), int(tokens[6])
-    raise nats.errors.NotJSMessageError
-
-
-def _count(plan: Plan) -> None:
-    processed = sum(1 for _, status, _ in plan.audit if status == "processed")
-    metrics.WEBHOOKS.labels("processed").inc(processed)
-    metrics.WEBHOOKS.labels("discarded").inc(len(plan.audit) - processed)
-    for w, status, version in plan.audit:
-        log.debug("webhook %s", status, extra={
-            "webhook_id": w.webhook_id, "order_id": w.order_id, "status": status, "version": version})
 
 
 async def _pause(stopping: asyncio.Event, seconds: float) -> None:
     """Sleep, but wake up at once on shutdown."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stopping.wait(), seconds)
-
-
-async def _quietly(ack: object) -> None:
-    try:
-        await ack  # type: ignore[misc]
-    except nats.errors.Error as exc:  # the message comes back after ack_wait anyway
-        log.debug("ack signal failed", extra={"error": repr(exc)})

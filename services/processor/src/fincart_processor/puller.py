@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 
+import nats.errors
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js.api import DEFAULT_PREFIX, Header, StatusCode
+
+log = logging.getLogger(__name__)
 
 # the server's 408 at the end of a waiting request arrives just after its expiry: wait that much longer
 EXPIRY_GRACE_S = 0.1
@@ -85,3 +89,23 @@ class Puller:
                 self._answered.set()
         elif status in self._ends:
             self._answered.set()
+
+
+def ack_position(msg: Msg) -> tuple[int, int]:
+    """(stream sequence, number of deliveries) of a JetStream message, read from its ack subject (v1 or v2
+    format) as ``Msg.metadata`` reads them, without its timestamp and dataclasses (~2 us a message)."""
+    tokens = msg.reply.split(".") if msg.reply else []
+    if len(tokens) >= 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
+        if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ts>.<pending>
+            return int(tokens[5]), int(tokens[4])
+        if len(tokens) >= 11:  # $JS.ACK.<domain>.<account hash>.<stream>.<consumer>.<delivered>.<stream seq>...
+            return int(tokens[7]), int(tokens[6])
+    raise nats.errors.NotJSMessageError
+
+
+async def quietly(signal: object) -> None:
+    """Send an ack, nak or in_progress whose loss is harmless: the message comes back after ack_wait anyway."""
+    try:
+        await signal  # type: ignore[misc]
+    except nats.errors.Error as exc:
+        log.debug("ack signal failed", extra={"error": repr(exc)})
