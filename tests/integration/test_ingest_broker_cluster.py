@@ -4,7 +4,7 @@ retention (fincart_core.streams), against real nats-server processes."""
 from dataclasses import replace
 
 import nats
-from fincart_core.localstack import NatsCluster
+from fincart_core.localstack import service_env, start_infra
 from fincart_core.partition import Topology
 from fincart_core.settings import CommonSettings
 from fincart_core.streams import StreamLimits, connect, ensure_streams
@@ -12,9 +12,12 @@ from fincart_core.streams import StreamLimits, connect, ensure_streams
 LIMITS = StreamLimits.from_settings(CommonSettings(stream_replicas=3))
 
 
-async def test_cluster_keeps_r3_streams_writable_through_a_node_kill(tmp_path):
-    cluster = NatsCluster(tmp_path, 3)
-    cluster.start()
+async def test_cluster_keeps_r3_streams_writable_through_a_node_kill(infra, tmp_path):
+    local = start_infra({"FINCART_REDIS_URL": infra.redis_url, "FINCART_DATABASE_URL": infra.database_url},
+                        workdir=tmp_path, nats_nodes=3)
+    cluster = local.nats_cluster
+    assert cluster is not None and set(local.embedded) == {"nats-0", "nats-1", "nats-2"}
+    assert service_env(local)["FINCART_STREAM_REPLICAS"] == "3" and local.nats_url == cluster.url
     nc = await connect(cluster.url, "test")
     try:
         js = nc.jetstream()
@@ -36,7 +39,7 @@ async def test_cluster_keeps_r3_streams_writable_through_a_node_kill(tmp_path):
         assert (await js.stream_info(topology.orders_stream)).state.messages == 20
     finally:
         await nc.close()
-        cluster.stop()
+        local.stop()
     assert not any(node.running for node in cluster.nodes)
 
 
