@@ -8,9 +8,10 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from fincart_chaos.bundle import RunReport, write_bundle
-from fincart_chaos.report import CheckResult, Report, rate, summary_json
+from fincart_chaos.report import CheckResult, Report, rate, render, summary_json
 from fincart_chaos.report_junit import junit_xml
 from fincart_core.contracts.report import Anomaly, FaultRecord, ReportSummary
+from rich.console import Console
 
 from tests.support.chaos_histories import failing_run
 
@@ -70,3 +71,12 @@ def test_an_inconclusive_check_is_no_green_testcase():
     report.checklist = []
     case = ET.fromstring(junit_xml([report])).find("testsuite/testcase")
     assert case is not None and case.find("failure") is not None and case.find("failure").get("type") == "inconclusive"  # type: ignore[union-attr]
+
+
+def test_the_terminal_shows_outcomes_and_a_readable_counterexample():
+    report, lost = failing_run()
+    console = Console(record=True, width=200)
+    render(report, console)
+    text = console.export_text()
+    assert "Webhook outcomes" in text and "counterexample I5: acked webhooks never stored" in text
+    assert lost in text and "kill-processor" in text and "lost, by position" in text
