@@ -22,6 +22,8 @@ from fincart_core.contracts.report import ReportSummary
 from fincart_core.devstack import DevStack, StackConfig
 from fincart_core.localstack import Infra, console_script
 
+from tests.integration.test_chaos_artifacts import drop_artifacts
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 RUN_TIMEOUT_S = 600
@@ -131,6 +133,13 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     assert "I5" in {a.invariant for a in failed.anomalies}
 
 
+@pytest.fixture
+def nats_artifacts(stack: DevStack) -> Iterator[None]:
+    yield
+    asyncio.run(drop_artifacts(stack.infra.nats_url, stack.config.nats_prefix))
+
+
+@pytest.mark.usefixtures("nats_artifacts")
 def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevStack, tmp_path: Path):
     """The operator's way: runners publish their ledgers, the verifier reads them (so I7 is checked), gets the
     fault windows from the environment and stores the evidence bundle in NATS' object store."""

@@ -333,6 +333,7 @@ def test_operator_rbac_is_least_privilege(helm: str) -> None:
         assert "patch" in granted[("apps", "statefulsets/scale")] and "patch" in granted[("apps", "deployments/scale")]
         assert "create" in granted[("", "configmaps")] and "create" in granted[("", "events")]
         assert "delete" not in granted[("apps", "deployments")]
+        assert "patch" in granted[("apps", "statefulsets")]  # the restore annotation a scale fault leaves
         deployment = by_kind(objects, "Deployment")["fincart-operator"]
         spec = deployment["spec"]["template"]["spec"]
         assert spec["serviceAccountName"] == "fincart-operator"

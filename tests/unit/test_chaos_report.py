@@ -8,14 +8,12 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from fincart_chaos.bundle import RunReport, write_bundle
-from fincart_chaos.report import CheckResult, Report, Timings, assemble, rate, summary_json
+from fincart_chaos.report import CheckResult, Report, rate, render, summary_json
 from fincart_chaos.report_junit import junit_xml
-from fincart_chaos.verify import ALL_INVARIANTS, Context, verify
-from fincart_chaos.workload import full_plan
-from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import Anomaly, FaultRecord, ReportSummary
+from rich.console import Console
 
-from tests.support.chaos_histories import run_model, timed
+from tests.support.chaos_histories import failing_run
 
 
 def test_ratings_follow_the_guide_thresholds():
@@ -37,23 +35,6 @@ def test_the_summary_fits_4_kib_and_keeps_the_verdict():
     assert summary.verdict == "Fail" and [a.count for a in summary.anomalies] == [10**6] * 7
     small = Report(name="t", verdict="Pass")
     assert ReportSummary.model_validate_json(summary_json(small)).verdict == "Pass"
-
-
-def failing_run() -> tuple[Report, str]:
-    """A report with a lost webhook, an unknown one and a fault window over the load."""
-    sent = full_plan(Load(orders=4, updates_per_order=12, invalid_signature_ratio=0.1, seed=3))
-    history, seen, ledger = run_model(sent)
-    ledger = timed(ledger, step=0.05)
-    victim = next(a for a in history.audit if a.status == "discarded")
-    unknown = next(a for a in history.audit if a.status == "discarded" and a is not victim).webhook_id
-    ledger = [e.model_copy(update={"status": 0, "first_status": 0}) if e.webhook_id == unknown else e for e in ledger]
-    history.audit = [a for a in history.audit if a.webhook_id not in (victim.webhook_id, unknown)]
-    faults = [FaultRecord(name="kill-processor", type="podKill", started_at=1000.5, healed_at=1001.5, result="healed")]
-    ctx = Context(sent, ledger, history, seen, faults=faults)
-    result = verify(ctx, set(ALL_INVARIANTS))
-    report = assemble("broken", ctx, result, set(ALL_INVARIANTS), timings=Timings(total_s=3.0), notes=[],
-                      orders_api=None, performance=[])
-    return report, victim.webhook_id
 
 
 def test_the_bundle_holds_the_verdict_plots_fault_labels_and_counterexamples(tmp_path: Path):
@@ -90,3 +71,12 @@ def test_an_inconclusive_check_is_no_green_testcase():
     report.checklist = []
     case = ET.fromstring(junit_xml([report])).find("testsuite/testcase")
     assert case is not None and case.find("failure") is not None and case.find("failure").get("type") == "inconclusive"  # type: ignore[union-attr]
+
+
+def test_the_terminal_shows_outcomes_and_a_readable_counterexample():
+    report, lost = failing_run()
+    console = Console(record=True, width=200)
+    render(report, console)
+    text = console.export_text()
+    assert "Webhook outcomes" in text and "counterexample I5: acked webhooks never stored" in text
+    assert lost in text and "kill-processor" in text and "lost, by position" in text

@@ -14,8 +14,9 @@ import pytest
 from fincart_chaos import oracle, workload
 from fincart_chaos.evidence import counterexamples
 from fincart_chaos.ledger import LedgerEntry
+from fincart_chaos.observer import Seen
 from fincart_chaos.outcomes import classify
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, check_history, verify
+from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, verify
 from fincart_chaos.workload import Request, full_plan
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
@@ -24,6 +25,12 @@ from tests.support.chaos_histories import entry, run_model, timed
 from tests.support.processor_model import Model, Row
 
 LOAD = Load(orders=4, updates_per_order=12, duplicate_ratio=0.1, invalid_signature_ratio=0.1, seed=3)
+
+
+def check_history(requests: list[Request], ledger: list[LedgerEntry] | None, history: History,
+                  observed: list[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
+    """``verify`` over a context built from its parts (no faults, caught up)."""
+    return verify(Context(requests, ledger, history, observed, max_lost=max_lost), invariants)
 
 
 def verdict(requests, ledger, history, seen, max_lost: int = 0) -> Result:  # type: ignore[no-untyped-def]

@@ -50,7 +50,9 @@ async def _nats(url: str) -> AsyncIterator[NATS]:
 
 
 def _chunks(entries: Sequence[LedgerEntry]) -> list[bytes]:
-    chunks, current, size = [], [], 0
+    chunks: list[bytes] = []
+    current: list[str] = []
+    size = 0
     for entry in entries:
         line = entry.model_dump_json()
         if current and size + len(line) > CHUNK_BYTES:

@@ -25,6 +25,7 @@ from fincart_chaos import ledger as ledger_io
 from fincart_chaos.bundle import FILES, RunReport, worst, write_bundle
 from fincart_chaos.execution import run_test, verify_only
 from fincart_chaos.faults import drop_connections
+from fincart_chaos.ledger import LedgerEntry, RunnerStart
 from fincart_chaos.load import run_load
 from fincart_chaos.local import infrastructure, services
 from fincart_chaos.observer import stream_position
@@ -226,7 +227,8 @@ def verify(
     except ValidationError as exc:
         raise fail(f"--faults: not a JSON list of fault records: {exc.errors()[0]['msg']}") from exc
     try:
-        entries, starts = None, []
+        entries: list[LedgerEntry] | None = None
+        starts: list[RunnerStart] = []
         if ledger_from_nats:
             entries, starts, missing = asyncio.run(artifacts.read_ledgers(
                 nats_url, nats_prefix, run_id, test.spec.load.parallelism))

@@ -96,7 +96,7 @@ def _with_positions(found: list[WebhookOutcome]) -> list[WebhookOutcome]:
 
 
 def tally(outcomes: Iterable[WebhookOutcome]) -> dict[str, int]:
-    counts = dict.fromkeys(OUTCOMES, 0)
+    counts: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
     for o in outcomes:
         counts[o.outcome] += 1
     return counts

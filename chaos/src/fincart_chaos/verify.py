@@ -130,6 +130,11 @@ class Context:
         return classify(self.ledger or [], {a.webhook_id for a in self.history.audit if a.status != "failed"})
 
     @cached_property
+    def outcome_counts(self) -> dict[str, int]:
+        """Webhooks per outcome class; empty without ledgers (no answers, no classes)."""
+        return tally(self.outcomes) if self.ledger is not None else {}
+
+    @cached_property
     def acked(self) -> set[str]:
         if self.ledger is None:
             return set(self.valid)
@@ -356,15 +361,15 @@ def verify(ctx: Context, invariants: set[str]) -> Result:
         verdict, reason = "Inconclusive", "; ".join(f"{g.invariant}: {g.message}" for g in gaps)[:1000]
     else:
         verdict, reason = "Pass", None
-    outcomes = tally(ctx.outcomes) if ctx.ledger is not None else {}
-    positions = Counter(o.position for o in ctx.outcomes if o.position)
-    return Result(verdict, reason, counts(ctx), violations, checked, notes, gaps, outcomes, dict(positions), findings)
+    positions = Counter(str(o.position) for o in ctx.outcomes if o.position)
+    return Result(verdict, reason, counts(ctx), violations, checked, notes, gaps, ctx.outcome_counts, dict(positions),
+                  findings)
 
 
 def counts(ctx: Context) -> Counts:
     ledger = ctx.ledger
     orders = {w.order_id for w in ctx.valid.values()}
-    outcomes = tally(ctx.outcomes) if ledger is not None else {}
+    outcomes = ctx.outcome_counts
     return Counts(
         sent=len(ledger) if ledger is not None else len(ctx.requests),
         acked=sum(e.acked for e in ledger) if ledger is not None else sum(r.valid for r in ctx.requests),
@@ -374,11 +379,6 @@ def counts(ctx: Context) -> Counts:
         stale_overwrites=len(ctx.stale), unknown=outcomes.get("unknown", 0), recovered=outcomes.get("recovered", 0),
     )
 
-
-def check_history(requests: Sequence[Request], ledger: Sequence[LedgerEntry] | None, history: History,
-                  observed: Sequence[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
-    """``verify`` over a context built from its parts (no faults, caught up)."""
-    return verify(Context(requests, ledger, history, observed, max_lost=max_lost), invariants)
 
 
 def _applied_twice(observed: Sequence[Seen]) -> list[str]:
