@@ -30,12 +30,11 @@ from fincart_core.contracts.report import FaultRecord
 from pydantic import BaseModel
 
 from fincart_chaos import oracle
+from fincart_chaos.faults import COMPONENT_LABEL
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.verify import Context, Finding, check, found
 from fincart_chaos.workload import Webhook, poison_kind
-
-COMPONENT_LABEL = "app.kubernetes.io/component"
 
 
 @dataclass(frozen=True)
