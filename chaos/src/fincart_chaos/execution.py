@@ -124,7 +124,7 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
     scheduled = spec.scheduled_faults()
-    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records)) if (
+    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records, spec.schedule is not None)) if (
         scheduled and targets) else None
     try:
         with progress_display(stats, console, show_progress) as on_progress:
