@@ -28,7 +28,6 @@ class OperatorSettings(CommonSettings):
     fault_job_deadline_s: float = Field(120, gt=0, description="Fault Job deadline on top of the fault's duration")
     max_fault_repeats: int = Field(100, ge=1, description="Occurrences of one repeating fault (bounds status size)")
     proxy_url: str | None = Field(None, description="Control API of the chart's fault proxy (network faults)")
-    proxy_timeout_s: float = Field(10, gt=0, description="Longest call to the fault proxy")
     load_backoff_limit: int = Field(2, ge=0, description="Retries of failed runner pods (webhooks are idempotent)")
 
     @property
