@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -205,3 +206,27 @@ def test_shrink_refuses_what_it_cannot_shrink(tmp_path: Path):
     passed.write_text(json.dumps({"verdict": "Pass", "reports": [{"name": "x", "verdict": "Pass"}], "tests": []}))
     nothing = shrink_cli(passed)
     assert nothing.returncode == 2 and "no test failed" in nothing.stderr
+
+
+# ---- the examples are claims: run them as users do
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("example", "types"), [
+    ("network", {"network"}),
+    ("cluster", {"brokerNodeLoss"}),
+])
+def test_the_example_passes_and_heals_every_fault(infra: Infra, tmp_path: Path, example: str, types: set[str]):
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
+        "FINCART_DATABASE_URL": infra.database_url, "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_NATS_URL": infra.nats_url, "FINCART_PARTITIONS": "4"}
+    done = subprocess.run([console_script("fincart-chaos"), "run", str(EXAMPLES / f"chaostest-{example}.yaml"),
+                           "--local", "--no-progress", "--report", str(out), "--logdir", str(tmp_path / "logs")],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert out.exists(), done.stderr[-3000:]
+    report = json.loads(out.read_text())["reports"][0]
+    assert done.returncode == 0 and report["verdict"] == "Pass", (report["anomalies"], done.stderr[-2000:])
+    assert {f["type"] for f in report["faults"]} == types and {f["result"] for f in report["faults"]} == {"healed"}
+    assert report["counts"]["lost"] == 0 and report["counts"]["duplicated"] == 0
