@@ -124,7 +124,8 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
         targets = LocalTargets(
             database_url=stack.database_url,
             # the stack's own list, changed in place by a rescale (so that the stack stops what runs at the end)
-            services={"processor": cast(list[ManagedProcess], stack.processors), "ingest": [stack.ingest] if stack.ingest else [],
+            services={"processor": cast(list[ManagedProcess], stack.processors),
+                      "ingest": [stack.ingest] if stack.ingest else [],
                       "sync": [stack.sync] if stack.sync else [], "nats": nats_nodes,
                       **{kind: [process] for kind, process in infra.embedded.items() if kind in ("redis", "postgres")}},
             nats=nats, redis=infra.embedded.get("redis"), nats_nodes=nats_nodes,
