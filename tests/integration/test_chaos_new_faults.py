@@ -7,16 +7,22 @@ processor, the new fault makes it Fail naming the invariant, and the unbroken pr
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fincart_chaos.execution import run_test
 from fincart_chaos.local import services
 from fincart_chaos.report import Report
+from fincart_chaos.shrink import shrink
 from fincart_chaos.spec_io import parse_documents
-from fincart_core.localstack import Infra, start_infra
+from fincart_core.contracts.chaostest import ChaosTest
+from fincart_core.localstack import Infra, console_script, start_infra
 from rich.console import Console
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
@@ -25,7 +31,8 @@ kind: ChaosTest
 metadata: {{name: {name}}}
 spec:
   target: {{ingestUrl: http://127.0.0.1}}
-  load: {{orders: {orders}, updatesPerOrder: {updates}, concurrency: 16, rate: {rate}, outOfOrderRatio: 0, seed: 5}}
+  load: {{orders: {orders}, updatesPerOrder: {updates}, concurrency: {concurrency}, rate: {rate},
+         outOfOrderRatio: {ooo}, seed: {seed}}}
   faults: {faults}
   settle: {{timeout: {settle}}}
 """
@@ -54,13 +61,21 @@ def four_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FINCART_PARTITIONS", "4")
 
 
-def run_chaos(infra: Infra, logdir: Path, mode: str, faults: str, *, processors: int = 1, orders: int = 10,
-              updates: int = 20, rate: int = 100, settle: str = "30s") -> Report:
-    test = parse_documents(SPEC.format(name=mode, faults=faults, orders=orders, updates=updates, rate=rate,
-                                       settle=settle))[0]
+def spec(name: str, faults: str, *, orders: int = 10, updates: int = 20, rate: int = 100, settle: str = "30s",
+         concurrency: int = 16, ooo: float = 0, seed: int = 5) -> ChaosTest:
+    """In order by default (outOfOrderRatio 0): every webhook is newer than the last, so all are applied."""
+    return parse_documents(SPEC.format(name=name, faults=faults, orders=orders, updates=updates, rate=rate,
+                                       settle=settle, concurrency=concurrency, ooo=ooo, seed=seed))[0]
+
+
+def run_spec(infra: Infra, logdir: Path, mode: str, test: ChaosTest, processors: int = 1) -> Report:
     command = [sys.executable, str(SUPPORT / "broken_processor.py"), mode]
     with services(infra, processors, logdir, processor_command=command, test=test) as (endpoints, targets):
         return asyncio.run(run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False))
+
+
+def run_chaos(infra: Infra, logdir: Path, mode: str, faults: str, *, processors: int = 1, **load: Any) -> Report:
+    return run_spec(infra, logdir, mode, spec(mode, faults, **load), processors)
 
 
 def invariants(report: Report) -> set[str]:
@@ -136,8 +151,7 @@ def cluster() -> Iterator[Infra]:
 
 
 def node_loss_run(infra: Infra, logdir: Path, ingest_mode: str, faults: str) -> Report:
-    test = parse_documents(SPEC.format(name=ingest_mode, faults=faults, orders=20, updates=20, rate=100,
-                                       settle="60s"))[0]
+    test = spec(ingest_mode, faults, orders=20, updates=20, rate=100, settle="60s")
     command = [sys.executable, str(SUPPORT / "broken_ingest.py"), ingest_mode]
     with services(infra, 1, logdir, test=test, ingest_command=command) as (endpoints, targets):
         return asyncio.run(run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False))
@@ -159,3 +173,60 @@ def test_the_real_ingest_loses_nothing_when_every_node_dies(cluster: Infra, tmp_
     report = node_loss_run(cluster, tmp_path, "correct", NODE_LOSS)
     assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
     assert report.faults[0].message.endswith("of 3 JetStream node(s)")
+
+
+# ---- shrinking a real failure
+
+
+def test_shrink_drops_the_faults_a_real_failure_does_not_need(infra: Infra, tmp_path: Path):
+    # the processor that orders by arrival fails I2 with this workload whatever the faults (see
+    # test_chaos_broken_processors.py): shrinking must find that the kill and the pause are not needed
+    test = spec("ignore-timestamp", OLD_FAULTS, orders=10, updates=8, rate=0, settle="8s", concurrency=10, ooo=1.0,
+                seed=2)
+    runs = iter(range(100))
+
+    def run(candidate: ChaosTest) -> Report:
+        return run_spec(infra, tmp_path / f"run-{next(runs)}", "ignore-timestamp", candidate)
+
+    original = run(test)
+    assert original.verdict == "Fail" and "I2" in invariants(original), original.anomalies
+    result = shrink(test, original, run, max_runs=2)
+    assert result.steps == ["without fault kill", "without fault freeze"] and result.test.spec.faults == []
+    assert "I2" in result.failing and result.runs == 2
+
+
+def test_shrink_refuses_what_it_cannot_shrink(tmp_path: Path):
+    def shrink_cli(path: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([console_script("fincart-chaos"), "shrink", str(path)], capture_output=True,
+                              text=True, timeout=120, check=False)
+
+    missing = shrink_cli(tmp_path / "missing.json")
+    assert missing.returncode == 2 and "not a `run --report` file" in missing.stderr
+    passed = tmp_path / "pass.json"
+    passed.write_text(json.dumps({"verdict": "Pass", "reports": [{"name": "x", "verdict": "Pass"}], "tests": []}))
+    nothing = shrink_cli(passed)
+    assert nothing.returncode == 2 and "no test failed" in nothing.stderr
+
+
+# ---- the examples are claims: run them as users do
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize(("example", "types"), [
+    ("network", {"network"}),
+    ("cluster", {"brokerNodeLoss"}),
+])
+def test_the_example_passes_and_heals_every_fault(infra: Infra, tmp_path: Path, example: str, types: set[str]):
+    out = tmp_path / "report.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
+        "FINCART_DATABASE_URL": infra.database_url, "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_NATS_URL": infra.nats_url, "FINCART_PARTITIONS": "4"}
+    done = subprocess.run([console_script("fincart-chaos"), "run", str(EXAMPLES / f"chaostest-{example}.yaml"),
+                           "--local", "--no-progress", "--report", str(out), "--logdir", str(tmp_path / "logs")],
+                          env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert out.exists(), done.stderr[-3000:]
+    report = json.loads(out.read_text())["reports"][0]
+    assert done.returncode == 0 and report["verdict"] == "Pass", (report["anomalies"], done.stderr[-2000:])
+    assert {f["type"] for f in report["faults"]} == types and {f["result"] for f in report["faults"]} == {"healed"}
+    assert report["counts"]["lost"] == 0 and report["counts"]["duplicated"] == 0

@@ -135,7 +135,8 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
     scheduled = spec.scheduled_faults()
-    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records, watch_faults)) if (
+    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records, watch_faults,
+                                              one_at_a_time=spec.schedule is not None)) if (
         scheduled and targets) else None
     try:
         with progress_display(stats, console, show_progress) as on_progress:

@@ -29,6 +29,7 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"
 DB_DROP_EVERY_S = 0.5
 DB_TIMEOUT_S = 5.0
 PROXY_TIMEOUT_S = 10.0
+MESSAGE_MAX = 300
 
 
 @dataclass
@@ -140,10 +141,9 @@ async def _roll_processors(targets: LocalTargets, replicas: int) -> str:
 @contextlib.asynccontextmanager
 async def _rescaled(targets: LocalTargets, replicas: int) -> AsyncIterator[str]:
     before = len(targets.services.get("processor", []))
-    message = await _roll_processors(targets, replicas)
     try:
-        yield message
-    finally:
+        yield await _roll_processors(targets, replicas)
+    finally:  # also when the first roll broke half-way (a successor that could not start)
         await _roll_processors(targets, before)
 
 
@@ -212,7 +212,8 @@ async def inject_once(fault: Fault, targets: LocalTargets, watch: FaultWatcher |
     except FaultSkipped as exc:
         record.result, record.message = "skipped", str(exc)
     except Exception as exc:  # a fault that fails is recorded; the verdict decides what it means
-        record.result, record.message = "failed", f"{type(exc).__name__}: {exc}"
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        record.result, record.message = "failed", f"{type(exc).__name__}: {first_line}"[:MESSAGE_MAX]
     record.healed_at = time.time()
     notify(record.model_copy())
     return record
@@ -226,9 +227,17 @@ def _chosen(fault: Fault, targets: LocalTargets) -> list[ManagedProcess]:
 
 
 async def run_schedule(faults: Sequence[Fault], targets: LocalTargets, load_done: asyncio.Event,
-                       records: list[FaultRecord], watch: FaultWatcher | None = None) -> None:
-    """Run every fault on its schedule (relative to now = load start); repeats stop once the load is done."""
+                       records: list[FaultRecord], watch: FaultWatcher | None = None,
+                       one_at_a_time: bool = False) -> None:
+    """Run every fault on its schedule (relative to now = load start); repeats stop once the load is done.
+    ``watch`` sees each fault start and end; ``one_at_a_time`` (a random schedule): a fault never starts before
+    the previous one is healed, even when healing took longer than planned (a rescale's processes starting)."""
     start = time.monotonic()
+    if one_at_a_time:
+        for fault in faults:
+            await asyncio.sleep(max(0.0, start + parse_duration(fault.start_after) - time.monotonic()))
+            records.append(await inject_once(fault, targets, watch))
+        return
 
     async def one(fault: Fault) -> None:
         at = parse_duration(fault.start_after)

@@ -16,6 +16,7 @@ import secrets
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
 from fincart_core.blocking import run_blocking
@@ -133,7 +134,9 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
             [nats] if nats else [])
         targets = LocalTargets(
             database_url=stack.database_url,
-            services={"processor": stack.processors, "ingest": [stack.ingest] if stack.ingest else [],
+            # the stack's own list, changed in place by a rescale (so that the stack stops what runs at the end)
+            services={"processor": cast(list[ManagedProcess], stack.processors),
+                      "ingest": [stack.ingest] if stack.ingest else [],
                       "sync": [stack.sync] if stack.sync else [], "nats": nats_nodes,
                       **{kind: [process] for kind, process in infra.embedded.items() if kind in ("redis", "postgres")}},
             nats=nats, redis=infra.embedded.get("redis"), nats_nodes=nats_nodes,

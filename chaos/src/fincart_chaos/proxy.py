@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import random
@@ -201,8 +202,8 @@ class FaultProxy:
 
     async def start(self) -> None:
         for route in self.routes.values():
-            server = await asyncio.start_server(lambda r, w, route=route: self._accept(route, r, w),
-                                                route.listen_host, route.listen_port, reuse_address=True)
+            server = await asyncio.start_server(functools.partial(self._accept, route), route.listen_host,
+                                                route.listen_port, reuse_address=True)
             self._servers.append(server)
             self.bound[route.name] = server.sockets[0].getsockname()[1]
 
@@ -237,13 +238,14 @@ class FaultProxy:
                     pass
                 return None
             try:
-                up_reader, conn.upstream = await asyncio.wait_for(
+                up_reader, upstream = await asyncio.wait_for(
                     asyncio.open_connection(route.upstream_host, route.upstream_port), UPSTREAM_CONNECT_TIMEOUT_S)
             except (OSError, TimeoutError):
                 self.metrics.connections.labels(route.name, "upstream_unreachable").inc()
                 return conn.reset()  # as the upstream itself would answer a refused connect
+            conn.upstream = upstream
             self.metrics.connections.labels(route.name, "forwarded").inc()
-            await asyncio.gather(self._pump(conn, reader, conn.upstream, UPSTREAM),
+            await asyncio.gather(self._pump(conn, reader, upstream, UPSTREAM),
                                  self._pump(conn, up_reader, client, DOWNSTREAM))
         finally:
             self.connections.discard(conn)
