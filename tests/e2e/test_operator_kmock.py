@@ -228,7 +228,7 @@ def fault(name: str, type_: str, component: str | None = None, duration: str = "
 SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100},
            "bundle": "nats object store chaos-reports: abcd1234/ (fincart-chaos fetch-bundle abcd1234)"}
 ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestart", "nats"),
-              fault("pause", "processorPause", "processor", "1s"), fault("redis", "redisOutage", "redis", "1s"),
+              fault("pause", "processorPause", "processor", "3s"), fault("redis", "redisOutage", "redis", "3s"),
               fault("drop", "dbConnectionDrop")]
 
 
