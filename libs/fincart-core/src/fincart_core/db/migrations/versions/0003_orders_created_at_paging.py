@@ -7,8 +7,8 @@ Create Date: 2026-12-01
 
 from alembic import op
 
-revision = "0002_orders_paging"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
