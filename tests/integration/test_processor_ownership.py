@@ -13,6 +13,7 @@ from pathlib import Path
 
 import asyncpg
 from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_processor.runner import Processor
 
 from tests.integration.test_processor_service import (
     WAIT_S,
@@ -20,6 +21,7 @@ from tests.integration.test_processor_service import (
     audit_count,
     check_history,
     read_events,
+    settings_for,
     wait_until,
 )
 from tests.support.webhooks import BASE, order_payload, publish_webhook
@@ -146,3 +148,30 @@ async def _taken_over(db: asyncpg.Connection, partitions: set[int], dead_pid: in
 async def _shared(db: asyncpg.Connection, pids: set[int | None], partitions: int) -> bool:
     held = await owners(db)
     return len(held) == partitions and {pid_of(o) for o in held.values()} == pids
+
+
+async def test_not_ready_while_the_leases_cannot_be_renewed(infra, database_url, topology, js, db):
+    """A replica whose lease rounds fail stops its consumers once its leases must have expired, and /readyz
+    says so; it recovers when the database answers again."""
+    processor = Processor(settings_for(infra, database_url, topology, lease_ttl_s=1.0, lease_renew_s=0.2))
+    await processor.start()
+    try:
+        await wait_until(lambda: _ready(processor), what="ready with every partition")
+        assert processor.partitions == list(range(topology.partitions))
+        await db.execute("ALTER TABLE partition_leases RENAME TO partition_leases_away")  # every round fails
+        await wait_until(lambda: _given_up(processor), what="not ready, no partition held")
+        await db.execute("ALTER TABLE partition_leases_away RENAME TO partition_leases")
+        await wait_until(lambda: _ready(processor), what="ready again")
+        await publish_webhook(js, topology, order_payload("order-back", 0), "wh-back")
+        await wait_until(lambda: _equal(audit_count(db), 1), what="applying again")
+    finally:
+        await processor.stop()
+
+
+async def _given_up(processor: Processor) -> bool:
+    return (await processor.readiness())["leases"] == "not renewed" and processor.partitions == []
+
+
+async def _ready(processor: Processor) -> bool:
+    checks = await processor.readiness()
+    return all(v == "ok" for v in checks.values()) and len(processor.partitions) == processor.topology.partitions

@@ -76,7 +76,7 @@ async def lease_round(conn: asyncpg.Connection, partitions: int, me: str, ttl_s:
     """Heartbeat, then renew, acquire and pick the extras to release, in one transaction."""
     async with conn.transaction():
         await conn.execute(LOCK)
-        await heartbeat(conn, me, ttl_s)
+        await conn.execute(HEARTBEAT, me, ttl_s)
         await conn.execute(FORGET)
         live = [r["replica"] for r in await conn.fetch(LIVE)]
         leases = {r["partition"]: Lease(**r) for r in await conn.fetch(LEASES)}
@@ -86,10 +86,6 @@ async def lease_round(conn: asyncpg.Connection, partitions: int, me: str, ttl_s:
         if plan.acquire:
             held.update(dict(await conn.fetch(ACQUIRE, plan.acquire, me, ttl_s)))
     return Round(held=held, release=[p for p in plan.release if p in held])
-
-
-async def heartbeat(conn: asyncpg.Connection, me: str, ttl_s: float) -> None:
-    await conn.execute(HEARTBEAT, me, ttl_s)
 
 
 async def release(conn: asyncpg.Connection, partitions: Sequence[int], me: str) -> None:

@@ -24,7 +24,7 @@ import asyncpg
 import nats.errors
 
 from fincart_processor.consumer import PartitionConsumer
-from fincart_processor.lease_store import Fence, LeaseLost, Round, heartbeat, lease_round, leave, release
+from fincart_processor.lease_store import Fence, LeaseLost, Round, lease_round, leave, release
 from fincart_processor.metrics import LEASE_CHANGES, PARTITION_OWNED
 from fincart_processor.settings import ProcessorSettings
 
@@ -69,14 +69,6 @@ class Ownership:
 
     async def _run(self, stopping: asyncio.Event) -> None:
         s = self._settings
-        # Announce this replica one renew interval before taking anything: replicas started together (a
-        # rollout, a scale-up) then see each other and each takes its share, instead of the first taking all
-        # and handing over later.
-        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            async with self._pool.acquire() as conn:
-                await heartbeat(conn, self.me, s.lease_ttl_s)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), s.lease_renew_s)
         while not stopping.is_set():
             try:
                 async with self._pool.acquire() as conn:
