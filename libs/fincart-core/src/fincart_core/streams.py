@@ -132,12 +132,12 @@ async def connect(url: str, name: str, **options: object) -> NATS:
         log.warning("nats disconnected", extra={"service": name})
 
     async def reconnected() -> None:
-        log.warning("nats reconnected", extra={"service": name, "server": _netloc(nc)})
+        log.warning("nats reconnected", extra={"service": name, "nats_server": _netloc(nc)})
         if caller_reconnected is not None:
             await caller_reconnected()  # type: ignore[operator]
 
     async def error(exc: Exception) -> None:
-        log.warning("nats error", extra={"service": name, "server": _netloc(nc), "error": repr(exc)})
+        log.warning("nats error", extra={"service": name, "nats_server": _netloc(nc), "error": repr(exc)})
 
     defaults: dict[str, object] = {
         "name": name,
