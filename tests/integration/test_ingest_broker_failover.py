@@ -83,6 +83,9 @@ async def test_a_nats_node_lost_mid_load_loses_and_duplicates_nothing(
                 os.killpg(victim.pid, signal.SIGCONT)
         await asyncio.to_thread(cluster.wait_ready)
         ledger = await asyncio.wait_for(load, WAIT_S)
+        if fault == "hang-ingest-server":  # its JSON log says where it went
+            moved = [json.loads(line) for line in services[0].log_tail(2000).splitlines() if "nats reconnected" in line]
+            assert any(entry["nats_server"] != victim.url.removeprefix("nats://") for entry in moved), moved
         assert killed_at < len(requests), "the kill should land mid-load"
         assert all(service.running for service in services), [s.log_tail() for s in services]
 

@@ -45,9 +45,13 @@ PLAUSIBLE = st.fixed_dictionaries(
               "note": JSON_VALUES, "line_items": JSON_VALUES},
 )
 # raw pieces a JSON encoder never writes, spliced in as the value of "note"
-RAW = st.sampled_from([b"NaN", b"-Infinity", b"1e400", b"9" * 5000, b"9" * 4000, b'"\\ud800"', b'"\\udfff\\ud800"',
-                       b'"\\ud83d\\ude00"', b'"\\u0000"', b"[" * 300 + b"]" * 300, b"[" * 99 + b"]" * 99,
-                       b'{"a":' * 150 + b"1" + b"}" * 150, b"1e5", b"-0", b'"\xff\xfe"', b"\x00"])
+RAW = st.sampled_from([
+    b"NaN", b"-Infinity", b"1e400", b"9" * 5000, b"9" * 4000, b'"\\ud800"', b'"\\udfff\\ud800"', b'"\\ud83d\\ude00"',
+    b'"\xed\xa0\x80"', b'"\\u0000"', b"[" * 300 + b"]" * 300, b"[" * 99 + b"]" * 99, b'{"a":' * 150 + b"1" + b"}" * 150,
+    b"1e5", b"-0", b'"\xff\xfe"', b"\x00",
+])
+
+
 def _body(order: dict[str, object], raw: bytes | None) -> bytes:
     body = json.dumps(order).encode()
     return body[:-1] + b', "note": ' + raw + b"}" if raw is not None else body
