@@ -27,3 +27,18 @@ def test_pipeline_benchmark_reports_every_figure(infra: Infra):
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert {key: result.get(key) for key in KEYS if not (isinstance(result.get(key), int | float)
                                                           and result[key] > 0)} == {}
+
+
+def test_sync_cost_mode_reports_each_broker(infra: Infra):
+    """--sync-cost: ingest against its own brokers (default fsync, sync_interval: always, a 3-node cluster)."""
+    env = {**os.environ, "FINCART_REDIS_URL": infra.redis_url, "FINCART_DATABASE_URL": infra.database_url}
+    done = subprocess.run(
+        [sys.executable, str(PIPELINE), "--sync-cost", "--cluster", "--rounds", "1", "--webhooks", "100",
+         "--warmup", "10", "--concurrency", "8"],
+        env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for broker in ("default", "always", "cluster"):
+        assert result[f"{broker}_rps"] > 0 and result[f"{broker}_ratio"] > 0, result
+    assert result["default_ratio"] == 1.0

@@ -1,18 +1,24 @@
-"""A NATS node killed -9 mid-load and restarted: the real ingest and processor on the local 3-node JetStream
-cluster (R3 streams) ride it out. Every webhook answered 200 is applied once (chaos verifier's I1-I5, I7),
-and every order's change events on ORDER_EVENTS are its versions 1..n, once each, in order."""
+"""A NATS node killed -9 mid-load and restarted, or hung (SIGSTOP: no RST, as a node cut off by the network)
+and resumed: the real ingest and processor on the local 3-node JetStream cluster (R3 streams) ride it out.
+Every webhook answered 200 is applied once (chaos verifier's I1-I5, I7), and every order's change events on
+ORDER_EVENTS are its versions 1..n, once each, in order."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import signal
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
+import pytest
 from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.verify import ALL_INVARIANTS, check, read_history, settle
 from fincart_chaos.workload import Request, make_webhook
 from fincart_core.contracts.events import OrderEvent
-from fincart_core.localstack import NatsCluster, ServiceProcess, console_script, free_port
+from fincart_core.localstack import EmbeddedNats, NatsCluster, ServiceProcess, console_script, free_port
 from fincart_core.streams import connect
 
 from tests.support.ingest_service import SECRET, start_ingest
@@ -28,8 +34,15 @@ async def _until(check, what: str, timeout: float = WAIT_S) -> None:  # type: ig
         await asyncio.sleep(0.1)
 
 
-async def test_a_nats_node_killed_mid_load_loses_and_duplicates_nothing(
-    service_env: dict[str, str], database_url: str, topology, tmp_path: Path  # type: ignore[no-untyped-def]
+def _serves(node: EmbeddedNats, client: str) -> bool:
+    """Whether ``client`` (its connection name) is connected to ``node`` (the server's /connz)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.monitor_port}/connz", timeout=5) as response:
+        return any(c.get("name") == client for c in json.loads(response.read()).get("connections") or [])
+
+
+@pytest.mark.parametrize("fault", ["kill-orders-leader", "hang-ingest-server"])
+async def test_a_nats_node_lost_mid_load_loses_and_duplicates_nothing(
+    service_env: dict[str, str], database_url: str, topology, tmp_path: Path, fault: str  # type: ignore[no-untyped-def]
 ) -> None:
     cluster = NatsCluster(tmp_path / "nats", 3)
     cluster.start()
@@ -49,18 +62,30 @@ async def test_a_nats_node_killed_mid_load_loses_and_duplicates_nothing(
         load = asyncio.create_task(run_load(requests, services[0].base_url, SECRET, concurrency=8, rate=150,
                                             stats=stats))
 
-        # the ORDERS stream's leader: the node whose loss hurts most (publishes wait for a new leader)
         nc = await connect(cluster.url, "failover-test")
         js = nc.jetstream()
         await _until(lambda: stats.acked >= len(requests) // 4, "a quarter of the load acknowledged")
-        leader = (await js.stream_info(topology.orders_stream)).cluster.leader
-        victim = next(node for node in cluster.nodes if node.name == leader)
-        victim.kill()
-        killed_at = stats.acked
-        await asyncio.sleep(3)
-        victim.start()
+        if fault == "kill-orders-leader":  # the node whose loss hurts most: publishes wait for a new leader
+            leader = (await js.stream_info(topology.orders_stream)).cluster.leader
+            victim = next(node for node in cluster.nodes if node.name == leader)
+            victim.kill()
+            killed_at = stats.acked
+            await asyncio.sleep(3)
+            victim.start()
+        else:  # ingest's socket stays open and silent: only its pings can tell
+            victim = next(node for node in cluster.nodes if _serves(node, "fincart-ingest"))
+            assert victim.pid is not None
+            os.killpg(victim.pid, signal.SIGSTOP)
+            killed_at = stats.acked
+            try:  # ingest finds out by its pings and moves on: webhooks are acknowledged while the node hangs
+                await _until(lambda: stats.acked >= killed_at + 100, "acknowledgements with a node hung", 90)
+            finally:
+                os.killpg(victim.pid, signal.SIGCONT)
         await asyncio.to_thread(cluster.wait_ready)
         ledger = await asyncio.wait_for(load, WAIT_S)
+        if fault == "hang-ingest-server":  # its JSON log says where it went
+            moved = [json.loads(line) for line in services[0].log_tail(2000).splitlines() if "nats reconnected" in line]
+            assert any(entry["nats_server"] != victim.url.removeprefix("nats://") for entry in moved), moved
         assert killed_at < len(requests), "the kill should land mid-load"
         assert all(service.running for service in services), [s.log_tail() for s in services]
 

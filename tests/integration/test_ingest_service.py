@@ -97,6 +97,8 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
          "'deep.0.0.0"),
         (lambda b, h: ((x := order_body().replace(b'"kept"', b"9" * 5000)), signed_headers(x)), 422, "4300 digits"),
         (lambda b, h: ((x := order_body(note="\ud800")), signed_headers(x)), 422, "'note': contains a lone"),
+        (lambda b, h: ((x := order_body().replace(b'"kept"', b'"\xed\xa0\x80"')), signed_headers(x)), 422,
+         "'note': contains a lone"),
         (lambda b, h: ((x := order_body(weight=float("nan"))), signed_headers(x)), 422, "NaN"),
         (lambda b, h: ((x := order_body().replace(b'"kept"', b"1e400")), signed_headers(x)), 422, "out of range"),
         (lambda b, h: ((x := order_body(updated_at="0001-01-01T00:00:00+01:00")), signed_headers(x)), 422,
@@ -120,7 +122,8 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
         (lambda b, h: ((x := order_body(**{"k\x00": 1})), signed_headers(x)), 422, "contains a NUL"),
     ],
     ids=["no-signature", "bad-signature", "short-signature", "garbage-signature", "no-webhook-id", "bad-topic",
-         "bad-json", "not-an-object", "too-deep", "300-levels", "5000-digits", "lone-surrogate", "nan", "inf",
+         "bad-json", "not-an-object", "too-deep", "300-levels", "5000-digits", "lone-surrogate", "raw-surrogate",
+         "nan", "inf",
          "updated-at-year-0-in-utc", "updated-at-year-10000-in-utc",
          "bad-updated-at", "negative-price", "missing-id", "nul-in-order-id",
          "nul-in-financial-status", "nul-in-fulfillment-status", "nul-nested", "nul-in-key"],
@@ -194,6 +197,11 @@ async def test_health_and_readiness(client):
 def test_refuses_to_start_without_a_secret(service_env, tmp_path):
     with pytest.raises(Exception, match="FINCART_WEBHOOK_SECRET"):
         start_ingest({**service_env, "FINCART_WEBHOOK_SECRET": ""}, tmp_path)
+
+
+def test_refuses_an_orders_stream_shorter_than_the_dedupe_window(service_env, tmp_path):
+    with pytest.raises(Exception, match=r"(?s)exited with 2.*FINCART_ORDERS_MAX_AGE_SECONDS must be at least"):
+        start_ingest({**service_env, "FINCART_ORDERS_MAX_AGE_SECONDS": "86400"}, tmp_path)
 
 
 async def test_publish_failure_is_503_without_a_mark_and_the_retry_is_accepted(

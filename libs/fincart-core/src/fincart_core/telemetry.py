@@ -20,6 +20,7 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 LOG_FIELDS = (
     "webhook_id", "order_id", "partition", "status", "batch_size", "version", "error",
     "service", "trace_id", "span_id", "duration_ms", "subject", "client", "seq",
+    "nats_server", "body_limit", "max_payload",
 )
 
 

@@ -15,6 +15,7 @@ from fincart_core.ops import ops_router
 from fincart_core.partition import Topology
 from fincart_core.streams import StreamLimits, connect, ensure_streams
 from fincart_core.telemetry import configure_logging, configure_tracing
+from pydantic import ValidationError
 
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.publisher import WebhookPublisher
@@ -71,7 +72,11 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    settings = IngestSettings()
+    try:
+        settings = IngestSettings()
+    except ValidationError as exc:
+        print(f"fincart-ingest: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
     configure_logging(settings.log_level)
     configure_tracing(settings.service_name, settings.otel_exporter)
     try:

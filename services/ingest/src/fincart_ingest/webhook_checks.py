@@ -77,9 +77,9 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
         raise Rejection(422, f"body is not valid JSON: {exc}") from exc
     if not isinstance(payload, dict):
         raise Rejection(422, "body must be a JSON object (a Shopify order)")
-    # most bodies skip the walk: in a UTF-8 body NUL can only be the escape \u0000 and a lone surrogate only an
-    # escape \uD800-\uDFFF (JSON refuses raw control characters; the decoder refuses raw surrogates), and it
-    # cannot nest deeper than it has brackets. UTF-16/32 bodies hold zero bytes and are walked.
+    # most bodies skip the walk: in a UTF-8 body NUL can only be the escape \u0000 (JSON refuses raw control
+    # characters), a lone surrogate only an escape or its UTF-8 bytes, and nesting needs as many brackets.
+    # UTF-16/32 bodies hold zero bytes and are walked.
     if ((b"\\u0000" in body or b"\x00" in body or _SURROGATE_ESCAPE.search(body)
          or body.count(b"[") + body.count(b"{") > MAX_NESTING)
             and (found := _unpublishable(payload)) is not None):
@@ -96,7 +96,8 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
 # Deeper bodies are refused: the stream message nests the order two levels down and pydantic's JSON parser,
 # which the processor reads it with, stops at ~200 levels. Shopify orders nest fewer than 10.
 MAX_NESTING = 100
-_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]")
+# the escapes \uD800-\uDFFF, and their UTF-8 bytes (ED A0-BF xx), which json.loads decodes with surrogatepass
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
