@@ -115,9 +115,6 @@ async def delete_streams(url: str, topology: Topology) -> None:
         await nc.close()
 
 
-NATS_PING_INTERVAL_S = 2
-
-
 def servers(url: str) -> list[str]:
     """FINCART_NATS_URL (comma separated) as nats-py's server list."""
     return [u.strip() for u in url.split(",") if u.strip()]
@@ -147,9 +144,7 @@ async def connect(url: str, name: str, **options: object) -> NATS:
         "connect_timeout": 5,
         "max_reconnect_attempts": -1,  # the broker restarting is a fault we ride out, not an exit
         "reconnect_time_wait": 0.5,
-        # a connection that silently stopped answering (a half-open TCP flow) is noticed after 2 unanswered
-        # PINGs and reconnected; nats-py's default (2 x 120 s) would stall a consumer for minutes
-        "ping_interval": NATS_PING_INTERVAL_S,
+        "ping_interval": 2,
         "max_outstanding_pings": 2,
         "disconnected_cb": disconnected,
         "reconnected_cb": reconnected,
