@@ -80,3 +80,4 @@ def test_the_terminal_shows_outcomes_and_a_readable_counterexample():
     text = console.export_text()
     assert "Webhook outcomes" in text and "counterexample I5: acked webhooks never stored" in text
     assert lost in text and "kill-processor" in text and "lost, by position" in text
+    assert report.in_flight["kill-processor"] > 0  # the requests its window overlapped, shown with the fault

@@ -18,6 +18,7 @@ from rich.table import Table
 from fincart_chaos.evidence import Counterexample, TimelinePoint, counterexamples, timeline
 from fincart_chaos.history_checks import FaultWindow
 from fincart_chaos.ledger import LedgerEntry
+from fincart_chaos.outcomes import in_flight, window
 from fincart_chaos.verify import ALL_INVARIANTS, CHECKS, Context, History, Result
 
 # the seed guide's performance table: (metric, Expected, Good, Excellent), seconds, lower is better
@@ -79,6 +80,7 @@ class Report(ReportSummary):
     lost_positions: dict[str, int] = Field(default_factory=dict)  # lost webhooks: before/between/after/alone
     counterexamples: list[Counterexample] = Field(default_factory=list)
     timeline: list[TimelinePoint] = Field(default_factory=list)  # one point per webhook, for the plots
+    in_flight: dict[str, int] = Field(default_factory=dict)  # per fault occurrence: requests its window overlapped
 
 
 def percentiles(values: Sequence[float]) -> Percentiles:
@@ -126,6 +128,8 @@ def assemble(name: str, ctx: Context, result: Result, invariants: set[str], *, t
         checklist=checklist(result, ctx.history, ctx.ledger, orders_api), performance=performance,
         outcomes=result.outcomes, lost_positions=result.lost_positions,
         counterexamples=counterexamples(ctx, result.findings), timeline=timeline(ctx),
+        in_flight={f.name: in_flight(ctx.ledger, *span) for f in ctx.faults if ctx.ledger is not None
+                   and (span := window(f)) is not None},
     )
 
 
@@ -240,10 +244,10 @@ def render(report: Report, console: Console) -> None:
     for example in report.counterexamples:
         render_counterexample(example, console)
     if report.faults:
-        table = Table("fault", "type", "result", "held s", "detail", title="Faults")
+        table = Table("fault", "type", "result", "held s", "in flight", "detail", title="Faults")
         for f in report.faults:
             held = f"{f.healed_at - f.started_at:.1f}" if f.healed_at and f.started_at else "-"
-            table.add_row(f.name, f.type, f.result, held, f.message or "")
+            table.add_row(f.name, f.type, f.result, held, str(report.in_flight.get(f.name, "-")), f.message or "")
         console.print(table)
     if report.fault_windows:
         table = Table("fault", "requests failed", "retried", "answered", title="Fault windows")

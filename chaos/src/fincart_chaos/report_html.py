@@ -86,10 +86,10 @@ def section(report: Report) -> str:
         (escape(c.item), f"<span class='{MARK[c.ok][0]}'>{MARK[c.ok][1]}</span>", escape(c.detail))
         for c in report.checklist)))
     if report.faults:
-        out.append("<h2>Faults</h2>" + _table(("fault", "type", "result", "held s", "detail"), (
+        out.append("<h2>Faults</h2>" + _table(("fault", "type", "result", "held s", "requests in flight", "detail"), (
             (escape(f.name), escape(f.type), escape(f.result),
-             f"{f.healed_at - f.started_at:.1f}" if f.healed_at and f.started_at else "-", escape(f.message or ""))
-            for f in report.faults)))
+             f"{f.healed_at - f.started_at:.1f}" if f.healed_at and f.started_at else "-",
+             str(report.in_flight.get(f.name, "-")), escape(f.message or "")) for f in report.faults)))
     if report.performance:
         out.append("<h2>Performance</h2>" + _table(("metric", "value", "rating", "Expected", "Good", "Excellent"), (
             (escape(r.metric), f"{r.value_s:.2f} s" if r.value_s is not None else "-", escape(r.rating),
