@@ -247,11 +247,12 @@ def test_fault_windows_count_failed_retried_and_answered():
         entry("d", 200, "valid", attempts=2, failures=[(50.0, 503)], done_at=51.0),
         entry("e", 503, "valid", attempts=1, failures=[(103.0, 503)], done_at=103.0),  # one attempt, given up
         entry("f", 422, "poison", done_at=104.0),  # a final 4xx is an answer
+        entry("g", 202, "valid", done_at=105.0),  # and any 2xx
     ]
     selectors = {"kill-processor": {"app.kubernetes.io/component": "processor"}}
     windows = fault_windows([nats, kill], ledger, selectors)
     assert windows == [
-        FaultWindow(name="restart-nats", type="brokerRestart", failed=5, retried=2, answered=3, request_path=True),
+        FaultWindow(name="restart-nats", type="brokerRestart", failed=5, retried=2, answered=4, request_path=True),
         FaultWindow(name="kill-processor", type="podKill", failed=0, retried=0, answered=0, request_path=False),
     ]
     assert idle_faults(windows) == []
