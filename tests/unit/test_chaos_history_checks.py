@@ -173,6 +173,11 @@ def test_resumed_observers(run: Run):
     # ending short of the stored version
     assert observer_views(events, [events[:-1]], run.rows, run.versions)[0].message.startswith(
         "a resumed observer did not end")
+    # a state the steady observer never saw (an event published to some clients only, or made up)
+    stranger = events[0].model_copy(update={"last_webhook_id": "never-sent", "seq": 10_000})
+    [v] = observer_views(events, [[*events, stranger]], run.rows, run.versions)
+    assert v.message == "a resumed observer got an event the steady observer never saw"
+    assert v.ids == [f"{stranger.order_id}@v{stranger.version}"]
 
 
 def test_held_versions_counts_a_gap_from_one_without_a_snapshot():
@@ -211,8 +216,10 @@ def entry(webhook_id: str, status: int, kind: str = "poison", **kw: object) -> L
 def test_poison_outcomes():
     audit = {"dead": AuditEntry("dead", "o", "failed"), "applied": AuditEntry("applied", "o", "processed"),
              "dropped": AuditEntry("dropped", "o", "discarded"), "leaked": AuditEntry("leaked", "o", "failed")}
+    audit["dead-202"] = AuditEntry("dead-202", "o", "failed")
     ledger = [entry("rejected", 422), entry("dead", 200), entry("applied", 200), entry("dropped", 200),
-              entry("stuck", 200), entry("unanswered", 503), entry("leaked", 422), entry("won", 200)]
+              entry("stuck", 200), entry("unanswered", 503), entry("crashed", 500), entry("leaked", 422),
+              entry("won", 200), entry("dead-202", 202)]
     kinds = {e.webhook_id: "calendarEdge" for e in ledger}
     found = {v.message: (v.invariant, v.ids) for v in poison_outcomes(kinds, ledger, audit, winners=["won"])}
     assert found == {
@@ -220,7 +227,7 @@ def test_poison_outcomes():
             ("I5", ["applied", "dropped", "won"]),
         "poison webhooks answered 4xx but stored anyway": ("I5", ["leaked"]),
         "poison webhooks accepted but never dead-lettered (stuck or silently dropped)": ("I3", ["stuck"]),
-        "poison webhooks answered neither 4xx nor 2xx": ("I7", ["unanswered"]),
+        "poison webhooks answered neither 4xx nor 2xx": ("I7", ["unanswered", "crashed"]),
     }
     assert poison_outcomes({"rejected": "schema", "dead": "calendarEdge"}, ledger, audit, winners=[]) == []
     # without a ledger: no audit row counts as rejected
@@ -238,11 +245,14 @@ def test_fault_windows_count_failed_retried_and_answered():
         entry("b", 200, "valid", attempts=1, done_at=101.0),
         entry("c", 503, "valid", attempts=2, failures=[(106.0, 503), (107.5, 503)], done_at=107.5),  # gave up
         entry("d", 200, "valid", attempts=2, failures=[(50.0, 503)], done_at=51.0),
+        entry("e", 503, "valid", attempts=1, failures=[(103.0, 503)], done_at=103.0),  # one attempt, given up
+        entry("f", 422, "poison", done_at=104.0),  # a final 4xx is an answer
+        entry("g", 202, "valid", done_at=105.0),  # and any 2xx
     ]
     selectors = {"kill-processor": {"app.kubernetes.io/component": "processor"}}
     windows = fault_windows([nats, kill], ledger, selectors)
     assert windows == [
-        FaultWindow(name="restart-nats", type="brokerRestart", failed=4, retried=2, answered=2, request_path=True),
+        FaultWindow(name="restart-nats", type="brokerRestart", failed=5, retried=2, answered=4, request_path=True),
         FaultWindow(name="kill-processor", type="podKill", failed=0, retried=0, answered=0, request_path=False),
     ]
     assert idle_faults(windows) == []
@@ -287,3 +297,18 @@ def test_the_checks_run_in_the_verifier(run: Run):
     assert judge(store, accepted) == {
         "I3": {"poison webhooks accepted but never dead-lettered (stuck or silently dropped)"},
         "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}}
+    # I6 through the verifier: an event for a webhook that changed nothing
+    discarded = next(a for a in run.audit if a.status == "discarded")
+    bogus = seen("event", 10_000, run.by_id[discarded.webhook_id], 1)
+    result = verify(Context(requests, ledger, history, [*run.events, bogus], extras=Extras(store, walk_after=walk)),
+                    set(ALL_INVARIANTS))
+    assert "events for webhooks that were discarded or failed (changed nothing)" in {
+        a.message for a in result.anomalies if a.invariant == "I6"}
+    # coverage: a broker restart while webhooks were in flight that failed none of them proves nothing
+    nats = FaultRecord(name="restart-nats", type="brokerRestart", started_at=100.0, healed_at=107.0, result="healed")
+    in_flight = [e.model_copy(update={"sent_at": 99.0, "done_at": 108.0}) for e in ledger]
+    ctx = Context(requests, in_flight, history, run.events, faults=[nats],
+                  extras=Extras(store, walk_after=walk, selectors={}))
+    result = verify(ctx, set(ALL_INVARIANTS))
+    assert result.verdict == "Inconclusive" and [(a.invariant, a.message) for a in result.inconclusive] == [
+        ("coverage", "fault restart-nats is on the request path but failed no request")]
