@@ -6,7 +6,8 @@ What each NATS user may do (JetStream's API is subjects too; stream names are ma
 prefixed test streams work; nobody but ``admin`` may purge or delete a stream):
 
 - ``ingest``: publish webhooks, create/update/read the streams; nothing else (no events, no DLQ, no purge).
-- ``processor``: consume webhooks (pull consumers, acks), publish events and dead letters.
+- ``processor``: consume webhooks (pull consumers, acks, reading unacked ones back by sequence after a
+  restart), publish events and dead letters.
 - ``sync``: read events (ordered push consumers) and stream info; publish nothing on FinCart subjects.
 - ``admin``: everything (the local stack's own housekeeping and tests; not given to any service).
 
@@ -33,7 +34,7 @@ def _both(subject: str) -> list[str]:
 PERMISSIONS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([*_both("orders.webhooks.*"), *_STREAMS], ["_INBOX.>"]),
     "processor": ([*_both("orders.events.*"), *_both("orders.dlq"), *_STREAMS, "$JS.API.CONSUMER.>",
-                   "$JS.ACK.>"], ["_INBOX.>"]),
+                   "$JS.ACK.>", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>"], ["_INBOX.>"]),
     "sync": ([*_STREAMS, "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>",
               "$JS.FC.>"], ["_INBOX.>"]),
 }

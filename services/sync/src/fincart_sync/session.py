@@ -111,6 +111,8 @@ class Session:
             self.ctx.caps.release(reader)
 
     async def _serve(self, since: int | None, order: str | None) -> None:
+        if since is not None:  # until the resume has sent anything, the client's own since is its resume point
+            self.cursor, self.positioned = since, True
         client = Client(order, self.ctx.settings.client_queue_size, on_overflow=self._overflow)
         self.client = client
         # Registered before the stream position is read: every event after that position reaches the queue.
@@ -208,11 +210,11 @@ class Session:
                 reason = "since_too_far_back"
             else:
                 metrics.RESUMES.inc()
-                self.cursor, self.positioned = since, True
                 await self._send(ResumeMessage(since=since, seq=last).model_dump_json())
                 async for frame in replay(ctx.js, ctx.topology, since, last, order, ctx.settings.replay_timeout_s):
                     await self._send_frame(frame)
                 return last
+        self.positioned = False  # a snapshot replaces the client's state: until it is complete, no resume point
         page_no = 0
         pages = ctx.store.snapshot(ctx.settings.snapshot_page_size, order)
         async with contextlib.aclosing(pages):

@@ -4,6 +4,6 @@
 {{- define "fincart.nats.permissions" -}}
 {{- $streams := list "$JS.API.INFO" "$JS.API.STREAM.INFO.*" "$JS.API.STREAM.CREATE.*" "$JS.API.STREAM.UPDATE.*" "$JS.API.STREAM.NAMES" "$JS.API.STREAM.LIST" -}}
 ingest: {{ concat (list "orders.webhooks.*" "*.orders.webhooks.*") $streams | toJson }}
-processor: {{ concat (list "orders.events.*" "*.orders.events.*" "orders.dlq" "*.orders.dlq") $streams (list "$JS.API.CONSUMER.>" "$JS.ACK.>") | toJson }}
+processor: {{ concat (list "orders.events.*" "*.orders.events.*" "orders.dlq" "*.orders.dlq") $streams (list "$JS.API.CONSUMER.>" "$JS.ACK.>" "$JS.API.STREAM.MSG.GET.*" "$JS.API.DIRECT.GET.>") | toJson }}
 sync: {{ concat $streams (list "$JS.API.CONSUMER.CREATE.>" "$JS.API.CONSUMER.INFO.>" "$JS.API.CONSUMER.DELETE.>" "$JS.FC.>") | toJson }}
 {{- end -}}
