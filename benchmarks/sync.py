@@ -30,7 +30,7 @@ import nats
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import ServiceProcess, console_script, free_port, start_infra
+from fincart_core.localstack import ServiceProcess, find_binary, free_port, start_infra
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
 
@@ -142,7 +142,7 @@ async def run(args: argparse.Namespace) -> dict:
     await asyncio.to_thread(upgrade, database_url)
     port = free_port()
     sync = ServiceProcess(
-        name="sync", argv=[console_script("fincart-sync")], log_path=workdir / "sync.log", port=port,
+        name="sync", argv=[find_binary("fincart-sync")], log_path=workdir / "sync.log", port=port,
         env={"FINCART_NATS_URL": infra.nats_url, "FINCART_DATABASE_URL": database_url, "FINCART_PARTITIONS": "16",
              "FINCART_NATS_PREFIX": topology.prefix, "FINCART_HTTP_PORT": str(port), "FINCART_LOG_LEVEL": "WARNING",
              "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size)},

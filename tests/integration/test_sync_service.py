@@ -18,7 +18,7 @@ import asyncpg
 import httpx
 import pytest
 from fincart_core.contracts.events import OrderEvent, OrderState
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.partition import Topology
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -73,7 +73,7 @@ def sync_env(service_env: dict[str, str]) -> dict[str, str]:
 def start_sync(env: dict[str, str], tmp_path: Path, name: str = "sync") -> ServiceProcess:
     port = free_port()
     service = ServiceProcess(
-        name=name, argv=[console_script("fincart-sync")], env={**env, "FINCART_HTTP_PORT": str(port)},
+        name=name, argv=[find_binary("fincart-sync")], env={**env, "FINCART_HTTP_PORT": str(port)},
         log_path=tmp_path / f"{name}.log", port=port,
     )
     service.start()

@@ -58,7 +58,8 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1) -> None:  
     raise StackError(f"{what} not ready after {timeout:.0f}s")
 
 
-def _find_binary(name: str, extra_globs: Sequence[str] = ()) -> str:
+def find_binary(name: str, extra_globs: Sequence[str] = ()) -> str:
+    """An executable: a console script of this environment, else on PATH, else the newest match of a glob."""
     bindir = Path(sys.executable).parent
     candidates = [str(bindir / name), shutil.which(name) or ""]
     for pattern in extra_globs:
@@ -113,10 +114,6 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
@@ -143,7 +140,7 @@ class EmbeddedNats(ManagedProcess):
             config += cluster.config(name)
         config_path = workdir / f"{name}.conf"
         config_path.write_text(config)
-        super().__init__(name if cluster else "nats-server", [_find_binary("nats-server"), "-c", str(config_path)],
+        super().__init__(name if cluster else "nats-server", [find_binary("nats-server"), "-c", str(config_path)],
                          log_path=workdir / f"{name}.log")
 
     @property
@@ -224,7 +221,7 @@ class NatsCluster:
 class EmbeddedRedis(ManagedProcess):
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
-        binary = _find_binary("redis-server")
+        binary = find_binary("redis-server")
         super().__init__(
             "redis-server",
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
@@ -258,7 +255,7 @@ class EmbeddedPostgres(ManagedProcess):
             self._owned.mkdir(parents=True, exist_ok=True)
         self.datadir = self._owned / "data"
         globs = [g.format(name="initdb") for g in self.PG_GLOBS]
-        self._initdb = _find_binary("initdb", globs)
+        self._initdb = find_binary("initdb", globs)
         postgres = str(Path(self._initdb).with_name("postgres"))
         super().__init__(
             "postgres",
@@ -385,10 +382,6 @@ class ServiceProcess(ManagedProcess):
                 return
             time.sleep(0.1)
         raise StackError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-
-def console_script(name: str) -> str:
-    return _find_binary(name)
 
 
 def service_env(infra: Infra, **extra: str | int) -> dict[str, str]:

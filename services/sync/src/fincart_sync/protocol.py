@@ -104,9 +104,6 @@ class ErrorMessage(BaseModel):
     message: str
 
 
-ServerMessage = SnapshotMessage | ResumeMessage | EventMessage | HeartbeatMessage | PongMessage | ErrorMessage
-
-
 def event_frame(seq: int, order_json: str, version: int) -> str:
     """An ``event`` frame from the order's JSON, serialised once per event and shared by all clients."""
     return f'{{"type":"event","seq":{seq},"version":{version},"order":{order_json}}}'

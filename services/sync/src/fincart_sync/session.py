@@ -57,10 +57,6 @@ class SyncContext:
     settings: SyncSettings
 
 
-class SlowClient(Exception):
-    pass
-
-
 class Session:
     def __init__(self, ws: WebSocket, ctx: SyncContext) -> None:
         self.ws = ws
