@@ -227,6 +227,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    # options in the same style as pipeline.py's: each benchmark is a standalone script with its own
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--firehose", type=int, default=10, help="clients receiving every event (the rest: one order)")

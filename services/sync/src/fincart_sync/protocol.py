@@ -65,6 +65,7 @@ CLOSE_SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
 ORDER_ID_MAX_LEN = 255
 
 
+# One model per frame type (the protocol's schema): alike in shape, they share nothing but ``type``.
 class SnapshotMessage(BaseModel):
     type: Literal["snapshot"] = "snapshot"
     seq: int
