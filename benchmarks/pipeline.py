@@ -66,7 +66,7 @@ from fincart_core.localstack import (
     Infra,
     NatsCluster,
     ServiceProcess,
-    console_script,
+    find_binary,
     free_port,
     service_env,
     start_infra,
@@ -149,7 +149,7 @@ class Bench:
                 **extra: str | int) -> ServiceProcess:
         env = service_env(self.infra, partitions=PARTITIONS, nats_prefix=topology.prefix, webhook_secret=SECRET,
                           log_level=self.args.log_level, service_name=name, **extra)
-        return self.service(name, [console_script(script)], {**env, "FINCART_DATABASE_URL": database_url})
+        return self.service(name, [find_binary(script)], {**env, "FINCART_DATABASE_URL": database_url})
 
     async def cleanup(self) -> None:
         for service in self.services:

@@ -31,7 +31,7 @@ from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import ServiceProcess, console_script, free_port, start_infra
+from fincart_core.localstack import ServiceProcess, find_binary, free_port, start_infra
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
 
@@ -145,7 +145,7 @@ async def run(args: argparse.Namespace) -> dict:
     port = free_port()
     token = new_token()  # one read token for every client: its cap is lifted to the client count
     sync = ServiceProcess(
-        name="sync", argv=[console_script("fincart-sync")], log_path=workdir / "sync.log", port=port,
+        name="sync", argv=[find_binary("fincart-sync")], log_path=workdir / "sync.log", port=port,
         env={"FINCART_NATS_URL": infra.nats_url, "FINCART_DATABASE_URL": database_url, "FINCART_PARTITIONS": "16",
              "FINCART_NATS_PREFIX": topology.prefix, "FINCART_HTTP_PORT": str(port), "FINCART_LOG_LEVEL": "WARNING",
              "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size), "FINCART_READ_TOKEN_HASHES": token_hash(token),
@@ -232,6 +232,7 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def main() -> None:
+    # options in the same style as pipeline.py's: each benchmark is a standalone script with its own
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--firehose", type=int, default=10, help="clients receiving every event (the rest: one order)")

@@ -21,7 +21,7 @@ from fincart_chaos.observer import stream_position
 from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_core.contracts.report import ReportSummary
 from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra, console_script
+from fincart_core.localstack import Infra, find_binary
 
 from tests.integration.test_chaos_artifacts import drop_artifacts
 
@@ -33,7 +33,7 @@ RUN_TIMEOUT_S = 600
 def chaos(*args: str | Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S,
           ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")}
-    return subprocess.run([console_script("fincart-chaos"), *map(str, args)], env={**clean, **(env or {})},
+    return subprocess.run([find_binary("fincart-chaos"), *map(str, args)], env={**clean, **(env or {})},
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 

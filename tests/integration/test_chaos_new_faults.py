@@ -22,7 +22,7 @@ from fincart_chaos.report import Report
 from fincart_chaos.shrink import shrink
 from fincart_chaos.spec_io import parse_documents
 from fincart_core.contracts.chaostest import ChaosTest
-from fincart_core.localstack import Infra, console_script, start_infra
+from fincart_core.localstack import Infra, find_binary, start_infra
 from rich.console import Console
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
@@ -197,7 +197,7 @@ def test_shrink_drops_the_faults_a_real_failure_does_not_need(infra: Infra, tmp_
 
 def test_shrink_refuses_what_it_cannot_shrink(tmp_path: Path):
     def shrink_cli(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([console_script("fincart-chaos"), "shrink", str(path)], capture_output=True,
+        return subprocess.run([find_binary("fincart-chaos"), "shrink", str(path)], capture_output=True,
                               text=True, timeout=120, check=False)
 
     missing = shrink_cli(tmp_path / "missing.json")
@@ -222,7 +222,7 @@ def test_the_example_passes_and_heals_every_fault(infra: Infra, tmp_path: Path, 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
         "FINCART_DATABASE_URL": infra.database_url, "FINCART_REDIS_URL": infra.redis_url,
         "FINCART_NATS_URL": infra.nats_url, "FINCART_PARTITIONS": "4"}
-    done = subprocess.run([console_script("fincart-chaos"), "run", str(EXAMPLES / f"chaostest-{example}.yaml"),
+    done = subprocess.run([find_binary("fincart-chaos"), "run", str(EXAMPLES / f"chaostest-{example}.yaml"),
                            "--local", "--no-progress", "--report", str(out), "--logdir", str(tmp_path / "logs")],
                           env=env, capture_output=True, text=True, timeout=900, check=False)
     assert out.exists(), done.stderr[-3000:]

@@ -355,9 +355,9 @@ SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
 
 
 def _nats_server() -> str:
-    from fincart_core.localstack import _find_binary
+    from fincart_core.localstack import find_binary
 
-    return _find_binary("nats-server")
+    return find_binary("nats-server")
 
 
 @pytest.mark.parametrize("values_file", VALUES_FILES, ids=lambda v: v or "defaults")
@@ -600,14 +600,14 @@ HELM_TEST_READ_TOKEN = "fct_helm-test-read-token"
 @pytest.fixture
 def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
     """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
-    from fincart_core.localstack import ServiceProcess, console_script, free_port
+    from fincart_core.localstack import ServiceProcess, find_binary, free_port
 
     started: dict[str, ServiceProcess] = {}
     try:
         for name in ("ingest", "processor", "sync"):
             port = free_port()
             service = ServiceProcess(
-                name=name, argv=[console_script(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
+                name=name, argv=[find_binary(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
                 env={**service_env, "FINCART_HTTP_PORT": str(port),
                      "FINCART_READ_TOKEN_HASHES": hashlib.sha256(HELM_TEST_READ_TOKEN.encode()).hexdigest()},
             )

@@ -20,6 +20,14 @@ DOCKERFILE = ROOT / "Dockerfile"
 PACKAGES = ["fincart-ingest", "fincart-processor", "fincart-sync", "fincart-chaos", "fincart-operator"]
 ENTRYPOINT = "fincart-entrypoint"
 UV_SYNC_TIMEOUT_S = 300
+# fincart-core's heavy parts are extras ([db], [web]): an image gets them only when its package asks for them
+MODULES = {
+    "fincart-ingest": {"fastapi": True, "sqlalchemy": False, "alembic": False},
+    "fincart-processor": {"fastapi": True, "fincart_core.db.migrate": True},  # also the migration Job's image
+    "fincart-sync": {"fastapi": True, "sqlalchemy": False, "alembic": False},
+    "fincart-chaos": {"fastapi": False, "starlette": False},
+    "fincart-operator": {"fastapi": False, "starlette": False, "sqlalchemy": False, "alembic": False, "asyncpg": False},
+}
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -173,3 +181,7 @@ def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> 
     load = subprocess.run([str(venv / "bin" / "python"), "-c", f"from {module} import {func}; assert callable({func})"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert load.returncode == 0, load.stderr
+    for module, present in MODULES[package].items():
+        found = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {module}"], cwd=tmp_path,
+                               capture_output=True, text=True, timeout=60)
+        assert (found.returncode == 0) == present, f"{package}'s image {'lacks' if present else 'carries'} {module}"

@@ -28,7 +28,7 @@ from fincart_chaos.workload import Request, make_webhook
 from fincart_core.db.admin import drop_database
 from fincart_core.devstack import DevStack, StackConfig
 from fincart_core.ingress_proxy import IngressRules, NginxIngress
-from fincart_core.localstack import Infra, console_script, free_port
+from fincart_core.localstack import Infra, find_binary, free_port
 
 from tests.integration.test_chaos_cli import EXAMPLES, chaos, infra_env
 from tests.support.webhooks import order_payload, signed_request
@@ -282,7 +282,7 @@ def test_fincart_dev_up_with_the_ingress(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
         "FINCART_WEBHOOK_SECRET": SECRET, "FINCART_SYNC_TOKEN": token}
     dev = subprocess.Popen(
-        [console_script("fincart-dev"), "up", "--ingress", "--ingress-port", str(port), "--ingest-port",
+        [find_binary("fincart-dev"), "up", "--ingress", "--ingress-port", str(port), "--ingest-port",
          str(free_port()), "--sync-port", str(free_port()), "--logdir", str(tmp_path)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     lines: list[str] = []

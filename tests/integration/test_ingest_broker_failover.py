@@ -18,7 +18,7 @@ from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.verify import ALL_INVARIANTS, check, read_history, settle
 from fincart_chaos.workload import Request, make_webhook
 from fincart_core.contracts.events import OrderEvent
-from fincart_core.localstack import EmbeddedNats, NatsCluster, ServiceProcess, console_script, free_port
+from fincart_core.localstack import EmbeddedNats, NatsCluster, ServiceProcess, find_binary, free_port
 from fincart_core.streams import connect
 
 from tests.support.ingest_service import SECRET, start_ingest
@@ -53,7 +53,7 @@ async def test_a_nats_node_lost_mid_load_loses_and_duplicates_nothing(
         services.append(start_ingest(env, tmp_path))
         port = free_port()
         services.append(ServiceProcess(
-            name="processor", argv=[console_script("fincart-processor")], log_path=tmp_path / "processor.log",
+            name="processor", argv=[find_binary("fincart-processor")], log_path=tmp_path / "processor.log",
             env={**env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"}, port=port))
         services[1].start()
         requests = [Request(make_webhook(f"o{topology.prefix}-{i % ORDERS}", i // ORDERS, seed=5), "valid")

@@ -13,7 +13,7 @@ import httpx
 import nats
 import pytest
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.signing import sign
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -50,7 +50,7 @@ def requests(draw: st.DrawFn, counter: Iterator[int]) -> tuple[bytes, dict[str, 
 @pytest.fixture
 def processor(service_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
     port = free_port()
-    service = ServiceProcess(name="processor", argv=[console_script("fincart-processor")],
+    service = ServiceProcess(name="processor", argv=[find_binary("fincart-processor")],
                              env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"},
                              log_path=tmp_path / "processor.log", port=port)
     service.start()

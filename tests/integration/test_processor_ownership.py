@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_processor.runner import Processor
 
 from tests.integration.test_processor_service import (
@@ -34,7 +34,7 @@ ROLLOUT = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 def processor(service_env: dict[str, str], tmp_path: Path, name: str, **env: str) -> ServiceProcess:
     port = free_port()
     return ServiceProcess(
-        name=name, argv=[console_script("fincart-processor")], log_path=tmp_path / f"{name}.log", port=port,
+        name=name, argv=[find_binary("fincart-processor")], log_path=tmp_path / f"{name}.log", port=port,
         env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2", **env},
     )
 

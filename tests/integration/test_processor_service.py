@@ -17,7 +17,7 @@ import nats
 import pytest
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_processor.consumer import consumer_config, parse
 from fincart_processor.order_store import apply_batch
 from fincart_processor.runner import Processor
@@ -226,7 +226,7 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
     expected = await send_conflicting_updates(js, topology, orders=orders, updates=updates, seed=11)
     port = free_port()
     processor = ServiceProcess(
-        name="processor", argv=[console_script("fincart-processor")],
+        name="processor", argv=[find_binary("fincart-processor")],
         env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_BATCH_SIZE": "50",
              "FINCART_FETCH_TIMEOUT_S": "0.2"},
         log_path=tmp_path / "processor.log", port=port,

@@ -19,7 +19,7 @@ import httpx
 import pytest
 from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.partition import Topology
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
@@ -82,7 +82,7 @@ def start_sync(env: dict[str, str], tmp_path: Path, name: str = "sync") -> Servi
     port = free_port()
     env = {"FINCART_READ_TOKEN_HASHES": token_hash(READ_TOKEN), **env, "FINCART_HTTP_PORT": str(port)}
     service = ServiceProcess(
-        name=name, argv=[console_script("fincart-sync")], env=env,
+        name=name, argv=[find_binary("fincart-sync")], env=env,
         log_path=tmp_path / f"{name}.log", port=port,
     )
     service.start()

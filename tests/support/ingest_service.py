@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fincart_core.localstack import ServiceProcess, console_script, free_port
+from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.signing import sign
 
 SECRET = "test-secret"  # tests/conftest.py's service_env has FINCART_WEBHOOK_SECRET=test-secret
@@ -23,7 +23,7 @@ def signed_headers(body: bytes, webhook_id: str | None = "wh-1", topic: str = "o
 def start_ingest(env: dict[str, str], tmp_path: Path) -> ServiceProcess:
     port = free_port()
     service = ServiceProcess(
-        name="ingest", argv=[console_script("fincart-ingest")], env={**env, "FINCART_HTTP_PORT": str(port)},
+        name="ingest", argv=[find_binary("fincart-ingest")], env={**env, "FINCART_HTTP_PORT": str(port)},
         log_path=tmp_path / "ingest.log", port=port,
     )
     service.start()

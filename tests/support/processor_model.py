@@ -2,7 +2,7 @@
 strategy for webhook streams cut into batches.
 
 Tests compare the batched, set-based processor against the model. It reads only the rule of
-ARCHITECTURE.md (a webhook is processed iff its (updated_at, webhook id) is greater than the stored pair;
+docs/architecture.md (a webhook is processed iff its (updated_at, webhook id) is greater than the stored pair;
 version += 1 per processed webhook; an id already audited changes nothing and re-publishes its event).
 """
 

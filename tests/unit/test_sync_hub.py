@@ -38,6 +38,33 @@ async def test_full_queue_marks_the_client_slow_once():
     assert overflowed == [client] and client.overflowed and client.queue.qsize() == 2
 
 
+async def test_frames_a_snapshot_or_replay_covers_never_make_a_client_slow():
+    """A resume replays up to the stream's last seq S while the hub may still be fanning out a backlog below S:
+    those frames are not queued, so only events after S can overflow the queue (the cause of a flaky 4008)."""
+    overflowed: list[Client] = []
+    client = Client(None, 2, on_overflow=overflowed.append, covered=None)
+    hub = Hub()
+    hub.add(client)
+    for seq in range(1, 4):  # fanned out before the session knew its position: held, not judged
+        hub.publish(frame(seq))
+    assert client.queue.empty() and not overflowed
+    client.cover(5)
+    for seq in range(4, 8):  # the backlog up to 5 is what the replay sends
+        hub.publish(frame(seq))
+    assert [client.queue.get_nowait().seq for _ in range(2)] == [6, 7] and not overflowed
+    for seq in range(8, 11):
+        hub.publish(frame(seq))
+    assert overflowed == [client]  # events it still needs do overflow
+
+
+def test_frames_offered_before_the_position_is_known_are_judged_by_it():
+    client = Client(None, 2, covered=None)
+    for seq in (3, 4, 5):
+        client.offer(frame(seq))
+    client.cover(3)
+    assert [client.queue.get_nowait().seq for _ in range(2)] == [4, 5] and not client.overflowed
+
+
 @pytest.mark.parametrize("raw", ["-1", "abc", "1.5", "", "²", "9" * 20])
 def test_bad_since_is_refused(raw):
     with pytest.raises(QueryError, match="since"):

@@ -201,6 +201,7 @@ def shrink(
     console.print(f"{len(result.steps)} reduction(s) in {result.runs} run(s); wrote {target}")
 
 
+# load and verify run as separate Jobs with the same NATS options; typer declares options per command.
 @app.command()
 def load(
     file: FileArg,

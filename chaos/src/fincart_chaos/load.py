@@ -52,7 +52,6 @@ class LoadStats:
     acked: int = 0
     rejected: int = 0  # answered with a definite 4xx (forged signatures, poison, bodies over a limit)
     errors: int = 0  # non-2xx or no answer on an attempt that was then retried or given up
-    given_up: int = 0
 
     @property
     def rate(self) -> float:
@@ -110,8 +109,6 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
         stats.acked += 1
     elif definite_rejection(status):
         stats.rejected += 1
-    else:
-        stats.given_up += 1
     return entry
 
 

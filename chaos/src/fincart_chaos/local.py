@@ -27,7 +27,7 @@ from fincart_core.localstack import (
     READY_TIMEOUT_S,
     Infra,
     ManagedProcess,
-    console_script,
+    find_binary,
     free_port,
     http_ready,
     start_infra,
@@ -73,7 +73,7 @@ class FaultProxyProcess(ManagedProcess):
     def __init__(self, routes: dict[str, tuple[str, int]], logdir: Path) -> None:
         self.listen = {name: free_port() for name in routes}
         self.control_port = free_port()
-        argv = [console_script("fincart-chaos"), "proxy", "--control", f"127.0.0.1:{self.control_port}"]
+        argv = [find_binary("fincart-chaos"), "proxy", "--control", f"127.0.0.1:{self.control_port}"]
         for name, (host, port) in routes.items():
             argv += ["--route", f"{name}=127.0.0.1:{self.listen[name]}={host}:{port}"]
         super().__init__("fault-proxy", argv, log_path=logdir / "fault-proxy.log")

@@ -1,5 +1,5 @@
 """The verifier: checks a run's history (what was sent, what the runners were answered, what the store
-holds, what clients saw, when faults were active) against the invariants I1-I7 of ARCHITECTURE.md,
+holds, what clients saw, when faults were active) against the invariants I1-I7 of docs/architecture.md,
 plus catch-up and fault coverage.
 
 Every check is a pure function of a ``Context`` (the data gathered) returning ``Finding``s, registered

@@ -27,7 +27,7 @@ from fincart_core.localstack import (
     ManagedProcess,
     ServiceProcess,
     StackError,
-    console_script,
+    find_binary,
     free_port,
     service_env,
     start_infra,
@@ -98,7 +98,7 @@ class DevStack:
     def processor(self, index: int, generation: int = 0) -> ServiceProcess:
         """Processor replica ``index`` (not started; the replicas share the partitions through leases in
         PostgreSQL); a rescale starts a new generation of them."""
-        argv = self.config.processor_command or [console_script("fincart-processor")]
+        argv = self.config.processor_command or [find_binary("fincart-processor")]
         name = f"processor-{index}" if not generation else f"processor-{index}-g{generation}"
         return self._service(name, argv, 0)
 
@@ -106,7 +106,7 @@ class DevStack:
         run_blocking(asyncio.run, ensure_database(self.database_url))
         upgrade(self.database_url)
         try:
-            ingest = self.config.ingest_command or [console_script("fincart-ingest")]
+            ingest = self.config.ingest_command or [find_binary("fincart-ingest")]
             self.ingest = self._service("ingest", ingest, self.config.ingest_port)
             self.ingest.start()
             # in place: a rescale swaps them too
@@ -114,7 +114,7 @@ class DevStack:
             for proc in self.processors:
                 proc.start()
             if self.config.with_sync:
-                sync = self.config.sync_command or [console_script("fincart-sync")]
+                sync = self.config.sync_command or [find_binary("fincart-sync")]
                 self.sync = self._service("sync", sync, self.config.sync_port,
                                           read_token_hashes=token_hash(self.config.read_token))
                 self.sync.start()

@@ -24,7 +24,7 @@ from fincart_core.localstack import (
     READY_TIMEOUT_S,
     ManagedProcess,
     StackError,
-    _find_binary,
+    find_binary,
     free_port,
     reachable,
     wait_for,
@@ -199,7 +199,7 @@ class NginxIngress(ManagedProcess):
         self.config_path = self.prefix / "nginx.conf"
         self.config_path.write_text(render_config(rules, prefix=self.prefix, port=self.port, upstreams=upstreams))
         try:
-            binary = _find_binary("nginx", ("/usr/sbin/nginx",))
+            binary = find_binary("nginx", ("/usr/sbin/nginx",))
         except StackError as exc:
             raise StackError(f"{exc}: install Debian's nginx (apt-get install nginx)") from exc
         super().__init__("nginx", [binary, "-p", str(self.prefix), "-c", str(self.config_path), "-e", "stderr"],

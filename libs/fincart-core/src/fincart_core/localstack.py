@@ -60,7 +60,8 @@ def wait_for(check, timeout: float, what: str, interval: float = 0.1) -> None:  
     raise StackError(f"{what} not ready after {timeout:.0f}s")
 
 
-def _find_binary(name: str, extra_globs: Sequence[str] = ()) -> str:
+def find_binary(name: str, extra_globs: Sequence[str] = ()) -> str:
+    """An executable: a console script of this environment, else on PATH, else the newest match of a glob."""
     bindir = Path(sys.executable).parent
     candidates = [str(bindir / name), shutil.which(name) or ""]
     for pattern in extra_globs:
@@ -115,10 +116,6 @@ class ManagedProcess:
         except subprocess.TimeoutExpired:
             self.kill()
 
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
     def log_tail(self, lines: int = 30) -> str:
         if not self.log_path or not self.log_path.exists():
             return ""
@@ -146,7 +143,7 @@ class EmbeddedNats(ManagedProcess):
         config += authorization  # users and permissions (fincart_core.credentials), when given
         config_path = workdir / f"{name}.conf"
         config_path.write_text(config)
-        super().__init__(name if cluster else "nats-server", [_find_binary("nats-server"), "-c", str(config_path)],
+        super().__init__(name if cluster else "nats-server", [find_binary("nats-server"), "-c", str(config_path)],
                          log_path=workdir / f"{name}.log")
 
     @property
@@ -230,7 +227,7 @@ class EmbeddedRedis(ManagedProcess):
     def __init__(self, workdir: Path, port: int | None = None, *, password: str = "") -> None:
         self.port = port or free_port()
         self.password = password
-        binary = _find_binary("redis-server")
+        binary = find_binary("redis-server")
         super().__init__(
             "redis-server",
             [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
@@ -265,7 +262,7 @@ class EmbeddedPostgres(ManagedProcess):
             self._owned.mkdir(parents=True, exist_ok=True)
         self.datadir = self._owned / "data"
         globs = [g.format(name="initdb") for g in self.PG_GLOBS]
-        self._initdb = _find_binary("initdb", globs)
+        self._initdb = find_binary("initdb", globs)
         postgres = str(Path(self._initdb).with_name("postgres"))
         super().__init__(
             "postgres",
@@ -417,10 +414,6 @@ class ServiceProcess(ManagedProcess):
                 return
             time.sleep(0.1)
         raise StackError(f"{self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
-
-
-def console_script(name: str) -> str:
-    return _find_binary(name)
 
 
 def service_env(infra: Infra, component: str = "admin", **extra: str | int) -> dict[str, str]:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
+
+from fincart_core.settings import CommonSettings
+from fincart_core.telemetry import configure_logging, configure_tracing
 
 OK = "ok"
+S = TypeVar("S", bound=CommonSettings)
 
 
 class Health(BaseModel):
@@ -51,3 +57,16 @@ def ops_router(readiness: ReadinessChecks, required: frozenset[str] | None = Non
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
     return router
+
+
+def service_settings(settings_class: type[S], program: str) -> S:
+    """A service's settings from the environment, with its JSON logs and tracing set up; an invalid value is a
+    message and exit code 2 (a configuration mistake, not a crash)."""
+    try:
+        settings = settings_class()
+    except ValidationError as exc:
+        print(f"{program}: invalid settings: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    configure_logging(settings.log_level)
+    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
+    return settings

@@ -26,6 +26,7 @@ class Topology:
     def _subject(self, base: str) -> str:
         return f"{self.prefix.lower()}.{base}" if self.prefix else base
 
+    # One property per stream and subject name (alike in shape): callers name what they mean.
     @property
     def orders_stream(self) -> str:
         return self._name("ORDERS")

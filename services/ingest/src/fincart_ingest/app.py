@@ -11,11 +11,9 @@ import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from fincart_core.gc_tuning import tune_gc
-from fincart_core.ops import ops_router
+from fincart_core.ops import ops_router, service_settings
 from fincart_core.partition import Topology
 from fincart_core.streams import StreamLimits, connect, ensure_streams
-from fincart_core.telemetry import configure_logging, configure_tracing
-from pydantic import ValidationError
 
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.publisher import WebhookPublisher
@@ -72,13 +70,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        print(f"fincart-ingest: invalid settings: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
+    settings = service_settings(IngestSettings, "fincart-ingest")
     try:
         app = create_app(settings)
     except ValueError as exc:

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 
 import asyncpg
 import uvicorn
 from fastapi import FastAPI
-from fincart_core.ops import ops_router
+from fincart_core.ops import ops_router, service_settings
 from fincart_core.partition import Topology
 from fincart_core.streams import connect, ensure_streams
-from fincart_core.telemetry import configure_logging, configure_tracing
-from pydantic import ValidationError
 
 from fincart_sync.admission import ConnectionCaps
 from fincart_sync.event_feed import EventFeed
@@ -76,13 +73,7 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    try:
-        settings = SyncSettings()
-    except ValidationError as exc:  # e.g. FINCART_READ_TOKEN_HASHES unset: say so, no traceback
-        print(f"fincart-sync: invalid settings: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
+    settings = service_settings(SyncSettings, "fincart-sync")
     uvicorn.run(
         create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
         ws_per_message_deflate=False,  # compressing every frame for every client costs more CPU than it saves

@@ -29,12 +29,30 @@ class Client:
     on_overflow: Callable[[Client], None] = lambda _client: None
     queue: asyncio.Queue[Frame] = field(init=False)
     overflowed: bool = False
+    # The stream position its snapshot or replay covers: frames up to it are not queued (the pump would drop
+    # them), so a client is slow only when events it still needs pile up, never because the hub was still
+    # fanning out a backlog that its resume replays anyway. None: not known yet (frames are held until ``cover``).
+    covered: int | None = 0
+    _early: list[Frame] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
 
+    def cover(self, seq: int) -> None:
+        """Frames up to ``seq`` are sent by the snapshot or replay; those offered before this are judged now.
+        The early list is bounded by one stream-info request (the session reads ``seq`` right after registering)."""
+        self.covered = seq
+        early, self._early = self._early, []
+        for frame in early:
+            self.offer(frame)
+
     def offer(self, frame: Frame) -> None:
         if self.overflowed:
+            return
+        if self.covered is None:
+            self._early.append(frame)
+            return
+        if frame.seq <= self.covered:
             return
         try:
             self.queue.put_nowait(frame)

@@ -75,6 +75,7 @@ CLOSE_SERVICE_RESTART = 1012  # sent by uvicorn on shutdown
 ORDER_ID_MAX_LEN = 255
 
 
+# One model per frame type (the protocol's schema): alike in shape, they share nothing but ``type``.
 class SnapshotMessage(BaseModel):
     type: Literal["snapshot"] = "snapshot"
     seq: int
@@ -112,9 +113,6 @@ class ErrorMessage(BaseModel):
     type: Literal["error"] = "error"
     code: int
     message: str
-
-
-ServerMessage = SnapshotMessage | ResumeMessage | EventMessage | HeartbeatMessage | PongMessage | ErrorMessage
 
 
 def event_frame(seq: int, order_json: str, version: int) -> str:

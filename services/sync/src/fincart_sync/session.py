@@ -113,7 +113,7 @@ class Session:
     async def _serve(self, since: int | None, order: str | None) -> None:
         if since is not None:  # until the resume has sent anything, the client's own since is its resume point
             self.cursor, self.positioned = since, True
-        client = Client(order, self.ctx.settings.client_queue_size, on_overflow=self._overflow)
+        client = Client(order, self.ctx.settings.client_queue_size, on_overflow=self._overflow, covered=None)
         self.client = client
         # Registered before the stream position is read: every event after that position reaches the queue.
         self.ctx.hub.add(client)
@@ -184,7 +184,7 @@ class Session:
             metrics.WEBHOOK_TO_FRAME.observe(max(now - frame.received_at, 0.0))
 
     async def _pump(self, client: Client, since: int | None, order: str | None) -> None:
-        self.cursor = await self._start(since, order)
+        self.cursor = await self._start(client, since, order)
         self.positioned = True
         self.live = True
         queue = client.queue
@@ -196,10 +196,11 @@ class Session:
             await self._send_frame(frame)
             self.holding = False
 
-    async def _start(self, since: int | None, order: str | None) -> int:
+    async def _start(self, client: Client, since: int | None, order: str | None) -> int:
         """Send the snapshot or the replay; returns the stream seq the connection is now consistent with."""
         ctx = self.ctx
         first, last = await stream_last_seq(ctx.js, ctx.topology)
+        client.cover(last)
         reason = None
         if since is not None:
             if since > last:

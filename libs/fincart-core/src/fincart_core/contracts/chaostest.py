@@ -276,6 +276,8 @@ class ChaosTestSpec(SpecModel):
         return {f"I{i}" for i in range(1, 8)} if "all" in chosen else chosen
 
 
+# Kubernetes metadata: name and namespace are read, the rest (labels, uid, ...) passes through; its model_config
+# lines look like the webhook contract's, which keeps unknown Shopify fields for the same reason.
 class Metadata(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str = Field(min_length=1)
@@ -312,6 +314,8 @@ class Condition(StatusModel):
     last_transition_time: str | None = None
 
 
+# The status subset of report.Counts, in the CRD's camelCase (the CRD's status schema is generated from it): the
+# status stays small, the report carries every count.
 class StatusCounts(StatusModel):
     sent: int = 0
     acked: int = 0
