@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from fincart_chaos.observer import stream_position
 from fincart_core.contracts.report import ReportSummary
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra, find_binary
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import Infra, find_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"

@@ -314,7 +314,7 @@ SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
 
 
 def _nats_server() -> str:
-    from fincart_core.localstack import find_binary
+    from fincart_devstack.localstack import find_binary
 
     return find_binary("nats-server")
 
@@ -551,7 +551,7 @@ def scraped_sample_names(metrics_text: str) -> set[str]:
 @pytest.fixture
 def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
     """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
-    from fincart_core.localstack import ServiceProcess, find_binary, free_port
+    from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 
     started: dict[str, ServiceProcess] = {}
     try:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 import nats
-from fincart_core.localstack import EmbeddedNats
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
+from fincart_devstack.localstack import EmbeddedNats
 from test_sync_service import Events, order_state, read_events_until, read_snapshot, start_sync, ws_url
 from websockets.asyncio.client import connect as ws_connect
 

@@ -18,7 +18,8 @@ from pathlib import Path
 from fincart_core.blocking import run_blocking
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import (
+
+from fincart_devstack.localstack import (
     Infra,
     ServiceProcess,
     StackError,
