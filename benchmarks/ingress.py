@@ -1,7 +1,7 @@
 """Ingress benchmark: what nginx with the chart's Ingress rules adds to a webhook's ack latency.
 
 One real ingest process (no processor: the ack is ingest's PubAck) and, in front of it, the nginx that
-``fincart-chaos run --local --via-ingress`` uses (fincart_core.ingress_proxy). fincart-chaos's load client
+``fincart-chaos run --local --via-ingress`` uses (fincart_devstack.ingress_proxy). fincart-chaos's load client
 (aiohttp, keep-alive) sends signed webhooks in alternating rounds straight to ingest (the baseline) and
 through nginx, so that both see the same machine load; per concurrency level it reports ack p50/p99 of
 each, the added milliseconds, the ratios and the requests per second. The last line printed is one JSON
@@ -26,10 +26,10 @@ from fincart_chaos.load import run_load
 from fincart_chaos.report import percentiles
 from fincart_chaos.workload import Request, make_webhook
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import start_infra
 from fincart_core.partition import Topology
 from fincart_core.streams import delete_streams
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import start_infra
 
 SECRET = "bench-ingress-secret"
 PARTITIONS = 4

@@ -61,7 +61,10 @@ from fincart_chaos.workload import Request as LoadRequest
 from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import (
+from fincart_core.partition import Topology, partition_for
+from fincart_core.settings import to_asyncpg_url
+from fincart_core.streams import delete_streams, ensure_streams
+from fincart_devstack.localstack import (
     EmbeddedNats,
     Infra,
     NatsCluster,
@@ -71,9 +74,6 @@ from fincart_core.localstack import (
     service_env,
     start_infra,
 )
-from fincart_core.partition import Topology, partition_for
-from fincart_core.settings import to_asyncpg_url
-from fincart_core.streams import delete_streams, ensure_streams
 from fincart_processor.order_store import UPSERT_ORDERS
 from fincart_processor.settings import ProcessorSettings
 

@@ -23,8 +23,8 @@ import asyncpg
 import nats
 from fincart_chaos.local import FaultProxyProcess, host_port, via_proxy
 from fincart_chaos.report import percentiles
-from fincart_core.localstack import start_infra
 from fincart_core.settings import to_asyncpg_url
+from fincart_devstack.localstack import start_infra
 
 
 async def timed(call: Callable[[], Awaitable[object]]) -> float:

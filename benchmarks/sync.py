@@ -31,9 +31,9 @@ from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import ServiceProcess, find_binary, free_port, start_infra
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port, start_infra
 
 CONNECT_CONCURRENCY = 50
 STAMP = datetime(2026, 1, 1, tzinfo=UTC)

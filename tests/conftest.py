@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio as aioredis
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import Infra, start_infra
 from fincart_core.partition import Topology
 from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import delete_streams, ensure_streams
+from fincart_devstack.localstack import Infra, start_infra
 from nats.js import JetStreamContext
 
 

@@ -1,7 +1,7 @@
 """The live page in a real browser: webhooks go through ingest and the processor, the row updates in place.
 
 Debian chromium (``/usr/bin/chromium``, never a downloaded browser) driven by Playwright; the stack
-(ingest, one processor, sync) runs as subprocesses through fincart_core.devstack.DevStack.
+(ingest, one processor, sync) runs as subprocesses through fincart_devstack.devstack.DevStack.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import httpx
 import nats
 import pytest
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import Infra
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

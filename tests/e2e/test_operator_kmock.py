@@ -25,7 +25,7 @@ import kubernetes
 import pytest
 import yaml
 from fincart_chaos.proxy import Route, serve
-from fincart_core.localstack import free_port
+from fincart_devstack.localstack import free_port
 from fincart_operator import main  # noqa: F401  (registers the handlers with kopf)
 from fincart_operator.crd import build_crd
 from fincart_operator.settings import OperatorSettings

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from fincart_core.localstack import Infra
+from fincart_devstack.localstack import Infra
 
 PIPELINE = Path(__file__).parents[2] / "benchmarks" / "pipeline.py"
 KEYS = ("bare_fastapi_rps", "ingest_rps", "ingest_ratio", "ingest_p50_ms", "ingest_p99_ms", "raw_upsert_rps",

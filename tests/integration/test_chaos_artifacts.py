@@ -9,7 +9,7 @@ import nats
 import pytest
 from fincart_chaos import artifacts
 from fincart_chaos.ledger import LedgerEntry, RunnerStart
-from fincart_core.localstack import Infra
+from fincart_devstack.localstack import Infra
 
 
 async def drop_artifacts(url: str, prefix: str) -> None:

@@ -16,7 +16,7 @@ from fincart_chaos.local import services
 from fincart_chaos.report import Report
 from fincart_chaos.spec_io import parse_documents
 from fincart_chaos.workload import plan
-from fincart_core.localstack import Infra
+from fincart_devstack.localstack import Infra
 from rich.console import Console
 
 BROKEN = Path(__file__).resolve().parents[1] / "support" / "broken_processor.py"

@@ -16,7 +16,7 @@ from fincart_chaos.execution import run_test
 from fincart_chaos.local import services
 from fincart_chaos.report import Report
 from fincart_chaos.spec_io import parse_documents
-from fincart_core.localstack import Infra, start_infra
+from fincart_devstack.localstack import Infra, start_infra
 from rich.console import Console
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"

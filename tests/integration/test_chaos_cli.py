@@ -20,8 +20,8 @@ import pytest
 from fincart_chaos.observer import stream_position
 from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_core.contracts.report import ReportSummary
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra, find_binary
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import Infra, find_binary
 
 from tests.integration.test_chaos_artifacts import drop_artifacts
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fincart_chaos.faults import LocalTargets, inject_once
 from fincart_core.contracts.chaostest import Fault
-from fincart_core.localstack import ManagedProcess
+from fincart_devstack.localstack import ManagedProcess
 
 WAIT_S = 10.0
 

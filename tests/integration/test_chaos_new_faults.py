@@ -22,7 +22,7 @@ from fincart_chaos.report import Report
 from fincart_chaos.shrink import shrink
 from fincart_chaos.spec_io import parse_documents
 from fincart_core.contracts.chaostest import ChaosTest
-from fincart_core.localstack import Infra, find_binary, start_infra
+from fincart_devstack.localstack import Infra, find_binary, start_infra
 from rich.console import Console
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"

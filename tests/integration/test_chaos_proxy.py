@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fincart_chaos.proxy import Route, serve
-from fincart_core.localstack import Infra, free_port
+from fincart_devstack.localstack import Infra, free_port
 
 BENCHMARK = Path(__file__).parents[2] / "benchmarks" / "proxy.py"
 WAIT_S = 10.0  # generous: only ever reached when something is broken

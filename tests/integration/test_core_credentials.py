@@ -14,11 +14,11 @@ import nats
 import pytest
 import redis.asyncio as aioredis
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra, start_infra
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
 from fincart_core.streams import ensure_streams
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import Infra, start_infra
 from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeout
 

@@ -5,10 +5,10 @@ import nats
 import redis.asyncio as aioredis
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.localstack import start_infra
 from fincart_core.partition import Topology
 from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import PartitionMismatch, ensure_streams
+from fincart_devstack.localstack import start_infra
 
 
 async def test_embedded_servers_start_and_serve(tmp_path):

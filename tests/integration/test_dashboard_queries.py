@@ -32,8 +32,8 @@ from fincart_chaos.local import services
 from fincart_chaos.spec_io import parse_documents
 from fincart_core.contracts.chaostest import ChaosTestStatus, StatusCounts, StatusFault
 from fincart_core.contracts.report import FaultRecord
-from fincart_core.localstack import Infra, ManagedProcess, StackError, free_port, http_ready, wait_for
 from fincart_dashboards import cli as dashboards
+from fincart_devstack.localstack import Infra, ManagedProcess, StackError, free_port, http_ready, wait_for
 from fincart_operator import metrics as operator_metrics
 from fincart_operator.reconcile import timestamp
 from rich.console import Console

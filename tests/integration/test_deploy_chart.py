@@ -23,8 +23,8 @@ import kubernetes_validate
 import pytest
 import yaml
 from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL
-from fincart_core.credentials import PERMISSIONS
-from fincart_core.ingress_proxy import ROUTES, IngressRules
+from fincart_devstack.credentials import PERMISSIONS
+from fincart_devstack.ingress_proxy import ROUTES, IngressRules
 from fincart_ingest.settings import IngestSettings
 from fincart_sync.settings import SyncSettings
 
@@ -355,7 +355,7 @@ SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
 
 
 def _nats_server() -> str:
-    from fincart_core.localstack import find_binary
+    from fincart_devstack.localstack import find_binary
 
     return find_binary("nats-server")
 
@@ -600,7 +600,7 @@ HELM_TEST_READ_TOKEN = "fct_helm-test-read-token"
 @pytest.fixture
 def running_services(service_env: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
     """ingest, processor and sync from their console scripts, on one test database and stream prefix."""
-    from fincart_core.localstack import ServiceProcess, find_binary, free_port
+    from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 
     started: dict[str, ServiceProcess] = {}
     try:

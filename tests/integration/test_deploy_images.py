@@ -22,11 +22,13 @@ ENTRYPOINT = "fincart-entrypoint"
 UV_SYNC_TIMEOUT_S = 300
 # fincart-core's heavy parts are extras ([db], [web]): an image gets them only when its package asks for them
 MODULES = {
-    "fincart-ingest": {"fastapi": True, "sqlalchemy": False, "alembic": False},
-    "fincart-processor": {"fastapi": True, "fincart_core.db.migrate": True},  # also the migration Job's image
-    "fincart-sync": {"fastapi": True, "sqlalchemy": False, "alembic": False},
-    "fincart-chaos": {"fastapi": False, "starlette": False},
-    "fincart-operator": {"fastapi": False, "starlette": False, "sqlalchemy": False, "alembic": False, "asyncpg": False},
+    "fincart-ingest": {"fastapi": True, "sqlalchemy": False, "alembic": False, "fincart_devstack": False},
+    "fincart-processor": {"fastapi": True, "fincart_core.db.migrate": True,  # also the migration Job's image
+                          "fincart_devstack": False},
+    "fincart-sync": {"fastapi": True, "sqlalchemy": False, "alembic": False, "fincart_devstack": False},
+    "fincart-chaos": {"fastapi": False, "starlette": False, "fincart_devstack": True},  # run --local
+    "fincart-operator": {"fastapi": False, "starlette": False, "sqlalchemy": False, "alembic": False, "asyncpg": False,
+                         "fincart_devstack": False},
 }
 
 

@@ -1,4 +1,4 @@
-"""Traffic through the Ingress on one machine: Debian's nginx (fincart_core.ingress_proxy) in front of real
+"""Traffic through the Ingress on one machine: Debian's nginx (fincart_devstack.ingress_proxy) in front of real
 ingest and sync processes, with the rules the chart gives ingress-nginx: body limit, WebSocket timeouts,
 forwarded headers and only the public paths. ``fincart-chaos run --local --via-ingress`` on the examples."""
 
@@ -26,9 +26,9 @@ from fincart_chaos.observer import Observer
 from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.workload import Request, make_webhook
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.ingress_proxy import IngressRules, NginxIngress
-from fincart_core.localstack import Infra, find_binary, free_port
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.ingress_proxy import IngressRules, NginxIngress
+from fincart_devstack.localstack import Infra, find_binary, free_port
 
 from tests.integration.test_chaos_cli import EXAMPLES, chaos, infra_env
 from tests.support.webhooks import order_payload, signed_request

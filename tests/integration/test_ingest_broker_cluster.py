@@ -1,14 +1,14 @@
-"""The local 3-node JetStream cluster (fincart_core.localstack.NatsCluster) and the streams' replicas and
+"""The local 3-node JetStream cluster (fincart_devstack.localstack.NatsCluster) and the streams' replicas and
 retention (fincart_core.streams), against real nats-server processes."""
 
 import asyncio
 from dataclasses import replace
 
 import nats
-from fincart_core.localstack import service_env, start_infra
 from fincart_core.partition import Topology
 from fincart_core.settings import CommonSettings
 from fincart_core.streams import StreamLimits, connect, ensure_streams
+from fincart_devstack.localstack import service_env, start_infra
 
 RETRIES = 30
 LIMITS = StreamLimits.from_settings(CommonSettings(stream_replicas=3))

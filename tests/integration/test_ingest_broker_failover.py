@@ -18,8 +18,8 @@ from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.verify import ALL_INVARIANTS, check, read_history, settle
 from fincart_chaos.workload import Request, make_webhook
 from fincart_core.contracts.events import OrderEvent
-from fincart_core.localstack import EmbeddedNats, NatsCluster, ServiceProcess, find_binary, free_port
 from fincart_core.streams import connect
+from fincart_devstack.localstack import EmbeddedNats, NatsCluster, ServiceProcess, find_binary, free_port
 
 from tests.support.ingest_service import SECRET, start_ingest
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import redis.asyncio as aioredis
-from fincart_core.localstack import free_port
+from fincart_devstack.localstack import free_port
 from fincart_ingest.dedupe import DedupeMarks
 from fincart_ingest.metrics import REDIS_ERRORS
 

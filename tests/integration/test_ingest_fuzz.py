@@ -13,8 +13,8 @@ import httpx
 import nats
 import pytest
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.signing import sign
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -11,9 +11,9 @@ import httpx
 import nats
 import pytest
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
+from fincart_devstack.localstack import EmbeddedNats, EmbeddedRedis, ServiceProcess
 from fincart_ingest import webhook_checks as checks
 
 from tests.support.ingest_service import signed_headers, start_ingest

@@ -13,9 +13,9 @@ import asyncpg
 import httpx
 import pytest
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import EmbeddedNats, Infra
 from fincart_core.settings import to_asyncpg_url
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import EmbeddedNats, Infra
 
 from tests.support.webhooks import BASE, order_payload, signed_request
 

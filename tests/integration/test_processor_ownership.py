@@ -12,7 +12,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import asyncpg
-from fincart_core.localstack import ServiceProcess, find_binary, free_port
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 from fincart_processor.runner import Processor
 
 from tests.integration.test_processor_service import (

@@ -17,7 +17,7 @@ import nats
 import pytest
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.contracts.webhook import WebhookMessage
-from fincart_core.localstack import ServiceProcess, find_binary, free_port
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 from fincart_processor.consumer import consumer_config, parse
 from fincart_processor.order_store import apply_batch
 from fincart_processor.runner import Processor

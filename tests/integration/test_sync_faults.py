@@ -8,7 +8,6 @@ from pathlib import Path
 
 import httpx
 import nats
-from fincart_core.localstack import EmbeddedNats
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
 from test_sync_service import Events, connect, order_state, read_events_until, read_snapshot, start_sync, ws_url

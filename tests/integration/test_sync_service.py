@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fincart_core.auth import new_token, token_hash
 from fincart_core.contracts.events import OrderEvent, OrderState
-from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.partition import Topology
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from fincart_core.db.admin import drop_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import Infra
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import Infra
 from websockets.asyncio.client import connect as ws_connect
 
 from tests.support.webhooks import order_payload, signed_request

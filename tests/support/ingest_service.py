@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fincart_core.localstack import ServiceProcess, find_binary, free_port
 from fincart_core.signing import sign
+from fincart_devstack.localstack import ServiceProcess, find_binary, free_port
 
 SECRET = "test-secret"  # tests/conftest.py's service_env has FINCART_WEBHOOK_SECRET=test-secret
 

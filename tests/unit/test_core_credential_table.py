@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fincart_core.auth import bearer_token, matching_hash, new_token, token_hash, ws_subprotocols, ws_token
-from fincart_core.credentials import PERMISSIONS, StackCredentials, redact, with_userinfo
+from fincart_devstack.credentials import PERMISSIONS, StackCredentials, redact, with_userinfo
 
 
 def test_tokens_are_random_and_matched_by_their_hash_only() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fincart_core.ingress_proxy import IngressRules, render_config
+from fincart_devstack.ingress_proxy import IngressRules, render_config
 
 
 def test_the_numbers_follow_the_services_values() -> None:

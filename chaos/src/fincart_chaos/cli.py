@@ -15,8 +15,8 @@ import typer
 from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL, Boundaries, boundary_problems
 from fincart_core.contracts.chaostest import ChaosTest, parse_duration
 from fincart_core.contracts.report import EXIT_CODES, FaultRecord
-from fincart_core.localstack import StackError
 from fincart_core.telemetry import configure_logging
+from fincart_devstack.localstack import StackError
 from nats.errors import Error as NatsError
 from pydantic import TypeAdapter, ValidationError
 from rich.console import Console

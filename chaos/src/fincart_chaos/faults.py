@@ -21,8 +21,8 @@ import asyncpg
 import httpx
 from fincart_core.contracts.chaostest import Fault, ProxyFault, parse_duration
 from fincart_core.contracts.report import FaultRecord
-from fincart_core.localstack import ManagedProcess
 from fincart_core.settings import to_asyncpg_url
+from fincart_devstack.localstack import ManagedProcess
 
 COMPONENT_LABEL = "app.kubernetes.io/component"
 POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"

@@ -22,8 +22,10 @@ from urllib.parse import urlsplit, urlunsplit
 from fincart_core.blocking import run_blocking
 from fincart_core.contracts.chaostest import ChaosTest
 from fincart_core.db.admin import drop_database, with_database
-from fincart_core.devstack import DevStack, StackConfig
-from fincart_core.localstack import (
+from fincart_core.partition import Topology
+from fincart_core.streams import delete_streams
+from fincart_devstack.devstack import DevStack, StackConfig
+from fincart_devstack.localstack import (
     READY_TIMEOUT_S,
     Infra,
     ManagedProcess,
@@ -33,8 +35,6 @@ from fincart_core.localstack import (
     start_infra,
     wait_for,
 )
-from fincart_core.partition import Topology
-from fincart_core.streams import delete_streams
 
 from fincart_chaos.execution import Endpoints
 from fincart_chaos.faults import LocalTargets

@@ -264,7 +264,7 @@ readinessProbe:
 {{/* The Ingress's proxy settings, derived from the values the services run with. The body limit leaves a
      1 MiB margin above FINCART_MAX_BODY_BYTES so that ingest answers 413 itself (logged and counted) up
      to there; the read/send timeouts are three heartbeat intervals, so an idle /sync WebSocket is cut
-     only after two missed heartbeats. fincart_core.ingress_proxy computes the same numbers for the local
+     only after two missed heartbeats. fincart_devstack.ingress_proxy computes the same numbers for the local
      nginx; tests/integration/test_deploy_chart.py keeps the two equal. */}}
 {{- define "fincart.ingress.annotations" -}}
 {{- $timeout := mulf .Values.sync.heartbeatIntervalSeconds 3 | ceil | int64 | toString -}}

@@ -1,5 +1,5 @@
 {{/* NATS users of the FinCart components and what each may publish; the same table as
-     fincart_core.credentials.PERMISSIONS (tests/integration/test_deploy_chart.py compares them). Every user
+     fincart_devstack.credentials.PERMISSIONS (tests/integration/test_deploy_chart.py compares them). Every user
      subscribes to _INBOX.> only (JetStream replies and deliveries). Nobody may purge or delete a stream. */}}
 {{- define "fincart.nats.permissions" -}}
 {{- $streams := list "$JS.API.INFO" "$JS.API.STREAM.INFO.*" "$JS.API.STREAM.CREATE.*" "$JS.API.STREAM.UPDATE.*" "$JS.API.STREAM.NAMES" "$JS.API.STREAM.LIST" -}}

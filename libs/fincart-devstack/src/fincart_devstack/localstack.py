@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from fincart_core.credentials import StackCredentials, with_userinfo
+from fincart_devstack.credentials import StackCredentials, with_userinfo
 
 STOP_TIMEOUT_S = 10.0
 READY_TIMEOUT_S = 30.0
@@ -140,7 +140,7 @@ class EmbeddedNats(ManagedProcess):
                   f"jetstream {{\n  {jetstream}\n}}\n")
         if cluster:
             config += cluster.config(name)
-        config += authorization  # users and permissions (fincart_core.credentials), when given
+        config += authorization  # users and permissions (fincart_devstack.credentials), when given
         config_path = workdir / f"{name}.conf"
         config_path.write_text(config)
         super().__init__(name if cluster else "nats-server", [find_binary("nats-server"), "-c", str(config_path)],
@@ -336,7 +336,7 @@ def start_infra(
     ``nats_nodes`` > 1 always starts an embedded :class:`NatsCluster` of that many nodes (whatever
     FINCART_NATS_URL says: the caller wants nodes it can kill) and waits for its meta leader.
     ``credentials``: NATS and Redis are always embedded, with generated per-component NATS users and a
-    Redis password (fincart_core.credentials); ``nats_url`` is then the admin user's, ``nats_url_for()``
+    Redis password (fincart_devstack.credentials); ``nats_url`` is then the admin user's, ``nats_url_for()``
     a component's; PostgreSQL as usual."""
     env = os.environ if env is None else env
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fincart-stack-"))

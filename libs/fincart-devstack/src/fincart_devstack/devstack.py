@@ -2,7 +2,7 @@
 
 :class:`DevStack` is also what ``fincart-chaos run --local`` and the end-to-end tests start: infra
 (configured or embedded), the migrated database, ingest, N processor replicas and sync, and with
-``ingress`` nginx in front of ingest and sync with the chart's Ingress rules (fincart_core.ingress_proxy).
+``ingress`` nginx in front of ingest and sync with the chart's Ingress rules (fincart_devstack.ingress_proxy).
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from pathlib import Path
 
 from fincart_core.auth import new_token, token_hash
 from fincart_core.blocking import run_blocking
-from fincart_core.credentials import redact
 from fincart_core.db.admin import ensure_database, with_database
 from fincart_core.db.migrate import upgrade
-from fincart_core.ingress_proxy import IngressRules, NginxIngress
-from fincart_core.localstack import (
+
+from fincart_devstack.credentials import redact
+from fincart_devstack.ingress_proxy import IngressRules, NginxIngress
+from fincart_devstack.localstack import (
     Infra,
     ManagedProcess,
     ServiceProcess,

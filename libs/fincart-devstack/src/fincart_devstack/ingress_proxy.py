@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from fincart_core.localstack import (
+from fincart_devstack.localstack import (
     READY_TIMEOUT_S,
     ManagedProcess,
     StackError,
@@ -135,7 +135,7 @@ def render_config(rules: IngressRules, *, prefix: Path, port: int, upstreams: Ma
     server_name = rules.host or "_"
     default = "" if rules.host else " default_server"
     locations_text = "\n".join(f"    {line}" for line in locations)
-    return f"""# rendered by fincart_core.ingress_proxy from IngressRules({rules})
+    return f"""# rendered by fincart_devstack.ingress_proxy from IngressRules({rules})
 daemon off;
 master_process on;
 worker_processes 1;
