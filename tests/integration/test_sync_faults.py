@@ -10,6 +10,7 @@ import httpx
 import nats
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
+from fincart_devstack.localstack import EmbeddedNats
 from test_sync_service import Events, connect, order_state, read_events_until, read_snapshot, start_sync, ws_url
 
 WAIT_S = 30.0
