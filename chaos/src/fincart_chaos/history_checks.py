@@ -192,7 +192,9 @@ def observer_views(steady: Sequence[Seen], resumed: Sequence[Sequence[Seen]], ro
     """Each resumed observer's log against the stored rows (``rows``, ``versions``: order id -> columns,
     version; only these orders are judged) and against the steady observer's log."""
     known = {(s.order_id, s.version, s.last_webhook_id) for s in steady if s.kind != "reset"}
-    gaps, stale, foreign = set(), set(), set()
+    gaps: set[str] = set()
+    stale: set[str] = set()
+    foreign: set[str] = set()
     for log in resumed:
         held, missing = held_versions(log)
         gaps.update(g for g in missing if g.rsplit("@", 1)[0] in rows)
@@ -356,7 +358,8 @@ def read_api_pages(ctx: Context) -> Iterator[Finding]:
     if ctx.extras is None:
         return
     extras, store = ctx.extras, ctx.extras.store
-    committed = {(a.order_id, a.version): a.webhook_id for a in store.audit if a.status == "processed"}
+    committed = {(a.order_id, a.version): a.webhook_id for a in store.audit
+                 if a.status == "processed" and a.version is not None}
     scope = {r.webhook.order_id for r in ctx.requests}
     walks = [(walk, False) for walk in extras.walks_during]
     walks += [(extras.walk_after, True)] if extras.walk_after is not None else []

@@ -41,7 +41,9 @@ def _set(key: str, value: object) -> Callable[[dict[str, object]], None]:
 
 
 def _drop(key: str) -> Callable[[dict[str, object]], None]:
-    return lambda payload: payload.pop(key)
+    def drop(payload: dict[str, object]) -> None:
+        payload.pop(key)
+    return drop
 
 
 # name -> (kind, how a valid payload is spoilt). Every one is valid JSON that the order contract refuses or

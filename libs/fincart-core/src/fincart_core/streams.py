@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from dataclasses import dataclass, replace
@@ -42,10 +43,10 @@ class StreamLimits:
 
 
 def stream_configs(topology: Topology, limits: StreamLimits) -> list[StreamConfig]:
-    common = {"storage": StorageType.FILE, "duplicate_window": DUPLICATE_WINDOW_S, "num_replicas": limits.replicas,
-              "retention": RetentionPolicy.LIMITS}
+    stream = functools.partial(StreamConfig, storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S,
+                               num_replicas=limits.replicas, retention=RetentionPolicy.LIMITS)
     return [
-        StreamConfig(
+        stream(
             name=topology.orders_stream,
             subjects=[topology.webhooks_wildcard],
             # the partition count lives in the description: stream metadata needs nats-server >= 2.10
@@ -53,21 +54,18 @@ def stream_configs(topology: Topology, limits: StreamLimits) -> list[StreamConfi
             max_age=limits.orders_max_age_s, max_bytes=limits.orders_max_bytes,
             # full: refuse new webhooks (ingest answers 503, the shop retries) rather than drop unapplied ones
             discard=DiscardPolicy.NEW,
-            **common,
         ),
-        StreamConfig(
+        stream(
             name=topology.events_stream,
             subjects=[topology.events_wildcard],
             description="Order change events, one per applied version",
             max_age=limits.events_max_age_s, max_bytes=limits.events_max_bytes, discard=DiscardPolicy.OLD,
-            **common,
         ),
-        StreamConfig(
+        stream(
             name=topology.dlq_stream,
             subjects=[topology.dlq_subject],
             description="Webhooks that could not be parsed after max deliveries",
             max_age=limits.dlq_max_age_s, max_bytes=limits.dlq_max_bytes, discard=DiscardPolicy.OLD,
-            **common,
         ),
     ]
 
@@ -84,6 +82,7 @@ async def ensure_streams(js: JetStreamContext, topology: Topology, limits: Strea
     """Create the streams if missing, update replicas and retention of existing ones when they differ;
     refuse to run against a stream partitioned differently. ``limits``: None reads the FINCART_* environment."""
     for config in stream_configs(topology, limits or StreamLimits.from_settings()):
+        assert config.name is not None  # stream_configs names every stream
         try:
             info = await js.stream_info(config.name)
         except nats.js.errors.NotFoundError:

@@ -90,7 +90,7 @@ class ManagedProcess:
             self.argv, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, start_new_session=True,
         )
-        if log is not subprocess.DEVNULL:
+        if not isinstance(log, int):
             log.close()  # the child holds its own descriptor
 
     @property

@@ -111,6 +111,7 @@ class OrdersStore:
             yield [to_state(r) for r in records], True
             return
         after: str | None = None
+        args: list[object]
         while True:
             if after is None:
                 sql, args = f"SELECT {COLUMNS} FROM orders ORDER BY shopify_order_id LIMIT $1", [page_size + 1]

@@ -93,7 +93,7 @@ class Load(SpecModel):
         0.0, description="Share of extra signed requests that are valid JSON but an invalid order: each must be "
         "answered 4xx or dead-lettered (a failed audit row), never applied")
     poison_kinds: list[PoisonKind] = Field(
-        default_factory=lambda: ["schema"], min_length=1,
+        default_factory=lambda: list[PoisonKind](["schema"]), min_length=1,
         description="schema: missing or invalid fields and absurd values; calendarEdge: an updated_at whose UTC "
         "instant lies outside the years 1..9999 (e.g. 0001-01-01T00:00:00+01:00)")
     resuming_observers: int = Field(
@@ -210,7 +210,7 @@ Invariant = Literal["all", "I1", "I2", "I3", "I4", "I5", "I6", "I7"]
 
 
 class Verification(SpecModel):
-    invariants: list[Invariant] = Field(default_factory=lambda: ["all"], min_length=1)
+    invariants: list[Invariant] = Field(default_factory=lambda: list[Invariant](["all"]), min_length=1)
     max_lost: int = Field(0, ge=0, description="Lost webhooks tolerated before the verdict is Fail")
 
 
@@ -272,7 +272,7 @@ class ChaosTestSpec(SpecModel):
         return drawn
 
     def enabled_invariants(self) -> set[str]:
-        chosen = set(self.verification.invariants)
+        chosen: set[str] = set(self.verification.invariants)
         return {f"I{i}" for i in range(1, 8)} if "all" in chosen else chosen
 
 
