@@ -37,13 +37,16 @@ import asyncio
 import json
 import os
 import random
+import re
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -62,10 +65,13 @@ from fincart_core.contracts.webhook import WebhookMessage
 from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import (
+    READY_TIMEOUT_S,
     EmbeddedNats,
     Infra,
+    ManagedProcess,
     NatsCluster,
     ServiceProcess,
+    StackError,
     console_script,
     free_port,
     service_env,
@@ -76,6 +82,7 @@ from fincart_core.settings import to_asyncpg_url
 from fincart_core.streams import delete_streams, ensure_streams
 from fincart_processor.order_store import UPSERT_ORDERS
 from fincart_processor.settings import ProcessorSettings
+from procstat import cpu_seconds, peak_rss_mb
 
 SECRET = "bench-secret"
 PARTITIONS = 16
@@ -118,13 +125,25 @@ def upsert_row(w: Webhook) -> tuple[object, ...]:
     return (w.order_id, w.status, w.total_price, w.shipping_fee, w.index + 1, w.updated_at, w.webhook_id)
 
 
+class BaselineProcess(ManagedProcess):
+    """same_work.py, ready when it has printed ``ready`` (connected to NATS and PostgreSQL)."""
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "ready" not in self.log_tail():
+            if not self.running or time.monotonic() > deadline:
+                raise StackError(f"{self.name} did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+
 class Bench:
     """One run: its infra, names, services and the cleanup of everything it created."""
 
     def __init__(self, args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
         self.args, self.infra, self.workdir = args, infra, workdir
         self.name = f"bench_pipe_{uuid.uuid4().hex[:8]}"
-        self.services: list[ServiceProcess] = []
+        self.services: list[ManagedProcess] = []
         self.databases: list[str] = []
         self.topologies: list[Topology] = []
 
@@ -150,6 +169,15 @@ class Bench:
         env = service_env(self.infra, partitions=PARTITIONS, nats_prefix=topology.prefix, webhook_secret=SECRET,
                           log_level=self.args.log_level, service_name=name, **extra)
         return self.service(name, [console_script(script)], {**env, "FINCART_DATABASE_URL": database_url})
+
+    def baseline(self, database_url: str, topology: Topology, pool: int, batch: int, ack: str) -> BaselineProcess:
+        """The same-work baseline (same_work.py) on a database and stream of its own."""
+        process = BaselineProcess(f"baseline-{ack}", [
+            sys.executable, str(Path(__file__).with_name("same_work.py")), "--database-url", database_url,
+            "--nats-url", self.infra.nats_url, "--prefix", topology.prefix, "--partitions", str(PARTITIONS),
+            "--pool", str(pool), "--batch", str(batch), "--ack", ack], log_path=self.workdir / f"baseline-{ack}.log")
+        self.services.append(process)
+        return process
 
     async def cleanup(self) -> None:
         for service in self.services:
@@ -223,29 +251,48 @@ async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int,
     return statistics.median(rates)
 
 
-async def drain(database_url: str, processors: Sequence[ServiceProcess], backlog: int) -> float:
-    """Webhooks per second of the processors draining ``backlog`` messages already in JetStream, from the
-    moment every partition has begun (its first transaction: the processes start a few hundred ms apart and
-    share the partitions through leases) to
-    the moment the last audit row is visible, on PostgreSQL's clock."""
+@dataclass
+class Drained:
+    """A drain's rate, the CPU its processes spent per webhook and their peak RSS."""
+
+    rps: float
+    us_per_webhook: float
+    peak_rss_mb: list[float]
+
+
+async def drain(database_url: str, processes: Sequence[ManagedProcess], backlog: int, already: int = 0) -> Drained:
+    """Webhooks per second of ``processes`` (processors or the baseline) draining ``backlog`` messages already in
+    JetStream, from the moment every partition has begun (its first transaction: the processes start a few
+    hundred ms apart and share the partitions through leases) to the moment the last audit row is visible, on
+    PostgreSQL's clock. CPU per webhook: the processes' CPU time over the webhooks audited between the last
+    poll at <= 5 % of the backlog (start-up and imports are over) and the end. ``already``: webhooks audited
+    before (a --scale step's earlier steps), not counted."""
     db = await asyncpg.connect(to_asyncpg_url(database_url))
     try:
-        await start(processors)
+        since = await db.fetchval("SELECT clock_timestamp()")
+        await start(processes)
+        pids = [p.pid or 0 for p in processes]
         deadline = time.monotonic() + max(60.0, backlog / 100)
         progress = "SELECT count(*) AS n, clock_timestamp() AS now FROM audit_log"
-        while (row := await db.fetchrow(progress))["n"] < backlog:
+        samples: list[tuple[int, float]] = []  # (audited, CPU seconds of the processes)
+        while (row := await db.fetchrow(progress))["n"] < already + backlog:
+            samples.append((row["n"], sum(map(cpu_seconds, pids))))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain stalled: {row['n']} of {backlog} webhooks audited")
             await asyncio.sleep(POLL_S)
-        audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log")
+        cpu_end = sum(map(cpu_seconds, pids))
+        rss = [peak_rss_mb(pid) for pid in pids]
+        audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log WHERE created_at > $1", since)
     finally:
         await db.close()
+    n0, cpu0 = max((s for s in samples if s[0] <= already + backlog * 0.05), default=(already, cpu_end))
     firsts: dict[int, datetime] = {}  # the first transaction of each partition, whichever replica holds it
     for order_id, at in audited:
         partition = partition_for(order_id, PARTITIONS)
         firsts[partition] = min(firsts.get(partition, at), at)
     begun = max(firsts.values())
-    return sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
+    rate = sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
+    return Drained(rate, 1e6 * (cpu_end - cpu0) / max(1, already + len(audited) - n0), rss)
 
 
 async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook]) -> None:
@@ -318,21 +365,36 @@ async def run(args: argparse.Namespace) -> dict:
         seeded = await seed(ingest.base_url, db_a, args.seed_webhooks)
         for service in bench.services:
             service.stop()
+        baselines: dict[str, Drained] = {}
+        for ack in ("each", "all"):  # the same backlog, published straight to a stream of its own
+            db_c, topo_c = await bench.prepare(f"base_{ack}")
+            await fill(infra.nats_url, topo_c, hooks)
+            baselines[ack] = await drain(db_c, [bench.baseline(db_c, topo_c, pool_size, batch, ack)], len(hooks))
 
         drain_2 = None
         if not args.no_drain_2:
             db_b, topo_b = await bench.prepare("b")
             await fill(infra.nats_url, topo_b, hooks)
-            drain_2 = await drain(db_b, [
+            drain_2 = (await drain(db_b, [
                 bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b)
-                for i in range(2)], len(hooks))
+                for i in range(2)], len(hooks))).rps
         result: dict = {
             "bare_fastapi_rps": round(bare_http["rps"]), "ingest_rps": round(ingest_http["rps"]),
             "ingest_ratio": round(ingest_http["rps"] / bare_http["rps"], 3),
             "ingest_p50_ms": round(ingest_http["p50_ms"], 2), "ingest_p99_ms": round(ingest_http["p99_ms"], 2),
             "bare_p50_ms": round(bare_http["p50_ms"], 2), "bare_p99_ms": round(bare_http["p99_ms"], 2),
-            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1), "drain_rps_1": round(drain_1),
-            "drain_rps_2": round(drain_2) if drain_2 else None, "drain_ratio": round(drain_1 / raw_rps, 3),
+            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1.rps), "drain_rps_1": round(drain_1.rps),
+            "drain_rps_2": round(drain_2) if drain_2 else None,
+            "baseline_rps": round(baselines["each"].rps), "drain_ratio": round(drain_1.rps / baselines["each"].rps, 3),
+            "us_per_webhook": round(drain_1.us_per_webhook, 1),
+            "baseline_us_per_webhook": round(baselines["each"].us_per_webhook, 1),
+            "cpu_ratio": round(baselines["each"].us_per_webhook / drain_1.us_per_webhook, 3)
+            if drain_1.us_per_webhook else None,
+            "baseline_ackall_rps": round(baselines["all"].rps),
+            "baseline_ackall_us_per_webhook": round(baselines["all"].us_per_webhook, 1),
+            "ackall_speedup": round(baselines["all"].rps / baselines["each"].rps, 3),
+            "processor_peak_rss_mb": round(drain_1.peak_rss_mb[0], 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "seed_answer_s": round(seeded["answer_s"], 3), "seed_drain_s": round(seeded["drain_s"], 3),
             "seed_version": seeded["version"], "seed_webhooks": args.seed_webhooks,
             "webhooks": args.webhooks, "backlog": len(hooks), "orders": args.orders,
@@ -344,6 +406,63 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             infra.stop()
     return result
+
+
+def histogram_quantile(metrics_text: str, name: str, q: float) -> float | None:
+    """Prometheus's histogram_quantile over one process's cumulative buckets (linear within a bucket)."""
+    buckets = sorted((float("inf") if le == "+Inf" else float(le), float(value)) for le, value in re.findall(
+        rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', metrics_text, re.MULTILINE))
+    if not buckets or not buckets[-1][1]:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            return lower if upper == float("inf") else lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return None
+
+
+async def scale(args: argparse.Namespace) -> None:
+    """--scale: backlogs of each size drained in turn by one processor into one growing orders table (every
+    webhook a new order); one JSON line per step."""
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-scale-"))
+    infra = start_infra(use_defaults_if_reachable=True, workdir=workdir)
+    bench = Bench(args, infra, workdir)
+    try:
+        database_url, topology = await bench.prepare("scale")
+        processor = bench.fincart("processor-scale", "fincart-processor", database_url, topology)
+        db = await asyncpg.connect(to_asyncpg_url(database_url))
+        done = 0
+        try:
+            for size in args.scale_sizes:
+                for at in range(done, done + size, 20_000):  # published while no processor runs
+                    await fill(infra.nats_url, topology, [make_webhook(f"scale-{i}", 0, SEED)
+                                                          for i in range(at, min(at + 20_000, done + size))])
+                drained = await drain(database_url, [processor], size, already=done)
+                metrics_text = await asyncio.to_thread(lambda: urllib.request.urlopen(
+                    f"{processor.base_url}/metrics", timeout=10).read().decode())
+                processor.stop()
+                done += size
+                sizes = await db.fetchrow(
+                    "SELECT (SELECT count(*) FROM orders) AS orders, pg_table_size('orders') AS orders_table, "
+                    "pg_indexes_size('orders') AS orders_indexes, pg_table_size('audit_log') AS audit_table, "
+                    "pg_indexes_size('audit_log') AS audit_indexes")
+                p99 = histogram_quantile(metrics_text, "fincart_processor_apply_seconds", 0.99)
+                print(json.dumps({
+                    "backlog": size, "orders_rows": sizes["orders"], "drain_rps": round(drained.rps),
+                    "us_per_webhook": round(drained.us_per_webhook, 1),
+                    "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
+                    "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
+                    **{f"{k}_mb": round(sizes[k] / 2**20, 1) for k in
+                       ("orders_table", "orders_indexes", "audit_table", "audit_indexes")},
+                    "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+        finally:
+            await db.close()
+    finally:
+        try:
+            await bench.cleanup()
+        finally:
+            infra.stop()
 
 
 BROKERS = {"default": "1 server, default fsync (2 min)", "always": "1 server, sync_interval: always",
@@ -413,8 +532,13 @@ def table(r: dict) -> str:
          f"{r['ingest_ratio']:.2f}"),
         ("HTTP p50 / p99 ms", f"ingest {r['ingest_p50_ms']:>4.1f} / {r['ingest_p99_ms']:<5.1f}",
          f"bare {r['bare_p50_ms']:>4.1f} / {r['bare_p99_ms']:<5.1f}", ""),
-        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"raw upsert rows/s {r['raw_upsert_rps']:>8,}",
+        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"same-work baseline {r['baseline_rps']:>8,}",
          f"{r['drain_ratio']:.2f}"),
+        ("CPU us per webhook", f"1 proc {r['us_per_webhook']:>8.1f}",
+         f"same-work baseline {r['baseline_us_per_webhook']:>8.1f}", f"{r['cpu_ratio'] or 0:.2f}"),
+        ("baseline AckAll", f"{r['baseline_ackall_rps']:>8,}/s", f"{r['baseline_ackall_us_per_webhook']:>6.1f} us",
+         f"{r['ackall_speedup']:.2f}"),
+        ("raw upsert rows/s", "", f"{r['raw_upsert_rps']:>8,}", ""),
         ("drain, 2 processors", f"2 proc {drain_2}", "", ""),
         (f"seed ({r['seed_webhooks']} concurrent)", f"answered {r['seed_answer_s']:.3f} s",
          f"then final {r['seed_drain_s']:.3f} s", f"v{r['seed_version']}"),
@@ -422,7 +546,8 @@ def table(r: dict) -> str:
     lines = [f"{'':<24}{'measured':<24}{'raw limit (same run)':<32}ratio"]
     lines += [f"{a:<24}{b:<24}{c:<32}{d}" for a, b, c, d in rows]
     lines.append(f"{r['backlog']:,} webhooks over {r['orders']:,} orders, concurrency {r['concurrency']}, "
-                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs")
+                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs, "
+                 f"load average {r['load_average_1m']}")
     return "\n".join(lines)
 
 
@@ -443,12 +568,21 @@ def main() -> None:
                         help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)")
     parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
     parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the processor draining growing backlogs (--scale-sizes) into one orders table")
+    parser.add_argument("--scale-sizes", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[10_000, 100_000, 1_000_000], help="--scale: backlogs, comma separated")
     args = parser.parse_args()
     if args.quick:
         args.webhooks, args.warmup = 12_000, 500
     args.orders = args.orders or max(1, args.webhooks // 4)
     if min(args.webhooks, args.warmup, args.orders, args.concurrency, args.seed_webhooks, args.rounds) < 1:
         parser.error("--webhooks, --warmup, --orders, --concurrency, --seed-webhooks and --rounds must be positive")
+    if args.scale:
+        if min(args.scale_sizes) < 1:
+            parser.error("--scale-sizes must be positive")
+        asyncio.run(scale(args))
+        return
     if args.sync_cost:
         result = asyncio.run(sync_cost(args))
         print(sync_table(result))

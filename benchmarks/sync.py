@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
-import os
 import tempfile
 import time
 import uuid
@@ -33,8 +32,10 @@ from fincart_core.db.migrate import upgrade
 from fincart_core.localstack import ServiceProcess, console_script, free_port, start_infra
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
+from procstat import cpu_seconds, peak_rss_mb, raise_nofile, rss_mb
 
 CONNECT_CONCURRENCY = 50
+EPHEMERAL_PORTS = 28_000  # Linux's default ip_local_port_range towards one address:port
 STAMP = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -95,11 +96,6 @@ def client_process(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Que
 
 # ---- main ------------------------------------------------------------------------------------------
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def event_bytes(order_id: str, version: int) -> bytes:
     state = OrderState(
         id=uuid.uuid5(uuid.NAMESPACE_URL, order_id), shopify_order_id=order_id, status="CONFIRMED",
@@ -153,6 +149,7 @@ async def run(args: argparse.Namespace) -> dict:
         js = nc.jetstream()
         await ensure_streams(js, topology)
         sync.start()
+        rss_before = rss_mb(sync.pid or 0)
         firehose = min(args.firehose, args.clients)
         orders = [f"bench-{i}" for i in range(args.clients - firehose)] or ["bench-0"]
         urls = [f"ws://127.0.0.1:{port}/sync" for _ in range(firehose)]
@@ -168,9 +165,10 @@ async def run(args: argparse.Namespace) -> dict:
             readies.append(ready)
         t_connect = time.monotonic()
         for ready in readies:
-            if not await asyncio.to_thread(ready.wait, 120):
-                raise RuntimeError("clients did not connect within 120 s")
+            if not await asyncio.to_thread(ready.wait, max(120, args.clients / 20)):
+                raise RuntimeError(f"clients did not connect within {max(120, args.clients / 20):.0f} s")
         connect_s = time.monotonic() - t_connect
+        rss_connected = rss_mb(sync.pid or 0)
 
         raw: list[float] = []  # the raw limit: a plain NATS subscriber on the same events
 
@@ -183,6 +181,7 @@ async def run(args: argparse.Namespace) -> dict:
         elapsed = time.monotonic() - t0
         await asyncio.sleep(args.drain)
         cpu = cpu_seconds(sync.pid or 0) - cpu0
+        peak_rss = peak_rss_mb(sync.pid or 0)
         await raw_sub.unsubscribe()
         stop.set()
         results = [await asyncio.to_thread(out.get, True, 60) for _ in procs]
@@ -223,6 +222,8 @@ async def run(args: argparse.Namespace) -> dict:
         "sync_cpu_percent": round(100 * cpu / (elapsed + args.drain), 1),
         "cpu_ms_per_client_per_s": round(1000 * cpu / (elapsed + args.drain) / args.clients, 3),
         "connect_s": round(connect_s, 1), "closes": closes, "duration_s": round(elapsed, 1),
+        "sync_rss_idle_mb": round(rss_before, 1), "sync_peak_rss_mb": round(peak_rss, 1),
+        "rss_kb_per_client": round(1024 * (rss_connected - rss_before) / args.clients, 1),
     }
 
 
@@ -236,11 +237,22 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2, help="processes hosting the clients")
     parser.add_argument("--queue-size", type=int, default=2048, help="FINCART_CLIENT_QUEUE_SIZE of the sync process")
     parser.add_argument("--quick", action="store_true", help="10 s of publishing (finishes in under a minute)")
+    parser.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="client counts, comma separated (e.g. 1000,5000,10000): one run and JSON line each, "
+                             "capped by the open-file limit (raised as far as allowed) and loopback's ephemeral ports")
     args = parser.parse_args()
     if args.quick:
         args.duration = 10.0
-    if args.clients < 1 or args.rate <= 0 or args.duration <= 0 or args.client_procs < 1:
-        parser.error("--clients, --rate, --duration and --client-procs must be positive")
+    if min(args.clients, args.client_procs, *(args.scale or [1])) < 1 or args.rate <= 0 or args.duration <= 0:
+        parser.error("--clients, --scale, --rate, --duration and --client-procs must be positive")
+    if args.scale:
+        # a client holds a descriptor in its process and one in sync's; NATS, PostgreSQL and logs need some more
+        limit = raise_nofile(max(args.scale) + 1000)
+        for clients in args.scale:
+            args.clients = min(clients, limit - 1000, EPHEMERAL_PORTS)
+            result = asyncio.run(run(args))
+            print(json.dumps({"clients_wanted": clients, "nofile_limit": limit, **result}), flush=True)
+        return
     result = asyncio.run(run(args))
     for key, value in result.items():
         print(f"{key:>26}: {value}")
