@@ -35,6 +35,7 @@ from fincart_core.streams import ensure_streams
 from procstat import cpu_seconds, peak_rss_mb, raise_nofile, rss_mb
 
 CONNECT_CONCURRENCY = 50
+CONNECT_ATTEMPTS = 5
 EPHEMERAL_PORTS = 28_000  # Linux's default ip_local_port_range towards one address:port
 STAMP = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -55,6 +56,7 @@ def latency_ms(frame: dict) -> float:
 
 async def _clients(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     lat: dict[bool, list[float]] = {True: [], False: []}  # firehose?, per-order
     closes: dict[str, int] = {}
@@ -62,12 +64,19 @@ async def _clients(urls: list[str], ready: mp.Event, stop: mp.Event, out: mp.Que
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def open_one(url: str):  # type: ignore[no-untyped-def]
-        async with gate:
-            ws = await connect(url, open_timeout=30, max_queue=None, compression=None)
-            while True:  # snapshot pages
-                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if msg["type"] == "snapshot" and msg["last"]:
-                    return ws
+        for attempt in range(CONNECT_ATTEMPTS):
+            async with gate:
+                ws = await connect(url, open_timeout=30, max_queue=None, compression=None)
+                try:
+                    while True:  # snapshot pages
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                        if msg["type"] == "snapshot" and msg["last"]:
+                            return ws
+                except ConnectionClosed as exc:  # 1013: sync's database is busy, try again later (as a page does)
+                    if getattr(exc.rcvd, "code", None) != 1013 or attempt == CONNECT_ATTEMPTS - 1:
+                        raise
+            await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def read(ws, firehose: bool) -> None:  # type: ignore[no-untyped-def]
         bucket = lat[firehose]
