@@ -5,13 +5,17 @@ each phase on its own database and stream prefix (removed afterwards, with inges
 
 1. HTTP. fincart-chaos's load client (aiohttp, keep-alive, ``--concurrency`` in flight) sends the same
    signed webhooks first to a bare FastAPI endpoint served by uvicorn in a subprocess (the raw HTTP limit),
-   then to the real ingest process, with no processor running: ratio ingest/bare, ingest p50/p99 latency.
+   then to the real ingest process, with no processor running: ratio ingest/bare, ingest p50/p99 latency,
+   CPU per request of each server process.
 2. PostgreSQL. The processor's own orders upsert (unnest, one transaction per batch) of the same webhooks'
    rows into a scratch schema with asyncpg, as many connections as the processor's pool, median of three
-   passes: the raw limit.
+   passes (``raw_upsert_rps``, for reference).
 3. Drain. The webhooks ingest left in JetStream are drained by one processor; the same backlog, published
-   straight to a second stream, by two. The rate runs from the moment every partition has begun (its first
-   batch's transaction) to the moment the last audit row is visible (PostgreSQL's clock, polled every 50 ms).
+   straight to streams of their own, by the same-work baseline (same_work.py: the processor's per-batch work
+   with the same libraries and nothing else), once acking every message and once with AckAll, and by two
+   processors. ``drain_ratio`` = processor / baseline (per-message acks). The rate runs from the moment every
+   partition has begun (its first batch's transaction) to the moment the last audit row is visible
+   (PostgreSQL's clock, polled every 50 ms); CPU per webhook is the draining processes' /proc CPU time.
 4. Seed. 100 concurrent conflicting webhooks for one order, ingest and a processor running: the time until
    all are answered 200, then from the last answer until the order row is final (the newest webhook
    applied and every webhook audited; its version is the number applied, 100 only if none arrived late).
@@ -19,6 +23,19 @@ each phase on its own database and stream prefix (removed afterwards, with inges
 The last line printed is one JSON object.
 
     uv run python benchmarks/pipeline.py --quick
+
+``--scale`` drains backlogs of ``--scale-sizes`` webhooks (10k, 100k, 1M; every webhook a new order) in turn
+into one growing orders table, one processor started per step after its backlog is published; one JSON line
+per step: drain rate, CPU per webhook, p99 batch apply time (the processor's /metrics histogram), the
+processor's peak RSS, orders and audit_log table and index sizes.
+
+    uv run python benchmarks/pipeline.py --scale --scale-sizes 10000,100000
+
+``--capacity`` drains one backlog (``--webhooks``) with 1 and 2 processors, against an embedded nats-server
+and against an embedded 3-node cluster (R3 streams), with the CPU per webhook of the processors, the
+nats-servers and the database's PostgreSQL backends; one JSON line each (docs/capacity.md uses them).
+
+    uv run python benchmarks/pipeline.py --capacity --webhooks 20000
 
 ``--sync-cost`` measures only what ``sync_interval: always`` (the chart's NATS setting) costs: the HTTP phase
 of the real ingest (answers are sent after JetStream's PubAck) against embedded nats-servers started by this
@@ -34,16 +51,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
+import re
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,12 +84,15 @@ from fincart_core.db.admin import drop_database, ensure_database, with_database
 from fincart_core.db.migrate import upgrade
 from fincart_core.partition import Topology, partition_for
 from fincart_core.settings import to_asyncpg_url
-from fincart_core.streams import delete_streams, ensure_streams
+from fincart_core.streams import StreamLimits, delete_streams, ensure_streams, servers
 from fincart_devstack.localstack import (
+    READY_TIMEOUT_S,
     EmbeddedNats,
     Infra,
+    ManagedProcess,
     NatsCluster,
     ServiceProcess,
+    StackError,
     find_binary,
     free_port,
     service_env,
@@ -76,6 +100,7 @@ from fincart_devstack.localstack import (
 )
 from fincart_processor.order_store import UPSERT_ORDERS
 from fincart_processor.settings import ProcessorSettings
+from procstat import cpu_seconds, peak_rss_mb
 
 SECRET = "bench-secret"
 PARTITIONS = 16
@@ -118,13 +143,25 @@ def upsert_row(w: Webhook) -> tuple[object, ...]:
     return (w.order_id, w.status, w.total_price, w.shipping_fee, w.index + 1, w.updated_at, w.webhook_id)
 
 
+class BaselineProcess(ManagedProcess):
+    """same_work.py, ready when it has printed ``ready`` (connected to NATS and PostgreSQL)."""
+
+    def start(self) -> None:
+        super().start()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "ready" not in self.log_tail():
+            if not self.running or time.monotonic() > deadline:
+                raise StackError(f"{self.name} did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
+
+
 class Bench:
     """One run: its infra, names, services and the cleanup of everything it created."""
 
     def __init__(self, args: argparse.Namespace, infra: Infra, workdir: Path) -> None:
         self.args, self.infra, self.workdir = args, infra, workdir
         self.name = f"bench_pipe_{uuid.uuid4().hex[:8]}"
-        self.services: list[ServiceProcess] = []
+        self.services: list[ManagedProcess] = []
         self.databases: list[str] = []
         self.topologies: list[Topology] = []
 
@@ -150,6 +187,15 @@ class Bench:
         env = service_env(self.infra, partitions=PARTITIONS, nats_prefix=topology.prefix, webhook_secret=SECRET,
                           log_level=self.args.log_level, service_name=name, **extra)
         return self.service(name, [find_binary(script)], {**env, "FINCART_DATABASE_URL": database_url})
+
+    def baseline(self, database_url: str, topology: Topology, pool: int, batch: int, ack: str) -> BaselineProcess:
+        """The same-work baseline (same_work.py) on a database and stream of its own."""
+        process = BaselineProcess(f"baseline-{ack}", [
+            sys.executable, str(Path(__file__).with_name("same_work.py")), "--database-url", database_url,
+            "--nats-url", self.infra.nats_url, "--prefix", topology.prefix, "--partitions", str(PARTITIONS),
+            "--pool", str(pool), "--batch", str(batch), "--ack", ack], log_path=self.workdir / f"baseline-{ack}.log")
+        self.services.append(process)
+        return process
 
     async def cleanup(self) -> None:
         for service in self.services:
@@ -185,11 +231,15 @@ async def send(url: str, webhooks: Sequence[Webhook], concurrency: int) -> tuple
     return len(entries) / elapsed, entries
 
 
-async def http_phase(url: str, warm: Sequence[Webhook], measured: Sequence[Webhook], concurrency: int) -> dict:
-    await send(url, warm, concurrency)  # connections, pools and caches warm; not counted
-    rps, entries = await send(url, measured, concurrency)
+async def http_phase(server: ServiceProcess, warm: Sequence[Webhook], measured: Sequence[Webhook],
+                     concurrency: int) -> dict:
+    """Rate, latency and the server process's CPU per request of the measured requests."""
+    await send(server.base_url, warm, concurrency)  # connections, pools and caches warm; not counted
+    cpu = cpu_seconds(server.pid or 0)
+    rps, entries = await send(server.base_url, measured, concurrency)
+    us = 1e6 * (cpu_seconds(server.pid or 0) - cpu) / len(measured)
     latency = percentiles([e.latency_ms for e in entries])
-    return {"rps": rps, "p50_ms": latency.p50, "p99_ms": latency.p99}
+    return {"rps": rps, "p50_ms": latency.p50, "p99_ms": latency.p99, "us_per_request": us}
 
 
 async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int, workers: int) -> float:
@@ -223,37 +273,85 @@ async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int,
     return statistics.median(rates)
 
 
-async def drain(database_url: str, processors: Sequence[ServiceProcess], backlog: int) -> float:
-    """Webhooks per second of the processors draining ``backlog`` messages already in JetStream, from the
-    moment every partition has begun (its first transaction: the processes start a few hundred ms apart and
-    share the partitions through leases) to
-    the moment the last audit row is visible, on PostgreSQL's clock."""
+@dataclass
+class Drained:
+    """A drain's rate, the CPU per webhook of its processes and of the other processes watched (PostgreSQL's
+    backends of the database always), and the processes' peak RSS."""
+
+    rps: float
+    us_per_webhook: float
+    others_us_per_webhook: dict[str, float]
+    peak_rss_mb: list[float]
+
+
+BACKENDS = "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+
+
+def cpu_of(pids: Iterable[int]) -> float:
+    """CPU seconds of the processes still alive (a backend may close between two polls)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(pid)
+    return total
+
+
+async def drain(database_url: str, processes: Sequence[ManagedProcess], backlog: int, already: int = 0,
+                watch: Mapping[str, Sequence[int]] | None = None) -> Drained:
+    """Webhooks per second of ``processes`` (processors or the baseline) draining ``backlog`` messages already in
+    JetStream, from the moment every partition has begun (its first transaction: the processes start a few
+    hundred ms apart and share the partitions through leases) to the moment the last audit row is visible, on
+    PostgreSQL's clock. CPU per webhook: the processes' CPU time (and that of ``watch``'s and of the database's
+    backends) over the webhooks audited between the last poll at <= 5 % of the backlog (start-up and imports
+    are over) and the end. ``already``: webhooks audited before (a --scale step's earlier steps), not counted."""
     db = await asyncpg.connect(to_asyncpg_url(database_url))
     try:
-        await start(processors)
+        since = await db.fetchval("SELECT clock_timestamp()")
+        # polled while they start: the first of several replicas may drain much before the last is ready
+        starting = asyncio.create_task(start(processes))
+
+        async def cpu_now() -> dict[str, float]:
+            backends = [r["pid"] for r in await db.fetch(BACKENDS)]
+            return {"processes": cpu_of(p.pid for p in processes if p.pid), "postgres": cpu_of(backends),
+                    **{name: cpu_of(group) for name, group in (watch or {}).items()}}
+
         deadline = time.monotonic() + max(60.0, backlog / 100)
         progress = "SELECT count(*) AS n, clock_timestamp() AS now FROM audit_log"
-        while (row := await db.fetchrow(progress))["n"] < backlog:
+        samples: list[tuple[int, dict[str, float], bool]] = []  # (audited, CPU seconds by group, all started)
+        while (row := await db.fetchrow(progress))["n"] < already + backlog or not starting.done():
+            if starting.done():
+                starting.result()  # a process that failed to start fails the drain
+            samples.append((row["n"], await cpu_now(), starting.done()))
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain stalled: {row['n']} of {backlog} webhooks audited")
             await asyncio.sleep(POLL_S)
-        audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log")
+        starting.result()
+        cpu_end = await cpu_now()
+        rss = [peak_rss_mb(p.pid or 0) for p in processes]
+        audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log WHERE created_at > $1", since)
     finally:
         await db.close()
+    early = [(n, cpu) for n, cpu, _ in samples if n <= already + backlog * 0.05]
+    # from the last early poll after every process was ready (imports done), else the last early one
+    n0, cpu0 = max(reversed([(n, cpu) for n, cpu, ready in samples if ready and n <= already + backlog * 0.05]
+                            or early), key=lambda s: s[0], default=(already, cpu_end))
     firsts: dict[int, datetime] = {}  # the first transaction of each partition, whichever replica holds it
     for order_id, at in audited:
         partition = partition_for(order_id, PARTITIONS)
         firsts[partition] = min(firsts.get(partition, at), at)
     begun = max(firsts.values())
-    return sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
+    rate = sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
+    per_webhook = {name: 1e6 * (cpu_end[name] - cpu0.get(name, cpu_end[name])) / max(1, already + len(audited) - n0)
+                   for name in cpu_end}
+    return Drained(rate, per_webhook.pop("processes"), per_webhook, rss)
 
 
-async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook]) -> None:
+async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook], replicas: int = 1) -> None:
     """Publish onto ORDERS what ingest would (message, Nats-Msg-Id, a trace context), without HTTP."""
-    nc = await nats.connect(nats_url)
+    nc = await nats.connect(servers(nats_url))
     try:
         js = nc.jetstream()
-        await ensure_streams(js, topology)
+        await ensure_streams(js, topology, replace(StreamLimits.from_settings(), replicas=replicas))
         for start_at in range(0, len(webhooks), 1000):
             await asyncio.gather(*(js.publish(
                 topology.webhook_subject_for(w.order_id),
@@ -305,34 +403,51 @@ async def run(args: argparse.Namespace) -> dict:
     try:
         bare = bench.service("bare-fastapi", [sys.executable, __file__, "--serve-bare"])
         await start([bare])
-        bare_http = await http_phase(bare.base_url, warm, measured, args.concurrency)
+        bare_http = await http_phase(bare, warm, measured, args.concurrency)
         bare.stop()
 
         db_a, topo_a = await bench.prepare("a")
         ingest = bench.fincart("ingest", "fincart-ingest", db_a, topo_a)
         await start([ingest])
-        ingest_http = await http_phase(ingest.base_url, warm, measured, args.concurrency)
+        ingest_http = await http_phase(ingest, warm, measured, args.concurrency)
 
         raw_rps = await raw_upsert(db_a, hooks, batch, pool_size)
         drain_1 = await drain(db_a, [bench.fincart("processor-0", "fincart-processor", db_a, topo_a)], len(hooks))
         seeded = await seed(ingest.base_url, db_a, args.seed_webhooks)
         for service in bench.services:
             service.stop()
+        baselines: dict[str, Drained] = {}
+        for ack in ("each", "all"):  # the same backlog, published straight to a stream of its own
+            db_c, topo_c = await bench.prepare(f"base_{ack}")
+            await fill(infra.nats_url, topo_c, hooks)
+            baselines[ack] = await drain(db_c, [bench.baseline(db_c, topo_c, pool_size, batch, ack)], len(hooks))
 
         drain_2 = None
         if not args.no_drain_2:
             db_b, topo_b = await bench.prepare("b")
             await fill(infra.nats_url, topo_b, hooks)
-            drain_2 = await drain(db_b, [
+            drain_2 = (await drain(db_b, [
                 bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b)
-                for i in range(2)], len(hooks))
+                for i in range(2)], len(hooks))).rps
         result: dict = {
             "bare_fastapi_rps": round(bare_http["rps"]), "ingest_rps": round(ingest_http["rps"]),
             "ingest_ratio": round(ingest_http["rps"] / bare_http["rps"], 3),
             "ingest_p50_ms": round(ingest_http["p50_ms"], 2), "ingest_p99_ms": round(ingest_http["p99_ms"], 2),
             "bare_p50_ms": round(bare_http["p50_ms"], 2), "bare_p99_ms": round(bare_http["p99_ms"], 2),
-            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1), "drain_rps_1": round(drain_1),
-            "drain_rps_2": round(drain_2) if drain_2 else None, "drain_ratio": round(drain_1 / raw_rps, 3),
+            "ingest_us_per_webhook": round(ingest_http["us_per_request"], 1),
+            "bare_us_per_request": round(bare_http["us_per_request"], 1),
+            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1.rps), "drain_rps_1": round(drain_1.rps),
+            "drain_rps_2": round(drain_2) if drain_2 else None,
+            "baseline_rps": round(baselines["each"].rps), "drain_ratio": round(drain_1.rps / baselines["each"].rps, 3),
+            "us_per_webhook": round(drain_1.us_per_webhook, 1),
+            "baseline_us_per_webhook": round(baselines["each"].us_per_webhook, 1),
+            "cpu_ratio": round(baselines["each"].us_per_webhook / drain_1.us_per_webhook, 3)
+            if drain_1.us_per_webhook else None,
+            "baseline_ackall_rps": round(baselines["all"].rps),
+            "baseline_ackall_us_per_webhook": round(baselines["all"].us_per_webhook, 1),
+            "ackall_speedup": round(baselines["all"].rps / baselines["each"].rps, 3),
+            "processor_peak_rss_mb": round(drain_1.peak_rss_mb[0], 1),
+            "load_average_1m": round(os.getloadavg()[0], 2),
             "seed_answer_s": round(seeded["answer_s"], 3), "seed_drain_s": round(seeded["drain_s"], 3),
             "seed_version": seeded["version"], "seed_webhooks": args.seed_webhooks,
             "webhooks": args.webhooks, "backlog": len(hooks), "orders": args.orders,
@@ -344,6 +459,109 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             infra.stop()
     return result
+
+
+def histogram_quantile(metrics_text: str, name: str, q: float) -> float | None:
+    """Prometheus's histogram_quantile over one process's cumulative buckets (linear within a bucket)."""
+    buckets = sorted((float("inf") if le == "+Inf" else float(le), float(value)) for le, value in re.findall(
+        rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', metrics_text, re.MULTILINE))
+    if not buckets or not buckets[-1][1]:
+        return None
+    rank, lower, below = q * buckets[-1][1], 0.0, 0.0
+    for upper, count in buckets:
+        if count >= rank:
+            return lower if upper == float("inf") else lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return None
+
+
+async def scale(args: argparse.Namespace) -> None:
+    """--scale: backlogs of each size drained in turn by one processor into one growing orders table (every
+    webhook a new order); one JSON line per step."""
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-scale-"))
+    infra = start_infra(use_defaults_if_reachable=True, workdir=workdir)
+    bench = Bench(args, infra, workdir)
+    try:
+        database_url, topology = await bench.prepare("scale")
+        processor = bench.fincart("processor-scale", "fincart-processor", database_url, topology)
+        db = await asyncpg.connect(to_asyncpg_url(database_url))
+        done = 0
+        try:
+            for size in args.scale_sizes:
+                for at in range(done, done + size, 20_000):  # published while no processor runs
+                    await fill(infra.nats_url, topology, [make_webhook(f"scale-{i}", 0, SEED)
+                                                          for i in range(at, min(at + 20_000, done + size))])
+                drained = await drain(database_url, [processor], size, already=done)
+                metrics_text = await asyncio.to_thread(lambda: urllib.request.urlopen(
+                    f"{processor.base_url}/metrics", timeout=10).read().decode())
+                processor.stop()
+                done += size
+                sizes = await db.fetchrow(
+                    "SELECT (SELECT count(*) FROM orders) AS orders, pg_table_size('orders') AS orders_table, "
+                    "pg_indexes_size('orders') AS orders_indexes, pg_table_size('audit_log') AS audit_table, "
+                    "pg_indexes_size('audit_log') AS audit_indexes")
+                p99 = histogram_quantile(metrics_text, "fincart_processor_apply_seconds", 0.99)
+                print(json.dumps({
+                    "backlog": size, "orders_rows": sizes["orders"], "drain_rps": round(drained.rps),
+                    "us_per_webhook": round(drained.us_per_webhook, 1),
+                    "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
+                    "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
+                    **{f"{k}_mb": round(sizes[k] / 2**20, 1) for k in
+                       ("orders_table", "orders_indexes", "audit_table", "audit_indexes")},
+                    "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+        finally:
+            await db.close()
+    finally:
+        try:
+            await bench.cleanup()
+        finally:
+            infra.stop()
+
+
+async def capacity(args: argparse.Namespace) -> None:
+    """--capacity: the same backlog drained by 1 and 2 processors, against one embedded nats-server and a
+    3-node cluster (R3 streams), with the CPU per webhook of processors, nats-servers and PostgreSQL backends;
+    one JSON line per (nodes, processors)."""
+    hooks = workload(args.webhooks, args.orders)
+    for nodes in (1, 3):
+        workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-capacity-"))
+        base = start_infra({k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+                           use_defaults_if_reachable=True, workdir=workdir)
+        if nodes == 1:
+            single = EmbeddedNats(workdir / "nats")
+            cluster, brokers, url = None, [single], single.url
+        else:
+            cluster = NatsCluster(workdir / "cluster", nodes)
+            brokers, url = cluster.nodes, cluster.url
+        infra = Infra(url, base.redis_url, base.database_url, nats_cluster=cluster,
+                      embedded={b.name: b for b in brokers}, workdir=workdir)
+        bench = Bench(args, infra, workdir)
+        try:
+            for broker in brokers:
+                broker.start()
+            if cluster:
+                cluster.wait_ready()
+            for replicas in (1, 2):
+                database_url, topology = await bench.prepare(f"n{nodes}p{replicas}")
+                await fill(infra.nats_url, topology, hooks, infra.stream_replicas)
+                drained = await drain(database_url, [
+                    bench.fincart(f"processor-n{nodes}-{i}", "fincart-processor", database_url, topology)
+                    for i in range(replicas)], len(hooks), watch={"nats": [b.pid or 0 for b in brokers]})
+                for service in bench.services:
+                    service.stop()
+                print(json.dumps({
+                    "nats_nodes": nodes, "stream_replicas": infra.stream_replicas, "processors": replicas,
+                    "backlog": len(hooks), "drain_rps": round(drained.rps),
+                    "processor_us_per_webhook": round(drained.us_per_webhook, 1),
+                    **{f"{name}_us_per_webhook": round(us, 1) for name, us in drained.others_us_per_webhook.items()},
+                    "processor_peak_rss_mb": [round(mb, 1) for mb in drained.peak_rss_mb],
+                    "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+        finally:
+            try:
+                await bench.cleanup()
+            finally:
+                infra.stop()
+                base.stop()
 
 
 BROKERS = {"default": "1 server, default fsync (2 min)", "always": "1 server, sync_interval: always",
@@ -378,7 +596,7 @@ async def sync_cost(args: argparse.Namespace) -> dict:
                     ingest = bench.fincart(f"ingest-{name}", "fincart-ingest", database_url, topology)
                     await start([ingest])
                     rates.setdefault(name, []).append(await http_phase(
-                        ingest.base_url, hooks[: args.warmup], hooks[args.warmup:], args.concurrency))
+                        ingest, hooks[: args.warmup], hooks[args.warmup:], args.concurrency))
                 finally:
                     await bench.cleanup()
     finally:
@@ -413,8 +631,13 @@ def table(r: dict) -> str:
          f"{r['ingest_ratio']:.2f}"),
         ("HTTP p50 / p99 ms", f"ingest {r['ingest_p50_ms']:>4.1f} / {r['ingest_p99_ms']:<5.1f}",
          f"bare {r['bare_p50_ms']:>4.1f} / {r['bare_p99_ms']:<5.1f}", ""),
-        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"raw upsert rows/s {r['raw_upsert_rps']:>8,}",
+        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"same-work baseline {r['baseline_rps']:>8,}",
          f"{r['drain_ratio']:.2f}"),
+        ("CPU us per webhook", f"1 proc {r['us_per_webhook']:>8.1f}",
+         f"same-work baseline {r['baseline_us_per_webhook']:>8.1f}", f"{r['cpu_ratio'] or 0:.2f}"),
+        ("baseline AckAll", f"{r['baseline_ackall_rps']:>8,}/s", f"{r['baseline_ackall_us_per_webhook']:>6.1f} us",
+         f"{r['ackall_speedup']:.2f}"),
+        ("raw upsert rows/s", "", f"{r['raw_upsert_rps']:>8,}", ""),
         ("drain, 2 processors", f"2 proc {drain_2}", "", ""),
         (f"seed ({r['seed_webhooks']} concurrent)", f"answered {r['seed_answer_s']:.3f} s",
          f"then final {r['seed_drain_s']:.3f} s", f"v{r['seed_version']}"),
@@ -422,7 +645,8 @@ def table(r: dict) -> str:
     lines = [f"{'':<24}{'measured':<24}{'raw limit (same run)':<32}ratio"]
     lines += [f"{a:<24}{b:<24}{c:<32}{d}" for a, b, c, d in rows]
     lines.append(f"{r['backlog']:,} webhooks over {r['orders']:,} orders, concurrency {r['concurrency']}, "
-                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs")
+                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs, "
+                 f"load average {r['load_average_1m']}")
     return "\n".join(lines)
 
 
@@ -443,12 +667,26 @@ def main() -> None:
                         help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)")
     parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
     parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
+    parser.add_argument("--scale", action="store_true",
+                        help="only the processor draining growing backlogs (--scale-sizes) into one orders table")
+    parser.add_argument("--scale-sizes", type=lambda v: [int(x) for x in v.split(",")],
+                        default=[10_000, 100_000, 1_000_000], help="--scale: backlogs, comma separated")
+    parser.add_argument("--capacity", action="store_true",
+                        help="only the drain by 1 and 2 processors against 1 and 3 embedded NATS nodes (own brokers)")
     args = parser.parse_args()
     if args.quick:
         args.webhooks, args.warmup = 12_000, 500
     args.orders = args.orders or max(1, args.webhooks // 4)
     if min(args.webhooks, args.warmup, args.orders, args.concurrency, args.seed_webhooks, args.rounds) < 1:
         parser.error("--webhooks, --warmup, --orders, --concurrency, --seed-webhooks and --rounds must be positive")
+    if args.capacity:
+        asyncio.run(capacity(args))
+        return
+    if args.scale:
+        if min(args.scale_sizes) < 1:
+            parser.error("--scale-sizes must be positive")
+        asyncio.run(scale(args))
+        return
     if args.sync_cost:
         result = asyncio.run(sync_cost(args))
         print(sync_table(result))

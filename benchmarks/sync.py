@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import json
 import multiprocessing as mp
-import os
 import tempfile
 import time
 import uuid
@@ -34,8 +33,11 @@ from fincart_core.db.migrate import upgrade
 from fincart_core.partition import Topology
 from fincart_core.streams import ensure_streams
 from fincart_devstack.localstack import ServiceProcess, find_binary, free_port, start_infra
+from procstat import cpu_seconds, peak_rss_mb, raise_nofile, rss_mb
 
 CONNECT_CONCURRENCY = 50
+CONNECT_ATTEMPTS = 5
+EPHEMERAL_PORTS = 28_000  # Linux's default ip_local_port_range towards one address:port
 STAMP = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -55,6 +57,7 @@ def latency_ms(frame: dict) -> float:
 
 async def _clients(urls: list[str], token: str, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
     from websockets.asyncio.client import connect
+    from websockets.exceptions import ConnectionClosed
 
     lat: dict[bool, list[float]] = {True: [], False: []}  # firehose?, per-order
     closes: dict[str, int] = {}
@@ -62,13 +65,20 @@ async def _clients(urls: list[str], token: str, ready: mp.Event, stop: mp.Event,
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
     async def open_one(url: str):  # type: ignore[no-untyped-def]
-        async with gate:
-            ws = await connect(url, open_timeout=30, max_queue=None, compression=None,
-                               additional_headers={"Authorization": f"Bearer {token}"})
-            while True:  # snapshot pages
-                msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
-                if msg["type"] == "snapshot" and msg["last"]:
-                    return ws
+        for attempt in range(CONNECT_ATTEMPTS):
+            async with gate:
+                ws = await connect(url, open_timeout=30, max_queue=None, compression=None,
+                                   additional_headers={"Authorization": f"Bearer {token}"})
+                try:
+                    while True:  # snapshot pages
+                        msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                        if msg["type"] == "snapshot" and msg["last"]:
+                            return ws
+                except ConnectionClosed as exc:  # 1013: sync's database is busy, try again later (as a page does)
+                    if getattr(exc.rcvd, "code", None) != 1013 or attempt == CONNECT_ATTEMPTS - 1:
+                        raise
+            await asyncio.sleep(0.5 * 2**attempt)
+        raise AssertionError("unreachable")
 
     async def read(ws, firehose: bool) -> None:  # type: ignore[no-untyped-def]
         bucket = lat[firehose]
@@ -96,11 +106,6 @@ def client_process(urls: list[str], token: str, ready: mp.Event, stop: mp.Event,
 
 
 # ---- main ------------------------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
 
 def event_bytes(order_id: str, version: int) -> bytes:
     state = OrderState(
@@ -158,6 +163,7 @@ async def run(args: argparse.Namespace) -> dict:
         js = nc.jetstream()
         await ensure_streams(js, topology)
         sync.start()
+        rss_before = rss_mb(sync.pid or 0)
         firehose = min(args.firehose, args.clients)
         orders = [f"bench-{i}" for i in range(args.clients - firehose)] or ["bench-0"]
         urls = [f"ws://127.0.0.1:{port}/sync" for _ in range(firehose)]
@@ -173,9 +179,10 @@ async def run(args: argparse.Namespace) -> dict:
             readies.append(ready)
         t_connect = time.monotonic()
         for ready in readies:
-            if not await asyncio.to_thread(ready.wait, 120):
-                raise RuntimeError("clients did not connect within 120 s")
+            if not await asyncio.to_thread(ready.wait, max(120, args.clients / 20)):
+                raise RuntimeError(f"clients did not connect within {max(120, args.clients / 20):.0f} s")
         connect_s = time.monotonic() - t_connect
+        rss_connected = rss_mb(sync.pid or 0)
 
         raw: list[float] = []  # the raw limit: a plain NATS subscriber on the same events
 
@@ -188,6 +195,7 @@ async def run(args: argparse.Namespace) -> dict:
         elapsed = time.monotonic() - t0
         await asyncio.sleep(args.drain)
         cpu = cpu_seconds(sync.pid or 0) - cpu0
+        peak_rss = peak_rss_mb(sync.pid or 0)
         await raw_sub.unsubscribe()
         stop.set()
         results = [await asyncio.to_thread(out.get, True, 60) for _ in procs]
@@ -228,6 +236,8 @@ async def run(args: argparse.Namespace) -> dict:
         "sync_cpu_percent": round(100 * cpu / (elapsed + args.drain), 1),
         "cpu_ms_per_client_per_s": round(1000 * cpu / (elapsed + args.drain) / args.clients, 3),
         "connect_s": round(connect_s, 1), "closes": closes, "duration_s": round(elapsed, 1),
+        "sync_rss_idle_mb": round(rss_before, 1), "sync_peak_rss_mb": round(peak_rss, 1),
+        "rss_kb_per_client": round(1024 * (rss_connected - rss_before) / args.clients, 1),
     }
 
 
@@ -242,11 +252,22 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2, help="processes hosting the clients")
     parser.add_argument("--queue-size", type=int, default=2048, help="FINCART_CLIENT_QUEUE_SIZE of the sync process")
     parser.add_argument("--quick", action="store_true", help="10 s of publishing (finishes in under a minute)")
+    parser.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")], default=None,
+                        help="client counts, comma separated (e.g. 1000,5000,10000): one run and JSON line each, "
+                             "capped by the open-file limit (raised as far as allowed) and loopback's ephemeral ports")
     args = parser.parse_args()
     if args.quick:
         args.duration = 10.0
-    if args.clients < 1 or args.rate <= 0 or args.duration <= 0 or args.client_procs < 1:
-        parser.error("--clients, --rate, --duration and --client-procs must be positive")
+    if min(args.clients, args.client_procs, *(args.scale or [1])) < 1 or args.rate <= 0 or args.duration <= 0:
+        parser.error("--clients, --scale, --rate, --duration and --client-procs must be positive")
+    if args.scale:
+        # a client holds a descriptor in its process and one in sync's; NATS, PostgreSQL and logs need some more
+        limit = raise_nofile(max(args.scale) + 1000)
+        for clients in args.scale:
+            args.clients = min(clients, limit - 1000, EPHEMERAL_PORTS)
+            result = asyncio.run(run(args))
+            print(json.dumps({"clients_wanted": clients, "nofile_limit": limit, **result}), flush=True)
+        return
     result = asyncio.run(run(args))
     for key, value in result.items():
         print(f"{key:>26}: {value}")
