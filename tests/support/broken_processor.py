@@ -23,8 +23,10 @@ Modes and the invariant the verifier has to name:
   is not published again (I6: the versions of the crashed batch never reach a client).
 * ``poison-forever``: never dead-letters an unparseable message, naks it forever (its order's partition
   keeps retrying it: I3, accepted poison never dead-lettered).
-* ``no-row-lock``: reads the orders of a batch without ``FOR UPDATE``, so nothing fences two processes that
-  both believe they own a partition (a rescale's old and new generation): lost version counts (I4).
+* ``unfenced-handover``: nothing fences a partition: it hands a partition over to a newly started replica
+  without stopping its consumer, its batch transactions skip the lease check and lock no order rows, so the
+  old and the new owner both apply the partition at once (only a rescale hands partitions over during the
+  load): lost version counts (I4).
 * ``no-nats-ping``: nats-py's default liveness check (2 PINGs 120 s apart) instead of FinCart's, so a
   half-open NATS connection (a blackhole) stalls it for minutes (I5: acked webhooks not stored in time).
 """
@@ -46,6 +48,8 @@ from fincart_core.contracts.events import OrderEvent
 from fincart_processor import app, consumer, decisions, order_store, runner
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
+from fincart_processor.lease_store import Fence
+from fincart_processor.ownership import Ownership
 from nats.aio.msg import Msg
 
 RESTARTED = "FINCART_BROKEN_RESTARTED"
@@ -200,7 +204,20 @@ def poison_forever() -> None:
 COMMIT_DELAY_S = 0.5
 
 
-def no_row_lock() -> None:
+def unfenced_handover() -> None:
+    async def no_check(self: Fence, conn: asyncpg.Connection) -> None:
+        return None
+
+    stop = Ownership._stop
+
+    async def keep_consuming(self: Ownership, partitions: list[int], change: str, timeout: float | None = None) -> None:
+        if change != "released":
+            return await stop(self, partitions, change, timeout)
+        for p in partitions:  # forgotten, but its consumer runs on
+            self.held.pop(p, None)
+
+    Fence.check = no_check  # type: ignore[method-assign]
+    Ownership._stop = keep_consuming  # type: ignore[method-assign]
     order_store.LOCK_ORDERS = order_store.LOCK_ORDERS.replace("FOR UPDATE", "")
 
 
@@ -220,7 +237,7 @@ MODES: dict[str, Callable[[], None]] = {
     "event-per-webhook": event_per_webhook, "publish-before-commit": publish_before_commit,
     "crash-after-commit": crash_after_commit(), "crash-after-commit-no-republish": crash_after_commit(False),
     "poison-forever": poison_forever,
-    "no-row-lock": no_row_lock, "no-nats-ping": no_nats_ping,
+    "unfenced-handover": unfenced_handover, "no-nats-ping": no_nats_ping,
 }
 
 
