@@ -44,8 +44,10 @@ async def measure(urls: dict[str, str], args: argparse.Namespace, run: str) -> d
         # round 0 warms connections and pools and is not counted; then the modes alternate
         for round_no in range(args.rounds + 1):
             for mode in MODES if round_no % 2 else reversed(MODES):
-                batch = [Request(make_webhook(f"order_bench_{run}_{concurrency}_{round_no}_{mode}_{i % 50}", i, 1),
-                                 "valid") for i in range(args.requests)]
+                batch = [
+                    Request(make_webhook(f"order_bench_{run}_{concurrency}_{round_no}_{mode}_{i % 50}", i, 1), "valid")
+                    for i in range(args.requests)
+                ]
                 started = time.perf_counter()
                 entries = await run_load(batch, urls[mode], SECRET, concurrency=concurrency)
                 elapsed = time.perf_counter() - started
@@ -59,12 +61,18 @@ async def measure(urls: dict[str, str], args: argparse.Namespace, run: str) -> d
         direct, ingress = got["direct"], got["ingress"]
         assert direct.p50 and direct.p99 and ingress.p50 and ingress.p99
         result[f"c{concurrency}"] = {
-            "direct_p50_ms": direct.p50, "direct_p99_ms": direct.p99,
-            "ingress_p50_ms": ingress.p50, "ingress_p99_ms": ingress.p99,
-            "added_p50_ms": round(ingress.p50 - direct.p50, 3), "added_p99_ms": round(ingress.p99 - direct.p99, 3),
-            "p50_ratio": round(ingress.p50 / direct.p50, 3), "p99_ratio": round(ingress.p99 / direct.p99, 3),
-            "direct_rps": round(rps["direct"]), "ingress_rps": round(rps["ingress"]),
-            "rps_ratio": round(rps["ingress"] / rps["direct"], 3), "requests_per_mode": len(latencies["direct"]),
+            "direct_p50_ms": direct.p50,
+            "direct_p99_ms": direct.p99,
+            "ingress_p50_ms": ingress.p50,
+            "ingress_p99_ms": ingress.p99,
+            "added_p50_ms": round(ingress.p50 - direct.p50, 3),
+            "added_p99_ms": round(ingress.p99 - direct.p99, 3),
+            "p50_ratio": round(ingress.p50 / direct.p50, 3),
+            "p99_ratio": round(ingress.p99 / direct.p99, 3),
+            "direct_rps": round(rps["direct"]),
+            "ingress_rps": round(rps["ingress"]),
+            "rps_ratio": round(rps["ingress"] / rps["direct"], 3),
+            "requests_per_mode": len(latencies["direct"]),
         }
     return result
 
@@ -73,9 +81,17 @@ async def run(args: argparse.Namespace) -> dict:
     infra = start_infra(use_defaults_if_reachable=True)
     run_id = uuid.uuid4().hex[:8]
     prefix = f"bench-ingress-{run_id}"
-    config = StackConfig(database=f"bench_ingress_{run_id}", partitions=PARTITIONS, processors=0,
-                         nats_prefix=prefix, webhook_secret=SECRET, ingest_port=0, with_sync=False,
-                         log_level=args.log_level, ingress=True)
+    config = StackConfig(
+        database=f"bench_ingress_{run_id}",
+        partitions=PARTITIONS,
+        processors=0,
+        nats_prefix=prefix,
+        webhook_secret=SECRET,
+        ingest_port=0,
+        with_sync=False,
+        log_level=args.log_level,
+        ingress=True,
+    )
     stack = DevStack(config, infra, Path(tempfile.mkdtemp(prefix="fincart-bench-ingress-")))
     try:
         await asyncio.to_thread(stack.start)
@@ -97,22 +113,30 @@ async def run(args: argparse.Namespace) -> dict:
 
 
 def table(result: dict) -> str:
-    lines = [f"{'concurrency':<13}{'direct p50/p99 ms':<20}{'nginx p50/p99 ms':<20}{'added p50/p99 ms':<20}"
-             f"{'ratio p50/p99':<15}{'req/s direct/nginx'}"]
+    lines = [
+        f"{'concurrency':<13}{'direct p50/p99 ms':<20}{'nginx p50/p99 ms':<20}{'added p50/p99 ms':<20}"
+        f"{'ratio p50/p99':<15}{'req/s direct/nginx'}"
+    ]
     for key, r in result.items():
         if isinstance(r, dict):
-            lines.append(f"{key[1:]:<13}{r['direct_p50_ms']:>6.2f} / {r['direct_p99_ms']:<9.2f}"
-                         f"{r['ingress_p50_ms']:>6.2f} / {r['ingress_p99_ms']:<9.2f}"
-                         f"{r['added_p50_ms']:>6.2f} / {r['added_p99_ms']:<9.2f}"
-                         f"{r['p50_ratio']:>5.2f} / {r['p99_ratio']:<6.2f}"
-                         f"{r['direct_rps']:>6,} / {r['ingress_rps']:,}")
+            lines.append(
+                f"{key[1:]:<13}{r['direct_p50_ms']:>6.2f} / {r['direct_p99_ms']:<9.2f}"
+                f"{r['ingress_p50_ms']:>6.2f} / {r['ingress_p99_ms']:<9.2f}"
+                f"{r['added_p50_ms']:>6.2f} / {r['added_p99_ms']:<9.2f}"
+                f"{r['p50_ratio']:>5.2f} / {r['p99_ratio']:<6.2f}"
+                f"{r['direct_rps']:>6,} / {r['ingress_rps']:,}"
+            )
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--concurrency", type=lambda s: [int(c) for c in s.split(",")], default=[1, 64],
-                        help="comma-separated requests in flight (default 1,64)")
+    parser.add_argument(
+        "--concurrency",
+        type=lambda s: [int(c) for c in s.split(",")],
+        default=[1, 64],
+        help="comma-separated requests in flight (default 1,64)",
+    )
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and mode")
     parser.add_argument("--rounds", type=int, default=6, help="measured rounds per mode (alternating)")
     parser.add_argument("--log-level", default="WARNING", help="FINCART_LOG_LEVEL of ingest")

@@ -110,6 +110,7 @@ SEED = 7
 
 # ---- the bare endpoint (its own process: ``pipeline.py --serve-bare``, port from FINCART_HTTP_PORT) ----
 
+
 def bare_app() -> FastAPI:
     """The raw HTTP limit: the same route and answer shape as ingest, and nothing else."""
     app = FastAPI()
@@ -132,6 +133,7 @@ def serve_bare(port: int) -> None:
 
 
 # ---- helpers ----------------------------------------------------------------------------------------
+
 
 def workload(count: int, orders: int) -> list[Webhook]:
     """Update-major (update 0 of every order, then update 1, ...), as the chaos workload sends them."""
@@ -182,18 +184,44 @@ class Bench:
         self.services.append(service)
         return service
 
-    def fincart(self, name: str, script: str, database_url: str, topology: Topology,
-                **extra: str | int) -> ServiceProcess:
-        env = service_env(self.infra, partitions=PARTITIONS, nats_prefix=topology.prefix, webhook_secret=SECRET,
-                          log_level=self.args.log_level, service_name=name, **extra)
+    def fincart(
+        self, name: str, script: str, database_url: str, topology: Topology, **extra: str | int
+    ) -> ServiceProcess:
+        env = service_env(
+            self.infra,
+            partitions=PARTITIONS,
+            nats_prefix=topology.prefix,
+            webhook_secret=SECRET,
+            log_level=self.args.log_level,
+            service_name=name,
+            **extra,
+        )
         return self.service(name, [find_binary(script)], {**env, "FINCART_DATABASE_URL": database_url})
 
     def baseline(self, database_url: str, topology: Topology, pool: int, batch: int, ack: str) -> BaselineProcess:
         """The same-work baseline (same_work.py) on a database and stream of its own."""
-        process = BaselineProcess(f"baseline-{ack}", [
-            sys.executable, str(Path(__file__).with_name("same_work.py")), "--database-url", database_url,
-            "--nats-url", self.infra.nats_url, "--prefix", topology.prefix, "--partitions", str(PARTITIONS),
-            "--pool", str(pool), "--batch", str(batch), "--ack", ack], log_path=self.workdir / f"baseline-{ack}.log")
+        process = BaselineProcess(
+            f"baseline-{ack}",
+            [
+                sys.executable,
+                str(Path(__file__).with_name("same_work.py")),
+                "--database-url",
+                database_url,
+                "--nats-url",
+                self.infra.nats_url,
+                "--prefix",
+                topology.prefix,
+                "--partitions",
+                str(PARTITIONS),
+                "--pool",
+                str(pool),
+                "--batch",
+                str(batch),
+                "--ack",
+                ack,
+            ],
+            log_path=self.workdir / f"baseline-{ack}.log",
+        )
         self.services.append(process)
         return process
 
@@ -209,7 +237,7 @@ class Bench:
             for topology in self.topologies:  # ingest's dedupe marks (they would live for 48 h)
                 keys = [k async for k in redis.scan_iter(match=f"{topology.prefix}:fincart:*", count=1000)]
                 for start in range(0, len(keys), 1000):
-                    await redis.unlink(*keys[start:start + 1000])
+                    await redis.unlink(*keys[start : start + 1000])
         finally:
             await redis.aclose()
 
@@ -221,6 +249,7 @@ async def start(services: Sequence[ServiceProcess]) -> None:
 
 # ---- phases -----------------------------------------------------------------------------------------
 
+
 async def send(url: str, webhooks: Sequence[Webhook], concurrency: int) -> tuple[float, list[LedgerEntry]]:
     """(requests per second, ledger) of one load run; every webhook must end answered 2xx."""
     started = time.perf_counter()
@@ -231,8 +260,9 @@ async def send(url: str, webhooks: Sequence[Webhook], concurrency: int) -> tuple
     return len(entries) / elapsed, entries
 
 
-async def http_phase(server: ServiceProcess, warm: Sequence[Webhook], measured: Sequence[Webhook],
-                     concurrency: int) -> dict:
+async def http_phase(
+    server: ServiceProcess, warm: Sequence[Webhook], measured: Sequence[Webhook], concurrency: int
+) -> dict:
     """Rate, latency and the server process's CPU per request of the measured requests."""
     await send(server.base_url, warm, concurrency)  # connections, pools and caches warm; not counted
     cpu = cpu_seconds(server.pid or 0)
@@ -248,9 +278,10 @@ async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int,
     rounds: dict[int, list[tuple[object, ...]]] = {}
     for w in webhooks:
         rounds.setdefault(w.index, []).append(upsert_row(w))
-    batches = [rows[i:i + batch] for rows in rounds.values() for i in range(0, len(rows), batch)]
-    pool = await asyncpg.create_pool(to_asyncpg_url(database_url), min_size=workers, max_size=workers,
-                                     server_settings={"search_path": "bench_raw"})
+    batches = [rows[i : i + batch] for rows in rounds.values() for i in range(0, len(rows), batch)]
+    pool = await asyncpg.create_pool(
+        to_asyncpg_url(database_url), min_size=workers, max_size=workers, server_settings={"search_path": "bench_raw"}
+    )
 
     async def worker(queue: Iterator[list[tuple[object, ...]]]) -> None:
         async with pool.acquire() as conn:
@@ -261,8 +292,10 @@ async def raw_upsert(database_url: str, webhooks: Sequence[Webhook], batch: int,
     rates: list[float] = []
     try:
         for _ in range(3):
-            await pool.execute("DROP SCHEMA IF EXISTS bench_raw CASCADE; CREATE SCHEMA bench_raw; "
-                               "CREATE TABLE bench_raw.orders (LIKE public.orders INCLUDING ALL)")
+            await pool.execute(
+                "DROP SCHEMA IF EXISTS bench_raw CASCADE; CREATE SCHEMA bench_raw; "
+                "CREATE TABLE bench_raw.orders (LIKE public.orders INCLUDING ALL)"
+            )
             queue = iter(batches)
             started = time.perf_counter()
             await asyncio.gather(*(worker(queue) for _ in range(workers)))
@@ -296,8 +329,13 @@ def cpu_of(pids: Iterable[int]) -> float:
     return total
 
 
-async def drain(database_url: str, processes: Sequence[ManagedProcess], backlog: int, already: int = 0,
-                watch: Mapping[str, Sequence[int]] | None = None) -> Drained:
+async def drain(
+    database_url: str,
+    processes: Sequence[ManagedProcess],
+    backlog: int,
+    already: int = 0,
+    watch: Mapping[str, Sequence[int]] | None = None,
+) -> Drained:
     """Webhooks per second of ``processes`` (processors or the baseline) draining ``backlog`` messages already in
     JetStream, from the moment every partition has begun (its first transaction: the processes start a few
     hundred ms apart and share the partitions through leases) to the moment the last audit row is visible, on
@@ -312,8 +350,11 @@ async def drain(database_url: str, processes: Sequence[ManagedProcess], backlog:
 
         async def cpu_now() -> dict[str, float]:
             backends = [r["pid"] for r in await db.fetch(BACKENDS)]
-            return {"processes": cpu_of(p.pid for p in processes if p.pid), "postgres": cpu_of(backends),
-                    **{name: cpu_of(group) for name, group in (watch or {}).items()}}
+            return {
+                "processes": cpu_of(p.pid for p in processes if p.pid),
+                "postgres": cpu_of(backends),
+                **{name: cpu_of(group) for name, group in (watch or {}).items()},
+            }
 
         deadline = time.monotonic() + max(60.0, backlog / 100)
         progress = "SELECT count(*) AS n, clock_timestamp() AS now FROM audit_log"
@@ -333,16 +374,21 @@ async def drain(database_url: str, processes: Sequence[ManagedProcess], backlog:
         await db.close()
     early = [(n, cpu) for n, cpu, _ in samples if n <= already + backlog * 0.05]
     # from the last early poll after every process was ready (imports done), else the last early one
-    n0, cpu0 = max(reversed([(n, cpu) for n, cpu, ready in samples if ready and n <= already + backlog * 0.05]
-                            or early), key=lambda s: s[0], default=(already, cpu_end))
+    n0, cpu0 = max(
+        reversed([(n, cpu) for n, cpu, ready in samples if ready and n <= already + backlog * 0.05] or early),
+        key=lambda s: s[0],
+        default=(already, cpu_end),
+    )
     firsts: dict[int, datetime] = {}  # the first transaction of each partition, whichever replica holds it
     for order_id, at in audited:
         partition = partition_for(order_id, PARTITIONS)
         firsts[partition] = min(firsts.get(partition, at), at)
     begun = max(firsts.values())
     rate = sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
-    per_webhook = {name: 1e6 * (cpu_end[name] - cpu0.get(name, cpu_end[name])) / max(1, already + len(audited) - n0)
-                   for name in cpu_end}
+    per_webhook = {
+        name: 1e6 * (cpu_end[name] - cpu0.get(name, cpu_end[name])) / max(1, already + len(audited) - n0)
+        for name in cpu_end
+    }
     return Drained(rate, per_webhook.pop("processes"), per_webhook, rss)
 
 
@@ -353,14 +399,28 @@ async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook], r
         js = nc.jetstream()
         await ensure_streams(js, topology, replace(StreamLimits.from_settings(), replicas=replicas))
         for start_at in range(0, len(webhooks), 1000):
-            await asyncio.gather(*(js.publish(
-                topology.webhook_subject_for(w.order_id),
-                WebhookMessage(webhook_id=w.webhook_id, topic="orders/updated", shop_domain="chaos.myshopify.com",
-                               triggered_at=datetime.now(UTC).isoformat(), received_at=datetime.now(UTC),
-                               order=w.payload).model_dump_json().encode(),
-                headers={"Nats-Msg-Id": w.webhook_id,
-                         "traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01"},
-            ) for w in webhooks[start_at:start_at + 1000]))
+            await asyncio.gather(
+                *(
+                    js.publish(
+                        topology.webhook_subject_for(w.order_id),
+                        WebhookMessage(
+                            webhook_id=w.webhook_id,
+                            topic="orders/updated",
+                            shop_domain="chaos.myshopify.com",
+                            triggered_at=datetime.now(UTC).isoformat(),
+                            received_at=datetime.now(UTC),
+                            order=w.payload,
+                        )
+                        .model_dump_json()
+                        .encode(),
+                        headers={
+                            "Nats-Msg-Id": w.webhook_id,
+                            "traceparent": f"00-{secrets.token_hex(16)}-{secrets.token_hex(8)}-01",
+                        },
+                    )
+                    for w in webhooks[start_at : start_at + 1000]
+                )
+            )
     finally:
         await nc.close()
 
@@ -379,10 +439,15 @@ async def seed(ingest_url: str, database_url: str, updates: int) -> dict:
         while True:
             row = await db.fetchrow(
                 "SELECT (SELECT count(*) FROM audit_log WHERE shopify_order_id = $1) AS audited, o.version, "
-                "o.last_webhook_id FROM orders o WHERE o.shopify_order_id = $1", SEED_ORDER)
+                "o.last_webhook_id FROM orders o WHERE o.shopify_order_id = $1",
+                SEED_ORDER,
+            )
             if row and row["audited"] == updates and row["last_webhook_id"] == newest:
-                return {"answer_s": answered - started, "drain_s": time.perf_counter() - answered,
-                        "version": row["version"]}
+                return {
+                    "answer_s": answered - started,
+                    "drain_s": time.perf_counter() - answered,
+                    "version": row["version"],
+                }
             if time.monotonic() > deadline:
                 raise RuntimeError(f"seed order not final after 60 s: {dict(row) if row else None}")
             await asyncio.sleep(0.005)
@@ -392,6 +457,7 @@ async def seed(ingest_url: str, database_url: str, updates: int) -> dict:
 
 # ---- main -------------------------------------------------------------------------------------------
 
+
 async def run(args: argparse.Namespace) -> dict:
     workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-pipeline-"))
     infra = start_infra(use_defaults_if_reachable=True, workdir=workdir)
@@ -399,7 +465,7 @@ async def run(args: argparse.Namespace) -> dict:
     pool_size = ProcessorSettings.model_fields["db_pool_size"].default
     batch = ProcessorSettings.model_fields["batch_size"].default
     hooks = workload(args.warmup + args.webhooks, args.orders)
-    warm, measured = hooks[: args.warmup], hooks[args.warmup:]
+    warm, measured = hooks[: args.warmup], hooks[args.warmup :]
     try:
         bare = bench.service("bare-fastapi", [sys.executable, __file__, "--serve-bare"])
         await start([bare])
@@ -426,32 +492,50 @@ async def run(args: argparse.Namespace) -> dict:
         if not args.no_drain_2:
             db_b, topo_b = await bench.prepare("b")
             await fill(infra.nats_url, topo_b, hooks)
-            drain_2 = (await drain(db_b, [
-                bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b)
-                for i in range(2)], len(hooks))).rps
+            drain_2 = (
+                await drain(
+                    db_b,
+                    [bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b) for i in range(2)],
+                    len(hooks),
+                )
+            ).rps
         result: dict = {
-            "bare_fastapi_rps": round(bare_http["rps"]), "ingest_rps": round(ingest_http["rps"]),
+            "bare_fastapi_rps": round(bare_http["rps"]),
+            "ingest_rps": round(ingest_http["rps"]),
             "ingest_ratio": round(ingest_http["rps"] / bare_http["rps"], 3),
-            "ingest_p50_ms": round(ingest_http["p50_ms"], 2), "ingest_p99_ms": round(ingest_http["p99_ms"], 2),
-            "bare_p50_ms": round(bare_http["p50_ms"], 2), "bare_p99_ms": round(bare_http["p99_ms"], 2),
+            "ingest_p50_ms": round(ingest_http["p50_ms"], 2),
+            "ingest_p99_ms": round(ingest_http["p99_ms"], 2),
+            "bare_p50_ms": round(bare_http["p50_ms"], 2),
+            "bare_p99_ms": round(bare_http["p99_ms"], 2),
             "ingest_us_per_webhook": round(ingest_http["us_per_request"], 1),
             "bare_us_per_request": round(bare_http["us_per_request"], 1),
-            "raw_upsert_rps": round(raw_rps), "drain_rps": round(drain_1.rps), "drain_rps_1": round(drain_1.rps),
+            "raw_upsert_rps": round(raw_rps),
+            "drain_rps": round(drain_1.rps),
+            "drain_rps_1": round(drain_1.rps),
             "drain_rps_2": round(drain_2) if drain_2 else None,
-            "baseline_rps": round(baselines["each"].rps), "drain_ratio": round(drain_1.rps / baselines["each"].rps, 3),
+            "baseline_rps": round(baselines["each"].rps),
+            "drain_ratio": round(drain_1.rps / baselines["each"].rps, 3),
             "us_per_webhook": round(drain_1.us_per_webhook, 1),
             "baseline_us_per_webhook": round(baselines["each"].us_per_webhook, 1),
             "cpu_ratio": round(baselines["each"].us_per_webhook / drain_1.us_per_webhook, 3)
-            if drain_1.us_per_webhook else None,
+            if drain_1.us_per_webhook
+            else None,
             "baseline_ackall_rps": round(baselines["all"].rps),
             "baseline_ackall_us_per_webhook": round(baselines["all"].us_per_webhook, 1),
             "ackall_speedup": round(baselines["all"].rps / baselines["each"].rps, 3),
             "processor_peak_rss_mb": round(drain_1.peak_rss_mb[0], 1),
             "load_average_1m": round(os.getloadavg()[0], 2),
-            "seed_answer_s": round(seeded["answer_s"], 3), "seed_drain_s": round(seeded["drain_s"], 3),
-            "seed_version": seeded["version"], "seed_webhooks": args.seed_webhooks,
-            "webhooks": args.webhooks, "backlog": len(hooks), "orders": args.orders,
-            "concurrency": args.concurrency, "partitions": PARTITIONS, "batch_size": batch, "cpus": os.cpu_count(),
+            "seed_answer_s": round(seeded["answer_s"], 3),
+            "seed_drain_s": round(seeded["drain_s"], 3),
+            "seed_version": seeded["version"],
+            "seed_webhooks": args.seed_webhooks,
+            "webhooks": args.webhooks,
+            "backlog": len(hooks),
+            "orders": args.orders,
+            "concurrency": args.concurrency,
+            "partitions": PARTITIONS,
+            "batch_size": batch,
+            "cpus": os.cpu_count(),
         }
     finally:
         try:
@@ -463,8 +547,10 @@ async def run(args: argparse.Namespace) -> dict:
 
 def histogram_quantile(metrics_text: str, name: str, q: float) -> float | None:
     """Prometheus's histogram_quantile over one process's cumulative buckets (linear within a bucket)."""
-    buckets = sorted((float("inf") if le == "+Inf" else float(le), float(value)) for le, value in re.findall(
-        rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', metrics_text, re.MULTILINE))
+    buckets = sorted(
+        (float("inf") if le == "+Inf" else float(le), float(value))
+        for le, value in re.findall(rf'^{name}_bucket{{le="([^"]+)"}} (\S+)$', metrics_text, re.MULTILINE)
+    )
     if not buckets or not buckets[-1][1]:
         return None
     rank, lower, below = q * buckets[-1][1], 0.0, 0.0
@@ -489,26 +575,41 @@ async def scale(args: argparse.Namespace) -> None:
         try:
             for size in args.scale_sizes:
                 for at in range(done, done + size, 20_000):  # published while no processor runs
-                    await fill(infra.nats_url, topology, [make_webhook(f"scale-{i}", 0, SEED)
-                                                          for i in range(at, min(at + 20_000, done + size))])
+                    await fill(
+                        infra.nats_url,
+                        topology,
+                        [make_webhook(f"scale-{i}", 0, SEED) for i in range(at, min(at + 20_000, done + size))],
+                    )
                 drained = await drain(database_url, [processor], size, already=done)
-                metrics_text = await asyncio.to_thread(lambda: urllib.request.urlopen(
-                    f"{processor.base_url}/metrics", timeout=10).read().decode())
+                metrics_text = await asyncio.to_thread(
+                    lambda: urllib.request.urlopen(f"{processor.base_url}/metrics", timeout=10).read().decode()
+                )
                 processor.stop()
                 done += size
                 sizes = await db.fetchrow(
                     "SELECT (SELECT count(*) FROM orders) AS orders, pg_table_size('orders') AS orders_table, "
                     "pg_indexes_size('orders') AS orders_indexes, pg_table_size('audit_log') AS audit_table, "
-                    "pg_indexes_size('audit_log') AS audit_indexes")
+                    "pg_indexes_size('audit_log') AS audit_indexes"
+                )
                 p99 = histogram_quantile(metrics_text, "fincart_processor_apply_seconds", 0.99)
-                print(json.dumps({
-                    "backlog": size, "orders_rows": sizes["orders"], "drain_rps": round(drained.rps),
-                    "us_per_webhook": round(drained.us_per_webhook, 1),
-                    "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
-                    "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
-                    **{f"{k}_mb": round(sizes[k] / 2**20, 1) for k in
-                       ("orders_table", "orders_indexes", "audit_table", "audit_indexes")},
-                    "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "backlog": size,
+                            "orders_rows": sizes["orders"],
+                            "drain_rps": round(drained.rps),
+                            "us_per_webhook": round(drained.us_per_webhook, 1),
+                            "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
+                            "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
+                            **{
+                                f"{k}_mb": round(sizes[k] / 2**20, 1)
+                                for k in ("orders_table", "orders_indexes", "audit_table", "audit_indexes")
+                            },
+                            "load_average_1m": round(os.getloadavg()[0], 2),
+                        }
+                    ),
+                    flush=True,
+                )
         finally:
             await db.close()
     finally:
@@ -525,16 +626,25 @@ async def capacity(args: argparse.Namespace) -> None:
     hooks = workload(args.webhooks, args.orders)
     for nodes in (1, 3):
         workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-capacity-"))
-        base = start_infra({k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
-                           use_defaults_if_reachable=True, workdir=workdir)
+        base = start_infra(
+            {k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+            use_defaults_if_reachable=True,
+            workdir=workdir,
+        )
         if nodes == 1:
             single = EmbeddedNats(workdir / "nats")
             cluster, brokers, url = None, [single], single.url
         else:
             cluster = NatsCluster(workdir / "cluster", nodes)
             brokers, url = cluster.nodes, cluster.url
-        infra = Infra(url, base.redis_url, base.database_url, nats_cluster=cluster,
-                      embedded={b.name: b for b in brokers}, workdir=workdir)
+        infra = Infra(
+            url,
+            base.redis_url,
+            base.database_url,
+            nats_cluster=cluster,
+            embedded={b.name: b for b in brokers},
+            workdir=workdir,
+        )
         bench = Bench(args, infra, workdir)
         try:
             for broker in brokers:
@@ -544,18 +654,36 @@ async def capacity(args: argparse.Namespace) -> None:
             for replicas in (1, 2):
                 database_url, topology = await bench.prepare(f"n{nodes}p{replicas}")
                 await fill(infra.nats_url, topology, hooks, infra.stream_replicas)
-                drained = await drain(database_url, [
-                    bench.fincart(f"processor-n{nodes}-{i}", "fincart-processor", database_url, topology)
-                    for i in range(replicas)], len(hooks), watch={"nats": [b.pid or 0 for b in brokers]})
+                drained = await drain(
+                    database_url,
+                    [
+                        bench.fincart(f"processor-n{nodes}-{i}", "fincart-processor", database_url, topology)
+                        for i in range(replicas)
+                    ],
+                    len(hooks),
+                    watch={"nats": [b.pid or 0 for b in brokers]},
+                )
                 for service in bench.services:
                     service.stop()
-                print(json.dumps({
-                    "nats_nodes": nodes, "stream_replicas": infra.stream_replicas, "processors": replicas,
-                    "backlog": len(hooks), "drain_rps": round(drained.rps),
-                    "processor_us_per_webhook": round(drained.us_per_webhook, 1),
-                    **{f"{name}_us_per_webhook": round(us, 1) for name, us in drained.others_us_per_webhook.items()},
-                    "processor_peak_rss_mb": [round(mb, 1) for mb in drained.peak_rss_mb],
-                    "load_average_1m": round(os.getloadavg()[0], 2)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "nats_nodes": nodes,
+                            "stream_replicas": infra.stream_replicas,
+                            "processors": replicas,
+                            "backlog": len(hooks),
+                            "drain_rps": round(drained.rps),
+                            "processor_us_per_webhook": round(drained.us_per_webhook, 1),
+                            **{
+                                f"{name}_us_per_webhook": round(us, 1)
+                                for name, us in drained.others_us_per_webhook.items()
+                            },
+                            "processor_peak_rss_mb": [round(mb, 1) for mb in drained.peak_rss_mb],
+                            "load_average_1m": round(os.getloadavg()[0], 2),
+                        }
+                    ),
+                    flush=True,
+                )
         finally:
             try:
                 await bench.cleanup()
@@ -564,15 +692,21 @@ async def capacity(args: argparse.Namespace) -> None:
                 base.stop()
 
 
-BROKERS = {"default": "1 server, default fsync (2 min)", "always": "1 server, sync_interval: always",
-           "cluster": "3 nodes R3, sync_interval: always"}
+BROKERS = {
+    "default": "1 server, default fsync (2 min)",
+    "always": "1 server, sync_interval: always",
+    "cluster": "3 nodes R3, sync_interval: always",
+}
 
 
 async def sync_cost(args: argparse.Namespace) -> dict:
     """Ingest's HTTP rate (PubAck before each answer) against each broker of BROKERS, taking turns."""
     workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-sync-"))
-    base = start_infra({k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
-                       use_defaults_if_reachable=True, workdir=workdir)
+    base = start_infra(
+        {k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+        use_defaults_if_reachable=True,
+        workdir=workdir,
+    )
     brokers: dict[str, Infra] = {}
     hooks = workload(args.warmup + args.webhooks, args.orders)
     rates: dict[str, list[dict]] = {}
@@ -586,8 +720,13 @@ async def sync_cost(args: argparse.Namespace) -> dict:
                 single = EmbeddedNats(workdir / name, sync_always=name == "always")
                 single.start()
                 broker_url, cluster = single.url, None
-            brokers[name] = Infra(broker_url, base.redis_url, base.database_url, nats_cluster=cluster,
-                                  embedded={name: single} if cluster is None else dict(enumerate(cluster.nodes)))
+            brokers[name] = Infra(
+                broker_url,
+                base.redis_url,
+                base.database_url,
+                nats_cluster=cluster,
+                embedded={name: single} if cluster is None else dict(enumerate(cluster.nodes)),
+            )
         for round_ in range(args.rounds):
             for name, infra in brokers.items():
                 bench = Bench(args, infra, workdir)
@@ -595,8 +734,9 @@ async def sync_cost(args: argparse.Namespace) -> dict:
                     database_url, topology = await bench.prepare(f"{name}{round_}")
                     ingest = bench.fincart(f"ingest-{name}", "fincart-ingest", database_url, topology)
                     await start([ingest])
-                    rates.setdefault(name, []).append(await http_phase(
-                        ingest, hooks[: args.warmup], hooks[args.warmup:], args.concurrency))
+                    rates.setdefault(name, []).append(
+                        await http_phase(ingest, hooks[: args.warmup], hooks[args.warmup :], args.concurrency)
+                    )
                 finally:
                     await bench.cleanup()
     finally:
@@ -604,8 +744,12 @@ async def sync_cost(args: argparse.Namespace) -> dict:
             for process in infra.embedded.values():
                 process.stop()
         base.stop()
-    result: dict = {"webhooks": args.webhooks, "concurrency": args.concurrency, "rounds": args.rounds,
-                    "cpus": os.cpu_count()}
+    result: dict = {
+        "webhooks": args.webhooks,
+        "concurrency": args.concurrency,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+    }
     default_rps = statistics.median(r["rps"] for r in rates["default"])
     for name, runs in rates.items():
         rps = statistics.median(r["rps"] for r in runs)
@@ -617,36 +761,67 @@ async def sync_cost(args: argparse.Namespace) -> dict:
 
 def sync_table(r: dict) -> str:
     lines = [f"{'broker':<36}{'ingest webhooks/s':>18}{'p99 ms':>10}{'ratio':>8}"]
-    lines += [f"{label:<36}{r[f'{name}_rps']:>18,}{r[f'{name}_p99_ms']:>10.1f}{r[f'{name}_ratio']:>8.2f}"
-              for name, label in BROKERS.items() if f"{name}_rps" in r]
-    lines.append(f"median of {r['rounds']} rounds of {r['webhooks']:,} webhooks, concurrency {r['concurrency']}, "
-                 f"{r['cpus']} CPUs")
+    lines += [
+        f"{label:<36}{r[f'{name}_rps']:>18,}{r[f'{name}_p99_ms']:>10.1f}{r[f'{name}_ratio']:>8.2f}"
+        for name, label in BROKERS.items()
+        if f"{name}_rps" in r
+    ]
+    lines.append(
+        f"median of {r['rounds']} rounds of {r['webhooks']:,} webhooks, concurrency {r['concurrency']}, "
+        f"{r['cpus']} CPUs"
+    )
     return "\n".join(lines)
 
 
 def table(r: dict) -> str:
     drain_2 = f"{r['drain_rps_2']:>10,}" if r["drain_rps_2"] else f"{'-':>10}"
     rows = [
-        ("HTTP webhooks/s", f"ingest {r['ingest_rps']:>8,}", f"bare FastAPI {r['bare_fastapi_rps']:>8,}",
-         f"{r['ingest_ratio']:.2f}"),
-        ("HTTP p50 / p99 ms", f"ingest {r['ingest_p50_ms']:>4.1f} / {r['ingest_p99_ms']:<5.1f}",
-         f"bare {r['bare_p50_ms']:>4.1f} / {r['bare_p99_ms']:<5.1f}", ""),
-        ("drain webhooks/s", f"1 proc {r['drain_rps_1']:>8,}", f"same-work baseline {r['baseline_rps']:>8,}",
-         f"{r['drain_ratio']:.2f}"),
-        ("CPU us per webhook", f"1 proc {r['us_per_webhook']:>8.1f}",
-         f"same-work baseline {r['baseline_us_per_webhook']:>8.1f}", f"{r['cpu_ratio'] or 0:.2f}"),
-        ("baseline AckAll", f"{r['baseline_ackall_rps']:>8,}/s", f"{r['baseline_ackall_us_per_webhook']:>6.1f} us",
-         f"{r['ackall_speedup']:.2f}"),
+        (
+            "HTTP webhooks/s",
+            f"ingest {r['ingest_rps']:>8,}",
+            f"bare FastAPI {r['bare_fastapi_rps']:>8,}",
+            f"{r['ingest_ratio']:.2f}",
+        ),
+        (
+            "HTTP p50 / p99 ms",
+            f"ingest {r['ingest_p50_ms']:>4.1f} / {r['ingest_p99_ms']:<5.1f}",
+            f"bare {r['bare_p50_ms']:>4.1f} / {r['bare_p99_ms']:<5.1f}",
+            "",
+        ),
+        (
+            "drain webhooks/s",
+            f"1 proc {r['drain_rps_1']:>8,}",
+            f"same-work baseline {r['baseline_rps']:>8,}",
+            f"{r['drain_ratio']:.2f}",
+        ),
+        (
+            "CPU us per webhook",
+            f"1 proc {r['us_per_webhook']:>8.1f}",
+            f"same-work baseline {r['baseline_us_per_webhook']:>8.1f}",
+            f"{r['cpu_ratio'] or 0:.2f}",
+        ),
+        (
+            "baseline AckAll",
+            f"{r['baseline_ackall_rps']:>8,}/s",
+            f"{r['baseline_ackall_us_per_webhook']:>6.1f} us",
+            f"{r['ackall_speedup']:.2f}",
+        ),
         ("raw upsert rows/s", "", f"{r['raw_upsert_rps']:>8,}", ""),
         ("drain, 2 processors", f"2 proc {drain_2}", "", ""),
-        (f"seed ({r['seed_webhooks']} concurrent)", f"answered {r['seed_answer_s']:.3f} s",
-         f"then final {r['seed_drain_s']:.3f} s", f"v{r['seed_version']}"),
+        (
+            f"seed ({r['seed_webhooks']} concurrent)",
+            f"answered {r['seed_answer_s']:.3f} s",
+            f"then final {r['seed_drain_s']:.3f} s",
+            f"v{r['seed_version']}",
+        ),
     ]
     lines = [f"{'':<24}{'measured':<24}{'raw limit (same run)':<32}ratio"]
     lines += [f"{a:<24}{b:<24}{c:<32}{d}" for a, b, c, d in rows]
-    lines.append(f"{r['backlog']:,} webhooks over {r['orders']:,} orders, concurrency {r['concurrency']}, "
-                 f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs, "
-                 f"load average {r['load_average_1m']}")
+    lines.append(
+        f"{r['backlog']:,} webhooks over {r['orders']:,} orders, concurrency {r['concurrency']}, "
+        f"{r['partitions']} partitions, batch {r['batch_size']}, {r['cpus']} CPUs, "
+        f"load average {r['load_average_1m']}"
+    )
     return "\n".join(lines)
 
 
@@ -663,16 +838,29 @@ def main() -> None:
     parser.add_argument("--no-drain-2", action="store_true", help="skip the drain with two processors")
     parser.add_argument("--log-level", default="WARNING", help="FINCART_LOG_LEVEL of the services")
     parser.add_argument("--quick", action="store_true", help="12,000 webhooks (finishes in under a minute)")
-    parser.add_argument("--sync-cost", action="store_true",
-                        help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)")
+    parser.add_argument(
+        "--sync-cost",
+        action="store_true",
+        help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)",
+    )
     parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
     parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
-    parser.add_argument("--scale", action="store_true",
-                        help="only the processor draining growing backlogs (--scale-sizes) into one orders table")
-    parser.add_argument("--scale-sizes", type=lambda v: [int(x) for x in v.split(",")],
-                        default=[10_000, 100_000, 1_000_000], help="--scale: backlogs, comma separated")
-    parser.add_argument("--capacity", action="store_true",
-                        help="only the drain by 1 and 2 processors against 1 and 3 embedded NATS nodes (own brokers)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="only the processor draining growing backlogs (--scale-sizes) into one orders table",
+    )
+    parser.add_argument(
+        "--scale-sizes",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=[10_000, 100_000, 1_000_000],
+        help="--scale: backlogs, comma separated",
+    )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help="only the drain by 1 and 2 processors against 1 and 3 embedded NATS nodes (own brokers)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.webhooks, args.warmup = 12_000, 500

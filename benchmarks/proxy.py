@@ -33,8 +33,9 @@ async def timed(call: Callable[[], Awaitable[object]]) -> float:
     return (time.perf_counter() - started) * 1000
 
 
-async def measure(direct: Callable[[], Awaitable[object]], proxied: Callable[[], Awaitable[object]],
-                  iterations: int, warmup: int) -> dict[str, float | None]:
+async def measure(
+    direct: Callable[[], Awaitable[object]], proxied: Callable[[], Awaitable[object]], iterations: int, warmup: int
+) -> dict[str, float | None]:
     times: dict[str, list[float]] = {"direct": [], "proxied": []}
     for i in range(warmup + iterations):
         pair = ((direct, "direct"), (proxied, "proxied")) if i % 2 else ((proxied, "proxied"), (direct, "direct"))
@@ -43,16 +44,22 @@ async def measure(direct: Callable[[], Awaitable[object]], proxied: Callable[[],
             if i >= warmup:
                 times[key].append(elapsed)
     d, p = percentiles(times["direct"]), percentiles(times["proxied"])
-    return {"direct_p50_ms": d.p50, "direct_p99_ms": d.p99, "proxied_p50_ms": p.p50, "proxied_p99_ms": p.p99,
-            "added_p50_ms": round(p.p50 - d.p50, 3) if p.p50 is not None and d.p50 is not None else None,
-            "added_p99_ms": round(p.p99 - d.p99, 3) if p.p99 is not None and d.p99 is not None else None,
-            "p50_ratio": round(p.p50 / d.p50, 3) if p.p50 and d.p50 else None}
+    return {
+        "direct_p50_ms": d.p50,
+        "direct_p99_ms": d.p99,
+        "proxied_p50_ms": p.p50,
+        "proxied_p99_ms": p.p99,
+        "added_p50_ms": round(p.p50 - d.p50, 3) if p.p50 is not None and d.p50 is not None else None,
+        "added_p99_ms": round(p.p99 - d.p99, 3) if p.p99 is not None and d.p99 is not None else None,
+        "p50_ratio": round(p.p50 / d.p50, 3) if p.p50 and d.p50 else None,
+    }
 
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     infra = start_infra(use_defaults_if_reachable=True)
-    proxy = FaultProxyProcess({"nats": host_port(infra.nats_url), "postgres": host_port(infra.database_url)},
-                              Path(infra.workdir or "."))
+    proxy = FaultProxyProcess(
+        {"nats": host_port(infra.nats_url), "postgres": host_port(infra.database_url)}, Path(infra.workdir or ".")
+    )
     proxy.start()
     stream = f"BENCH_PROXY_{uuid.uuid4().hex[:8]}"
     try:
@@ -64,13 +71,23 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         pg_proxied = await asyncpg.connect(to_asyncpg_url(via_proxy(infra.database_url, proxy.listen["postgres"])))
         body = b"x" * args.payload
         result: dict[str, object] = {"iterations": args.iterations, "payload_bytes": args.payload}
-        for key, value in (await measure(lambda: js_direct.publish(f"{stream}.a", body),
-                                         lambda: js_proxied.publish(f"{stream}.a", body),
-                                         args.iterations, args.warmup)).items():
+        for key, value in (
+            await measure(
+                lambda: js_direct.publish(f"{stream}.a", body),
+                lambda: js_proxied.publish(f"{stream}.a", body),
+                args.iterations,
+                args.warmup,
+            )
+        ).items():
             result[f"nats_pubAck_{key}"] = value
-        for key, value in (await measure(lambda: pg_direct.fetchval("SELECT 1"),
-                                         lambda: pg_proxied.fetchval("SELECT 1"),
-                                         args.iterations, args.warmup)).items():
+        for key, value in (
+            await measure(
+                lambda: pg_direct.fetchval("SELECT 1"),
+                lambda: pg_proxied.fetchval("SELECT 1"),
+                args.iterations,
+                args.warmup,
+            )
+        ).items():
             result[f"postgres_{key}"] = value
         await js_direct.delete_stream(stream)
         for conn in (pg_direct, pg_proxied):
@@ -95,9 +112,11 @@ def main() -> None:
     result = asyncio.run(run(args))
     print(f"{'round trip':<22}{'direct p50/p99 ms':>20}{'proxied p50/p99 ms':>22}{'added p50/p99 ms':>20}")
     for name, prefix in (("JetStream PubAck", "nats_pubAck_"), ("PostgreSQL SELECT 1", "postgres_")):
-        print(f"{name:<22}{result[prefix + 'direct_p50_ms']:>10} / {result[prefix + 'direct_p99_ms']:<8}"
-              f"{result[prefix + 'proxied_p50_ms']:>12} / {result[prefix + 'proxied_p99_ms']:<8}"
-              f"{result[prefix + 'added_p50_ms']:>10} / {result[prefix + 'added_p99_ms']}")
+        print(
+            f"{name:<22}{result[prefix + 'direct_p50_ms']:>10} / {result[prefix + 'direct_p99_ms']:<8}"
+            f"{result[prefix + 'proxied_p50_ms']:>12} / {result[prefix + 'proxied_p99_ms']:<8}"
+            f"{result[prefix + 'added_p50_ms']:>10} / {result[prefix + 'added_p99_ms']}"
+        )
     print(json.dumps(result))
 
 

@@ -35,9 +35,15 @@ def row(data: bytes) -> tuple[object, ...]:
     message = json.loads(data)
     order = message["order"]
     total = Decimal(order["total_price"]) if order.get("total_price") is not None else None
-    return (order["id"], order_status(order.get("financial_status"), order.get("fulfillment_status")), total,
-            shipping_fee(total), datetime.fromisoformat(order["updated_at"]), message["webhook_id"],
-            datetime.fromisoformat(message["received_at"]))
+    return (
+        order["id"],
+        order_status(order.get("financial_status"), order.get("fulfillment_status")),
+        total,
+        shipping_fee(total),
+        datetime.fromisoformat(order["updated_at"]),
+        message["webhook_id"],
+        datetime.fromisoformat(message["received_at"]),
+    )
 
 
 async def apply(pool: asyncpg.Pool, rows: list[tuple]) -> None:
@@ -46,18 +52,29 @@ async def apply(pool: asyncpg.Pool, rows: list[tuple]) -> None:
         if r[0] not in newest or (r[4], r[5]) > (newest[r[0]][4], newest[r[0]][5]):
             newest[r[0]] = r
     async with pool.acquire() as conn, conn.transaction():
-        await conn.fetch(UPSERT_ORDERS, *map(list, zip(*[
-            (o, s, t, f, 1, u, w) for o, s, t, f, u, w, _ in newest.values()], strict=True)))
-        await conn.execute(INSERT_AUDIT, *map(list, zip(*[
-            (w, o, "processed", None, 1, u, r) for o, _, _, _, u, w, r in rows], strict=True)))
+        await conn.fetch(
+            UPSERT_ORDERS,
+            *map(list, zip(*[(o, s, t, f, 1, u, w) for o, s, t, f, u, w, _ in newest.values()], strict=True)),
+        )
+        await conn.execute(
+            INSERT_AUDIT,
+            *map(list, zip(*[(w, o, "processed", None, 1, u, r) for o, _, _, _, u, w, r in rows], strict=True)),
+        )
 
 
 async def partition(js, pool: asyncpg.Pool, topology: Topology, p: int, batch: int, ack_all: bool) -> None:  # type: ignore[no-untyped-def]
     durable = topology.consumer_name(p)
-    sub = await js.pull_subscribe(topology.webhook_subject(p), durable=durable, stream=topology.orders_stream,
-                                  config=ConsumerConfig(
-                                      durable_name=durable, deliver_policy=DeliverPolicy.ALL, max_ack_pending=batch,
-                                      ack_policy=AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT))
+    sub = await js.pull_subscribe(
+        topology.webhook_subject(p),
+        durable=durable,
+        stream=topology.orders_stream,
+        config=ConsumerConfig(
+            durable_name=durable,
+            deliver_policy=DeliverPolicy.ALL,
+            max_ack_pending=batch,
+            ack_policy=AckPolicy.ALL if ack_all else AckPolicy.EXPLICIT,
+        ),
+    )
     while True:
         try:
             msgs = await sub.fetch(batch, timeout=1.0)
@@ -65,10 +82,27 @@ async def partition(js, pool: asyncpg.Pool, topology: Topology, p: int, batch: i
             continue
         rows = [row(m.data) for m in msgs]
         await apply(pool, rows)
-        await asyncio.gather(*(js.publish(topology.event_subject_for(r[0]), json.dumps({
-            "type": "order.updated", "order": {"shopify_order_id": r[0], "status": r[1], "total_price": str(r[2]),
-                                               "last_external_updated_at": r[4].isoformat(), "last_webhook_id": r[5]},
-        }).encode(), headers={"Nats-Msg-Id": r[5]}) for r in rows))
+        await asyncio.gather(
+            *(
+                js.publish(
+                    topology.event_subject_for(r[0]),
+                    json.dumps(
+                        {
+                            "type": "order.updated",
+                            "order": {
+                                "shopify_order_id": r[0],
+                                "status": r[1],
+                                "total_price": str(r[2]),
+                                "last_external_updated_at": r[4].isoformat(),
+                                "last_webhook_id": r[5],
+                            },
+                        }
+                    ).encode(),
+                    headers={"Nats-Msg-Id": r[5]},
+                )
+                for r in rows
+            )
+        )
         for m in msgs[-1:] if ack_all else msgs:
             await m.ack()
 
@@ -80,8 +114,10 @@ async def main(args: argparse.Namespace) -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     print("ready", flush=True)
-    tasks = [asyncio.create_task(partition(nc.jetstream(), pool, topology, p, args.batch, args.ack == "all"))
-             for p in range(args.partitions)]
+    tasks = [
+        asyncio.create_task(partition(nc.jetstream(), pool, topology, p, args.batch, args.ack == "all"))
+        for p in range(args.partitions)
+    ]
     waiter = asyncio.create_task(stop.wait())
     await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:

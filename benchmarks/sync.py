@@ -55,6 +55,7 @@ def latency_ms(frame: dict) -> float:
 
 # ---- client processes -------------------------------------------------------------------------------
 
+
 async def _clients(urls: list[str], token: str, ready: mp.Event, stop: mp.Event, out: mp.Queue) -> None:  # type: ignore[valid-type]
     from websockets.asyncio.client import connect
     from websockets.exceptions import ConnectionClosed
@@ -67,8 +68,13 @@ async def _clients(urls: list[str], token: str, ready: mp.Event, stop: mp.Event,
     async def open_one(url: str):  # type: ignore[no-untyped-def]
         for attempt in range(CONNECT_ATTEMPTS):
             async with gate:
-                ws = await connect(url, open_timeout=30, max_queue=None, compression=None,
-                                   additional_headers={"Authorization": f"Bearer {token}"})
+                ws = await connect(
+                    url,
+                    open_timeout=30,
+                    max_queue=None,
+                    compression=None,
+                    additional_headers={"Authorization": f"Bearer {token}"},
+                )
                 try:
                     while True:  # snapshot pages
                         msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
@@ -107,11 +113,19 @@ def client_process(urls: list[str], token: str, ready: mp.Event, stop: mp.Event,
 
 # ---- main ------------------------------------------------------------------------------------------
 
+
 def event_bytes(order_id: str, version: int) -> bytes:
     state = OrderState(
-        id=uuid.uuid5(uuid.NAMESPACE_URL, order_id), shopify_order_id=order_id, status="CONFIRMED",
-        total_price=Decimal("120.00"), shipping_fee=Decimal("5.99"), version=version,
-        last_external_updated_at=STAMP, last_webhook_id=f"bench:{time.time_ns()}", created_at=STAMP, updated_at=STAMP,
+        id=uuid.uuid5(uuid.NAMESPACE_URL, order_id),
+        shopify_order_id=order_id,
+        status="CONFIRMED",
+        total_price=Decimal("120.00"),
+        shipping_fee=Decimal("5.99"),
+        version=version,
+        last_external_updated_at=STAMP,
+        last_webhook_id=f"bench:{time.time_ns()}",
+        created_at=STAMP,
+        updated_at=STAMP,
     )
     return OrderEvent(order=state).model_dump_json().encode()
 
@@ -129,9 +143,15 @@ async def publish(js, topology: Topology, orders: list[str], rate: float, durati
             await asyncio.sleep(delay)
         oid = orders[i % len(orders)]
         versions[oid] += 1
-        pending.append(asyncio.ensure_future(js.publish(
-            topology.event_subject_for(oid), event_bytes(oid, versions[oid]),
-            headers={"Nats-Msg-Id": f"{oid}:{versions[oid]}"})))
+        pending.append(
+            asyncio.ensure_future(
+                js.publish(
+                    topology.event_subject_for(oid),
+                    event_bytes(oid, versions[oid]),
+                    headers={"Nats-Msg-Id": f"{oid}:{versions[oid]}"},
+                )
+            )
+        )
         if len(pending) >= 200:
             await asyncio.gather(*pending)
             pending.clear()
@@ -150,12 +170,22 @@ async def run(args: argparse.Namespace) -> dict:
     port = free_port()
     token = new_token()  # one read token for every client: its cap is lifted to the client count
     sync = ServiceProcess(
-        name="sync", argv=[find_binary("fincart-sync")], log_path=workdir / "sync.log", port=port,
-        env={"FINCART_NATS_URL": infra.nats_url, "FINCART_DATABASE_URL": database_url, "FINCART_PARTITIONS": "16",
-             "FINCART_NATS_PREFIX": topology.prefix, "FINCART_HTTP_PORT": str(port), "FINCART_LOG_LEVEL": "WARNING",
-             "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size), "FINCART_READ_TOKEN_HASHES": token_hash(token),
-             "FINCART_WS_MAX_CONNECTIONS_PER_TOKEN": str(max(args.clients, 1)),
-             "FINCART_WS_MAX_CONNECTIONS": str(max(args.clients, 2000))},
+        name="sync",
+        argv=[find_binary("fincart-sync")],
+        log_path=workdir / "sync.log",
+        port=port,
+        env={
+            "FINCART_NATS_URL": infra.nats_url,
+            "FINCART_DATABASE_URL": database_url,
+            "FINCART_PARTITIONS": "16",
+            "FINCART_NATS_PREFIX": topology.prefix,
+            "FINCART_HTTP_PORT": str(port),
+            "FINCART_LOG_LEVEL": "WARNING",
+            "FINCART_CLIENT_QUEUE_SIZE": str(args.queue_size),
+            "FINCART_READ_TOKEN_HASHES": token_hash(token),
+            "FINCART_WS_MAX_CONNECTIONS_PER_TOKEN": str(max(args.clients, 1)),
+            "FINCART_WS_MAX_CONNECTIONS": str(max(args.clients, 2000)),
+        },
     )
     nc = await nats.connect(infra.nats_url)
     procs: list[mp.Process] = []
@@ -225,18 +255,27 @@ async def run(args: argparse.Namespace) -> dict:
     p50, p99 = percentile(all_lat, 0.5), percentile(all_lat, 0.99)
     raw_p50, raw_p99 = percentile(raw, 0.5), percentile(raw, 0.99)
     return {
-        "clients": args.clients, "firehose_clients": firehose, "events_per_s": round(sent / elapsed, 1),
-        "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-        "firehose_p50_ms": round(percentile(fire_lat, 0.5), 2), "firehose_p99_ms": round(percentile(fire_lat, 0.99), 2),
-        "raw_nats_p50_ms": round(raw_p50, 3), "raw_nats_p99_ms": round(raw_p99, 3),
+        "clients": args.clients,
+        "firehose_clients": firehose,
+        "events_per_s": round(sent / elapsed, 1),
+        "p50_ms": round(p50, 2),
+        "p99_ms": round(p99, 2),
+        "firehose_p50_ms": round(percentile(fire_lat, 0.5), 2),
+        "firehose_p99_ms": round(percentile(fire_lat, 0.99), 2),
+        "raw_nats_p50_ms": round(raw_p50, 3),
+        "raw_nats_p99_ms": round(raw_p99, 3),
         "p50_ratio_vs_raw": round(p50 / raw_p50, 1) if raw_p50 else None,
         "p99_ratio_vs_raw": round(p99 / raw_p99, 1) if raw_p99 else None,
-        "frames_received": len(all_lat), "frames_expected": expected,
+        "frames_received": len(all_lat),
+        "frames_expected": expected,
         "fanout_frames_per_s": round(len(all_lat) / elapsed),
         "sync_cpu_percent": round(100 * cpu / (elapsed + args.drain), 1),
         "cpu_ms_per_client_per_s": round(1000 * cpu / (elapsed + args.drain) / args.clients, 3),
-        "connect_s": round(connect_s, 1), "closes": closes, "duration_s": round(elapsed, 1),
-        "sync_rss_idle_mb": round(rss_before, 1), "sync_peak_rss_mb": round(peak_rss, 1),
+        "connect_s": round(connect_s, 1),
+        "closes": closes,
+        "duration_s": round(elapsed, 1),
+        "sync_rss_idle_mb": round(rss_before, 1),
+        "sync_peak_rss_mb": round(peak_rss, 1),
         "rss_kb_per_client": round(1024 * (rss_connected - rss_before) / args.clients, 1),
     }
 
@@ -252,9 +291,13 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=2, help="processes hosting the clients")
     parser.add_argument("--queue-size", type=int, default=2048, help="FINCART_CLIENT_QUEUE_SIZE of the sync process")
     parser.add_argument("--quick", action="store_true", help="10 s of publishing (finishes in under a minute)")
-    parser.add_argument("--scale", type=lambda v: [int(x) for x in v.split(",")], default=None,
-                        help="client counts, comma separated (e.g. 1000,5000,10000): one run and JSON line each, "
-                             "capped by the open-file limit (raised as far as allowed) and loopback's ephemeral ports")
+    parser.add_argument(
+        "--scale",
+        type=lambda v: [int(x) for x in v.split(",")],
+        default=None,
+        help="client counts, comma separated (e.g. 1000,5000,10000): one run and JSON line each, "
+        "capped by the open-file limit (raised as far as allowed) and loopback's ephemeral ports",
+    )
     args = parser.parse_args()
     if args.quick:
         args.duration = 10.0

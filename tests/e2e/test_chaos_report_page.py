@@ -15,8 +15,10 @@ from tests.support.chaos_histories import failing_run
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
-                       "(apt-get install -y chromium); CI installs it"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium); CI installs it",
+    ),
 ]
 WAIT_MS = 30_000
 

@@ -24,8 +24,13 @@ from fincart_devstack.localstack import Infra
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-    "--disable-sync", "--no-first-run",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
 ]
 SECRET = "e2e-live-page-secret"
 ORDER = "order_live_page_1"
@@ -34,8 +39,10 @@ BASE = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium "
-                       "(apt-get install -y chromium); CI installs it"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason="needs Debian chromium at /usr/bin/chromium (apt-get install -y chromium); CI installs it",
+    ),
 ]
 
 
@@ -52,8 +59,14 @@ async def _delete_streams(nats_url: str, topology: Topology) -> None:
 def stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
     prefix = unique_name.replace("_", "-")[:30]
     config = StackConfig(
-        database=unique_name, partitions=4, processors=1, nats_prefix=prefix, webhook_secret=SECRET,
-        ingest_port=0, sync_port=0, extra_env={"FINCART_HEARTBEAT_INTERVAL_S": "1"},
+        database=unique_name,
+        partitions=4,
+        processors=1,
+        nats_prefix=prefix,
+        webhook_secret=SECRET,
+        ingest_port=0,
+        sync_port=0,
+        extra_env={"FINCART_HEARTBEAT_INTERVAL_S": "1"},
     )
     dev = DevStack(config, infra, tmp_path)
     try:
@@ -66,14 +79,23 @@ def stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
 
 
 def send_webhook(stack: DevStack, i: int, financial: str, fulfillment: str | None) -> None:
-    body = json.dumps({
-        "id": ORDER, "updated_at": (BASE + timedelta(minutes=i)).isoformat(), "financial_status": financial,
-        "fulfillment_status": fulfillment, "total_price": "120.00", "shipping_lines": [],
-    }).encode()
+    body = json.dumps(
+        {
+            "id": ORDER,
+            "updated_at": (BASE + timedelta(minutes=i)).isoformat(),
+            "financial_status": financial,
+            "fulfillment_status": fulfillment,
+            "total_price": "120.00",
+            "shipping_lines": [],
+        }
+    ).encode()
     headers = {
-        "Content-Type": "application/json", "X-Shopify-Webhook-Id": f"live-page-{ORDER}-{i}",
-        "X-Shopify-Hmac-Sha256": sign(body, SECRET), "X-Shopify-Topic": "orders/updated",
-        "X-Shopify-Shop-Domain": "e2e.myshopify.com", "X-Shopify-Triggered-At": BASE.isoformat(),
+        "Content-Type": "application/json",
+        "X-Shopify-Webhook-Id": f"live-page-{ORDER}-{i}",
+        "X-Shopify-Hmac-Sha256": sign(body, SECRET),
+        "X-Shopify-Topic": "orders/updated",
+        "X-Shopify-Shop-Domain": "e2e.myshopify.com",
+        "X-Shopify-Triggered-At": BASE.isoformat(),
     }
     answer = httpx.post(f"{stack.ingest_url}/webhooks/shopify", content=body, headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text

@@ -51,8 +51,12 @@ class Cluster(kmock.KubernetesEmulator):
             meta.setdefault("namespace", request.namespace)
             if "generateName" in meta and "name" not in meta:
                 meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
-            meta.update(uid=str(uuid.uuid4()), resourceVersion=str(next(self._versions)), generation=1,
-                        creationTimestamp=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"))
+            meta.update(
+                uid=str(uuid.uuid4()),
+                resourceVersion=str(next(self._versions)),
+                generation=1,
+                creationTimestamp=datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+            )
         elif request.resource is not None and request.action == kmock.action.UPDATE and request.name:
             key = (request.resource, request.namespace, request.name)
             current = self.objects[key].raw if key in self.objects and not self.objects[key].deleted else {}
@@ -75,8 +79,9 @@ class Cluster(kmock.KubernetesEmulator):
     async def _serve_list(self, request: kmock.Request) -> Any:
         answer = await super()._serve_list(request)
         wanted = dict(p.split("=", 1) for p in request.params.get("labelSelector", "").split(",") if p)
-        answer["items"] = [i for i in answer["items"]
-                           if wanted.items() <= (i.get("metadata", {}).get("labels") or {}).items()]
+        answer["items"] = [
+            i for i in answer["items"] if wanted.items() <= (i.get("metadata", {}).get("labels") or {}).items()
+        ]
         return answer
 
 
@@ -86,20 +91,34 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         crd = build_crd()
         names, version = crd["spec"]["names"], crd["spec"]["versions"][0]
         k8s.resources[CHAOSTESTS] = kmock.ResourceInfo(
-            kind=names["kind"], singular=names["singular"], shortnames=set(names["shortNames"]), namespaced=True,
-            subresources=set(version["subresources"]), verbs={"get", "list", "watch", "create", "patch", "delete"})
+            kind=names["kind"],
+            singular=names["singular"],
+            shortnames=set(names["shortNames"]),
+            namespaced=True,
+            subresources=set(version["subresources"]),
+            verbs={"get", "list", "watch", "create", "patch", "delete"},
+        )
         k8s.resources["v1/namespaces"] = kmock.ResourceInfo(kind="Namespace", namespaced=False)  # kopf discovers it
-        for resource, kind, sub in ((JOBS, "Job", {"status"}), (PODS, "Pod", set()), (CONFIGMAPS, "ConfigMap", set()),
-                                    (DEPLOYMENTS, "Deployment", {"scale"}), (STATEFULSETS, "StatefulSet", {"scale"}),
-                                    ("v1/events", "Event", set())):
+        for resource, kind, sub in (
+            (JOBS, "Job", {"status"}),
+            (PODS, "Pod", set()),
+            (CONFIGMAPS, "ConfigMap", set()),
+            (DEPLOYMENTS, "Deployment", {"scale"}),
+            (STATEFULSETS, "StatefulSet", {"scale"}),
+            ("v1/events", "Event", set()),
+        ):
             k8s.resources[resource] = kmock.ResourceInfo(kind=kind, namespaced=True, subresources=sub)
         kubeconfig = tmp_path / "kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump({
-            "current-context": "kmock",
-            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": NS}}],
-            "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
-            "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
-        }))
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "current-context": "kmock",
+                    "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock", "namespace": NS}}],
+                    "clusters": [{"name": "kmock", "cluster": {"server": str(k8s.url).rstrip("/")}}],
+                    "users": [{"name": "kmock", "user": {"token": "kmock-token"}}],
+                }
+            )
+        )
         # the operator's kubernetes client configuration (and so its @kopf.on.login) reads it; the client takes
         # KUBECONFIG once, at import
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
@@ -108,8 +127,13 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
 
 
 def settings(**changes: Any) -> OperatorSettings:
-    return OperatorSettings(watch_namespace=NS, http_port=0, poll_interval_s=0.05, runner_image="fincart-chaos:e2e",
-                            **{"chaos_allow_db_faults": True, **changes})
+    return OperatorSettings(
+        watch_namespace=NS,
+        http_port=0,
+        poll_interval_s=0.05,
+        runner_image="fincart-chaos:e2e",
+        **{"chaos_allow_db_faults": True, **changes},
+    )
 
 
 @contextlib.asynccontextmanager
@@ -146,8 +170,11 @@ def get(k8s: Cluster, resource: str, name: str) -> dict[str, Any] | None:
 
 
 def names(k8s: Cluster, resource: str) -> set[str]:
-    return {name for res, ns, name in k8s.objects
-            if res == kmock.resource(resource) and ns == NS and not k8s.objects[res, ns, name].deleted}
+    return {
+        name
+        for res, ns, name in k8s.objects
+        if res == kmock.resource(resource) and ns == NS and not k8s.objects[res, ns, name].deleted
+    }
 
 
 def status(k8s: Cluster, name: str) -> dict[str, Any]:
@@ -155,18 +182,29 @@ def status(k8s: Cluster, name: str) -> dict[str, Any]:
 
 
 def chaostest(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "chaos.fincart.io/v1alpha1", "kind": "ChaosTest", "metadata": {"name": name},
-            "spec": {"target": {"ingestUrl": "http://fincart-ingest:8080",
-                                "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
-                                "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}},
-                     "load": {"orders": 10, "updatesPerOrder": 10, "parallelism": 4}, **spec}}
+    return {
+        "apiVersion": "chaos.fincart.io/v1alpha1",
+        "kind": "ChaosTest",
+        "metadata": {"name": name},
+        "spec": {
+            "target": {
+                "ingestUrl": "http://fincart-ingest:8080",
+                "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+                "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"},
+            },
+            "load": {"orders": 10, "updatesPerOrder": 10, "parallelism": 4},
+            **spec,
+        },
+    }
 
 
 async def call(k8s: Cluster, method: str, path: str, body: Any = None) -> dict[str, Any]:
     """One API request as kubectl or a controller would make it. Connection: close, or kopf would wait for the
     keep-alive server task at shutdown (it treats every task started after it as its own)."""
-    headers = {"Connection": "close", "Content-Type": "application/merge-patch+json" if method == "patch"
-               else "application/json"}
+    headers = {
+        "Connection": "close",
+        "Content-Type": "application/merge-patch+json" if method == "patch" else "application/json",
+    }
     async with k8s.request(method, path, json=body, headers=headers) as answer:
         assert answer.status < 300, await answer.text()
         return dict(await answer.json())
@@ -185,34 +223,67 @@ async def apply(k8s: Cluster, body: dict[str, Any]) -> None:
 async def finish_job(k8s: Cluster, name: str, outcome: str = "Complete") -> None:
     """What the Job controller writes when a Job is done."""
     counts = {"succeeded": 1} if outcome == "Complete" else {"failed": 1}
-    await call(k8s, "patch", path(JOBS, name, "status"),
-               {"status": {**counts, "conditions": [{"type": outcome, "status": "True"}]}})
+    await call(
+        k8s,
+        "patch",
+        path(JOBS, name, "status"),
+        {"status": {**counts, "conditions": [{"type": outcome, "status": "True"}]}},
+    )
 
 
 async def verifier_reports(k8s: Cluster, test: str, summary: dict[str, Any]) -> None:
     """The verify pod terminates with the summary JSON as its termination message (the kubelet's part)."""
     job = await eventually(lambda: get(k8s, JOBS, f"{test}-verify"))
-    await call(k8s, "post", path(PODS), {
-        "metadata": {"name": f"{test}-verify-x1", "labels": job["spec"]["template"]["metadata"]["labels"],
-                     "ownerReferences": [{"kind": "Job", "name": job["metadata"]["name"],
-                                          "uid": job["metadata"]["uid"]}]},
-        "status": {"containerStatuses": [{"name": "chaos", "state": {"terminated": {
-            "exitCode": 0 if summary["verdict"] == "Pass" else 1, "message": json.dumps(summary)}}}]},
-    })
+    await call(
+        k8s,
+        "post",
+        path(PODS),
+        {
+            "metadata": {
+                "name": f"{test}-verify-x1",
+                "labels": job["spec"]["template"]["metadata"]["labels"],
+                "ownerReferences": [{"kind": "Job", "name": job["metadata"]["name"], "uid": job["metadata"]["uid"]}],
+            },
+            "status": {
+                "containerStatuses": [
+                    {
+                        "name": "chaos",
+                        "state": {
+                            "terminated": {
+                                "exitCode": 0 if summary["verdict"] == "Pass" else 1,
+                                "message": json.dumps(summary),
+                            }
+                        },
+                    }
+                ]
+            },
+        },
+    )
 
 
 def seed_targets(k8s: Cluster) -> None:
     """The FinCart workloads the faults pick by label: processor and NATS StatefulSets, a Redis Deployment."""
+
     def put(resource: str, name: str, component: str, **body: Any) -> None:
-        k8s.objects[resource, NS, name] = {"metadata": {"name": name, "namespace": NS, "uid": str(uuid.uuid4()),
-                                                        "labels": {"app.kubernetes.io/component": component}},
-                                           **body}
+        k8s.objects[resource, NS, name] = {
+            "metadata": {
+                "name": name,
+                "namespace": NS,
+                "uid": str(uuid.uuid4()),
+                "labels": {"app.kubernetes.io/component": component},
+            },
+            **body,
+        }
 
     put(STATEFULSETS, "fincart-processor", "processor", spec={"replicas": 2})
     put(STATEFULSETS, "fincart-nats", "nats", spec={"replicas": 1})
     put(DEPLOYMENTS, "fincart-redis", "redis", spec={"replicas": 1})
-    for pod, component in (("fincart-processor-0", "processor"), ("fincart-processor-1", "processor"),
-                           ("fincart-nats-0", "nats"), ("fincart-redis-5d8f", "redis")):
+    for pod, component in (
+        ("fincart-processor-0", "processor"),
+        ("fincart-processor-1", "processor"),
+        ("fincart-nats-0", "nats"),
+        ("fincart-redis-5d8f", "redis"),
+    ):
         put(PODS, pod, component)
 
 
@@ -225,11 +296,18 @@ def fault(name: str, type_: str, component: str | None = None, duration: str = "
     return {"name": name, "type": type_, "startAfter": "0s", "duration": duration, **selector}
 
 
-SUMMARY = {"verdict": "Pass", "counts": {"sent": 100, "acked": 100, "stored": 100},
-           "bundle": "nats object store chaos-reports: abcd1234/ (fincart-chaos fetch-bundle abcd1234)"}
-ALL_FAULTS = [fault("kill", "podKill", "processor"), fault("nats", "brokerRestart", "nats"),
-              fault("pause", "processorPause", "processor", "3s"), fault("redis", "redisOutage", "redis", "3s"),
-              fault("drop", "dbConnectionDrop")]
+SUMMARY = {
+    "verdict": "Pass",
+    "counts": {"sent": 100, "acked": 100, "stored": 100},
+    "bundle": "nats object store chaos-reports: abcd1234/ (fincart-chaos fetch-bundle abcd1234)",
+}
+ALL_FAULTS = [
+    fault("kill", "podKill", "processor"),
+    fault("nats", "brokerRestart", "nats"),
+    fault("pause", "processorPause", "processor", "3s"),
+    fault("redis", "redisOutage", "redis", "3s"),
+    fault("drop", "dbConnectionDrop"),
+]
 
 
 # ---------------------------------------------------------------- tests
@@ -243,27 +321,47 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         load = await eventually(lambda: get(cluster, JOBS, "run-load"))
         assert FINALIZER in (get(cluster, CHAOSTESTS, "run") or {})["metadata"]["finalizers"]
         assert (load["spec"]["completionMode"], load["spec"]["completions"], load["spec"]["parallelism"]) == (
-            "Indexed", 4, 4)
+            "Indexed",
+            4,
+            4,
+        )
         container = load["spec"]["template"]["spec"]["containers"][0]
         assert container["image"] == "fincart-chaos:e2e"
-        assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                     "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
+        assert container["args"] == [
+            "load",
+            "/etc/fincart-chaos/chaostest.yaml",
+            "--runner-index",
+            "$(JOB_COMPLETION_INDEX)",
+            "--publish-ledger",
+        ]
         env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
-        assert env == {"FINCART_CHAOS_RUN_ID": test["metadata"]["uid"][:8],
-                       "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}},
-                       "FINCART_NATS_URL": memo.config.nats_url, "FINCART_NATS_PREFIX": memo.config.nats_prefix}
+        assert env == {
+            "FINCART_CHAOS_RUN_ID": test["metadata"]["uid"][:8],
+            "FINCART_WEBHOOK_SECRET": {"secretKeyRef": {"name": "fincart", "key": "webhook-secret"}},
+            "FINCART_NATS_URL": memo.config.nats_url,
+            "FINCART_NATS_PREFIX": memo.config.nats_prefix,
+        }
         assert load["metadata"]["ownerReferences"][0]["uid"] == test["metadata"]["uid"]
         assert "chaostest.yaml" in (get(cluster, CONFIGMAPS, "run-spec") or {})["data"]
 
         # the faults, through the API: pods deleted, workloads scaled to 0, a fault Job
-        await eventually(lambda: not {"fincart-processor-0", "fincart-processor-1", "fincart-nats-0"}
-                         & names(cluster, PODS))
+        await eventually(
+            lambda: not {"fincart-processor-0", "fincart-processor-1", "fincart-nats-0"} & names(cluster, PODS)
+        )
         assert "fincart-redis-5d8f" in names(cluster, PODS)
-        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 0
-                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0)
+        await eventually(
+            lambda: (
+                replicas(cluster, STATEFULSETS, "fincart-processor") == 0
+                and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0
+            )
+        )
         drop = await eventually(lambda: get(cluster, JOBS, "run-fault-drop-0"))
         assert drop["spec"]["template"]["spec"]["containers"][0]["args"] == [
-            "inject", "dbConnectionDrop", "--duration", "200ms"]
+            "inject",
+            "dbConnectionDrop",
+            "--duration",
+            "200ms",
+        ]
 
         await finish_job(cluster, "run-fault-drop-0")
         await finish_job(cluster, "run-load")
@@ -271,13 +369,19 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2  # restored before the verification
         assert replicas(cluster, DEPLOYMENTS, "fincart-redis") == 1
 
-        final = await eventually(lambda: status(cluster, "run").get("phase") in ("Completed", "Failed", "Error")
-                                 and status(cluster, "run"))
+        final = await eventually(
+            lambda: status(cluster, "run").get("phase") in ("Completed", "Failed", "Error") and status(cluster, "run")
+        )
         assert (final["phase"], final["verdict"], final["reportRef"]) == ("Completed", "Pass", "run-report"), final
         assert final["bundle"] == SUMMARY["bundle"]  # where the full evidence is
         assert (final["counts"]["sent"], final["counts"]["lost"], final["runners"]["desired"]) == (100, 0, 4)
         assert {f["name"]: f["result"] for f in final["faults"]} == {
-            "kill": "healed", "nats": "healed", "pause": "healed", "redis": "healed", "drop": "healed"}
+            "kill": "healed",
+            "nats": "healed",
+            "pause": "healed",
+            "redis": "healed",
+            "drop": "healed",
+        }
         assert final["observedGeneration"] == 1 and final["startTime"] and final["completionTime"]
         report = json.loads((get(cluster, CONFIGMAPS, "run-report") or {})["data"]["summary.json"])
         assert report["verdict"] == "Pass"
@@ -288,8 +392,11 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
         await eventually(lambda: not (get(cluster, CHAOSTESTS, "run") or {})["metadata"].get("finalizers"))
 
         def reasons() -> set[str]:
-            return {e["reason"] for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events")) if e
-                    and e["involvedObject"]["name"] == "run"}
+            return {
+                e["reason"]
+                for e in (get(cluster, "v1/events", n) for n in names(cluster, "v1/events"))
+                if e and e["involvedObject"]["name"] == "run"
+            }
 
         # kopf posts Events in the background: the last one may land just after the finalizer went
         await eventually(lambda: "CleanedUp" in reasons(), timeout=2)
@@ -303,8 +410,9 @@ async def test_a_chaostest_runs_load_faults_and_verification_to_a_pass(cluster: 
                 assert answer.status == 200
     # every verdict and outcome is exported at 0 from the start: these must have counted
     assert re.search(r'^chaostest_runs_total\{verdict="Pass"\} [1-9]', text, re.MULTILINE)
-    assert re.search(r'^chaostest_fault_injections_total\{result="injected",type="processorPause"\} [1-9]', text,
-                     re.MULTILINE)
+    assert re.search(
+        r'^chaostest_fault_injections_total\{result="injected",type="processorPause"\} [1-9]', text, re.MULTILINE
+    )
 
 
 async def test_a_failing_verdict_lands_in_the_status_with_its_anomalies(cluster: Cluster) -> None:
@@ -314,29 +422,56 @@ async def test_a_failing_verdict_lands_in_the_status_with_its_anomalies(cluster:
         await eventually(lambda: get(cluster, JOBS, "fail-load"))
         await finish_job(cluster, "fail-load")
         await eventually(lambda: get(cluster, JOBS, "fail-verify"))
-        summary = {"verdict": "Fail", "counts": {"sent": 100, "stored": 97, "lost": 3},
-                   "anomalies": [{"invariant": "I1", "message": "acked but never stored", "count": 3,
-                                  "samples": ["wh-1", "wh-2"]}]}
+        summary = {
+            "verdict": "Fail",
+            "counts": {"sent": 100, "stored": 97, "lost": 3},
+            "anomalies": [
+                {"invariant": "I1", "message": "acked but never stored", "count": 3, "samples": ["wh-1", "wh-2"]}
+            ],
+        }
         # the report ConfigMap, as the verifier's result lands there
-        await call(cluster, "post", path(CONFIGMAPS), {
-            "metadata": {"name": "fail-report", "labels": {"chaos.fincart.io/test": "fail"},
-                         "ownerReferences": [{"kind": "ChaosTest", "name": "fail", "uid": test["metadata"]["uid"]}]},
-            "data": {"summary.json": json.dumps(summary)}})
+        await call(
+            cluster,
+            "post",
+            path(CONFIGMAPS),
+            {
+                "metadata": {
+                    "name": "fail-report",
+                    "labels": {"chaos.fincart.io/test": "fail"},
+                    "ownerReferences": [{"kind": "ChaosTest", "name": "fail", "uid": test["metadata"]["uid"]}],
+                },
+                "data": {"summary.json": json.dumps(summary)},
+            },
+        )
         final = await eventually(lambda: status(cluster, "fail").get("verdict") and status(cluster, "fail"))
     assert (final["phase"], final["verdict"], final["counts"]["lost"]) == ("Failed", "Fail", 3)
-    assert final["anomalies"] == [{"invariant": "I1", "message": "acked but never stored", "count": 3,
-                                   "samples": ["wh-1", "wh-2"]}]
+    assert final["anomalies"] == [
+        {"invariant": "I1", "message": "acked but never stored", "count": 3, "samples": ["wh-1", "wh-2"]}
+    ]
     assert get(cluster, JOBS, "fail-verify")  # kept: OnSuccess cleanup does not touch a failed run
 
 
-@pytest.mark.parametrize(("spec", "field"), [
-    ({"faults": [{"name": "kill", "type": "podKill"}]}, "spec.faults[0].selector"),
-    ({"load": {"parallelism": 0}}, "spec.load.parallelism"),
-    ({"target": {"ingestUrl": "http://10.0.0.1:8080", "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
-                 "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}}}, "spec.target.ingestUrl"),
-    ({"faults": [{"name": "kill", "type": "podKill", "selector": {"app.kubernetes.io/component": "operator"}}]},
-     "spec.faults[0].selector"),
-])
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"faults": [{"name": "kill", "type": "podKill"}]}, "spec.faults[0].selector"),
+        ({"load": {"parallelism": 0}}, "spec.load.parallelism"),
+        (
+            {
+                "target": {
+                    "ingestUrl": "http://10.0.0.1:8080",
+                    "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+                    "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"},
+                }
+            },
+            "spec.target.ingestUrl",
+        ),
+        (
+            {"faults": [{"name": "kill", "type": "podKill", "selector": {"app.kubernetes.io/component": "operator"}}]},
+            "spec.faults[0].selector",
+        ),
+    ],
+)
 async def test_an_invalid_spec_ends_in_error_without_children(cluster: Cluster, spec: dict, field: str) -> None:
     async with operator(settings()):
         await apply(cluster, chaostest("bad", **spec))
@@ -348,8 +483,16 @@ async def test_an_invalid_spec_ends_in_error_without_children(cluster: Cluster, 
 
 async def run_until_faults_hold(k8s: Cluster, name: str) -> None:
     seed_targets(k8s)
-    await apply(k8s, chaostest(name, faults=[fault("pause", "processorPause", "processor", "60s"),
-                                              fault("drop", "dbConnectionDrop", duration="60s")]))
+    await apply(
+        k8s,
+        chaostest(
+            name,
+            faults=[
+                fault("pause", "processorPause", "processor", "60s"),
+                fault("drop", "dbConnectionDrop", duration="60s"),
+            ],
+        ),
+    )
     await eventually(lambda: replicas(k8s, STATEFULSETS, "fincart-processor") == 0)
     await eventually(lambda: get(k8s, JOBS, f"{name}-fault-drop-0"))
 
@@ -386,8 +529,11 @@ async def test_a_restarted_operator_resumes_without_duplicate_jobs(cluster: Clus
         assert replicas(cluster, STATEFULSETS, "fincart-processor") == 2
         final = await eventually(lambda: status(cluster, "resume").get("verdict") and status(cluster, "resume"))
     assert final["phase"] == "Completed"
-    creates = [r.data["metadata"]["name"] for r in cluster
-               if r.action == kmock.action.CREATE and r.resource == kmock.resource(JOBS)]
+    creates = [
+        r.data["metadata"]["name"]
+        for r in cluster
+        if r.action == kmock.action.CREATE and r.resource == kmock.resource(JOBS)
+    ]
     assert sorted(creates) == ["resume-load", "resume-verify"]
 
 
@@ -415,8 +561,13 @@ async def test_a_test_deleted_while_the_operator_was_down_is_still_healed(cluste
     assert replicas(cluster, STATEFULSETS, "fincart-processor") == 0
     async with operator(settings()):  # the workload itself says what to restore
         await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2)
-        await eventually(lambda: not ((get(cluster, STATEFULSETS, "fincart-processor") or {})["metadata"].get(
-            "annotations") or {}).get("chaos.fincart.io/restore"))
+        await eventually(
+            lambda: (
+                not ((get(cluster, STATEFULSETS, "fincart-processor") or {})["metadata"].get("annotations") or {}).get(
+                    "chaos.fincart.io/restore"
+                )
+            )
+        )
 
 
 async def test_the_kill_switch_aborts_and_heals_every_running_test(cluster: Cluster) -> None:
@@ -462,38 +613,64 @@ async def fault_proxy() -> AsyncIterator[tuple[str, Callable[[], Awaitable[set[s
 def seed_nats_cluster(k8s: Cluster) -> None:
     seed_targets(k8s)
     for pod in ("fincart-nats-1", "fincart-nats-2"):
-        k8s.objects[PODS, NS, pod] = {"metadata": {"name": pod, "namespace": NS, "uid": str(uuid.uuid4()),
-                                                   "labels": {"app.kubernetes.io/component": "nats"}}}
+        k8s.objects[PODS, NS, pod] = {
+            "metadata": {
+                "name": pod,
+                "namespace": NS,
+                "uid": str(uuid.uuid4()),
+                "labels": {"app.kubernetes.io/component": "nats"},
+            }
+        }
 
 
-HOLE = {"name": "hole", "type": "network", "startAfter": "0s", "duration": "1s",
-        "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"}}
-NEW_FAULTS = [{**fault("scale", "rescale", "processor", "1s"), "replicas": 3},
-              {**fault("node", "brokerNodeLoss", "nats"), "nodes": "one"},
-              fault("freeze", "pause", "redis", "1s"), HOLE]
+HOLE = {
+    "name": "hole",
+    "type": "network",
+    "startAfter": "0s",
+    "duration": "1s",
+    "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"},
+}
+NEW_FAULTS = [
+    {**fault("scale", "rescale", "processor", "1s"), "replicas": 3},
+    {**fault("node", "brokerNodeLoss", "nats"), "nodes": "one"},
+    fault("freeze", "pause", "redis", "1s"),
+    HOLE,
+]
 
 
 async def test_new_fault_types_are_set_and_healed_on_schedule(cluster: Cluster) -> None:
     seed_nats_cluster(cluster)
     async with fault_proxy() as (url, proxy_faults), operator(settings(proxy_url=url)):
         await apply(cluster, chaostest("new", faults=NEW_FAULTS))
-        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 3
-                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0)
+        await eventually(
+            lambda: (
+                replicas(cluster, STATEFULSETS, "fincart-processor") == 3
+                and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 0
+            )
+        )
         assert await eventually(proxy_faults) == {"new-hole-0"}
         await eventually(lambda: "fincart-nats-0" not in names(cluster, PODS))
         assert {"fincart-nats-1", "fincart-nats-2"} <= names(cluster, PODS)  # one node of three
         killed = [r for r in cluster if r.action == kmock.action.DELETE and r.resource == kmock.resource(PODS)]
         assert [(r.name, r.params.get("gracePeriodSeconds")) for r in killed] == [("fincart-nats-0", "0")]
         # healed at the end of their windows, while the load still runs
-        await eventually(lambda: replicas(cluster, STATEFULSETS, "fincart-processor") == 2
-                         and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 1)
+        await eventually(
+            lambda: (
+                replicas(cluster, STATEFULSETS, "fincart-processor") == 2
+                and replicas(cluster, DEPLOYMENTS, "fincart-redis") == 1
+            )
+        )
         assert await eventually(lambda: _empty(proxy_faults))
         await finish_job(cluster, "new-load")
         await verifier_reports(cluster, "new", SUMMARY)
         final = await eventually(lambda: status(cluster, "new").get("verdict") and status(cluster, "new"))
     assert final["phase"] == "Completed"
     assert {f["name"]: f["result"] for f in final["faults"]} == {
-        "scale": "healed", "node": "healed", "freeze": "healed", "hole": "healed"}
+        "scale": "healed",
+        "node": "healed",
+        "freeze": "healed",
+        "hole": "healed",
+    }
 
 
 async def _empty(proxy_faults: Callable[[], Awaitable[set[str]]]) -> bool:

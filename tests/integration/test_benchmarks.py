@@ -12,9 +12,24 @@ from fincart_devstack.localstack import Infra
 
 PIPELINE = Path(__file__).parents[2] / "benchmarks" / "pipeline.py"
 SYNC = PIPELINE.with_name("sync.py")
-KEYS = ("bare_fastapi_rps", "ingest_rps", "ingest_ratio", "ingest_p50_ms", "ingest_p99_ms", "raw_upsert_rps",
-        "drain_rps", "drain_rps_1", "drain_rps_2", "baseline_rps", "drain_ratio", "baseline_ackall_rps",
-        "ackall_speedup", "processor_peak_rss_mb", "seed_answer_s", "seed_drain_s")
+KEYS = (
+    "bare_fastapi_rps",
+    "ingest_rps",
+    "ingest_ratio",
+    "ingest_p50_ms",
+    "ingest_p99_ms",
+    "raw_upsert_rps",
+    "drain_rps",
+    "drain_rps_1",
+    "drain_rps_2",
+    "baseline_rps",
+    "drain_ratio",
+    "baseline_ackall_rps",
+    "ackall_speedup",
+    "processor_peak_rss_mb",
+    "seed_answer_s",
+    "seed_drain_s",
+)
 # CPU time is counted in clock ticks (10 ms): a tiny drain may take less than one
 CPU_KEYS = ("us_per_webhook", "baseline_us_per_webhook", "baseline_ackall_us_per_webhook")
 # sizes in MiB (rounded) and CPU in ticks may be 0 at tiny sizes
@@ -22,46 +37,89 @@ SCALE_KEYS = ("us_per_webhook", "orders_table_mb", "orders_indexes_mb", "audit_t
 
 
 def env_of(infra: Infra) -> dict[str, str]:
-    return {**os.environ, "FINCART_NATS_URL": infra.nats_url, "FINCART_REDIS_URL": infra.redis_url,
-            "FINCART_DATABASE_URL": infra.database_url}
+    return {
+        **os.environ,
+        "FINCART_NATS_URL": infra.nats_url,
+        "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_DATABASE_URL": infra.database_url,
+    }
 
 
 def test_pipeline_benchmark_reports_every_figure(infra: Infra):
     """Ingest vs bare FastAPI, the processor vs the same-work baseline (per-message acks and AckAll), seed."""
     done = subprocess.run(
-        [sys.executable, str(PIPELINE), "--webhooks", "200", "--warmup", "20", "--orders", "50",
-         "--seed-webhooks", "10", "--concurrency", "8"],
-        env=env_of(infra), capture_output=True, text=True, timeout=240, check=False,
+        [
+            sys.executable,
+            str(PIPELINE),
+            "--webhooks",
+            "200",
+            "--warmup",
+            "20",
+            "--orders",
+            "50",
+            "--seed-webhooks",
+            "10",
+            "--concurrency",
+            "8",
+        ],
+        env=env_of(infra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert {key: result.get(key) for key in KEYS if not (isinstance(result.get(key), int | float)
-                                                          and result[key] > 0)} == {}
-    assert {key: result.get(key) for key in CPU_KEYS if not (isinstance(result.get(key), int | float)
-                                                              and result[key] >= 0)} == {}
+    assert {
+        key: result.get(key) for key in KEYS if not (isinstance(result.get(key), int | float) and result[key] > 0)
+    } == {}
+    assert {
+        key: result.get(key) for key in CPU_KEYS if not (isinstance(result.get(key), int | float) and result[key] >= 0)
+    } == {}
 
 
 def test_scale_mode_reports_each_backlog(infra: Infra):
     """--scale: one JSON line per backlog, the orders table growing by each."""
     done = subprocess.run(
         [sys.executable, str(PIPELINE), "--scale", "--scale-sizes", "100,200"],
-        env=env_of(infra), capture_output=True, text=True, timeout=240, check=False,
+        env=env_of(infra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [json.loads(line) for line in done.stdout.strip().splitlines()]
     assert [(s["backlog"], s["orders_rows"]) for s in steps] == [(100, 100), (200, 300)]
     for step in steps:
         assert step["drain_rps"] > 0 and step["p99_batch_apply_ms"] > 0 and step["processor_peak_rss_mb"] > 0, step
-        assert {key: step.get(key) for key in SCALE_KEYS if not (isinstance(step.get(key), int | float)
-                                                                  and step[key] >= 0)} == {}
+        assert {
+            key: step.get(key) for key in SCALE_KEYS if not (isinstance(step.get(key), int | float) and step[key] >= 0)
+        } == {}
 
 
 def test_sync_scale_mode_reports_each_client_count(infra: Infra):
     """sync.py --scale: one JSON line per client count, with RSS per client, every frame received."""
     done = subprocess.run(
-        [sys.executable, str(SYNC), "--scale", "20,40", "--firehose", "2", "--rate", "50", "--duration", "1",
-         "--drain", "1"],
-        env=env_of(infra), capture_output=True, text=True, timeout=240, check=False,
+        [
+            sys.executable,
+            str(SYNC),
+            "--scale",
+            "20,40",
+            "--firehose",
+            "2",
+            "--rate",
+            "50",
+            "--duration",
+            "1",
+            "--drain",
+            "1",
+        ],
+        env=env_of(infra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     steps = [json.loads(line) for line in done.stdout.strip().splitlines()]
@@ -75,9 +133,25 @@ def test_sync_cost_mode_reports_each_broker(infra: Infra):
     """--sync-cost: ingest against its own brokers (default fsync, sync_interval: always, a 3-node cluster)."""
     env = {k: v for k, v in env_of(infra).items() if k != "FINCART_NATS_URL"}
     done = subprocess.run(
-        [sys.executable, str(PIPELINE), "--sync-cost", "--cluster", "--rounds", "1", "--webhooks", "100",
-         "--warmup", "10", "--concurrency", "8"],
-        env=env, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(PIPELINE),
+            "--sync-cost",
+            "--cluster",
+            "--rounds",
+            "1",
+            "--webhooks",
+            "100",
+            "--warmup",
+            "10",
+            "--concurrency",
+            "8",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -91,10 +165,20 @@ INGRESS_KEYS = ("direct_p50_ms", "direct_p99_ms", "ingress_p50_ms", "ingress_p99
 
 
 def test_ingress_benchmark_reports_every_figure(infra: Infra):
-    env = {**os.environ, "FINCART_NATS_URL": infra.nats_url, "FINCART_REDIS_URL": infra.redis_url,
-           "FINCART_DATABASE_URL": infra.database_url}
-    done = subprocess.run([sys.executable, str(INGRESS), "--requests", "20", "--rounds", "1", "--concurrency", "1,4"],
-                          env=env, capture_output=True, text=True, timeout=120, check=False)
+    env = {
+        **os.environ,
+        "FINCART_NATS_URL": infra.nats_url,
+        "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_DATABASE_URL": infra.database_url,
+    }
+    done = subprocess.run(
+        [sys.executable, str(INGRESS), "--requests", "20", "--rounds", "1", "--concurrency", "1,4"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for level in ("c1", "c4"):

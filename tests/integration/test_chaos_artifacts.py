@@ -33,24 +33,39 @@ async def prefix(infra: Infra, unique_name: str) -> AsyncIterator[str]:
 
 
 def entries(runner: int, n: int) -> list[LedgerEntry]:
-    return [LedgerEntry(webhook_id=f"w-{runner}-{i}", order_id=f"o-{i % 7}", kind="valid", runner=runner,
-                        status=200, first_status=200, attempts=1, sent_at=float(i), done_at=i + 0.5,
-                        latency_ms=500.0) for i in range(n)]
+    return [
+        LedgerEntry(
+            webhook_id=f"w-{runner}-{i}",
+            order_id=f"o-{i % 7}",
+            kind="valid",
+            runner=runner,
+            status=200,
+            first_status=200,
+            attempts=1,
+            sent_at=float(i),
+            done_at=i + 0.5,
+            latency_ms=500.0,
+        )
+        for i in range(n)
+    ]
 
 
-async def test_ledgers_travel_whole_and_a_cut_one_is_noticed(infra: Infra, prefix: str,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_ledgers_travel_whole_and_a_cut_one_is_noticed(
+    infra: Infra, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(artifacts, "CHUNK_BYTES", 2_000)  # many chunks from a small ledger
     sent = entries(0, 300)
-    published = await artifacts.publish_ledger(infra.nats_url, prefix, "run1", RunnerStart(runner=0, stream_seq=41),
-                                               sent)
+    published = await artifacts.publish_ledger(
+        infra.nats_url, prefix, "run1", RunnerStart(runner=0, stream_seq=41), sent
+    )
     assert published > 10
     # runner 1 dies after its start message and one chunk, and another run's ledger shares the stream
     nc = await nats.connect(infra.nats_url)
     js = nc.jetstream()
     to = artifacts.subject(prefix, "run1", 1)
-    await js.publish(to, RunnerStart(runner=1, stream_seq=40).model_dump_json().encode(),
-                     headers={artifacts.KIND: "start"})
+    await js.publish(
+        to, RunnerStart(runner=1, stream_seq=40).model_dump_json().encode(), headers={artifacts.KIND: "start"}
+    )
     await js.publish(to, entries(1, 1)[0].model_dump_json().encode(), headers={artifacts.KIND: "entries"})
     await js.publish(to, b'{"entries": 5}', headers={artifacts.KIND: "end"})  # 5 announced, 1 arrived
     await nc.close()

@@ -56,12 +56,26 @@ def own_nats(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     stack.stop()
 
 
-def run_chaos(infra: Infra, logdir: Path, *, processor: str = "correct", ingest: str = "correct",
-              sync: str = "correct", load: str = "", faults: str = "", settle: str = "10s") -> Report:
+def run_chaos(
+    infra: Infra,
+    logdir: Path,
+    *,
+    processor: str = "correct",
+    ingest: str = "correct",
+    sync: str = "correct",
+    load: str = "",
+    faults: str = "",
+    settle: str = "10s",
+) -> Report:
     test = parse_documents(SPEC.format(name="seam", load=load, settle=settle, faults=faults))[0]
-    with services(infra, 1, logdir, processor_command=[sys.executable, str(PROCESSOR), processor],
-                  ingest_command=[sys.executable, str(SERVICES), "ingest", ingest],
-                  sync_command=[sys.executable, str(SERVICES), "sync", sync]) as (endpoints, targets):
+    with services(
+        infra,
+        1,
+        logdir,
+        processor_command=[sys.executable, str(PROCESSOR), processor],
+        ingest_command=[sys.executable, str(SERVICES), "ingest", ingest],
+        sync_command=[sys.executable, str(SERVICES), "sync", sync],
+    ) as (endpoints, targets):
         return asyncio.run(run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False))
 
 
@@ -134,8 +148,9 @@ def test_the_control_passes_a_long_nats_outage(own_nats: Infra, tmp_path: Path):
 
 
 def test_a_dedupe_mark_set_before_the_puback_fails_i5(own_nats: Infra, tmp_path: Path):
-    report = run_chaos(own_nats, tmp_path, ingest="mark-before-puback", faults=NATS_DOWN, load=", rate: 40",
-                       settle="30s")
+    report = run_chaos(
+        own_nats, tmp_path, ingest="mark-before-puback", faults=NATS_DOWN, load=", rate: 40", settle="30s"
+    )
     found = by_invariant(report)
     # I2 as well when a lost webhook was its order's newest
     assert set(found) - {"I2"} == {"I5"}, found
@@ -171,7 +186,8 @@ def test_a_processor_that_retries_poison_forever_fails_i3(infra: Infra, tmp_path
     processor dead-letters it, the broken one keeps it forever."""
     control = by_invariant(run_chaos(infra, tmp_path / "control", ingest="no-validation", load=POISON))
     assert set(control) == {"I7"}, control
-    found = by_invariant(run_chaos(infra, tmp_path / "broken", ingest="no-validation", processor="poison-forever",
-                                   load=POISON))
+    found = by_invariant(
+        run_chaos(infra, tmp_path / "broken", ingest="no-validation", processor="poison-forever", load=POISON)
+    )
     assert set(found) == {"I3", "I7"}, found
     assert found["I3"]["poison webhooks accepted but never dead-lettered (stuck or silently dropped)"] >= 1

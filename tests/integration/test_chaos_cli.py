@@ -30,11 +30,20 @@ EXAMPLES = ROOT / "examples"
 RUN_TIMEOUT_S = 600
 
 
-def chaos(*args: str | Path, env: dict[str, str] | None = None, timeout: float = RUN_TIMEOUT_S,
-          ) -> subprocess.CompletedProcess[str]:
+def chaos(
+    *args: str | Path,
+    env: dict[str, str] | None = None,
+    timeout: float = RUN_TIMEOUT_S,
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")}
-    return subprocess.run([find_binary("fincart-chaos"), *map(str, args)], env={**clean, **(env or {})},
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [find_binary("fincart-chaos"), *map(str, args)],
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def infra_env(infra: Infra, *kinds: str) -> dict[str, str]:
@@ -45,8 +54,18 @@ def infra_env(infra: Infra, *kinds: str) -> dict[str, str]:
 
 def run_report(path: Path, tmp_path: Path, env: dict[str, str]) -> dict:
     out = tmp_path / "report.json"
-    done = chaos("run", path, "--local", "--report", out, "--logdir", tmp_path / "logs", "--report-dir",
-                 tmp_path / "bundle", env=env)
+    done = chaos(
+        "run",
+        path,
+        "--local",
+        "--report",
+        out,
+        "--logdir",
+        tmp_path / "logs",
+        "--report-dir",
+        tmp_path / "bundle",
+        env=env,
+    )
     assert out.exists(), done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert done.returncode == 0, (report["verdict"], report["reports"][0].get("anomalies"), done.stderr[-3000:])
@@ -57,8 +76,17 @@ def test_the_seed_scenario_passes_with_every_checklist_item(infra: Infra, tmp_pa
     report = run_report(EXAMPLES / "chaostest-seed.yaml", tmp_path, infra_env(infra, "nats", "redis", "postgres"))
     assert report["verdict"] == "Pass"
     assert report["counts"] | {"stale_overwrites": 0} == {
-        "sent": 105, "acked": 100, "rejected": 5, "stored": 100, "lost": 0, "duplicated": 0, "unexpected": 0,
-        "stale_overwrites": 0, "unknown": 0, "recovered": 0}
+        "sent": 105,
+        "acked": 100,
+        "rejected": 5,
+        "stored": 100,
+        "lost": 0,
+        "duplicated": 0,
+        "unexpected": 0,
+        "stale_overwrites": 0,
+        "unknown": 0,
+        "recovered": 0,
+    }
     assert [c["ok"] for c in report["checklist"]] == [True] * 10, report["checklist"]
     assert report["checked"] == ["I1", "I2", "I3", "I4", "I5", "I6", "I7"]
     assert {r["metric"] for r in report["performance"]} == {"total time", "queue drain time"}
@@ -78,8 +106,12 @@ def test_the_faults_example_passes_and_heals_every_fault(infra: Infra, tmp_path:
     report = run_report(EXAMPLES / "chaostest-faults.yaml", tmp_path, infra_env(infra, "postgres"))
     assert report["verdict"] == "Pass" and report["counts"]["lost"] == 0 and report["counts"]["duplicated"] == 0
     assert sorted((f["type"], f["result"]) for f in report["faults"]) == [
-        ("brokerRestart", "healed"), ("dbConnectionDrop", "healed"), ("podKill", "healed"),
-        ("processorPause", "healed"), ("redisOutage", "healed")]
+        ("brokerRestart", "healed"),
+        ("dbConnectionDrop", "healed"),
+        ("podKill", "healed"),
+        ("processorPause", "healed"),
+        ("redisOutage", "healed"),
+    ]
     assert all(f["healed_at"] > f["started_at"] for f in report["faults"])
     # NATS stays down longer than ingest's publish timeout: requests fail with 503 and are retried
     nats = next(w for w in report["fault_windows"] if w["type"] == "brokerRestart")
@@ -93,8 +125,15 @@ def test_the_faults_example_passes_and_heals_every_fault(infra: Infra, tmp_path:
 
 @pytest.fixture
 def stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
-    config = StackConfig(database=unique_name, partitions=4, processors=1, nats_prefix=unique_name[:20],
-                         webhook_secret="cluster-secret", ingest_port=0, sync_port=0)
+    config = StackConfig(
+        database=unique_name,
+        partitions=4,
+        processors=1,
+        nats_prefix=unique_name[:20],
+        webhook_secret="cluster-secret",
+        ingest_port=0,
+        sync_port=0,
+    )
     dev = DevStack(config, infra, tmp_path)
     dev.start()
     yield dev
@@ -108,16 +147,34 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     spec.write_text(small.replace("concurrency: 10", "parallelism: 2\n    concurrency: 10").replace("30s", "5s"))
     env = {"FINCART_WEBHOOK_SECRET": "cluster-secret", "FINCART_CHAOS_RUN_ID": "run1"}
     for index in (0, 1):
-        done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--ledger", tmp_path / f"ledger-{index}.jsonl",
-                     env={**env, "JOB_COMPLETION_INDEX": str(index)})
+        done = chaos(
+            "load",
+            spec,
+            "--ingest-url",
+            stack.ingest_url,
+            "--ledger",
+            tmp_path / f"ledger-{index}.jsonl",
+            env={**env, "JOB_COMPLETION_INDEX": str(index)},
+        )
         assert done.returncode == 0, done.stderr
         assert json.loads(done.stdout.splitlines()[-1])["acked"] == 5
     dropped = chaos("inject", "dbConnectionDrop", "--duration", "1s", env={"FINCART_DATABASE_URL": stack.database_url})
     assert dropped.returncode == 0 and "terminated" in dropped.stdout, dropped.stderr
     summary = tmp_path / "termination-log"
     verify_env = {**env, "FINCART_DATABASE_URL": stack.database_url, "FINCART_SYNC_TOKEN": stack.config.read_token}
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary, "--ledger",
-                 tmp_path / "ledger-0.jsonl", "--ledger", tmp_path / "ledger-1.jsonl", env=verify_env)
+    done = chaos(
+        "verify",
+        spec,
+        "--sync-url",
+        stack.sync_url,
+        "--summary-file",
+        summary,
+        "--ledger",
+        tmp_path / "ledger-0.jsonl",
+        "--ledger",
+        tmp_path / "ledger-1.jsonl",
+        env=verify_env,
+    )
     assert done.returncode == 0, done.stderr
     result = ReportSummary.model_validate_json(summary.read_text())
     assert result.verdict == "Pass" and result.counts.stored == 10 and result.counts.acked == 10
@@ -127,8 +184,15 @@ def test_the_cluster_commands_load_inject_and_verify(stack: DevStack, tmp_path: 
     assert done.returncode == 1 and unproven.verdict == "Inconclusive" and not unproven.anomalies
     assert [a.invariant for a in unproven.inconclusive] == ["I7"]
     # another run id: none of its webhooks are stored, they are all lost
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--summary-file", summary,
-                 env={**verify_env, "FINCART_CHAOS_RUN_ID": "other"})
+    done = chaos(
+        "verify",
+        spec,
+        "--sync-url",
+        stack.sync_url,
+        "--summary-file",
+        summary,
+        env={**verify_env, "FINCART_CHAOS_RUN_ID": "other"},
+    )
     failed = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 1 and failed.verdict == "Fail" and failed.counts.lost == 10
     assert "I5" in {a.invariant for a in failed.anomalies}
@@ -147,19 +211,45 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
     spec = tmp_path / "two-runners.yaml"
     small = (EXAMPLES / "chaostest-small.yaml").read_text()
     spec.write_text(small.replace("concurrency: 10", "parallelism: 2\n    concurrency: 10").replace("30s", "10s"))
-    nats = {"FINCART_NATS_URL": stack.infra.nats_url, "FINCART_NATS_PREFIX": stack.config.nats_prefix,
-            "FINCART_CHAOS_RUN_ID": "nats1"}
+    nats = {
+        "FINCART_NATS_URL": stack.infra.nats_url,
+        "FINCART_NATS_PREFIX": stack.config.nats_prefix,
+        "FINCART_CHAOS_RUN_ID": "nats1",
+    }
     started = time.time()
     for index in (0, 1):
-        done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--sync-url", stack.sync_url, "--publish-ledger",
-                     env={**nats, "FINCART_WEBHOOK_SECRET": "cluster-secret", "JOB_COMPLETION_INDEX": str(index)})
+        done = chaos(
+            "load",
+            spec,
+            "--ingest-url",
+            stack.ingest_url,
+            "--sync-url",
+            stack.sync_url,
+            "--publish-ledger",
+            env={**nats, "FINCART_WEBHOOK_SECRET": "cluster-secret", "JOB_COMPLETION_INDEX": str(index)},
+        )
         assert done.returncode == 0, done.stderr
-    window = [{"name": "during-the-load", "type": "podKill", "started_at": started, "healed_at": time.time(),
-               "result": "healed"}]
+    window = [
+        {
+            "name": "during-the-load",
+            "type": "podKill",
+            "started_at": started,
+            "healed_at": time.time(),
+            "result": "healed",
+        }
+    ]
     summary = tmp_path / "summary.json"
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger-from-nats", "--publish-bundle",
-                 "--summary-file", summary,
-                 env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_FAULTS": json.dumps(window)})
+    done = chaos(
+        "verify",
+        spec,
+        "--sync-url",
+        stack.sync_url,
+        "--ledger-from-nats",
+        "--publish-bundle",
+        "--summary-file",
+        summary,
+        env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_FAULTS": json.dumps(window)},
+    )
     result = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 0 and result.verdict == "Pass", (result, done.stderr[-3000:])
     assert (result.counts.sent, result.counts.acked) == (10, 10) and result.faults[0].name == "during-the-load"
@@ -171,8 +261,16 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
     assert "during-the-load (podKill)" in (tmp_path / "bundle" / "report.html").read_text()
     assert "<testsuite" in (tmp_path / "bundle" / "junit.xml").read_text()
     # another run id: no ledger was published for it, so I7 cannot be checked (and everything is lost)
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger-from-nats", "--summary-file", summary,
-                 env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_RUN_ID": "nothing"})
+    done = chaos(
+        "verify",
+        spec,
+        "--sync-url",
+        stack.sync_url,
+        "--ledger-from-nats",
+        "--summary-file",
+        summary,
+        env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_RUN_ID": "nothing"},
+    )
     assert done.returncode == 1 and "no whole ledger from runner(s) [0, 1]" in done.stderr, done.stderr[:3000]
 
 
@@ -182,9 +280,16 @@ REPLAY_MAX_EVENTS = 20
 @pytest.fixture
 def short_replay_stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[DevStack]:
     """A sync service that replays at most 20 events: a long-lived stream, scaled down."""
-    config = StackConfig(database=unique_name, partitions=4, processors=1, nats_prefix=unique_name[:20],
-                         webhook_secret="cluster-secret", ingest_port=0, sync_port=0,
-                         extra_env={"FINCART_REPLAY_MAX_EVENTS": str(REPLAY_MAX_EVENTS)})
+    config = StackConfig(
+        database=unique_name,
+        partitions=4,
+        processors=1,
+        nats_prefix=unique_name[:20],
+        webhook_secret="cluster-secret",
+        ingest_port=0,
+        sync_port=0,
+        extra_env={"FINCART_REPLAY_MAX_EVENTS": str(REPLAY_MAX_EVENTS)},
+    )
     dev = DevStack(config, infra, tmp_path)
     dev.start()
     yield dev
@@ -198,8 +303,9 @@ def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay
     env = {"FINCART_WEBHOOK_SECRET": "cluster-secret", "FINCART_SYNC_TOKEN": stack.config.read_token}
     # an earlier run fills the stream past what one replay may cover: 5 orders x 10 updates in order, 50 events
     earlier = tmp_path / "earlier.yaml"
-    earlier.write_text(spec.read_text().replace("orders: 1", "orders: 5").replace("seed: 7", "seed: 7\n"
-                                                                                   "    outOfOrderRatio: 0"))
+    earlier.write_text(
+        spec.read_text().replace("orders: 1", "orders: 5").replace("seed: 7", "seed: 7\n    outOfOrderRatio: 0")
+    )
     done = chaos("load", earlier, "--ingest-url", stack.ingest_url, env={**env, "FINCART_CHAOS_RUN_ID": "earlier"})
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 60
@@ -207,20 +313,41 @@ def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay
         assert time.monotonic() < deadline, "the earlier run's events were never published"
         time.sleep(0.2)
     ledger = tmp_path / "ledger-0.jsonl"
-    done = chaos("load", spec, "--ingest-url", stack.ingest_url, "--sync-url", stack.sync_url, "--ledger", ledger,
-                 env={**env, "FINCART_CHAOS_RUN_ID": "now"})
+    done = chaos(
+        "load",
+        spec,
+        "--ingest-url",
+        stack.ingest_url,
+        "--sync-url",
+        stack.sync_url,
+        "--ledger",
+        ledger,
+        env={**env, "FINCART_CHAOS_RUN_ID": "now"},
+    )
     assert done.returncode == 0, done.stderr
     start = json.loads(ledger.read_text().splitlines()[0])
     assert start["runner"] == 0 and start["stream_seq"] > REPLAY_MAX_EVENTS  # the earlier runs' events
     summary = tmp_path / "summary.json"
     verify_env = {**env, "FINCART_CHAOS_RUN_ID": "now", "FINCART_DATABASE_URL": stack.database_url}
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger", ledger, "--summary-file", summary,
-                 env=verify_env)
+    done = chaos(
+        "verify", spec, "--sync-url", stack.sync_url, "--ledger", ledger, "--summary-file", summary, env=verify_env
+    )
     result = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 0 and result.verdict == "Pass", (result, done.stderr[-2000:])
     # from 0 the sync service answers with a snapshot: I6 cannot be checked, which is no false gap
-    done = chaos("verify", spec, "--sync-url", stack.sync_url, "--ledger", ledger, "--since", "0",
-                 "--summary-file", summary, env=verify_env)
+    done = chaos(
+        "verify",
+        spec,
+        "--sync-url",
+        stack.sync_url,
+        "--ledger",
+        ledger,
+        "--since",
+        "0",
+        "--summary-file",
+        summary,
+        env=verify_env,
+    )
     result = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 1 and result.verdict == "Inconclusive" and not result.anomalies
     assert [a.invariant for a in result.inconclusive] == ["I6"], result.inconclusive
@@ -279,6 +406,7 @@ def test_usage_errors_exit_2(tmp_path: Path):
 
 
 def test_the_console_script_is_the_cli():
-    done = subprocess.run([sys.executable, "-m", "fincart_chaos", "--help"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "fincart_chaos", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0 and "validate" in done.stdout and "verify" in done.stdout

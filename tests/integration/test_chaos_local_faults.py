@@ -49,25 +49,34 @@ async def test_pause_freezes_the_selected_service_and_resumes_it(processes: list
 
 
 @pytest.mark.parametrize(("nodes", "killed"), [("one", 1), ("all", 3)])
-async def test_broker_node_loss_kills_nodes_and_starts_them_again(processes: list[ManagedProcess], nodes: str,
-                                                                   killed: int):
+async def test_broker_node_loss_kills_nodes_and_starts_them_again(
+    processes: list[ManagedProcess], nodes: str, killed: int
+):
     cluster = [sleeper(f"nats-{i}") for i in range(3)]
     processes += cluster
     before = [p.pid for p in cluster]
     targets = LocalTargets(database_url="", nats_nodes=cluster)
-    record = await asyncio.wait_for(inject_once(Fault(name="loss", type="brokerNodeLoss", nodes=nodes,
-                                                      duration="200ms"), targets), WAIT_S)
+    record = await asyncio.wait_for(
+        inject_once(Fault(name="loss", type="brokerNodeLoss", nodes=nodes, duration="200ms"), targets), WAIT_S
+    )
     assert record.result == "healed" and record.message.endswith("of 3 JetStream node(s)")
     assert [p.pid != pid for p, pid in zip(cluster, before, strict=True)] == [True] * killed + [False] * (3 - killed)
     assert all(p.running for p in cluster)
 
 
-@pytest.mark.parametrize("fault", [
-    Fault(name="n", type="network", duration="1s",
-          network={"target": {"service": "processor", "upstream": "nats"}, "mode": "reset"}),
-    Fault(name="r", type="rescale", replicas=3, duration="1s"),
-    Fault(name="b", type="brokerNodeLoss", duration="1s"),
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(
+            name="n",
+            type="network",
+            duration="1s",
+            network={"target": {"service": "processor", "upstream": "nats"}, "mode": "reset"},
+        ),
+        Fault(name="r", type="rescale", replicas=3, duration="1s"),
+        Fault(name="b", type="brokerNodeLoss", duration="1s"),
+    ],
+)
 async def test_faults_this_run_cannot_do_are_recorded_as_skipped(fault: Fault):
     record = await inject_once(fault, LocalTargets(database_url=""))
     assert record.result == "skipped" and record.message, record

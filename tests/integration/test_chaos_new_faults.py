@@ -61,11 +61,32 @@ def four_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FINCART_PARTITIONS", "4")
 
 
-def spec(name: str, faults: str, *, orders: int = 10, updates: int = 20, rate: int = 100, settle: str = "30s",
-         concurrency: int = 16, ooo: float = 0, seed: int = 5) -> ChaosTest:
+def spec(
+    name: str,
+    faults: str,
+    *,
+    orders: int = 10,
+    updates: int = 20,
+    rate: int = 100,
+    settle: str = "30s",
+    concurrency: int = 16,
+    ooo: float = 0,
+    seed: int = 5,
+) -> ChaosTest:
     """In order by default (outOfOrderRatio 0): every webhook is newer than the last, so all are applied."""
-    return parse_documents(SPEC.format(name=name, faults=faults, orders=orders, updates=updates, rate=rate,
-                                       settle=settle, concurrency=concurrency, ooo=ooo, seed=seed))[0]
+    return parse_documents(
+        SPEC.format(
+            name=name,
+            faults=faults,
+            orders=orders,
+            updates=updates,
+            rate=rate,
+            settle=settle,
+            concurrency=concurrency,
+            ooo=ooo,
+            seed=seed,
+        )
+    )[0]
 
 
 def run_spec(infra: Infra, logdir: Path, mode: str, test: ChaosTest, processors: int = 1) -> Report:
@@ -183,8 +204,9 @@ def test_the_real_ingest_loses_nothing_when_every_node_dies(cluster: Infra, tmp_
 def test_shrink_drops_the_faults_a_real_failure_does_not_need(infra: Infra, tmp_path: Path):
     # the processor that orders by arrival fails I2 with this workload whatever the faults (see
     # test_chaos_broken_processors.py): shrinking must find that the kill and the pause are not needed
-    test = spec("ignore-timestamp", OLD_FAULTS, orders=10, updates=8, rate=0, settle="8s", concurrency=10, ooo=1.0,
-                seed=2)
+    test = spec(
+        "ignore-timestamp", OLD_FAULTS, orders=10, updates=8, rate=0, settle="8s", concurrency=10, ooo=1.0, seed=2
+    )
     runs = iter(range(100))
 
     def run(candidate: ChaosTest) -> Report:
@@ -199,8 +221,13 @@ def test_shrink_drops_the_faults_a_real_failure_does_not_need(infra: Infra, tmp_
 
 def test_shrink_refuses_what_it_cannot_shrink(tmp_path: Path):
     def shrink_cli(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([find_binary("fincart-chaos"), "shrink", str(path)], capture_output=True,
-                              text=True, timeout=120, check=False)
+        return subprocess.run(
+            [find_binary("fincart-chaos"), "shrink", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     missing = shrink_cli(tmp_path / "missing.json")
     assert missing.returncode == 2 and "not a `run --report` file" in missing.stderr
@@ -215,18 +242,39 @@ def test_shrink_refuses_what_it_cannot_shrink(tmp_path: Path):
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize(("example", "types"), [
-    ("network", {"network"}),
-    ("cluster", {"brokerNodeLoss"}),
-])
+@pytest.mark.parametrize(
+    ("example", "types"),
+    [
+        ("network", {"network"}),
+        ("cluster", {"brokerNodeLoss"}),
+    ],
+)
 def test_the_example_passes_and_heals_every_fault(infra: Infra, tmp_path: Path, example: str, types: set[str]):
     out = tmp_path / "report.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
-        "FINCART_DATABASE_URL": infra.database_url, "FINCART_REDIS_URL": infra.redis_url,
-        "FINCART_NATS_URL": infra.nats_url, "FINCART_PARTITIONS": "4"}
-    done = subprocess.run([find_binary("fincart-chaos"), "run", str(EXAMPLES / f"chaostest-{example}.yaml"),
-                           "--local", "--no-progress", "--report", str(out), "--logdir", str(tmp_path / "logs")],
-                          env=env, capture_output=True, text=True, timeout=900, check=False)
+        "FINCART_DATABASE_URL": infra.database_url,
+        "FINCART_REDIS_URL": infra.redis_url,
+        "FINCART_NATS_URL": infra.nats_url,
+        "FINCART_PARTITIONS": "4",
+    }
+    done = subprocess.run(
+        [
+            find_binary("fincart-chaos"),
+            "run",
+            str(EXAMPLES / f"chaostest-{example}.yaml"),
+            "--local",
+            "--no-progress",
+            "--report",
+            str(out),
+            "--logdir",
+            str(tmp_path / "logs"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert out.exists(), done.stderr[-3000:]
     report = json.loads(out.read_text())["reports"][0]
     assert done.returncode == 0 and report["verdict"] == "Pass", (report["anomalies"], done.stderr[-2000:])

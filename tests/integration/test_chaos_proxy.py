@@ -158,10 +158,17 @@ async def test_bad_requests_get_a_clear_4xx_and_delete_is_idempotent():
 
 def test_the_proxy_benchmark_reports_every_figure(infra: Infra):
     env = {**os.environ, "FINCART_NATS_URL": infra.nats_url, "FINCART_DATABASE_URL": infra.database_url}
-    done = subprocess.run([sys.executable, str(BENCHMARK), "--iterations", "50", "--warmup", "5"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--iterations", "50", "--warmup", "5"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     for prefix in ("nats_pubAck_", "postgres_"):
-        assert all(result[f"{prefix}{k}"] > 0 for k in ("direct_p50_ms", "direct_p99_ms", "proxied_p50_ms",
-                                                        "proxied_p99_ms")), result
+        assert all(
+            result[f"{prefix}{k}"] > 0 for k in ("direct_p50_ms", "direct_p99_ms", "proxied_p50_ms", "proxied_p99_ms")
+        ), result

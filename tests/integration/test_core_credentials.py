@@ -28,8 +28,9 @@ TIMEOUT_S = 2.0  # a denied JetStream request gets no answer: it times out
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory, infra: Infra) -> Iterator[Infra]:
     """Embedded NATS and Redis with credentials; the shared PostgreSQL."""
-    stack = start_infra({"FINCART_DATABASE_URL": infra.database_url}, workdir=tmp_path_factory.mktemp("secured"),
-                        credentials=True)
+    stack = start_infra(
+        {"FINCART_DATABASE_URL": infra.database_url}, workdir=tmp_path_factory.mktemp("secured"), credentials=True
+    )
     yield stack
     stack.stop()
 
@@ -44,8 +45,12 @@ async def test_a_connection_without_a_user_is_refused(secured: Infra) -> None:
     with pytest.raises(NatsError, match="Authorization Violation"):
         await nats.connect(anonymous, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0)
     with pytest.raises(NatsError, match="Authorization Violation"):
-        await nats.connect(secured.nats_url.replace("admin:", "ingest:"), connect_timeout=5, allow_reconnect=False,
-                           max_reconnect_attempts=0)  # a known user with another user's password
+        await nats.connect(
+            secured.nats_url.replace("admin:", "ingest:"),
+            connect_timeout=5,
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+        )  # a known user with another user's password
 
 
 async def test_ingest_publishes_webhooks_only(secured: Infra) -> None:
@@ -98,16 +103,34 @@ async def test_redis_needs_the_password(secured: Infra) -> None:
 
 def test_the_pipeline_runs_with_credentials(secured: Infra, unique_name: str, tmp_path: Path) -> None:
     """ingest, processor and sync each on their own NATS user: a webhook is stored and readable."""
-    config = StackConfig(database=unique_name, partitions=4, nats_prefix=unique_name[:20], ingest_port=0,
-                         sync_port=0, webhook_secret="credentials-secret")
+    config = StackConfig(
+        database=unique_name,
+        partitions=4,
+        nats_prefix=unique_name[:20],
+        ingest_port=0,
+        sync_port=0,
+        webhook_secret="credentials-secret",
+    )
     stack = DevStack(config, secured, tmp_path)
     stack.start()
     try:
-        body = json.dumps({"id": "cred-1", "updated_at": "2026-01-01T00:00:00Z", "financial_status": "paid",
-                           "fulfillment_status": None, "total_price": "10.00", "shipping_lines": []}).encode()
-        headers = {"Content-Type": "application/json", "X-Shopify-Topic": "orders/updated",
-                   "X-Shopify-Webhook-Id": "cred-wh-1", "X-Shopify-Hmac-Sha256": sign(body, "credentials-secret"),
-                   "X-Shopify-Shop-Domain": "credentials.myshopify.com"}
+        body = json.dumps(
+            {
+                "id": "cred-1",
+                "updated_at": "2026-01-01T00:00:00Z",
+                "financial_status": "paid",
+                "fulfillment_status": None,
+                "total_price": "10.00",
+                "shipping_lines": [],
+            }
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-Shopify-Topic": "orders/updated",
+            "X-Shopify-Webhook-Id": "cred-wh-1",
+            "X-Shopify-Hmac-Sha256": sign(body, "credentials-secret"),
+            "X-Shopify-Shop-Domain": "credentials.myshopify.com",
+        }
         assert httpx.post(f"{stack.ingest_url}/webhooks/shopify", content=body, headers=headers, timeout=10).is_success
         auth = {"Authorization": f"Bearer {config.read_token}"}
         for _ in range(150):

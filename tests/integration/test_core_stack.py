@@ -56,14 +56,20 @@ async def test_streams_refuse_another_partition_count(infra, topology):
 async def test_migrations_create_the_schema(database_url):
     conn = await asyncpg.connect(to_asyncpg_url(database_url))
     try:
-        cols = {r["column_name"]: r["is_nullable"] for r in await conn.fetch(
-            "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name='orders'")}
+        cols = {
+            r["column_name"]: r["is_nullable"]
+            for r in await conn.fetch(
+                "SELECT column_name, is_nullable FROM information_schema.columns WHERE table_name='orders'"
+            )
+        }
         assert cols["shipping_fee"] == "NO" and cols["version"] == "NO" and cols["total_price"] == "YES"
         await conn.execute(
-            "INSERT INTO audit_log (webhook_id, shopify_order_id, status) VALUES ('w', 'o', 'processed')")
+            "INSERT INTO audit_log (webhook_id, shopify_order_id, status) VALUES ('w', 'o', 'processed')"
+        )
         try:
             await conn.execute(
-                "INSERT INTO audit_log (webhook_id, shopify_order_id, status) VALUES ('w2', 'o', 'weird')")
+                "INSERT INTO audit_log (webhook_id, shopify_order_id, status) VALUES ('w2', 'o', 'weird')"
+            )
         except asyncpg.CheckViolationError:
             pass
         else:

@@ -73,12 +73,17 @@ def scrape_config(targets: LocalTargets, operator_port: int, rules: Path) -> dic
     }
     jobs["fincart-operator"] = [("operator", operator_port)]
     return {
-        "global": {"scrape_interval": f"{SCRAPE_S}s", "scrape_timeout": f"{SCRAPE_S}s",
-                   "evaluation_interval": f"{SCRAPE_S}s"},
+        "global": {
+            "scrape_interval": f"{SCRAPE_S}s",
+            "scrape_timeout": f"{SCRAPE_S}s",
+            "evaluation_interval": f"{SCRAPE_S}s",
+        },
         "rule_files": [str(rules)],
         "scrape_configs": [
-            {"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"pod": pod}}
-                                                 for pod, port in pods]}
+            {
+                "job_name": job,
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"], "labels": {"pod": pod}} for pod, port in pods],
+            }
             for job, pods in jobs.items()
         ],
     }
@@ -114,10 +119,18 @@ def chaos_stack(infra: Infra, tmp_path: Path) -> Iterator[tuple[Any, LocalTarget
 def start_prometheus(binary: str, config: dict[str, Any], folder: Path) -> tuple[ManagedProcess, Prometheus]:
     (folder / "prometheus.yml").write_text(yaml.safe_dump(config, sort_keys=False))
     port = free_port()
-    process = ManagedProcess("prometheus", [
-        binary, f"--config.file={folder / 'prometheus.yml'}", f"--storage.tsdb.path={folder / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h", "--log.level=warn",
-    ], log_path=folder / "prometheus.log")
+    process = ManagedProcess(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={folder / 'prometheus.yml'}",
+            f"--storage.tsdb.path={folder / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+            "--log.level=warn",
+        ],
+        log_path=folder / "prometheus.log",
+    )
     process.start()
     url = f"http://127.0.0.1:{port}"
     try:
@@ -172,8 +185,7 @@ def variable_values(prom: Prometheus, board: dict[str, Any], start: float, end: 
         if variable["type"] != "query":
             continue
         metric, label = variable["query"].removeprefix("label_values(").removesuffix(")").split(", ")
-        found = prom.get(f"/api/v1/label/{label}/values", **{"match[]": metric, "start": str(start),
-                                                              "end": str(end)})
+        found = prom.get(f"/api/v1/label/{label}/values", **{"match[]": metric, "start": str(start), "end": str(end)})
         assert found, f"{board['title']}: variable {variable['name']} has no values ({variable['query']})"
         values[variable["name"]] = "|".join(found)
     return values
@@ -203,8 +215,13 @@ def evaluate(prom: Prometheus, start: float, end: float) -> list[Row]:
             for target in panel["targets"]:
                 expr = substitute(target["expr"], variables)
                 assert target["instant"] is (expected == "vector"), f"{panel['title']}: query kind vs panel type"
-                data = prom.get("/api/v1/query", query=expr, time=str(end)) if expected == "vector" else \
-                    prom.get("/api/v1/query_range", query=expr, start=str(start), end=str(end), step=f"{SCRAPE_S}s")
+                data = (
+                    prom.get("/api/v1/query", query=expr, time=str(end))
+                    if expected == "vector"
+                    else prom.get(
+                        "/api/v1/query_range", query=expr, start=str(start), end=str(end), step=f"{SCRAPE_S}s"
+                    )
+                )
                 assert data["resultType"] == expected, f"{panel['title']} {target['refId']}: {data['resultType']}"
                 result = data["result"]
                 assert result, f"{name} / {panel['title']} {target['refId']}: no series for {expr}"
@@ -215,13 +232,16 @@ def evaluate(prom: Prometheus, start: float, end: float) -> list[Row]:
 
 def write_table(rows: list[Row], path: Path) -> None:
     lines = ["| dashboard | panel | ref | type | series | query |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.dashboard} | {r.panel} | {r.ref} | {r.kind} | {r.series} | `{r.expr}` |"
-              for r in rows]
+    lines += [f"| {r.dashboard} | {r.panel} | {r.ref} | {r.kind} | {r.series} | `{r.expr}` |" for r in rows]
     path.write_text("\n".join(lines) + "\n")
 
 
 async def test_every_dashboard_panel_answers_after_a_chaos_run(  # type: ignore[no-untyped-def]
-    chaos_stack, helm: str, prometheus_binary: str, tmp_path: Path, output_dir: Path,  # noqa: F811
+    chaos_stack,
+    helm: str,  # noqa: F811 (the fixture imported above)
+    prometheus_binary: str,
+    tmp_path: Path,
+    output_dir: Path,
 ) -> None:
     endpoints, targets = chaos_stack
     (test,) = parse_documents(CHAOS_TEST)
@@ -238,12 +258,16 @@ async def test_every_dashboard_panel_answers_after_a_chaos_run(  # type: ignore[
             assert time.monotonic() < deadline, "Prometheus did not scrape every target"
             await asyncio.sleep(SCRAPE_S / 2)
         status = OperatorStatus()
-        report = await run_test(test, endpoints, targets, console=Console(quiet=True), show_progress=False,
-                                watch_faults=status.fault)
+        report = await run_test(
+            test, endpoints, targets, console=Console(quiet=True), show_progress=False, watch_faults=status.fault
+        )
         assert report.verdict == "Pass", report.model_dump_json(indent=2)
-        status.change(phase="Completed", verdict=report.verdict, completion_time=timestamp(datetime.now(UTC)),
-                      counts=StatusCounts(sent=report.counts.sent, acked=report.counts.acked,
-                                          stored=report.counts.stored))
+        status.change(
+            phase="Completed",
+            verdict=report.verdict,
+            completion_time=timestamp(datetime.now(UTC)),
+            counts=StatusCounts(sent=report.counts.sent, acked=report.counts.acked, stored=report.counts.stored),
+        )
         # the run's end is in Prometheus once a scrape after it has been evaluated by the recording rules
         deadline = time.monotonic() + AFTER_RUN_TIMEOUT_S
         while not prom.get("/api/v1/query", query='sum(chaostest_runs_total{verdict="Pass"}) > 0')["result"]:
@@ -264,15 +288,18 @@ async def test_every_dashboard_panel_answers_after_a_chaos_run(  # type: ignore[
 
         # the fault-window annotation marks the fault, where it happened
         (annotation,) = json.loads(dashboards.rendered()["chaos.json"])["annotations"]["list"]
-        windows = prom.get("/api/v1/query_range", query=annotation["expr"], start=str(start), end=str(end),
-                           step=f"{SCRAPE_S}s")["result"]
+        windows = prom.get(
+            "/api/v1/query_range", query=annotation["expr"], start=str(start), end=str(end), step=f"{SCRAPE_S}s"
+        )["result"]
         (fault,) = report.faults
         assert fault.result == "healed" and fault.started_at and fault.healed_at
         assert [w["metric"] for w in windows] == [{"type": "podKill"}]
         marked = [float(t) for t, v in windows[0]["values"] if float(v) > 0]
         slack = 3 * SCRAPE_S + 2  # a scrape interval, a rule evaluation, and a loaded machine
         assert marked and fault.started_at - slack <= min(marked) and max(marked) <= fault.healed_at + slack, (
-            marked, fault)
+            marked,
+            fault,
+        )
     finally:
         process.stop()
         await runner.cleanup()

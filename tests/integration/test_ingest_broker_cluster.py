@@ -15,8 +15,11 @@ LIMITS = StreamLimits.from_settings(CommonSettings(stream_replicas=3))
 
 
 async def test_cluster_keeps_r3_streams_writable_through_a_node_kill(infra, tmp_path):
-    local = start_infra({"FINCART_REDIS_URL": infra.redis_url, "FINCART_DATABASE_URL": infra.database_url},
-                        workdir=tmp_path, nats_nodes=3)
+    local = start_infra(
+        {"FINCART_REDIS_URL": infra.redis_url, "FINCART_DATABASE_URL": infra.database_url},
+        workdir=tmp_path,
+        nats_nodes=3,
+    )
     cluster = local.nats_cluster
     assert cluster is not None and set(local.embedded) == {"nats-0", "nats-1", "nats-2"}
     assert service_env(local)["FINCART_STREAM_REPLICAS"] == "3" and local.nats_url == cluster.url
@@ -34,8 +37,7 @@ async def test_cluster_keeps_r3_streams_writable_through_a_node_kill(infra, tmp_
         for i in range(20):  # as ingest's senders do: retry until acknowledged, Nats-Msg-Id dedupes the retries
             for attempt in range(RETRIES):
                 try:
-                    await js.publish(topology.webhook_subject(i % 2), b"x", headers={"Nats-Msg-Id": f"m{i}"},
-                                     timeout=2)
+                    await js.publish(topology.webhook_subject(i % 2), b"x", headers={"Nats-Msg-Id": f"m{i}"}, timeout=2)
                     break
                 except (nats.errors.Error, TimeoutError):  # what ingest answers 503 for
                     assert attempt + 1 < RETRIES, "no PubAck from the 2 nodes left"

@@ -42,7 +42,11 @@ def _serves(node: EmbeddedNats, client: str) -> bool:
 
 @pytest.mark.parametrize("fault", ["kill-orders-leader", "hang-ingest-server"])
 async def test_a_nats_node_lost_mid_load_loses_and_duplicates_nothing(
-    service_env: dict[str, str], database_url: str, topology, tmp_path: Path, fault: str  # type: ignore[no-untyped-def]
+    service_env: dict[str, str],
+    database_url: str,
+    topology,
+    tmp_path: Path,
+    fault: str,  # type: ignore[no-untyped-def]
 ) -> None:
     cluster = NatsCluster(tmp_path / "nats", 3)
     cluster.start()
@@ -52,15 +56,24 @@ async def test_a_nats_node_lost_mid_load_loses_and_duplicates_nothing(
     try:
         services.append(start_ingest(env, tmp_path))
         port = free_port()
-        services.append(ServiceProcess(
-            name="processor", argv=[find_binary("fincart-processor")], log_path=tmp_path / "processor.log",
-            env={**env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"}, port=port))
+        services.append(
+            ServiceProcess(
+                name="processor",
+                argv=[find_binary("fincart-processor")],
+                log_path=tmp_path / "processor.log",
+                env={**env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"},
+                port=port,
+            )
+        )
         services[1].start()
-        requests = [Request(make_webhook(f"o{topology.prefix}-{i % ORDERS}", i // ORDERS, seed=5), "valid")
-                    for i in range(ORDERS * UPDATES)]
+        requests = [
+            Request(make_webhook(f"o{topology.prefix}-{i % ORDERS}", i // ORDERS, seed=5), "valid")
+            for i in range(ORDERS * UPDATES)
+        ]
         stats = LoadStats(total=len(requests))
-        load = asyncio.create_task(run_load(requests, services[0].base_url, SECRET, concurrency=8, rate=150,
-                                            stats=stats))
+        load = asyncio.create_task(
+            run_load(requests, services[0].base_url, SECRET, concurrency=8, rate=150, stats=stats)
+        )
 
         nc = await connect(cluster.url, "failover-test")
         js = nc.jetstream()

@@ -27,7 +27,6 @@ HEADER_TEXT = st.binary(max_size=300).map(lambda b: bytes(c for c in b if c in H
 HEADER_BYTES = frozenset([9, *range(0x20, 0x7F), *range(0x80, 0x100)])
 
 
-
 @st.composite
 def requests(draw: st.DrawFn, counter: Iterator[int]) -> tuple[bytes, dict[str, bytes]]:
     body = draw(BODIES)
@@ -50,9 +49,13 @@ def requests(draw: st.DrawFn, counter: Iterator[int]) -> tuple[bytes, dict[str, 
 @pytest.fixture
 def processor(service_env: dict[str, str], tmp_path: Path) -> Iterator[ServiceProcess]:
     port = free_port()
-    service = ServiceProcess(name="processor", argv=[find_binary("fincart-processor")],
-                             env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"},
-                             log_path=tmp_path / "processor.log", port=port)
+    service = ServiceProcess(
+        name="processor",
+        argv=[find_binary("fincart-processor")],
+        env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2"},
+        log_path=tmp_path / "processor.log",
+        port=port,
+    )
     service.start()
     yield service
     service.stop()
@@ -88,8 +91,10 @@ async def test_random_signed_requests_never_get_a_5xx_and_every_200_is_applied(
     try:
         js = nc.jetstream()
         info = await js.stream_info(topology.orders_stream)
-        stored = {WebhookMessage.model_validate_json((await js.get_msg(topology.orders_stream, seq)).data).webhook_id
-                  for seq in range(info.state.first_seq, info.state.last_seq + 1)}
+        stored = {
+            WebhookMessage.model_validate_json((await js.get_msg(topology.orders_stream, seq)).data).webhook_id
+            for seq in range(info.state.first_seq, info.state.last_seq + 1)
+        }
     finally:
         await nc.close()
     assert set(accepted) <= stored
@@ -100,4 +105,5 @@ async def test_random_signed_requests_never_get_a_5xx_and_every_200_is_applied(
         await asyncio.sleep(0.5)
     statuses = dict(await db.fetch("SELECT webhook_id, status FROM audit_log"))
     assert {statuses.get(webhook_id) for webhook_id in accepted} <= {"processed", "discarded"}, [
-        (w, statuses.get(w)) for w in accepted if statuses.get(w) not in ("processed", "discarded")]
+        (w, statuses.get(w)) for w in accepted if statuses.get(w) not in ("processed", "discarded")
+    ]

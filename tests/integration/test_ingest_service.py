@@ -20,11 +20,18 @@ from tests.support.ingest_service import signed_headers, start_ingest
 
 
 def order_body(order_id: str = "order-1", **fields: object) -> bytes:
-    return json.dumps({
-        "id": order_id, "updated_at": "2026-01-01T10:00:00Z", "financial_status": "paid",
-        "fulfillment_status": None, "total_price": "59.90", "shipping_lines": [{"price": "7.99", "title": "std"}],
-        "note": "kept", **fields,
-    }).encode()
+    return json.dumps(
+        {
+            "id": order_id,
+            "updated_at": "2026-01-01T10:00:00Z",
+            "financial_status": "paid",
+            "fulfillment_status": None,
+            "total_price": "59.90",
+            "shipping_lines": [{"price": "7.99", "title": "std"}],
+            "note": "kept",
+            **fields,
+        }
+    ).encode()
 
 
 @pytest.fixture
@@ -45,16 +52,28 @@ async def stream_messages(nats_url: str, topology: Topology) -> list[nats.aio.ms
     try:
         js = nc.jetstream()
         info = await js.stream_info(topology.orders_stream)
-        return [await js.get_msg(topology.orders_stream, seq) for seq in
-                range(info.state.first_seq, info.state.last_seq + 1)] if info.state.messages else []
+        return (
+            [
+                await js.get_msg(topology.orders_stream, seq)
+                for seq in range(info.state.first_seq, info.state.last_seq + 1)
+            ]
+            if info.state.messages
+            else []
+        )
     finally:
         await nc.close()
 
 
 async def test_accepts_a_signed_webhook_onto_its_partition(client, infra, topology):
     body = order_body("order-42")
-    answer = await client.post("/webhooks/shopify", content=body, headers={
-        **signed_headers(body, "wh-42"), "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"})
+    answer = await client.post(
+        "/webhooks/shopify",
+        content=body,
+        headers={
+            **signed_headers(body, "wh-42"),
+            "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        },
+    )
     assert answer.status_code == 200
     assert answer.json() == {"status": "accepted", "webhookId": "wh-42"}
     [msg] = await stream_messages(infra.nats_url, topology)
@@ -73,7 +92,10 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
     again = await client.post("/webhooks/shopify", content=body, headers=signed_headers(body, "wh-dup"))
     assert first.json()["status"] == "accepted"
     assert again.status_code == 200 and again.json() == {
-        "status": "duplicate", "webhookId": "wh-dup", "message": "webhook already received"}
+        "status": "duplicate",
+        "webhookId": "wh-dup",
+        "message": "webhook already received",
+    }
     assert len(await stream_messages(infra.nats_url, topology)) == 1
     metrics = (await client.get("/metrics")).text
     assert "fincart_ingest_dedupe_hits_total 1.0" in metrics
@@ -93,40 +115,87 @@ async def test_duplicate_delivery_is_answered_duplicate_and_stored_once(client, 
         (lambda b, h: (b"[1]", signed_headers(b"[1]")), 422, "object"),
         (lambda b, h: ((x := b"[" * 100_000 + b"]" * 100_000), signed_headers(x)), 422, "nested deeper than 100"),
         # what the processor could never parse or convert: refused at the door (these were 500s or poison)
-        (lambda b, h: ((x := order_body(deep=json.loads("[" * 300 + "]" * 300))), signed_headers(x)), 422,
-         "'deep.0.0.0"),
+        (
+            lambda b, h: ((x := order_body(deep=json.loads("[" * 300 + "]" * 300))), signed_headers(x)),
+            422,
+            "'deep.0.0.0",
+        ),
         (lambda b, h: ((x := order_body().replace(b'"kept"', b"9" * 5000)), signed_headers(x)), 422, "4300 digits"),
         (lambda b, h: ((x := order_body(note="\ud800")), signed_headers(x)), 422, "'note': contains a lone"),
-        (lambda b, h: ((x := order_body().replace(b'"kept"', b'"\xed\xa0\x80"')), signed_headers(x)), 422,
-         "'note': contains a lone"),
+        (
+            lambda b, h: ((x := order_body().replace(b'"kept"', b'"\xed\xa0\x80"')), signed_headers(x)),
+            422,
+            "'note': contains a lone",
+        ),
         (lambda b, h: ((x := order_body(weight=float("nan"))), signed_headers(x)), 422, "NaN"),
         (lambda b, h: ((x := order_body().replace(b'"kept"', b"1e400")), signed_headers(x)), 422, "out of range"),
-        (lambda b, h: ((x := order_body(updated_at="0001-01-01T00:00:00+01:00")), signed_headers(x)), 422,
-         "'updated_at': Value error, must be between"),
-        (lambda b, h: ((x := order_body(updated_at="9999-12-31T23:30:00-01:00")), signed_headers(x)), 422,
-         "'updated_at': Value error, must be between"),
-        (lambda b, h: (order_body(updated_at="soon"), signed_headers(order_body(updated_at="soon"))), 422,
-         "updated_at"),
-        (lambda b, h: (order_body(total_price="-5"), signed_headers(order_body(total_price="-5"))), 422,
-         "total_price"),
-        (lambda b, h: ((x := json.dumps({"updated_at": "2026-01-01T00:00:00Z"}).encode()), signed_headers(x)),
-         422, "'id'"),
+        (
+            lambda b, h: ((x := order_body(updated_at="0001-01-01T00:00:00+01:00")), signed_headers(x)),
+            422,
+            "'updated_at': Value error, must be between",
+        ),
+        (
+            lambda b, h: ((x := order_body(updated_at="9999-12-31T23:30:00-01:00")), signed_headers(x)),
+            422,
+            "'updated_at': Value error, must be between",
+        ),
+        (
+            lambda b, h: (order_body(updated_at="soon"), signed_headers(order_body(updated_at="soon"))),
+            422,
+            "updated_at",
+        ),
+        (lambda b, h: (order_body(total_price="-5"), signed_headers(order_body(total_price="-5"))), 422, "total_price"),
+        (
+            lambda b, h: ((x := json.dumps({"updated_at": "2026-01-01T00:00:00Z"}).encode()), signed_headers(x)),
+            422,
+            "'id'",
+        ),
         # PostgreSQL text and jsonb cannot hold NUL: refused at the door, naming the field
         (lambda b, h: ((x := order_body("order\x00nul")), signed_headers(x)), 422, "'id': contains a NUL"),
-        (lambda b, h: ((x := order_body(financial_status="pa\x00id")), signed_headers(x)), 422,
-         "'financial_status': contains a NUL"),
-        (lambda b, h: ((x := order_body(fulfillment_status="\x00")), signed_headers(x)), 422,
-         "'fulfillment_status': contains a NUL"),
-        (lambda b, h: ((x := order_body(shipping_lines=[{"price": "1.00", "title": "a\x00"}])), signed_headers(x)),
-         422, "'shipping_lines.0.title': contains a NUL"),
+        (
+            lambda b, h: ((x := order_body(financial_status="pa\x00id")), signed_headers(x)),
+            422,
+            "'financial_status': contains a NUL",
+        ),
+        (
+            lambda b, h: ((x := order_body(fulfillment_status="\x00")), signed_headers(x)),
+            422,
+            "'fulfillment_status': contains a NUL",
+        ),
+        (
+            lambda b, h: ((x := order_body(shipping_lines=[{"price": "1.00", "title": "a\x00"}])), signed_headers(x)),
+            422,
+            "'shipping_lines.0.title': contains a NUL",
+        ),
         (lambda b, h: ((x := order_body(**{"k\x00": 1})), signed_headers(x)), 422, "contains a NUL"),
     ],
-    ids=["no-signature", "bad-signature", "short-signature", "garbage-signature", "no-webhook-id", "bad-topic",
-         "bad-json", "not-an-object", "too-deep", "300-levels", "5000-digits", "lone-surrogate", "raw-surrogate",
-         "nan", "inf",
-         "updated-at-year-0-in-utc", "updated-at-year-10000-in-utc",
-         "bad-updated-at", "negative-price", "missing-id", "nul-in-order-id",
-         "nul-in-financial-status", "nul-in-fulfillment-status", "nul-nested", "nul-in-key"],
+    ids=[
+        "no-signature",
+        "bad-signature",
+        "short-signature",
+        "garbage-signature",
+        "no-webhook-id",
+        "bad-topic",
+        "bad-json",
+        "not-an-object",
+        "too-deep",
+        "300-levels",
+        "5000-digits",
+        "lone-surrogate",
+        "raw-surrogate",
+        "nan",
+        "inf",
+        "updated-at-year-0-in-utc",
+        "updated-at-year-10000-in-utc",
+        "bad-updated-at",
+        "negative-price",
+        "missing-id",
+        "nul-in-order-id",
+        "nul-in-financial-status",
+        "nul-in-fulfillment-status",
+        "nul-nested",
+        "nul-in-key",
+    ],
 )
 async def test_bad_input_gets_a_clear_error_and_reaches_nothing(client, infra, topology, mutate, status, needle):
     body, headers = mutate(order_body(), signed_headers(order_body()))
@@ -141,8 +210,9 @@ async def test_nul_in_the_webhook_id_is_400_and_reaches_nothing(ingest, infra, t
     body = order_body()
     head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(body, "wh-\x00-nul").items())
     reader, writer = await asyncio.open_connection("127.0.0.1", ingest.port)
-    writer.write(f"POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode()
-                 + body)
+    writer.write(
+        f"POST /webhooks/shopify HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n{head}\r\n".encode() + body
+    )
     await writer.drain()
     status_line = await reader.readline()
     writer.close()
@@ -209,8 +279,7 @@ async def test_publish_failure_is_503_without_a_mark_and_the_retry_is_accepted(
 ):
     broker = EmbeddedNats(tmp_path / "own-nats")
     broker.start()
-    service = start_ingest({**service_env, "FINCART_NATS_URL": broker.url, "FINCART_PUBLISH_TIMEOUT_S": "1"},
-                           tmp_path)
+    service = start_ingest({**service_env, "FINCART_NATS_URL": broker.url, "FINCART_PUBLISH_TIMEOUT_S": "1"}, tmp_path)
     body = order_body("order-503")
     try:
         async with httpx.AsyncClient(base_url=service.base_url, timeout=10) as http:

@@ -45,8 +45,9 @@ def write_rules(groups: list[dict[str, Any]], folder: Path) -> Path:
 
 def test_promtool_checks_the_rendered_rules(helm: str, promtool: str, tmp_path: Path) -> None:  # noqa: F811
     rules = write_rules(rendered_rule_groups(helm), tmp_path)
-    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True,
-                            timeout=PROMTOOL_TIMEOUT_S)
+    result = subprocess.run(
+        [promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=PROMTOOL_TIMEOUT_S
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
 
@@ -91,7 +92,12 @@ def test_promtool_unit_tests_of_every_alert(helm: str, promtool: str, tmp_path: 
     unit_tests = with_static_annotations(yaml.safe_load(UNIT_TESTS.read_text()), alert_rules(groups))
     test_file = tmp_path / UNIT_TESTS.name
     test_file.write_text(yaml.safe_dump(unit_tests, sort_keys=False))
-    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True,
-                            timeout=PROMTOOL_TIMEOUT_S, cwd=tmp_path)
+    result = subprocess.run(
+        [promtool, "test", "rules", str(test_file)],
+        capture_output=True,
+        text=True,
+        timeout=PROMTOOL_TIMEOUT_S,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout + result.stderr

@@ -25,8 +25,15 @@ DRAIN_S = 60.0
 
 
 def make_stack(infra: Infra, unique_name: str, tmp_path: Path, processors: int = 1) -> DevStack:
-    config = StackConfig(database=unique_name, partitions=4, processors=processors, nats_prefix=unique_name[:20],
-                         webhook_secret=SECRET, ingest_port=0, with_sync=False)
+    config = StackConfig(
+        database=unique_name,
+        partitions=4,
+        processors=processors,
+        nats_prefix=unique_name[:20],
+        webhook_secret=SECRET,
+        ingest_port=0,
+        with_sync=False,
+    )
     return DevStack(config, infra, tmp_path)
 
 
@@ -56,8 +63,13 @@ async def send(http: httpx.AsyncClient, payload: dict, webhook_id: str, attempts
 def seed_webhooks(order_id: str, updates: int, seed: int = 42) -> list[tuple[dict, str]]:
     """Each update its own status, fee tier and updated_at, shuffled (concurrent senders)."""
     rng = random.Random(seed)
-    hooks = [(order_payload(order_id, i, BASE + timedelta(milliseconds=rng.randrange(0, 10_000))),
-              f"chaos-webhook-{order_id}-{i}") for i in range(updates)]
+    hooks = [
+        (
+            order_payload(order_id, i, BASE + timedelta(milliseconds=rng.randrange(0, 10_000))),
+            f"chaos-webhook-{order_id}-{i}",
+        )
+        for i in range(updates)
+    ]
     rng.shuffle(hooks)
     return hooks
 
@@ -80,19 +92,31 @@ async def check_orders(db: asyncpg.Connection, sent: list[tuple[dict, str]]) -> 
     assert len(audit) == len({w for _, w in sent})  # one audit row per webhook
     assert not [a for a in audit if a["status"] == "failed"]
     for row in rows:
-        assert all(row[c] is not None for c in ("status", "shipping_fee", "version", "last_external_updated_at",
-                                                "last_webhook_id", "created_at", "updated_at"))
+        assert all(
+            row[c] is not None
+            for c in (
+                "status",
+                "shipping_fee",
+                "version",
+                "last_external_updated_at",
+                "last_webhook_id",
+                "created_at",
+                "updated_at",
+            )
+        )
         assert row["last_webhook_id"] == expected[row["shopify_order_id"]][1]
-        processed = sum(1 for a in audit if a["shopify_order_id"] == row["shopify_order_id"]
-                        and a["status"] == "processed")
+        processed = sum(
+            1 for a in audit if a["shopify_order_id"] == row["shopify_order_id"] and a["status"] == "processed"
+        )
         assert row["version"] == processed
 
 
 @pytest.mark.parametrize("updates", [100, 10], ids=["seed-100", "small-10"])
 async def test_seed_scenario(stack: DevStack, updates: int):
     hooks = seed_webhooks(SEED_ORDER, updates)
-    async with httpx.AsyncClient(base_url=stack.ingest_url, timeout=30,
-                                 limits=httpx.Limits(max_connections=100)) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.ingest_url, timeout=30, limits=httpx.Limits(max_connections=100)
+    ) as http:
         answers = await asyncio.gather(*(send(http, p, w, attempts=1) for p, w in hooks))
     assert [a.status_code for a in answers] == [200] * updates
     assert {a.json()["status"] for a in answers} == {"accepted"}
@@ -111,8 +135,9 @@ async def test_seed_scenario(stack: DevStack, updates: int):
 
 async def test_a_thousand_orders(stack: DevStack):
     hooks = [h for o in range(1000) for h in seed_webhooks(f"order-{o}", 2, seed=o)]
-    async with httpx.AsyncClient(base_url=stack.ingest_url, timeout=30,
-                                 limits=httpx.Limits(max_connections=50)) as http:
+    async with httpx.AsyncClient(
+        base_url=stack.ingest_url, timeout=30, limits=httpx.Limits(max_connections=50)
+    ) as http:
         sem = asyncio.Semaphore(50)
 
         async def bounded(payload: dict, webhook_id: str) -> httpx.Response:

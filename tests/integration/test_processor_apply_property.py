@@ -21,8 +21,10 @@ _examples = itertools.count()
 
 
 def _namespaced(batches: list[list[Webhook]], ns: str) -> list[list[Webhook]]:
-    return [[replace(w, webhook_id=f"{ns}-{w.webhook_id}", order_id=f"{ns}-{w.order_id}") for w in batch]
-            for batch in batches]
+    return [
+        [replace(w, webhook_id=f"{ns}-{w.webhook_id}", order_id=f"{ns}-{w.order_id}") for w in batch]
+        for batch in batches
+    ]
 
 
 async def _run(url: str, batches: list[list[Webhook]], ns: str) -> tuple[Model, dict[str, list]]:
@@ -34,13 +36,27 @@ async def _run(url: str, batches: list[list[Webhook]], ns: str) -> tuple[Model, 
         for batch in batches:
             plan, events = await apply_batch(conn, batch, None)
             published["new"] += [(a.webhook.order_id, a.version, a.webhook.webhook_id) for a in plan.applied]
-            published["all"] += [(e.order.shopify_order_id, e.order.version, e.order.last_webhook_id,
-                                  e.order.last_external_updated_at, e.order.status, e.order.total_price,
-                                  e.order.shipping_fee) for e in events]
+            published["all"] += [
+                (
+                    e.order.shopify_order_id,
+                    e.order.version,
+                    e.order.last_webhook_id,
+                    e.order.last_external_updated_at,
+                    e.order.status,
+                    e.order.total_price,
+                    e.order.shipping_fee,
+                )
+                for e in events
+            ]
         for r in await conn.fetch("SELECT * FROM orders WHERE shopify_order_id LIKE $1", f"{ns}-%"):
             actual.rows[r["shopify_order_id"]] = Row(
-                r["version"], r["last_external_updated_at"], r["last_webhook_id"], r["status"], r["total_price"],
-                r["shipping_fee"])
+                r["version"],
+                r["last_external_updated_at"],
+                r["last_webhook_id"],
+                r["status"],
+                r["total_price"],
+                r["shipping_fee"],
+            )
         for r in await conn.fetch("SELECT * FROM audit_log WHERE webhook_id LIKE $1", f"{ns}-%"):
             actual.audit[r["webhook_id"]] = (r["status"], r["version"])
     finally:

@@ -18,10 +18,20 @@ from fincart_processor.event_publisher import EventPublisher
 
 def event(order_id: str, version: int) -> OrderEvent:
     now = datetime.now(UTC)
-    return OrderEvent(order=OrderState(
-        id=uuid.uuid4(), shopify_order_id=order_id, status="PENDING", total_price=Decimal("10.00"),
-        shipping_fee=Decimal("9.99"), version=version, last_external_updated_at=now, last_webhook_id=f"wh-{version}",
-        created_at=now, updated_at=now))
+    return OrderEvent(
+        order=OrderState(
+            id=uuid.uuid4(),
+            shopify_order_id=order_id,
+            status="PENDING",
+            total_price=Decimal("10.00"),
+            shipping_fee=Decimal("9.99"),
+            version=version,
+            last_external_updated_at=now,
+            last_webhook_id=f"wh-{version}",
+            created_at=now,
+            updated_at=now,
+        )
+    )
 
 
 @pytest.fixture
@@ -39,8 +49,10 @@ async def test_versions_in_order_and_duplicates_acknowledged(nc, topology):  # t
     await publisher.publish([(event("a", v), None) for v in (3, 1, 2)] + [(event("b", 1), None)])
     await publisher.publish([(event("a", 2), None)])  # a re-published event: deduped by Nats-Msg-Id, still acked
     info = await js.stream_info(topology.events_stream)
-    stored = [(await js.get_msg(topology.events_stream, seq)).headers["Nats-Msg-Id"]  # type: ignore[index]
-              for seq in range(1, (info.state.messages or 0) + 1)]
+    stored = [
+        (await js.get_msg(topology.events_stream, seq)).headers["Nats-Msg-Id"]  # type: ignore[index]
+        for seq in range(1, (info.state.messages or 0) + 1)
+    ]
     assert sorted(stored) == ["a:1", "a:2", "a:3", "b:1"]
     assert [s for s in stored if s.startswith("a:")] == ["a:1", "a:2", "a:3"]
 

@@ -34,7 +34,10 @@ ROLLOUT = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 def processor(service_env: dict[str, str], tmp_path: Path, name: str, **env: str) -> ServiceProcess:
     port = free_port()
     return ServiceProcess(
-        name=name, argv=[find_binary("fincart-processor")], log_path=tmp_path / f"{name}.log", port=port,
+        name=name,
+        argv=[find_binary("fincart-processor")],
+        log_path=tmp_path / f"{name}.log",
+        port=port,
         env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2", **env},
     )
 
@@ -63,9 +66,19 @@ async def send_load(js, topology, orders: int, updates: int, expected: dict[str,
 
 
 async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js, db, service_env, tmp_path):
-    replicas = [processor(service_env, tmp_path, f"processor-{i}-of-{n}", FINCART_REPLICAS=str(n),
-                          FINCART_REPLICA_INDEX=str(i), FINCART_BATCH_SIZE="20", FINCART_LEASE_TTL_S="3",
-                          FINCART_LEASE_RENEW_S="0.5") for n, i in ROLLOUT]
+    replicas = [
+        processor(
+            service_env,
+            tmp_path,
+            f"processor-{i}-of-{n}",
+            FINCART_REPLICAS=str(n),
+            FINCART_REPLICA_INDEX=str(i),
+            FINCART_BATCH_SIZE="20",
+            FINCART_LEASE_TTL_S="3",
+            FINCART_LEASE_RENEW_S="0.5",
+        )
+        for n, i in ROLLOUT
+    ]
     orders, updates = 60, 40
     expected: dict[str, tuple] = {}
     load = asyncio.create_task(send_load(js, topology, orders, updates, expected))
@@ -79,8 +92,10 @@ async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js
         killed_at = time.monotonic()
         orphaned = {p for p, o in held.items() if pid_of(o) == victim.pid}
         await wait_until(lambda: _taken_over(db, orphaned, victim.pid), what="the dead replica's partitions taken")
-        print(f"\nfailover of partitions {sorted(orphaned)} (TTL 3 s, renew 0.5 s, under load): "
-              f"{time.monotonic() - killed_at:.2f} s")
+        print(
+            f"\nfailover of partitions {sorted(orphaned)} (TTL 3 s, renew 0.5 s, under load): "
+            f"{time.monotonic() - killed_at:.2f} s"
+        )
         await load
         await wait_until(lambda: _equal(audit_count(db), orders * updates), what="every webhook audited")
         await wait_until(lambda: _events_complete(js, topology, db), what="every event published")
@@ -89,8 +104,9 @@ async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js
         for replica in replicas:
             replica.stop()
     # every order's version = its processed count; every version has exactly one event, in version order
-    processed = dict(await db.fetch(
-        "SELECT shopify_order_id, count(*) FROM audit_log WHERE status = 'processed' GROUP BY 1"))
+    processed = dict(
+        await db.fetch("SELECT shopify_order_id, count(*) FROM audit_log WHERE status = 'processed' GROUP BY 1")
+    )
     versions = dict(await db.fetch("SELECT shopify_order_id, version FROM orders"))
     assert versions == processed and len(versions) == orders
     events: dict[str, list[int]] = defaultdict(list)
@@ -108,8 +124,10 @@ async def test_a_dead_replicas_partitions_are_taken_over(infra, topology, js, db
     try:
         first.start()
         second.start()
-        await wait_until(lambda: _shared(db, {first.pid, second.pid}, topology.partitions),
-                         what="the partitions shared by both replicas")
+        await wait_until(
+            lambda: _shared(db, {first.pid, second.pid}, topology.partitions),
+            what="the partitions shared by both replicas",
+        )
         orphaned = {p for p, o in (await owners(db)).items() if pid_of(o) == first.pid}
         first.kill()
         killed_at = time.monotonic()
@@ -125,8 +143,10 @@ async def test_a_dead_replicas_partitions_are_taken_over(infra, topology, js, db
                 sent += 1
         await wait_until(lambda: _equal(audit_count(db), sent), timeout=WAIT_S, what="webhooks of moved partitions")
         applied = time.monotonic() - killed_at
-        print(f"\nfailover with TTL 10 s / renew 2 s: partitions owned again after {taken:.2f} s, "
-              f"a webhook applied after {applied:.2f} s")
+        print(
+            f"\nfailover with TTL 10 s / renew 2 s: partitions owned again after {taken:.2f} s, "
+            f"a webhook applied after {applied:.2f} s"
+        )
     finally:
         first.stop()
         second.stop()

@@ -65,8 +65,11 @@ def expected_final(ids: list[str]) -> dict[str, tuple]:
 
 async def dead_letters(js, topology) -> dict[str, tuple[bytes, str]]:  # type: ignore[no-untyped-def]
     info = await js.stream_info(topology.dlq_stream)
-    msgs = [await js.get_msg(topology.dlq_stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)
-            ] if info.state.messages else []
+    msgs = (
+        [await js.get_msg(topology.dlq_stream, seq) for seq in range(info.state.first_seq, info.state.last_seq + 1)]
+        if info.state.messages
+        else []
+    )
     return {m.headers["Nats-Msg-Id"][:504]: (m.data, m.headers["Fincart-Error"]) for m in msgs}
 
 
@@ -94,8 +97,9 @@ async def one_poison_in_a_full_batch(infra, database_url: str, position: int) ->
         later = [await publish_update(js, topology, o, 10 + i) for o, i in updates_of(orders[:5], 2, random.Random(0))]
         await wait_until(lambda: _audited(db, ns, 510), what="later webhooks of the partition applied")
         await processor.wait_drained(WAIT_S)
-        failed = await db.fetch("SELECT webhook_id, message FROM audit_log WHERE status = 'failed'"
-                                " AND webhook_id LIKE $1", f"{ns}-%")
+        failed = await db.fetch(
+            "SELECT webhook_id, message FROM audit_log WHERE status = 'failed' AND webhook_id LIKE $1", f"{ns}-%"
+        )
         assert [r["webhook_id"] for r in failed] == [poison[:500]]
         assert "ProgramLimitExceeded" in failed[0]["message"]
         assert set(await dead_letters(js, topology)) == {f"dlq:{poison}"[:504]}
@@ -113,8 +117,12 @@ async def _audited(db: asyncpg.Connection, ns: str, count: int) -> bool:
 
 
 # few examples, no shrinking: each one runs a processor over 510 webhooks
-@settings(max_examples=3, deadline=None, phases=[Phase.explicit, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=3,
+    deadline=None,
+    phases=[Phase.explicit, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(position=st.integers(0, 499))
 @example(position=0)
 @example(position=499)
@@ -127,8 +135,11 @@ async def test_poison_in_one_partition_while_the_others_are_busy(infra, database
     orders = [f"order-{i}" for i in range(40)]
     sends = updates_of(orders, 15, rng)
     victim = orders_of(topology, 1, 1, "busy")[0]
-    poison = {rng.randrange(len(sends)): "refused", rng.randrange(len(sends)): "unparseable",
-              rng.randrange(len(sends)): "calendar"}
+    poison = {
+        rng.randrange(len(sends)): "refused",
+        rng.randrange(len(sends)): "unparseable",
+        rng.randrange(len(sends)): "calendar",
+    }
     ids, failed = [], []
     for n, (order_id, i) in enumerate(sends):
         if (kind := poison.get(n)) == "refused":
@@ -139,8 +150,9 @@ async def test_poison_in_one_partition_while_the_others_are_busy(infra, database
             await js.publish(topology.webhook_subject(1), b'{"webhook_id": ', headers={"Nats-Msg-Id": failed[-1]})
         elif kind == "calendar":
             failed.append("busy-calendar")
-            await publish_webhook(js, topology, {**order_payload(victim, 2), "updated_at": CALENDAR_EDGES[0]},
-                                  failed[-1])
+            await publish_webhook(
+                js, topology, {**order_payload(victim, 2), "updated_at": CALENDAR_EDGES[0]}, failed[-1]
+            )
         ids.append(await publish_update(js, topology, order_id, i))
     processor = Processor(settings_for(infra, database_url, topology, batch_size=50))
     await processor.start()

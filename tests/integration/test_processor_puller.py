@@ -21,8 +21,12 @@ async def puller(infra, topology) -> AsyncIterator[Pulling]:  # type: ignore[no-
     nc = await nats.connect(infra.nats_url, connect_timeout=5, max_reconnect_attempts=3)
     js = nc.jetstream()
     await ensure_streams(js, topology)
-    await js.add_consumer(topology.orders_stream, ConsumerConfig(
-        durable_name="puller", filter_subject=topology.webhook_subject(0), ack_policy=AckPolicy.EXPLICIT))
+    await js.add_consumer(
+        topology.orders_stream,
+        ConsumerConfig(
+            durable_name="puller", filter_subject=topology.webhook_subject(0), ack_policy=AckPolicy.EXPLICIT
+        ),
+    )
     pull = Puller(nc, topology.orders_stream, "puller")
     await pull.start()
     yield pull, js, nc

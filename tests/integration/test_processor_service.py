@@ -41,8 +41,13 @@ async def wait_until(check: Callable[[], object], timeout: float = WAIT_S, what:
 
 def settings_for(infra, database_url, topology, **extra) -> ProcessorSettings:  # type: ignore[no-untyped-def]
     return ProcessorSettings(
-        database_url=database_url, nats_url=infra.nats_url, partitions=topology.partitions,
-        nats_prefix=topology.prefix, fetch_timeout_s=0.2, retry_backoff_s=0.05, **extra,
+        database_url=database_url,
+        nats_url=infra.nats_url,
+        partitions=topology.partitions,
+        nats_prefix=topology.prefix,
+        fetch_timeout_s=0.2,
+        retry_backoff_s=0.05,
+        **extra,
     )
 
 
@@ -52,8 +57,10 @@ async def audit_count(db: asyncpg.Connection) -> int:
 
 async def read_events(js, topology) -> list[OrderEvent]:  # type: ignore[no-untyped-def]
     info = await js.stream_info(topology.events_stream)
-    return [OrderEvent.model_validate_json((await js.get_msg(topology.events_stream, seq)).data)
-            for seq in (range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ())]
+    return [
+        OrderEvent.model_validate_json((await js.get_msg(topology.events_stream, seq)).data)
+        for seq in (range(info.state.first_seq, info.state.last_seq + 1) if info.state.messages else ())
+    ]
 
 
 async def events_by_order(js, topology) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]
@@ -99,8 +106,17 @@ async def check_history(db, js, topology, expected: dict[str, tuple], failed: Co
     model.audit.update({webhook_id[:500]: ("failed", None) for webhook_id in failed})
     rows = {r["shopify_order_id"]: r for r in await db.fetch("SELECT * FROM orders")}
     assert set(rows) == set(expected) == set(model.rows)
-    assert {k: Row(r["version"], r["last_external_updated_at"], r["last_webhook_id"], r["status"], r["total_price"],
-                   r["shipping_fee"]) for k, r in rows.items()} == model.rows
+    assert {
+        k: Row(
+            r["version"],
+            r["last_external_updated_at"],
+            r["last_webhook_id"],
+            r["status"],
+            r["total_price"],
+            r["shipping_fee"],
+        )
+        for k, r in rows.items()
+    } == model.rows
     audit = {r["webhook_id"]: (r["status"], r["version"]) for r in await db.fetch("SELECT * FROM audit_log")}
     assert audit == model.audit  # no other failed, none missing, none extra
     for order_id, (updated_at, webhook_id) in expected.items():
@@ -132,10 +148,14 @@ async def test_conflicting_updates_across_partitions(infra, database_url, topolo
 
 async def test_redelivery_changes_nothing_and_republishes(infra, database_url, topology, js, db):
     traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
-    message = WebhookMessage(webhook_id="wh-r-1", topic="orders/updated", received_at=BASE,
-                             order=order_payload("order-r", 1))
-    await js.publish(topology.webhook_subject_for("order-r"), message.model_dump_json().encode(),
-                     headers={"Nats-Msg-Id": "wh-r-1", "traceparent": traceparent})
+    message = WebhookMessage(
+        webhook_id="wh-r-1", topic="orders/updated", received_at=BASE, order=order_payload("order-r", 1)
+    )
+    await js.publish(
+        topology.webhook_subject_for("order-r"),
+        message.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": "wh-r-1", "traceparent": traceparent},
+    )
     processor = Processor(settings_for(infra, database_url, topology))
     await processor.start()
     try:
@@ -147,8 +167,11 @@ async def test_redelivery_changes_nothing_and_republishes(infra, database_url, t
         config.duplicate_window = 0.2
         await js.update_stream(config)
         await asyncio.sleep(0.5)
-        await js.publish(topology.webhook_subject_for("order-r"), message.model_dump_json().encode(),
-                         headers={"Nats-Msg-Id": "again"})
+        await js.publish(
+            topology.webhook_subject_for("order-r"),
+            message.model_dump_json().encode(),
+            headers={"Nats-Msg-Id": "again"},
+        )
         await processor.wait_drained(WAIT_S)
         await wait_until(lambda: _events_stored(js, topology, 2), what="event re-published")
     finally:
@@ -207,7 +230,9 @@ async def test_dropped_database_connections_are_retried_never_failed(infra, data
         for _ in range(5):  # keep cutting the processor's connections while it works
             terminated += await db.fetchval(
                 "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE datname = $1 AND pid <> pg_backend_pid()", dbname)
+                "WHERE datname = $1 AND pid <> pg_backend_pid()",
+                dbname,
+            )
             await asyncio.sleep(0.1)
         assert terminated > 0, "the fault must hit the processor's connections"
         await wait_until(lambda: _eq(audit_count(db), 200), what="all applied after connection drops")
@@ -226,10 +251,16 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
     expected = await send_conflicting_updates(js, topology, orders=orders, updates=updates, seed=11)
     port = free_port()
     processor = ServiceProcess(
-        name="processor", argv=[find_binary("fincart-processor")],
-        env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_BATCH_SIZE": "50",
-             "FINCART_FETCH_TIMEOUT_S": "0.2"},
-        log_path=tmp_path / "processor.log", port=port,
+        name="processor",
+        argv=[find_binary("fincart-processor")],
+        env={
+            **service_env,
+            "FINCART_HTTP_PORT": str(port),
+            "FINCART_BATCH_SIZE": "50",
+            "FINCART_FETCH_TIMEOUT_S": "0.2",
+        },
+        log_path=tmp_path / "processor.log",
+        port=port,
     )
     processor.start()
     try:
@@ -243,7 +274,11 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
         async with httpx.AsyncClient(base_url=processor.base_url, timeout=5) as http:
             assert (await http.get("/healthz")).json() == {"status": "ok", "checks": {}}
             assert (await http.get("/readyz")).json()["checks"] == {
-                "nats": "ok", "postgres": "ok", "leases": "ok", "consumers": "ok"}
+                "nats": "ok",
+                "postgres": "ok",
+                "leases": "ok",
+                "consumers": "ok",
+            }
             metrics = (await http.get("/metrics")).text
     finally:
         processor.stop()  # SIGTERM: finishes the batch in flight and exits cleanly
@@ -251,10 +286,15 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
     assert processor.proc is not None and processor.proc.returncode in (0, -15), processor.log_tail()
     assert "Application shutdown complete" in processor.log_tail(5)
     await check_history(db, js, topology, expected)
-    for name in ("fincart_processor_batch_size_bucket", "fincart_processor_apply_seconds_bucket",
-                 'fincart_processor_webhooks_total{result="processed"}', "fincart_processor_redeliveries_total",
-                 "fincart_processor_dead_letters_total", 'fincart_processor_consumer_lag{partition="0"}',
-                 "fincart_processor_events_published_total"):
+    for name in (
+        "fincart_processor_batch_size_bucket",
+        "fincart_processor_apply_seconds_bucket",
+        'fincart_processor_webhooks_total{result="processed"}',
+        "fincart_processor_redeliveries_total",
+        "fincart_processor_dead_letters_total",
+        'fincart_processor_consumer_lag{partition="0"}',
+        "fincart_processor_events_published_total",
+    ):
         assert name in metrics, name
     assert _sample(metrics, "fincart_processor_events_published_total") > 0
     log_line = next(line for line in processor.log_tail(400).splitlines() if "batch applied" in line)
@@ -264,7 +304,8 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
 async def _split_evenly(replicas: list[Processor], partitions: int) -> bool:
     held = [r.partitions for r in replicas]
     return sorted(p for ps in held for p in ps) == list(range(partitions)) and all(
-        len(ps) == partitions // len(replicas) for ps in held)
+        len(ps) == partitions // len(replicas) for ps in held
+    )
 
 
 def _sample(metrics: str, name: str) -> float:
@@ -305,19 +346,24 @@ async def test_batch_of_a_dead_processor_is_applied_first(infra, database_url, t
     """A processor died holding a partial batch (committed but no events published, or not committed at all).
     Its successor must not let newer webhooks overtake it: same audit as one by one, events in version order."""
     partition = 1
-    orders = [o for o in (f"order-{i}" for i in range(200)) if topology.webhook_subject_for(o)
-              == topology.webhook_subject(partition)][:3]
+    orders = [
+        o
+        for o in (f"order-{i}" for i in range(200))
+        if topology.webhook_subject_for(o) == topology.webhook_subject(partition)
+    ][:3]
     rng = random.Random(partition)
     sends = [(o, i) for o in orders for i in range(8)]
     rng.shuffle(sends)
     for order_id, i in sends:
-        await publish_webhook(js, topology, order_payload(order_id, i, BASE + timedelta(seconds=i // 2)),
-                              f"wh-{order_id}-{i:03d}")
+        await publish_webhook(
+            js, topology, order_payload(order_id, i, BASE + timedelta(seconds=i // 2)), f"wh-{order_id}-{i:03d}"
+        )
     settings = settings_for(infra, database_url, topology, ack_wait_s=2.0)
     dead = Processor(settings)
     config = consumer_config(topology, partition, settings)
-    sub = await js.pull_subscribe(config.filter_subject or "", durable=config.durable_name,
-                                  stream=topology.orders_stream, config=config)
+    sub = await js.pull_subscribe(
+        config.filter_subject or "", durable=config.durable_name, stream=topology.orders_stream, config=config
+    )
     held = await sub.fetch(7, timeout=5)
     assert len(held) == 7
     if committed:
@@ -331,5 +377,9 @@ async def test_batch_of_a_dead_processor_is_applied_first(infra, database_url, t
         await wait_until(lambda: _consumed(js, topology), what="held batch redelivered and acked")
     finally:
         await successor.stop()
-    await check_history(db, js, topology, {
-        o: max((BASE + timedelta(seconds=i // 2), f"wh-{o}-{i:03d}") for oo, i in sends if oo == o) for o in orders})
+    await check_history(
+        db,
+        js,
+        topology,
+        {o: max((BASE + timedelta(seconds=i // 2), f"wh-{o}-{i:03d}") for oo, i in sends if oo == o) for o in orders},
+    )

@@ -23,8 +23,11 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 def sync(service_env, tmp_path: Path, js):  # type: ignore[no-untyped-def]
     hashes = f"{token_hash(OLD)},{token_hash(NEW)}"
-    service = start_sync({**service_env, "FINCART_READ_TOKEN_HASHES": hashes,
-                          "FINCART_WS_MAX_CONNECTIONS_PER_TOKEN": "1"}, tmp_path, "sync-auth")
+    service = start_sync(
+        {**service_env, "FINCART_READ_TOKEN_HASHES": hashes, "FINCART_WS_MAX_CONNECTIONS_PER_TOKEN": "1"},
+        tmp_path,
+        "sync-auth",
+    )
     yield service
     service.stop()
 

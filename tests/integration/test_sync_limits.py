@@ -37,7 +37,8 @@ async def fill_orders(db, count: int, pad: int) -> None:  # type: ignore[no-unty
            SELECT gen_random_uuid(), 'bulk-' || lpad(i::text, 6, '0'), 'PENDING', 10, 9.99, 1, now(),
                   repeat('w', $2)
            FROM generate_series(1, $1) AS i""",
-        count, pad,
+        count,
+        pad,
     )
 
 
@@ -75,8 +76,13 @@ async def until(check, what: str, timeout: float = WAIT_S * 4) -> None:  # type:
 
 @pytest.fixture
 def limited_env(service_env: dict[str, str]) -> dict[str, str]:
-    return {**service_env, "FINCART_DB_POOL_SIZE": str(POOL), "FINCART_SNAPSHOT_PAGE_SIZE": "50",
-            "FINCART_DB_ACQUIRE_TIMEOUT_S": "1", "FINCART_DB_QUERY_TIMEOUT_S": "2"}
+    return {
+        **service_env,
+        "FINCART_DB_POOL_SIZE": str(POOL),
+        "FINCART_SNAPSHOT_PAGE_SIZE": "50",
+        "FINCART_DB_ACQUIRE_TIMEOUT_S": "1",
+        "FINCART_DB_QUERY_TIMEOUT_S": "2",
+    }
 
 
 async def test_never_reading_sockets_hold_no_database_connection(limited_env, tmp_path: Path, js, db):

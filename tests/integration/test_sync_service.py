@@ -34,10 +34,16 @@ STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "CANCELLED")
 def order_state(order_id: str, version: int, uid: uuid.UUID | None = None) -> OrderState:
     stamp = BASE + timedelta(minutes=version)
     return OrderState(
-        id=uid or uuid.uuid5(uuid.NAMESPACE_URL, order_id), shopify_order_id=order_id,
-        status=STATUSES[version % 4], total_price=Decimal("42.00") + version, shipping_fee=Decimal("9.99"),
-        version=version, last_external_updated_at=stamp, last_webhook_id=f"wh-{order_id}-{version}",
-        created_at=BASE, updated_at=stamp,
+        id=uid or uuid.uuid5(uuid.NAMESPACE_URL, order_id),
+        shopify_order_id=order_id,
+        status=STATUSES[version % 4],
+        total_price=Decimal("42.00") + version,
+        shipping_fee=Decimal("9.99"),
+        version=version,
+        last_external_updated_at=stamp,
+        last_webhook_id=f"wh-{order_id}-{version}",
+        created_at=BASE,
+        updated_at=stamp,
     )
 
 
@@ -52,7 +58,8 @@ class Events:
             await self.publish_row(state)
         event = OrderEvent(order=state)
         ack = await self.js.publish(
-            self.topology.event_subject_for(state.shopify_order_id), event.model_dump_json().encode(),
+            self.topology.event_subject_for(state.shopify_order_id),
+            event.model_dump_json().encode(),
             headers={"Nats-Msg-Id": event.msg_id},
         )
         return ack.seq
@@ -66,8 +73,15 @@ class Events:
                VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)
                ON CONFLICT (shopify_order_id) DO UPDATE SET status=$3, total_price=$4, shipping_fee=$5,
                    version=$6, last_external_updated_at=$7, last_webhook_id=$8, updated_at=$10""",
-            state.id, state.shopify_order_id, state.status, state.total_price, state.shipping_fee,
-            state.version, state.last_external_updated_at, state.last_webhook_id, state.created_at,
+            state.id,
+            state.shopify_order_id,
+            state.status,
+            state.total_price,
+            state.shipping_fee,
+            state.version,
+            state.last_external_updated_at,
+            state.last_webhook_id,
+            state.created_at,
             state.updated_at,
         )
 
@@ -82,8 +96,11 @@ def start_sync(env: dict[str, str], tmp_path: Path, name: str = "sync") -> Servi
     port = free_port()
     env = {"FINCART_READ_TOKEN_HASHES": token_hash(READ_TOKEN), **env, "FINCART_HTTP_PORT": str(port)}
     service = ServiceProcess(
-        name=name, argv=[find_binary("fincart-sync")], env=env,
-        log_path=tmp_path / f"{name}.log", port=port,
+        name=name,
+        argv=[find_binary("fincart-sync")],
+        env=env,
+        log_path=tmp_path / f"{name}.log",
+        port=port,
     )
     service.start()
     return service
@@ -229,9 +246,14 @@ async def test_order_filter_snapshot_and_heartbeat_cursor(sync, js, topology, db
         assert msg["seq"] == other
 
 
-@pytest.mark.parametrize(("query", "needle"), [
-    ("since=abc", "since"), ("since=-1", "since"), ("order=" + "x" * 300, "order"),
-])
+@pytest.mark.parametrize(
+    ("query", "needle"),
+    [
+        ("since=abc", "since"),
+        ("since=-1", "since"),
+        ("order=" + "x" * 300, "order"),
+    ],
+)
 async def test_bad_query_closes_with_4400_and_a_reason(sync, query, needle):
     async with connect(f"ws://127.0.0.1:{sync.port}/sync?{query}") as ws:
         error = await recv(ws)
@@ -275,9 +297,12 @@ async def test_slow_client_is_closed_with_4008_and_can_resume(sync_env, tmp_path
             acks = []
             for i in range(4000):
                 state = order_state(f"slow-{i % 50}", i // 50 + 1).model_copy(update={"last_webhook_id": big})
-                acks.append(events.js.publish(
-                    events.topology.event_subject_for(state.shopify_order_id),
-                    OrderEvent(order=state).model_dump_json().encode()))
+                acks.append(
+                    events.js.publish(
+                        events.topology.event_subject_for(state.shopify_order_id),
+                        OrderEvent(order=state).model_dump_json().encode(),
+                    )
+                )
                 if len(acks) >= 200:
                     await asyncio.gather(*acks)
                     acks.clear()
@@ -356,8 +381,9 @@ async def test_paging_while_orders_change_skips_and_repeats_nothing(sync, js, to
             page = (await http.get("/orders", params=params)).json()
             seen += [o["shopify_order_id"] for o in page["items"]]
             # touch every order, those already read and those still to come, in reverse creation order
-            await db.execute("UPDATE orders SET version = $1::int, updated_at = now() + $1::int * interval '1 second'",
-                             round_no)
+            await db.execute(
+                "UPDATE orders SET version = $1::int, updated_at = now() + $1::int * interval '1 second'", round_no
+            )
             cursor = page["next_cursor"]
             if cursor is None:
                 break

@@ -30,9 +30,17 @@ WAIT_S = 60.0  # spans leave a BatchSpanProcessor every 5 s; a loaded machine ne
 @pytest.fixture
 def traced_stack(infra: Infra, unique_name: str, tmp_path: Path) -> Iterator[tuple[DevStack, Path]]:
     spans = tmp_path / "spans.jsonl"
-    config = StackConfig(database=unique_name, partitions=4, processors=1, nats_prefix=unique_name[:20],
-                         webhook_secret=SECRET, ingest_port=0, sync_port=0, log_level="INFO",
-                         extra_env={"FINCART_OTEL_EXPORTER": "file", "FINCART_OTEL_FILE": str(spans)})
+    config = StackConfig(
+        database=unique_name,
+        partitions=4,
+        processors=1,
+        nats_prefix=unique_name[:20],
+        webhook_secret=SECRET,
+        ingest_port=0,
+        sync_port=0,
+        log_level="INFO",
+        extra_env={"FINCART_OTEL_EXPORTER": "file", "FINCART_OTEL_FILE": str(spans)},
+    )
     stack = DevStack(config, infra, tmp_path)
     stack.start()
     try:
@@ -53,13 +61,19 @@ async def wait_for_trace(path: Path, webhook_id: str) -> tuple[list[dict[str, An
     deadline = time.monotonic() + WAIT_S
     while True:
         spans = read_spans(path)
-        roots = [s for s in spans if s["attributes"].get("fincart.webhook_id") == webhook_id
-                 and s["name"] == "ingest webhook"]
+        roots = [
+            s
+            for s in spans
+            if s["attributes"].get("fincart.webhook_id") == webhook_id and s["name"] == "ingest webhook"
+        ]
         if roots:
             trace_id = roots[0]["context"]["trace_id"]
             in_trace = [s for s in spans if s["context"]["trace_id"] == trace_id]
-            batches = [s for s in spans if s["name"] == "apply batch"
-                       and any(link["context"]["trace_id"] == trace_id for link in s["links"])]
+            batches = [
+                s
+                for s in spans
+                if s["name"] == "apply batch" and any(link["context"]["trace_id"] == trace_id for link in s["links"])
+            ]
             if batches and {"publish event", "sync.fanout"} <= {s["name"] for s in in_trace}:
                 return in_trace, batches
         if time.monotonic() > deadline:
@@ -103,10 +117,14 @@ async def test_one_webhook_is_traced_from_ingest_through_the_processor_to_the_we
     (batch,) = (b for b in batches if b["context"]["span_id"] == link["context"]["span_id"])
     assert batch["resource"]["attributes"]["service.name"] == "processor-0"
     assert {(lk["context"]["trace_id"], lk["context"]["span_id"]) for lk in batch["links"]} >= {
-        (ingest["context"]["trace_id"], ingest["context"]["span_id"])}
+        (ingest["context"]["trace_id"], ingest["context"]["span_id"])
+    }
     assert batch["attributes"]["fincart.batch_size"] >= 1 and "fincart.partition" in batch["attributes"]
-    assert publish["attributes"] == {"fincart.order_id": order_id, "fincart.webhook_id": webhook_id,
-                                     "fincart.version": 1}
+    assert publish["attributes"] == {
+        "fincart.order_id": order_id,
+        "fincart.webhook_id": webhook_id,
+        "fincart.version": 1,
+    }
 
     # sync's span is the publish span's child, through the change event's traceparent
     assert fanout["parent_id"] == publish["context"]["span_id"]

@@ -21,8 +21,9 @@ from fincart_ingest.publisher import Published, WebhookPublisher
 def answer_before_puback() -> None:
     async def publish_and_forget(self: WebhookPublisher, message: WebhookMessage, order_id: str) -> Published:
         headers = inject_headers({"Nats-Msg-Id": message.webhook_id})
-        await self._nc.publish(self._topology.webhook_subject_for(order_id), message.model_dump_json().encode(),
-                               headers=headers)
+        await self._nc.publish(
+            self._topology.webhook_subject_for(order_id), message.model_dump_json().encode(), headers=headers
+        )
         return Published(duplicate=False, stream_seq=0)
 
     WebhookPublisher.publish = publish_and_forget  # type: ignore[method-assign]

@@ -90,8 +90,9 @@ def double_apply() -> None:
     # a processor without the redelivery check and the strict (updated_at, id) guard does on a redelivery.
     plan_batch = order_store.plan_batch
 
-    def plan_applying_twice(webhooks: Sequence[Webhook], stored: Mapping[str, Stored],
-                            audited: Mapping[str, int | None]) -> Plan:
+    def plan_applying_twice(
+        webhooks: Sequence[Webhook], stored: Mapping[str, Stored], audited: Mapping[str, int | None]
+    ) -> Plan:
         plan = plan_batch(webhooks, stored, audited)
         again: Counter[str] = Counter()
         applied = []
@@ -122,7 +123,8 @@ def tie_by_arrival() -> None:
     order_store.UPSERT_ORDERS = order_store.UPSERT_ORDERS.replace(
         """WHERE (excluded.last_external_updated_at, excluded.last_webhook_id COLLATE "C")
     > (orders.last_external_updated_at, orders.last_webhook_id COLLATE "C")""",
-        "WHERE excluded.last_external_updated_at >= orders.last_external_updated_at")
+        "WHERE excluded.last_external_updated_at >= orders.last_external_updated_at",
+    )
 
 
 def fee_tier_inclusive() -> None:
@@ -182,8 +184,11 @@ def crash_after_commit(republish: bool = True) -> Callable[[], None]:
         async def commit_then_die(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list]:  # type: ignore[type-arg]
             plan, events = await apply_batch(conn, webhooks)
             if not os.environ.get(RESTARTED) and plan.applied:
-                print(f"broken processor: committed {len(plan.applied)} versions, dying before their events and the "
-                      "ack", file=sys.stderr, flush=True)
+                print(
+                    f"broken processor: committed {len(plan.applied)} versions, dying before their events and the ack",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, RESTARTED: "1"})
             if not republish:  # the bug: a redelivered, already applied webhook gets no event again
                 redelivered = {(a.webhook.order_id, a.version) for a in plan.redelivered}
@@ -191,6 +196,7 @@ def crash_after_commit(republish: bool = True) -> Callable[[], None]:
             return plan, events
 
         consumer.apply_batch = commit_then_die
+
     return plant
 
 
@@ -231,13 +237,21 @@ def no_nats_ping() -> None:
 
 
 MODES: dict[str, Callable[[], None]] = {
-    "correct": lambda: None, "ignore-timestamp": ignore_timestamp, "ack-before-commit": ack_before_commit,
-    "double-apply": double_apply, "skip-events": skip_events, "tie-by-arrival": tie_by_arrival,
-    "fee-tier-inclusive": fee_tier_inclusive, "total-price-kept": total_price_kept,
-    "event-per-webhook": event_per_webhook, "publish-before-commit": publish_before_commit,
-    "crash-after-commit": crash_after_commit(), "crash-after-commit-no-republish": crash_after_commit(False),
+    "correct": lambda: None,
+    "ignore-timestamp": ignore_timestamp,
+    "ack-before-commit": ack_before_commit,
+    "double-apply": double_apply,
+    "skip-events": skip_events,
+    "tie-by-arrival": tie_by_arrival,
+    "fee-tier-inclusive": fee_tier_inclusive,
+    "total-price-kept": total_price_kept,
+    "event-per-webhook": event_per_webhook,
+    "publish-before-commit": publish_before_commit,
+    "crash-after-commit": crash_after_commit(),
+    "crash-after-commit-no-republish": crash_after_commit(False),
     "poison-forever": poison_forever,
-    "unfenced-handover": unfenced_handover, "no-nats-ping": no_nats_ping,
+    "unfenced-handover": unfenced_handover,
+    "no-nats-ping": no_nats_ping,
 }
 
 

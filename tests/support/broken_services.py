@@ -75,8 +75,9 @@ def cursor_past_the_page() -> None:
 
     page = OrdersStore.page
 
-    async def page_with_lookahead_cursor(self: OrdersStore, limit: int, status: str | None = None,
-                                         cursor: str | None = None) -> tuple[list[OrderState], str | None]:
+    async def page_with_lookahead_cursor(
+        self: OrdersStore, limit: int, status: str | None = None, cursor: str | None = None
+    ) -> tuple[list[OrderState], str | None]:
         orders, next_cursor = await page(self, limit + 1, status, cursor)  # the lookahead order's cursor
         return orders[:limit], next_cursor if len(orders) > limit else None
 
@@ -85,15 +86,22 @@ def cursor_past_the_page() -> None:
 
 MODES: dict[str, dict[str, Callable[[], None]]] = {
     "ingest": {"correct": lambda: None, "mark-before-puback": mark_before_puback, "no-validation": no_validation},
-    "sync": {"correct": lambda: None, "snapshot-seq-too-far": snapshot_seq_too_far,
-             "cursor-past-the-page": cursor_past_the_page},
+    "sync": {
+        "correct": lambda: None,
+        "snapshot-seq-too-far": snapshot_seq_too_far,
+        "cursor-past-the-page": cursor_past_the_page,
+    },
 }
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in MODES or sys.argv[2] not in MODES[sys.argv[1]]:
-        print("usage: broken_services.py ingest|sync MODE (" + "; ".join(
-            f"{service}: {'|'.join(modes)}" for service, modes in MODES.items()) + ")", file=sys.stderr)
+        print(
+            "usage: broken_services.py ingest|sync MODE ("
+            + "; ".join(f"{service}: {'|'.join(modes)}" for service, modes in MODES.items())
+            + ")",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     MODES[sys.argv[1]][sys.argv[2]]()
     if sys.argv[1] == "ingest":

@@ -16,8 +16,17 @@ from tests.support.processor_model import Model
 
 def entry(request: Request, status: int) -> LedgerEntry:
     w = request.webhook
-    return LedgerEntry(webhook_id=w.webhook_id, order_id=w.order_id, kind=request.kind, status=status,
-                       first_status=status, attempts=1, sent_at=0.0, done_at=0.0, latency_ms=1.0)
+    return LedgerEntry(
+        webhook_id=w.webhook_id,
+        order_id=w.order_id,
+        kind=request.kind,
+        status=status,
+        first_status=status,
+        attempts=1,
+        sent_at=0.0,
+        done_at=0.0,
+        latency_ms=1.0,
+    )
 
 
 def run_model(requests: list[Request], model: Model | None = None) -> tuple[History, list[Seen], list[LedgerEntry]]:
@@ -31,17 +40,29 @@ def run_model(requests: list[Request], model: Model | None = None) -> tuple[Hist
         orders=[OrderRow(o, r.status, r.shipping_fee, r.version, r.last_webhook_id) for o, r in model.rows.items()],
         audit=[AuditRow(w, by_id[w].order_id, status) for w, (status, _) in model.audit.items()],
     )
-    seen = [Seen(kind="event", seq=n, order_id=o, version=v, status=by_id[w].status,
-                 shipping_fee=str(by_id[w].shipping_fee), last_webhook_id=w, received_at=0.0)
-            for n, (o, v, w) in enumerate(model.events, 1)]
+    seen = [
+        Seen(
+            kind="event",
+            seq=n,
+            order_id=o,
+            version=v,
+            status=by_id[w].status,
+            shipping_fee=str(by_id[w].shipping_fee),
+            last_webhook_id=w,
+            received_at=0.0,
+        )
+        for n, (o, v, w) in enumerate(model.events, 1)
+    ]
     ledger = [entry(r, 200 if r.valid else 401) for r in requests]
     return history, seen, ledger
 
 
 def timed(ledger: list[LedgerEntry], start: float = 1000.0, step: float = 0.01) -> list[LedgerEntry]:
     """The ledger with request i sent at start + i*step and answered 5 steps later."""
-    return [e.model_copy(update={"sent_at": start + i * step, "done_at": start + (i + 5) * step})
-            for i, e in enumerate(ledger)]
+    return [
+        e.model_copy(update={"sent_at": start + i * step, "done_at": start + (i + 5) * step})
+        for i, e in enumerate(ledger)
+    ]
 
 
 def failing_run() -> tuple[Report, str]:
@@ -56,6 +77,14 @@ def failing_run() -> tuple[Report, str]:
     faults = [FaultRecord(name="kill-processor", type="podKill", started_at=1000.5, healed_at=1001.5, result="healed")]
     ctx = Context(sent, ledger, history, seen, faults=faults)
     result = verify(ctx, set(ALL_INVARIANTS))
-    report = assemble("broken", ctx, result, set(ALL_INVARIANTS), timings=Timings(total_s=3.0), notes=[],
-                      orders_api=None, performance=[])
+    report = assemble(
+        "broken",
+        ctx,
+        result,
+        set(ALL_INVARIANTS),
+        timings=Timings(total_s=3.0),
+        notes=[],
+        orders_api=None,
+        performance=[],
+    )
     return report, victim.webhook_id

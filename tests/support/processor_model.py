@@ -56,10 +56,18 @@ STATUSES = ("PENDING", "CONFIRMED", "SHIPPED", "CANCELLED")
 PRICES = (None, Decimal("10.00"), Decimal("75.50"), Decimal("150.00"), Decimal("999.99"))
 
 
-def webhook(webhook_id: str, order_id: str, second: int, status: str = "PENDING",
-            price: Decimal | None = Decimal("10")) -> Webhook:
-    return Webhook(webhook_id, order_id, BASE + timedelta(seconds=second), status,  # type: ignore[arg-type]
-                   price, shipping_fee(price), BASE)
+def webhook(
+    webhook_id: str, order_id: str, second: int, status: str = "PENDING", price: Decimal | None = Decimal("10")
+) -> Webhook:
+    return Webhook(
+        webhook_id,
+        order_id,
+        BASE + timedelta(seconds=second),
+        status,  # type: ignore[arg-type]
+        price,
+        shipping_fee(price),
+        BASE,
+    )
 
 
 @st.composite
@@ -69,8 +77,13 @@ def deliveries(draw: st.DrawFn, max_webhooks: int = 40, max_deliveries: int = 80
     n = draw(st.integers(1, max_webhooks))
     orders = draw(st.integers(1, 6))
     pool = [
-        webhook(f"w{i:02d}", f"order-{draw(st.integers(0, orders - 1))}", draw(st.integers(0, 4)),
-                draw(st.sampled_from(STATUSES)), draw(st.sampled_from(PRICES)))
+        webhook(
+            f"w{i:02d}",
+            f"order-{draw(st.integers(0, orders - 1))}",
+            draw(st.integers(0, 4)),
+            draw(st.sampled_from(STATUSES)),
+            draw(st.sampled_from(PRICES)),
+        )
         for i in range(n)
     ]
     stream = draw(st.lists(st.sampled_from(pool), min_size=1, max_size=max_deliveries))

@@ -18,25 +18,35 @@ PRICES = ("19.90", "49.99", "50.00", "99.99", "150.00", "250.00")
 def order_payload(order_id: str, i: int, updated_at: datetime | None = None) -> dict[str, object]:
     """The i-th update of an order: its own status, total (so fee) and updated_at."""
     return {
-        "id": order_id, "updated_at": (updated_at or BASE + timedelta(seconds=i)).isoformat(),
-        "financial_status": FINANCIAL[i % len(FINANCIAL)], "fulfillment_status": FULFILLMENT[i % len(FULFILLMENT)],
-        "total_price": PRICES[i % len(PRICES)], "shipping_lines": [{"price": "5.00", "title": "Standard"}],
+        "id": order_id,
+        "updated_at": (updated_at or BASE + timedelta(seconds=i)).isoformat(),
+        "financial_status": FINANCIAL[i % len(FINANCIAL)],
+        "fulfillment_status": FULFILLMENT[i % len(FULFILLMENT)],
+        "total_price": PRICES[i % len(PRICES)],
+        "shipping_lines": [{"price": "5.00", "title": "Standard"}],
     }
 
 
 def signed_request(payload: dict[str, object], webhook_id: str, secret: str) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(payload).encode()
     return body, {
-        "X-Shopify-Hmac-Sha256": sign(body, secret), "X-Shopify-Webhook-Id": webhook_id,
-        "X-Shopify-Topic": "orders/updated", "X-Shopify-Shop-Domain": "chaos.myshopify.com",
-        "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(), "Content-Type": "application/json",
+        "X-Shopify-Hmac-Sha256": sign(body, secret),
+        "X-Shopify-Webhook-Id": webhook_id,
+        "X-Shopify-Topic": "orders/updated",
+        "X-Shopify-Shop-Domain": "chaos.myshopify.com",
+        "X-Shopify-Triggered-At": datetime.now(UTC).isoformat(),
+        "Content-Type": "application/json",
     }
 
 
 async def publish_webhook(js, topology: Topology, payload: dict[str, object], webhook_id: str) -> int:  # type: ignore[no-untyped-def]
     """Publish straight onto ORDERS as ingest does (for tests that run the processor alone)."""
-    message = WebhookMessage(webhook_id=webhook_id, topic="orders/updated", received_at=datetime.now(UTC),
-                             order=payload)
-    ack = await js.publish(topology.webhook_subject_for(str(payload["id"])), message.model_dump_json().encode(),
-                           headers={"Nats-Msg-Id": webhook_id})
+    message = WebhookMessage(
+        webhook_id=webhook_id, topic="orders/updated", received_at=datetime.now(UTC), order=payload
+    )
+    ack = await js.publish(
+        topology.webhook_subject_for(str(payload["id"])),
+        message.model_dump_json().encode(),
+        headers={"Nats-Msg-Id": webhook_id},
+    )
     return ack.seq

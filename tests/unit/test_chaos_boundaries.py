@@ -25,8 +25,13 @@ SECRET = {"name": "fincart", "key": "k"}
 
 
 def spec(target: dict[str, Any] | None = None, faults: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    base = {"ingestUrl": "http://fincart-ingest:8080", "syncUrl": "http://fincart-sync:8082",
-            "hmacSecretRef": SECRET, "databaseUrlSecretRef": SECRET, "syncTokenSecretRef": SECRET}
+    base = {
+        "ingestUrl": "http://fincart-ingest:8080",
+        "syncUrl": "http://fincart-sync:8082",
+        "hmacSecretRef": SECRET,
+        "databaseUrlSecretRef": SECRET,
+        "syncTokenSecretRef": SECRET,
+    }
     return {"target": {**base, **(target or {})}, "faults": faults or []}
 
 
@@ -40,21 +45,33 @@ def test_the_examples_stay_inside(example: Path) -> None:
         assert boundary_problems(test.spec, RULES) == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://fincart-ingest:8080", "http://fincart-ingest.shop:8080", "https://fincart-ingest.shop.svc",
-    "http://fincart-ingest.shop.svc.cluster.local:8080/",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://fincart-ingest:8080",
+        "http://fincart-ingest.shop:8080",
+        "https://fincart-ingest.shop.svc",
+        "http://fincart-ingest.shop.svc.cluster.local:8080/",
+    ],
+)
 def test_ingest_urls_of_the_namespace(url: str) -> None:
     assert problems(spec({"ingestUrl": url})) == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://fincart-ingest.other:8080",  # another namespace's FinCart
-    "http://fincart-ingest.shop.evil.example:8080",  # looks alike, resolves elsewhere
-    "http://10.0.0.7:8080", "http://kubernetes.default.svc", "http://metadata.google.internal",
-    "http://fincart-sync:8082",  # sync is not an ingest service
-    "http://user:pw@fincart-ingest:8080", "ftp://fincart-ingest", "http://fincart-ingest:99999",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://fincart-ingest.other:8080",  # another namespace's FinCart
+        "http://fincart-ingest.shop.evil.example:8080",  # looks alike, resolves elsewhere
+        "http://10.0.0.7:8080",
+        "http://kubernetes.default.svc",
+        "http://metadata.google.internal",
+        "http://fincart-sync:8082",  # sync is not an ingest service
+        "http://user:pw@fincart-ingest:8080",
+        "ftp://fincart-ingest",
+        "http://fincart-ingest:99999",
+    ],
+)
 def test_ingest_urls_elsewhere_are_refused_naming_the_field(url: str) -> None:
     (problem,) = problems(spec({"ingestUrl": url}))
     assert problem.startswith("spec.target.ingestUrl:")
@@ -67,13 +84,19 @@ def test_sync_url_and_the_origin_allow_list() -> None:
     assert problems(spec({"syncUrl": "https://STAGING.example/api"}), allowed) == []
 
 
-@pytest.mark.parametrize(("selector", "ok"), [
-    ({"app.kubernetes.io/component": "processor", "statefulset.kubernetes.io/pod-name": "fincart-processor-0"}, True),
-    ({"app.kubernetes.io/component": "nats"}, True),
-    ({"app.kubernetes.io/component": "operator"}, False),
-    ({"app.kubernetes.io/component": "postgres"}, False),
-    ({"app": "processor"}, False),  # not by the FinCart component label
-])
+@pytest.mark.parametrize(
+    ("selector", "ok"),
+    [
+        (
+            {"app.kubernetes.io/component": "processor", "statefulset.kubernetes.io/pod-name": "fincart-processor-0"},
+            True,
+        ),
+        ({"app.kubernetes.io/component": "nats"}, True),
+        ({"app.kubernetes.io/component": "operator"}, False),
+        ({"app.kubernetes.io/component": "postgres"}, False),
+        ({"app": "processor"}, False),  # not by the FinCart component label
+    ],
+)
 def test_fault_selectors_pick_fincart_components_only(selector: dict[str, str], ok: bool) -> None:
     found = problems(spec(faults=[{"name": "f", "type": "podKill", "selector": selector}]))
     assert (found == []) is ok
@@ -88,17 +111,31 @@ def test_database_faults_need_the_setting() -> None:
 
 
 def test_secret_refs_name_allowed_secrets_only() -> None:
-    found = problems(spec({"hmacSecretRef": {"name": "kube-root-ca", "key": "ca.crt"},
-                           "syncTokenSecretRef": {"name": "postgres-admin", "key": "password"}}))
+    found = problems(
+        spec(
+            {
+                "hmacSecretRef": {"name": "kube-root-ca", "key": "ca.crt"},
+                "syncTokenSecretRef": {"name": "postgres-admin", "key": "password"},
+            }
+        )
+    )
     assert [p.split(":")[0] for p in found] == ["spec.target.hmacSecretRef.name", "spec.target.syncTokenSecretRef.name"]
 
 
 def test_the_operator_ends_a_violating_test_in_error_without_children() -> None:
-    raw = spec({"ingestUrl": "http://fincart-ingest.other:8080"},
-               [{"name": "kill", "type": "podKill", "selector": {"app.kubernetes.io/component": "operator"}}])
+    raw = spec(
+        {"ingestUrl": "http://fincart-ingest.other:8080"},
+        [{"name": "kill", "type": "podKill", "selector": {"app.kubernetes.io/component": "operator"}}],
+    )
     settings = OperatorSettings(runner_image="fincart-chaos:test")
-    decision = decide(Owner("t", "shop", "0123456789abcdef"), raw, ChaosTestStatus(), Observed(),
-                      datetime(2026, 1, 1, tzinfo=UTC), settings)
+    decision = decide(
+        Owner("t", "shop", "0123456789abcdef"),
+        raw,
+        ChaosTestStatus(),
+        Observed(),
+        datetime(2026, 1, 1, tzinfo=UTC),
+        settings,
+    )
     assert decision.status.phase == "Error" and decision.status.verdict == "Error"
     message = decision.status.message or ""
     assert "spec.target.ingestUrl" in message and "spec.faults[0].selector" in message
@@ -113,7 +150,10 @@ def test_cli_validate_applies_the_same_rules(tmp_path: Path) -> None:
     assert refused.exit_code == 2 and "].type: dbConnectionDrop" in refused.output
     assert runner.invoke(app, ["validate", faults, "--namespace", "fincart", "--allow-db-faults"]).exit_code == 0
     elsewhere = tmp_path / "elsewhere.yaml"
-    elsewhere.write_text((ROOT / "examples" / "chaostest-seed.yaml").read_text().replace(
-        f"syncUrl: {INGRESS_CONTROLLER_URL}", "syncUrl: http://169.254.169.254"))
+    elsewhere.write_text(
+        (ROOT / "examples" / "chaostest-seed.yaml")
+        .read_text()
+        .replace(f"syncUrl: {INGRESS_CONTROLLER_URL}", "syncUrl: http://169.254.169.254")
+    )
     refused = runner.invoke(app, ["validate", str(elsewhere), "--namespace", "fincart"])
     assert refused.exit_code == 2 and "spec.target.syncUrl" in refused.output

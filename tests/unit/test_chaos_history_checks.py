@@ -36,8 +36,15 @@ from fincart_core.contracts.report import FaultRecord
 
 from tests.support.processor_model import Model
 
-LOAD = Load(orders=5, updates_per_order=12, tie_ratio=0.4, out_of_order_ratio=0.5, seed=11,
-            poison_ratio=0.2, poison_kinds=["schema", "calendarEdge"])
+LOAD = Load(
+    orders=5,
+    updates_per_order=12,
+    tie_ratio=0.4,
+    out_of_order_ratio=0.5,
+    seed=11,
+    poison_ratio=0.2,
+    poison_kinds=["schema", "calendarEdge"],
+)
 
 
 @dataclasses.dataclass
@@ -55,14 +62,24 @@ class Run:
 
 def seen(kind: str, seq: int, w: Webhook, version: int) -> Seen:
     c = expected_columns(w)
-    return Seen(kind=kind, seq=seq, order_id=w.order_id, version=version, status=c.status, shipping_fee=str(
-        c.shipping_fee), last_webhook_id=w.webhook_id, received_at=0.0, total_price=c.total_price,
-        last_external_updated_at=c.last_external_updated_at)
+    return Seen(
+        kind=kind,
+        seq=seq,
+        order_id=w.order_id,
+        version=version,
+        status=c.status,
+        shipping_fee=str(c.shipping_fee),
+        last_webhook_id=w.webhook_id,
+        received_at=0.0,
+        total_price=c.total_price,
+        last_external_updated_at=c.last_external_updated_at,
+    )
 
 
 def reset(seq: int) -> Seen:
-    return Seen(kind="reset", seq=seq, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="",
-                received_at=0.0)
+    return Seen(
+        kind="reset", seq=seq, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="", received_at=0.0
+    )
 
 
 @pytest.fixture
@@ -102,10 +119,16 @@ def test_the_workload_makes_ties_matter(run: Run):
     assert any(run.winners[o].last_webhook_id.startswith("chaos-tie-") for o in run.winners)
 
 
-@pytest.mark.parametrize("column,value", [
-    ("total_price", Decimal("0.01")), ("status", "CANCELLED"), ("shipping_fee", Decimal("1.23")),
-    ("last_webhook_id", "someone-else"), ("last_external_updated_at", None),
-])
+@pytest.mark.parametrize(
+    "column,value",
+    [
+        ("total_price", Decimal("0.01")),
+        ("status", "CANCELLED"),
+        ("shipping_fee", Decimal("1.23")),
+        ("last_webhook_id", "someone-else"),
+        ("last_external_updated_at", None),
+    ],
+)
 def test_each_stored_column_is_checked_against_the_winner(run: Run, column: str, value: object):
     order_id = next(iter(run.rows))
     row = run.rows[order_id]
@@ -119,8 +142,11 @@ def test_each_stored_column_is_checked_against_the_winner(run: Run, column: str,
 def test_a_tie_broken_the_wrong_way_fails_i2(run: Run):
     tied = next(o for o, c in run.winners.items() if c.last_webhook_id.startswith("chaos-tie-"))
     winner = run.by_id[run.winners[tied].last_webhook_id]
-    loser = next(w for w in run.by_id.values() if w.order_id == tied and w.updated_at == winner.updated_at
-                 and w.webhook_id != winner.webhook_id)
+    loser = next(
+        w
+        for w in run.by_id.values()
+        if w.order_id == tied and w.updated_at == winner.updated_at and w.webhook_id != winner.webhook_id
+    )
     damaged = {**run.rows, tied: expected_columns(loser)}
     assert {v.invariant for v in stored_columns(run.winners, damaged)} == {"I2"}
 
@@ -133,9 +159,11 @@ def test_events_must_equal_the_committed_history(run: Run):
         "discarded": seen("event", 999, discarded, 7),
         "never committed": seen("event", 999, run.by_id[processed.webhook_id], 99),
         "not the one committed": seen("event", 999, run.by_id[processed.webhook_id], processed.version + 1)
-        if (processed.order_id, processed.version + 1) in {(a.order_id, a.version) for a in run.audit} else None,
+        if (processed.order_id, processed.version + 1) in {(a.order_id, a.version) for a in run.audit}
+        else None,
         "content": next(e for e in run.events if e.last_webhook_id == processed.webhook_id).model_copy(
-            update={"total_price": Decimal("123.45")}),
+            update={"total_price": Decimal("123.45")}
+        ),
         "more than one event": seen("event", 999, run.by_id[processed.webhook_id], processed.version or 0),
     }
     for words, extra in cases.items():
@@ -159,12 +187,20 @@ def test_resumed_observers(run: Run):
     # resumed from since: a repeat is fine; after a snapshot an order may start at any version
     cut = len(events) // 2
     snapshot_at = {s.order_id: s for s in events[:cut]}
-    via_snapshot = [*events[:5], reset(cut), *(s.model_copy(update={"kind": "snapshot"}) for s in
-                                              snapshot_at.values()), *events[cut - 3:]]
-    assert observer_views(events, [events[:cut] + events[cut - 2:], via_snapshot], run.rows, run.versions) == []
+    via_snapshot = [
+        *events[:5],
+        reset(cut),
+        *(s.model_copy(update={"kind": "snapshot"}) for s in snapshot_at.values()),
+        *events[cut - 3 :],
+    ]
+    assert observer_views(events, [events[:cut] + events[cut - 2 :], via_snapshot], run.rows, run.versions) == []
     # a snapshot stamped one too far: the resume after it skips the next event
-    skipped = [*events[:5], reset(cut), *(s.model_copy(update={"kind": "snapshot"}) for s in snapshot_at.values()),
-               *events[cut + 1:]]
+    skipped = [
+        *events[:5],
+        reset(cut),
+        *(s.model_copy(update={"kind": "snapshot"}) for s in snapshot_at.values()),
+        *events[cut + 1 :],
+    ]
     found = {v.message: v.ids for v in observer_views(events, [skipped], run.rows, run.versions)}
     victim = events[cut]
     gap = f"{victim.order_id}@v{victim.version}"
@@ -172,7 +208,8 @@ def test_resumed_observers(run: Run):
     assert all("resumed observer" in m for m in found)
     # ending short of the stored version
     assert observer_views(events, [events[:-1]], run.rows, run.versions)[0].message.startswith(
-        "a resumed observer did not end")
+        "a resumed observer did not end"
+    )
     # a state the steady observer never saw (an event published to some clients only, or made up)
     stranger = events[0].model_copy(update={"last_webhook_id": "never-sent", "seq": 10_000})
     [v] = observer_views(events, [[*events, stranger]], run.rows, run.versions)
@@ -201,30 +238,56 @@ def test_the_page_walk(run: Run):
     assert page_walk(items[1:], run.rows, quiescent=False, **kwargs) == []  # during the load: it may have moved
     old = PageItem(items[0].order_id, items[0].version - 1, items[0].columns)
     assert {v.message for v in page_walk([old, *items[1:]], run.rows, quiescent=True, **kwargs)} == {
-        "GET /orders listed a state that was never committed", "GET /orders differs from the stored row"}
+        "GET /orders listed a state that was never committed",
+        "GET /orders differs from the stored row",
+    }
     # other runs' orders in the same table are not this test's business
     stranger = PageItem("someone-elses-order", 1, items[0].columns)
     assert page_walk([*items, stranger], run.rows, quiescent=True, **kwargs) == []
 
 
 def entry(webhook_id: str, status: int, kind: str = "poison", **kw: object) -> LedgerEntry:
-    return LedgerEntry(webhook_id=webhook_id, order_id="o", kind=kind, status=status, first_status=status,  # type: ignore[arg-type]
-                       attempts=kw.pop("attempts", 1), sent_at=kw.pop("sent_at", 0.0),  # type: ignore[arg-type]
-                       done_at=kw.pop("done_at", 0.0), latency_ms=1.0, **kw)  # type: ignore[arg-type]
+    return LedgerEntry(
+        webhook_id=webhook_id,
+        order_id="o",
+        kind=kind,
+        status=status,
+        first_status=status,  # type: ignore[arg-type]
+        attempts=kw.pop("attempts", 1),
+        sent_at=kw.pop("sent_at", 0.0),  # type: ignore[arg-type]
+        done_at=kw.pop("done_at", 0.0),
+        latency_ms=1.0,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 def test_poison_outcomes():
-    audit = {"dead": AuditEntry("dead", "o", "failed"), "applied": AuditEntry("applied", "o", "processed"),
-             "dropped": AuditEntry("dropped", "o", "discarded"), "leaked": AuditEntry("leaked", "o", "failed")}
+    audit = {
+        "dead": AuditEntry("dead", "o", "failed"),
+        "applied": AuditEntry("applied", "o", "processed"),
+        "dropped": AuditEntry("dropped", "o", "discarded"),
+        "leaked": AuditEntry("leaked", "o", "failed"),
+    }
     audit["dead-202"] = AuditEntry("dead-202", "o", "failed")
-    ledger = [entry("rejected", 422), entry("dead", 200), entry("applied", 200), entry("dropped", 200),
-              entry("stuck", 200), entry("unanswered", 503), entry("crashed", 500), entry("leaked", 422),
-              entry("won", 200), entry("dead-202", 202)]
+    ledger = [
+        entry("rejected", 422),
+        entry("dead", 200),
+        entry("applied", 200),
+        entry("dropped", 200),
+        entry("stuck", 200),
+        entry("unanswered", 503),
+        entry("crashed", 500),
+        entry("leaked", 422),
+        entry("won", 200),
+        entry("dead-202", 202),
+    ]
     kinds = {e.webhook_id: "calendarEdge" for e in ledger}
     found = {v.message: (v.invariant, v.ids) for v in poison_outcomes(kinds, ledger, audit, winners=["won"])}
     assert found == {
-        "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered":
-            ("I5", ["applied", "dropped", "won"]),
+        "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered": (
+            "I5",
+            ["applied", "dropped", "won"],
+        ),
         "poison webhooks answered 4xx but stored anyway": ("I5", ["leaked"]),
         "poison webhooks accepted but never dead-lettered (stuck or silently dropped)": ("I3", ["stuck"]),
         "poison webhooks answered neither 4xx nor 2xx": ("I7", ["unanswered", "crashed"]),
@@ -260,7 +323,8 @@ def test_fault_windows_count_failed_retried_and_answered():
     assert idle_faults(quiet) == ["restart-nats"]
     ingest = FaultRecord(name="kill-ingest", type="podKill", started_at=0.0, healed_at=1.0)
     assert idle_faults(fault_windows([ingest], [], {"kill-ingest": {"app.kubernetes.io/component": "ingest"}})) == [
-        "kill-ingest"]
+        "kill-ingest"
+    ]
     skipped = FaultRecord(name="redis", type="redisOutage", started_at=0.0, healed_at=0.0, result="skipped")
     assert fault_windows([skipped], ledger, {}) == []
 
@@ -270,7 +334,8 @@ def test_the_checks_run_in_the_verifier(run: Run):
     requests = full_plan(LOAD)
     history = History(
         orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
-        audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit])
+        audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit],
+    )
     answers = {"valid": 200, "duplicate": 200, "poison": 422}
     ledger = [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
     walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
@@ -279,36 +344,47 @@ def test_the_checks_run_in_the_verifier(run: Run):
     def judge(store: StoreView, ledger: list[LedgerEntry]) -> dict[str, set[str]]:
         ctx = Context(requests, ledger, history, run.events, extras=Extras(store, walk_after=walk))
         result = verify(ctx, set(ALL_INVARIANTS))
-        return {a.invariant: {m.message for m in result.anomalies if m.invariant == a.invariant}
-                for a in result.anomalies}
+        return {
+            a.invariant: {m.message for m in result.anomalies if m.invariant == a.invariant} for a in result.anomalies
+        }
 
     assert judge(store, ledger) == {}
     order_id = next(iter(run.rows))
-    priced = dataclasses.replace(store, rows={**run.rows, order_id: dataclasses.replace(
-        run.rows[order_id], total_price=Decimal("0.01"))})
+    priced = dataclasses.replace(
+        store, rows={**run.rows, order_id: dataclasses.replace(run.rows[order_id], total_price=Decimal("0.01"))}
+    )
     # (the page walk, read before the damage, no longer matches the row either)
-    assert judge(priced, ledger) == {"I2": {"stored total_price differs from the winning webhook's"},
-                                     "I1": {"GET /orders differs from the stored row"}}
+    assert judge(priced, ledger) == {
+        "I2": {"stored total_price differs from the winning webhook's"},
+        "I1": {"GET /orders differs from the stored row"},
+    }
     poison = next(r for r in requests if r.kind == "poison" and poison_kind(r.webhook.webhook_id) == "schema")
     accepted = [entry(e.webhook_id, 200, "poison") if e.webhook_id == poison.webhook.webhook_id else e for e in ledger]
     dead = dataclasses.replace(store, audit=[*run.audit, AuditEntry(poison.webhook.webhook_id, "unknown", "failed")])
     assert judge(dead, accepted) == {
-        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}}
+        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}
+    }
     assert judge(store, accepted) == {
         "I3": {"poison webhooks accepted but never dead-lettered (stuck or silently dropped)"},
-        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"}}
+        "I7": {"poison webhooks that break the order contract answered 2xx (ingest must answer 422)"},
+    }
     # I6 through the verifier: an event for a webhook that changed nothing
     discarded = next(a for a in run.audit if a.status == "discarded")
     bogus = seen("event", 10_000, run.by_id[discarded.webhook_id], 1)
-    result = verify(Context(requests, ledger, history, [*run.events, bogus], extras=Extras(store, walk_after=walk)),
-                    set(ALL_INVARIANTS))
+    result = verify(
+        Context(requests, ledger, history, [*run.events, bogus], extras=Extras(store, walk_after=walk)),
+        set(ALL_INVARIANTS),
+    )
     assert "events for webhooks that were discarded or failed (changed nothing)" in {
-        a.message for a in result.anomalies if a.invariant == "I6"}
+        a.message for a in result.anomalies if a.invariant == "I6"
+    }
     # coverage: a broker restart while webhooks were in flight that failed none of them proves nothing
     nats = FaultRecord(name="restart-nats", type="brokerRestart", started_at=100.0, healed_at=107.0, result="healed")
     in_flight = [e.model_copy(update={"sent_at": 99.0, "done_at": 108.0}) for e in ledger]
-    ctx = Context(requests, in_flight, history, run.events, faults=[nats],
-                  extras=Extras(store, walk_after=walk, selectors={}))
+    ctx = Context(
+        requests, in_flight, history, run.events, faults=[nats], extras=Extras(store, walk_after=walk, selectors={})
+    )
     result = verify(ctx, set(ALL_INVARIANTS))
     assert result.verdict == "Inconclusive" and [(a.invariant, a.message) for a in result.inconclusive] == [
-        ("coverage", "fault restart-nats is on the request path but failed no request")]
+        ("coverage", "fault restart-nats is on the request path but failed no request")
+    ]

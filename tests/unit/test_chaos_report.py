@@ -18,15 +18,24 @@ from tests.support.chaos_histories import failing_run
 
 def test_ratings_follow_the_guide_thresholds():
     assert [rate("total time", v).rating for v in (1.0, 2.0, 4.9, 9.0, 11.0, None)] == [
-        "Excellent", "Excellent", "Good", "Expected", "Below expected", "n/a"]
+        "Excellent",
+        "Excellent",
+        "Good",
+        "Expected",
+        "Below expected",
+        "n/a",
+    ]
     assert rate("queue drain time", 14.0).rating == "Good"
 
 
 def test_the_summary_fits_4_kib_and_keeps_the_verdict():
     big = Report(
-        name="t", verdict="Fail", reason="violated I5",
-        anomalies=[Anomaly(invariant=f"I{i}", message="m" * 200, count=10**6, samples=["x" * 60] * 10)
-                   for i in range(1, 8)],
+        name="t",
+        verdict="Fail",
+        reason="violated I5",
+        anomalies=[
+            Anomaly(invariant=f"I{i}", message="m" * 200, count=10**6, samples=["x" * 60] * 10) for i in range(1, 8)
+        ],
         faults=[FaultRecord(name=f"f{i}", type="podKill", message="y" * 500) for i in range(5)],
     )
     text = summary_json(big)

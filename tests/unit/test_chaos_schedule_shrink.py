@@ -16,12 +16,23 @@ from fincart_core.contracts.report import Anomaly
 from pydantic import ValidationError
 
 BASE: dict[str, Any] = {
-    "apiVersion": "chaos.fincart.io/v1alpha1", "kind": "ChaosTest", "metadata": {"name": "t"},
-    "spec": {"target": {"ingestUrl": "http://ingest"}, "load": {"orders": 8, "updatesPerOrder": 4},
-             "faults": [{"name": "kill", "type": "podKill", "duration": "2s"},
-                        {"name": "hole", "type": "network", "duration": "4s",
-                         "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"}},
-                        {"name": "scale", "type": "rescale", "replicas": 3, "duration": "3s"}]},
+    "apiVersion": "chaos.fincart.io/v1alpha1",
+    "kind": "ChaosTest",
+    "metadata": {"name": "t"},
+    "spec": {
+        "target": {"ingestUrl": "http://ingest"},
+        "load": {"orders": 8, "updatesPerOrder": 4},
+        "faults": [
+            {"name": "kill", "type": "podKill", "duration": "2s"},
+            {
+                "name": "hole",
+                "type": "network",
+                "duration": "4s",
+                "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"},
+            },
+            {"name": "scale", "type": "rescale", "replicas": 3, "duration": "3s"},
+        ],
+    },
 }
 
 
@@ -44,14 +55,18 @@ def test_a_random_schedule_runs_one_fault_at_a_time_with_quiet_periods_within_th
     drawn = chaostest(schedule={**SCHEDULE, "mix": ["kill", "hole"]}).spec.scheduled_faults()
     templates = {f["name"]: f for f in BASE["spec"]["faults"]}
     for previous, fault in itertools.pairwise(drawn):
-        gap = parse_duration(fault.start_after) - parse_duration(previous.start_after) - parse_duration(
-            previous.duration)
+        gap = (
+            parse_duration(fault.start_after) - parse_duration(previous.start_after) - parse_duration(previous.duration)
+        )
         assert gap >= 2.0 - 0.002  # the quiet period (rounded to ms)
     for n, fault in enumerate(drawn):
         template = templates[fault.name.rsplit("-", 1)[0]]
         assert fault.name == f"{template['name']}-{n}" and fault.type == template["type"]
-        assert 0.5 * parse_duration(template["duration"]) - 0.001 <= parse_duration(fault.duration) <= parse_duration(
-            template["duration"]) + 0.001
+        assert (
+            0.5 * parse_duration(template["duration"]) - 0.001
+            <= parse_duration(fault.duration)
+            <= parse_duration(template["duration"]) + 0.001
+        )
         assert parse_duration(fault.start_after) < 60
     assert {f.type for f in drawn} <= {"podKill", "network"}
 
@@ -60,16 +75,42 @@ def test_without_a_schedule_the_faults_run_as_listed():
     assert chaostest().spec.scheduled_faults() == chaostest().spec.faults
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"schedule": {"mix": ["nope"]}}, "schedule.mix"),
-    ({"faults": [{"name": "n", "type": "network"}]}, "network: required"),
-    ({"faults": [{"name": "n", "type": "rescale"}]}, "replicas: required"),
-    ({"faults": [{"name": "n", "type": "podKill", "replicas": 2}]}, "replicas: required for type rescale, and only"),
-    ({"faults": [{"name": "n", "type": "network", "network": {"target": {"service": "runners", "upstream": "nats"},
-                                                               "mode": "reset"}}]}, "runners does not connect to nats"),
-    ({"faults": [{"name": "n", "type": "network", "network": {"target": {"service": "processor", "upstream": "nats"},
-                                                               "mode": "bandwidth"}}]}, "bytesPerSecond"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"schedule": {"mix": ["nope"]}}, "schedule.mix"),
+        ({"faults": [{"name": "n", "type": "network"}]}, "network: required"),
+        ({"faults": [{"name": "n", "type": "rescale"}]}, "replicas: required"),
+        (
+            {"faults": [{"name": "n", "type": "podKill", "replicas": 2}]},
+            "replicas: required for type rescale, and only",
+        ),
+        (
+            {
+                "faults": [
+                    {
+                        "name": "n",
+                        "type": "network",
+                        "network": {"target": {"service": "runners", "upstream": "nats"}, "mode": "reset"},
+                    }
+                ]
+            },
+            "runners does not connect to nats",
+        ),
+        (
+            {
+                "faults": [
+                    {
+                        "name": "n",
+                        "type": "network",
+                        "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "bandwidth"},
+                    }
+                ]
+            },
+            "bytesPerSecond",
+        ),
+    ],
+)
 def test_bad_fault_specs_name_the_problem(change: dict[str, Any], message: str):
     with pytest.raises(ValidationError, match=message):
         chaostest(**change)

@@ -27,8 +27,15 @@ from tests.support.processor_model import Model, Row
 LOAD = Load(orders=4, updates_per_order=12, duplicate_ratio=0.1, invalid_signature_ratio=0.1, seed=3)
 
 
-def check_history(requests: list[Request], ledger: list[LedgerEntry] | None, history: History,
-                  observed: list[Seen] | None, *, invariants: set[str], max_lost: int = 0) -> Result:
+def check_history(
+    requests: list[Request],
+    ledger: list[LedgerEntry] | None,
+    history: History,
+    observed: list[Seen] | None,
+    *,
+    invariants: set[str],
+    max_lost: int = 0,
+) -> Result:
     """``verify`` over a context built from its parts (no faults, caught up)."""
     return verify(Context(requests, ledger, history, observed, max_lost=max_lost), invariants)
 
@@ -54,7 +61,8 @@ def test_a_correct_history_passes(sent):
     result = verdict(sent, ledger, history, seen)
     assert (result.verdict, result.anomalies) == ("Pass", [])
     assert result.counts.acked == sum(r.valid for r in sent) and result.counts.rejected == sum(
-        not r.valid for r in sent)
+        not r.valid for r in sent
+    )
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
 
 
@@ -102,9 +110,16 @@ def test_a_webhook_applied_twice_fails_i4_and_i5(sent):
     history, seen, ledger = run_model(sent)
     row = history.orders[0]
     bumped = dataclasses.replace(row, version=row.version + 1)
-    again = seen[-1].model_copy(update={"order_id": row.order_id, "version": row.version + 1,
-                                         "last_webhook_id": row.last_webhook_id, "status": row.status,
-                                         "shipping_fee": str(row.shipping_fee), "seq": len(seen) + 1})
+    again = seen[-1].model_copy(
+        update={
+            "order_id": row.order_id,
+            "version": row.version + 1,
+            "last_webhook_id": row.last_webhook_id,
+            "status": row.status,
+            "shipping_fee": str(row.shipping_fee),
+            "seq": len(seen) + 1,
+        }
+    )
     damaged = dataclasses.replace(history, orders=[bumped, *history.orders[1:]])
     result = verdict(sent, ledger, damaged, [*seen, again])
     assert {"I4", "I5"} <= failed(result) and result.counts.duplicated == 1
@@ -120,8 +135,9 @@ def test_missing_change_events_fail_i6(sent):
 def test_a_forged_webhook_stored_fails_i5_and_answers_are_i7(sent):
     history, seen, ledger = run_model(sent)
     forged = next(r for r in sent if not r.valid)
-    damaged = dataclasses.replace(history, audit=[*history.audit, AuditRow(forged.webhook.webhook_id,
-                                                                            forged.webhook.order_id, "processed")])
+    damaged = dataclasses.replace(
+        history, audit=[*history.audit, AuditRow(forged.webhook.webhook_id, forged.webhook.order_id, "processed")]
+    )
     assert "I5" in failed(verdict(sent, ledger, damaged, seen))
     accepted = [entry(r, 200) if r is forged else e for r, e in zip(sent, ledger, strict=True)]
     assert failed(verdict(sent, accepted, history, seen)) == {"I7"}
@@ -131,13 +147,15 @@ def test_a_forged_webhook_stored_fails_i5_and_answers_are_i7(sent):
 
 def test_nulls_failed_rows_and_extra_rows_fail_i1_i3(sent):
     history, seen, ledger = run_model(sent)
-    nulls = dataclasses.replace(history, orders=[dataclasses.replace(history.orders[0], null_columns=("status",)),
-                                                 *history.orders[1:]])
+    nulls = dataclasses.replace(
+        history, orders=[dataclasses.replace(history.orders[0], null_columns=("status",)), *history.orders[1:]]
+    )
     assert "I1" in failed(verdict(sent, ledger, nulls, seen))
     gone = dataclasses.replace(history, orders=history.orders[1:])
     assert "I1" in failed(verdict(sent, ledger, gone, seen))
-    failing = dataclasses.replace(history, audit=[dataclasses.replace(history.audit[0], status="failed"),
-                                                  *history.audit[1:]])
+    failing = dataclasses.replace(
+        history, audit=[dataclasses.replace(history.audit[0], status="failed"), *history.audit[1:]]
+    )
     assert "I3" in failed(verdict(sent, ledger, failing, seen))
 
 
@@ -164,8 +182,12 @@ def test_each_outcome_class_and_unknown_is_never_lost(sent):
     lost_id, unknown_id, recovered_id = discarded[:3]  # their loss changes no row, version or event
     forged = next(e for e in ledger if not e.valid)
     answers = {unknown_id: 0, recovered_id: 504}
-    ledger = [e.model_copy(update={"status": answers[e.webhook_id], "first_status": answers[e.webhook_id]})
-              if e.webhook_id in answers else e for e in ledger]
+    ledger = [
+        e.model_copy(update={"status": answers[e.webhook_id], "first_status": answers[e.webhook_id]})
+        if e.webhook_id in answers
+        else e
+        for e in ledger
+    ]
     audit = [a for a in history.audit if a.webhook_id not in (lost_id, unknown_id)]
     audit.append(AuditRow(forged.webhook_id, forged.order_id, "discarded"))
     result = verdict(sent, ledger, dataclasses.replace(history, audit=audit), seen)
@@ -182,12 +204,26 @@ def test_each_outcome_class_and_unknown_is_never_lost(sent):
 
 def test_lost_webhooks_are_placed_among_the_acknowledged_ones_of_their_order():
     def e(webhook_id: str, done_at: float, status: int = 200) -> LedgerEntry:
-        return LedgerEntry(webhook_id=webhook_id, order_id="o", kind="valid", status=status, first_status=status,
-                           attempts=1, sent_at=done_at - 1, done_at=done_at, latency_ms=1.0)
+        return LedgerEntry(
+            webhook_id=webhook_id,
+            order_id="o",
+            kind="valid",
+            status=status,
+            first_status=status,
+            attempts=1,
+            sent_at=done_at - 1,
+            done_at=done_at,
+            latency_ms=1.0,
+        )
+
     ledger = [e("w0", 1), e("w1", 2), e("w2", 3), e("w3", 4), e("w4", 5), e("w5", 6, 0)]
     outcomes = {o.webhook_id: o for o in classify(ledger, applied={"w1", "w3"})}
     assert [(outcomes[w].outcome, outcomes[w].position) for w in ("w0", "w2", "w4", "w5")] == [
-        ("lost", "before"), ("lost", "between"), ("lost", "after"), ("unknown", None)]
+        ("lost", "before"),
+        ("lost", "between"),
+        ("lost", "after"),
+        ("unknown", None),
+    ]
     alone = classify([e("x", 1)], applied=set())
     assert (alone[0].outcome, alone[0].position) == ("lost", "alone")
 
@@ -213,7 +249,9 @@ def test_a_fault_that_hit_nothing_in_flight_makes_the_verdict_inconclusive(sent)
     result = judge(sent, ledger, history, seen, faults=[hit, after, broken])
     assert result.verdict == "Inconclusive" and not result.anomalies
     assert [(a.invariant, a.samples) for a in result.inconclusive] == [
-        ("coverage", ["kill-after"]), ("coverage", ["kill-broken"])]
+        ("coverage", ["kill-after"]),
+        ("coverage", ["kill-broken"]),
+    ]
     assert "kill-after" in (result.reason or "") and result.checked == list(ALL_INVARIANTS)
     # without ledgers nobody knows what a fault hit
     assert judge(sent, None, history, seen, faults=[hit]).verdict == "Inconclusive"
@@ -241,28 +279,48 @@ def test_reaching_the_catch_up_deadline_is_its_own_finding(sent):
 
 
 def test_the_oracle_states_the_readme_rules():
-    statuses = {("paid", "fulfilled"): "SHIPPED", ("pending", "partial"): "CONFIRMED",
-                ("paid", "restocked"): "CANCELLED", ("pending", None): "PENDING", ("authorized", None): "PENDING",
-                ("paid", None): "CONFIRMED", ("partially_paid", None): "CONFIRMED",
-                ("partially_refunded", None): "CONFIRMED", ("refunded", None): "CANCELLED",
-                ("voided", None): "CANCELLED", ("something_new", None): "PENDING",
-                ("refunded", "unheard_of"): "CANCELLED"}
+    statuses = {
+        ("paid", "fulfilled"): "SHIPPED",
+        ("pending", "partial"): "CONFIRMED",
+        ("paid", "restocked"): "CANCELLED",
+        ("pending", None): "PENDING",
+        ("authorized", None): "PENDING",
+        ("paid", None): "CONFIRMED",
+        ("partially_paid", None): "CONFIRMED",
+        ("partially_refunded", None): "CONFIRMED",
+        ("refunded", None): "CANCELLED",
+        ("voided", None): "CANCELLED",
+        ("something_new", None): "PENDING",
+        ("refunded", "unheard_of"): "CANCELLED",
+    }
     assert {k: oracle.expected_status(*k) for k in statuses} == statuses
-    fees = {"0": "9.99", "49.99": "9.99", "50": "7.99", "50.00": "7.99", "99.99": "7.99", "100": "5.99",
-            "199.99": "5.99", "200.00": "0.00", "1000": "0.00"}
+    fees = {
+        "0": "9.99",
+        "49.99": "9.99",
+        "50": "7.99",
+        "50.00": "7.99",
+        "99.99": "7.99",
+        "100": "5.99",
+        "199.99": "5.99",
+        "200.00": "0.00",
+        "1000": "0.00",
+    }
     assert {t: str(oracle.expected_fee(t)) for t in fees} == fees
 
 
 def test_a_wrong_fee_tier_in_the_shared_domain_code_is_caught(sent, monkeypatch: pytest.MonkeyPatch):
     """The workload, the reference model and the processor all ask fincart_core.domain; the oracle does not."""
+
     def off_by_a_tier(total: Decimal) -> Decimal:  # each tier's bound read as the next tier's
         return Decimal("7.99") if total < 50 else Decimal("5.99") if total < 100 else Decimal("0.00")
+
     monkeypatch.setattr(workload, "shipping_fee", off_by_a_tier)
     history, seen, ledger = run_model(sent)
     result = verdict(sent, ledger, history, seen)
     assert failed(result) == {"I2"}
-    assert [a.message for a in result.anomalies] == ["final status or shipping fee differs from the domain rules "
-                                                     "(README)"]
+    assert [a.message for a in result.anomalies] == [
+        "final status or shipping fee differs from the domain rules (README)"
+    ]
 
 
 # ---------------------------------------------------------------- counterexamples

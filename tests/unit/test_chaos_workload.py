@@ -92,8 +92,9 @@ def test_runners_split_the_webhooks_without_overlap():
 
 
 def test_ratios_shape_the_send_order():
-    load = Load(orders=10, updates_per_order=20, duplicate_ratio=0.1, out_of_order_ratio=0.5,
-                invalid_signature_ratio=0.05)
+    load = Load(
+        orders=10, updates_per_order=20, duplicate_ratio=0.1, out_of_order_ratio=0.5, invalid_signature_ratio=0.05
+    )
     requests = plan(load, 0)
     kinds = Counter(r.kind for r in requests)
     assert kinds == {"valid": 200, "duplicate": 20, "invalid_signature": 10}
@@ -101,8 +102,7 @@ def test_ratios_shape_the_send_order():
     ids = [r.webhook.webhook_id for r in requests]
     for dup in (r for r in requests if r.kind == "duplicate"):
         assert ids.index(dup.webhook.webhook_id) < len(ids) - 1 - ids[::-1].index(dup.webhook.webhook_id)
-    displaced = sum(1 for a, b in zip(valid, sorted(valid, key=lambda w: (w.index, w.order_id)), strict=True)
-                    if a != b)
+    displaced = sum(1 for a, b in zip(valid, sorted(valid, key=lambda w: (w.index, w.order_id)), strict=True) if a != b)
     assert 0 < displaced <= 100  # about half the positions exchanged their webhooks
     forged = [r.webhook for r in requests if r.kind == "invalid_signature"]
     newest = max(w.updated_at for w in valid)

@@ -17,10 +17,13 @@ def test_shopify_order_accepts_integer_ids_and_keeps_extra_fields():
 
 @pytest.mark.parametrize(
     ("body", "field"),
-    [({"updated_at": "2026-01-01T00:00:00Z"}, "id"), ({"id": "1"}, "updated_at"),
-     ({"id": "1", "updated_at": "yesterday"}, "updated_at"),
-     ({"id": "1", "updated_at": "2026-01-01T00:00:00Z", "total_price": "-1"}, "total_price"),
-     ({"id": True, "updated_at": "2026-01-01T00:00:00Z"}, "id")],
+    [
+        ({"updated_at": "2026-01-01T00:00:00Z"}, "id"),
+        ({"id": "1"}, "updated_at"),
+        ({"id": "1", "updated_at": "yesterday"}, "updated_at"),
+        ({"id": "1", "updated_at": "2026-01-01T00:00:00Z", "total_price": "-1"}, "total_price"),
+        ({"id": True, "updated_at": "2026-01-01T00:00:00Z"}, "id"),
+    ],
 )
 def test_shopify_order_errors_name_the_field(body, field):
     with pytest.raises(ValidationError) as err:
@@ -45,10 +48,12 @@ def test_chaostest_spec_defaults_and_camel_case():
 
 @pytest.mark.parametrize(
     ("spec", "needle"),
-    [({"load": {"duplicateRatio": 1.5}}, "duplicateRatio"),
-     ({"faults": [{"name": "f", "type": "meteor"}]}, "type"),
-     ({"bogus": 1}, "bogus"),
-     ({"faults": [{"name": "a", "type": "podKill"}, {"name": "a", "type": "podKill"}]}, "duplicate")],
+    [
+        ({"load": {"duplicateRatio": 1.5}}, "duplicateRatio"),
+        ({"faults": [{"name": "f", "type": "meteor"}]}, "type"),
+        ({"bogus": 1}, "bogus"),
+        ({"faults": [{"name": "a", "type": "podKill"}, {"name": "a", "type": "podKill"}]}, "duplicate"),
+    ],
 )
 def test_chaostest_spec_rejections_name_the_field(spec, needle):
     with pytest.raises(ValidationError) as err:

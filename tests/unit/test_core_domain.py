@@ -31,8 +31,17 @@ def test_order_status_follows_the_seed_mapping(financial, fulfillment, expected)
 
 @pytest.mark.parametrize(
     ("total", "fee"),
-    [("0", "9.99"), ("49.99", "9.99"), ("50", "7.99"), ("99.99", "7.99"), ("100", "5.99"),
-     ("199.99", "5.99"), ("200", "0.00"), ("1000", "0.00"), (None, "9.99")],
+    [
+        ("0", "9.99"),
+        ("49.99", "9.99"),
+        ("50", "7.99"),
+        ("99.99", "7.99"),
+        ("100", "5.99"),
+        ("199.99", "5.99"),
+        ("200", "0.00"),
+        ("1000", "0.00"),
+        (None, "9.99"),
+    ],
 )
 def test_shipping_fee_tiers(total, fee):
     assert shipping_fee(Decimal(total) if total else None) == Decimal(fee)

@@ -22,8 +22,9 @@ def traceparent_within(headers: dict[str, str]) -> tuple[str, str, str]:
 def test_a_span_continues_the_callers_trace_with_its_own_span_id_flags_and_state():
     trace_id, span_id, flags = traceparent_within({"traceparent": f"{PARENT}-01", "tracestate": "shop=1"})
     assert (trace_id, flags) == (TRACE_ID, "01") and span_id != "b7ad6b7169203331"
-    with tracer.start_as_current_span("work", context=extract_context({"traceparent": f"{PARENT}-01",
-                                                                      "tracestate": "shop=1"})):
+    with tracer.start_as_current_span(
+        "work", context=extract_context({"traceparent": f"{PARENT}-01", "tracestate": "shop=1"})
+    ):
         assert inject_headers()["tracestate"] == "shop=1"
     assert traceparent_within({"traceparent": f"{PARENT}-00"})[2] == "00"  # an unsampled caller stays unsampled
 

@@ -68,9 +68,14 @@ def test_every_panel_has_an_id_unit_and_queries_on_the_datasource_variable(name:
 
 def test_the_panels_an_operator_looks_at_first_are_there() -> None:
     titles = {name: {p["title"] for p in board["panels"]} for name, board in dashboards().items()}
-    assert {"Webhooks in / applied / discarded / failed per second", "End-to-end latency webhook -> WebSocket",
-            "Backlog per partition", "Partition owners", "Owners per partition", "Dead letters",
-            } <= titles["pipeline.json"]
+    assert {
+        "Webhooks in / applied / discarded / failed per second",
+        "End-to-end latency webhook -> WebSocket",
+        "Backlog per partition",
+        "Partition owners",
+        "Owners per partition",
+        "Dead letters",
+    } <= titles["pipeline.json"]
     assert {"Verdict history", "Faults active", "Runs by verdict"} <= titles["chaos.json"]
     (fault_windows,) = dashboards()["chaos.json"]["annotations"]["list"]
     assert fault_windows["name"] == "Fault windows" and "chaostest_fault_injections_total" in fault_windows["expr"]

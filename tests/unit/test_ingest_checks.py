@@ -25,15 +25,22 @@ def test_what_ingest_accepts_the_processor_can_parse(body: bytes) -> None:
         return
     message = WebhookMessage(webhook_id="wh", topic="orders/updated", received_at=datetime.now(UTC), order=payload)
     webhook = Webhook.from_json(message.model_dump_json().encode())
-    assert (webhook.order_id, webhook.updated_at, webhook.total_price) == (order.id, order.updated_at,
-                                                                          order.total_price)
+    assert (webhook.order_id, webhook.updated_at, webhook.total_price) == (
+        order.id,
+        order.updated_at,
+        order.total_price,
+    )
     webhook.updated_at.astimezone(UTC)  # the conversion that overflowed for year 0 / 10000 in UTC
 
 
 def test_the_reported_bodies_are_refused_naming_the_problem() -> None:
     base = b'{"id": "o1", "updated_at": "2026-01-01T00:00:00Z", "note": %s}'
-    for raw, needle in ((b"[" * 300 + b"]" * 300, "nested deeper than 100 levels"), (b"9" * 5000, "4300 digits"),
-                        (b'"\\ud800"', "lone UTF-16 surrogate"), (b"NaN", "NaN")):
+    for raw, needle in (
+        (b"[" * 300 + b"]" * 300, "nested deeper than 100 levels"),
+        (b"9" * 5000, "4300 digits"),
+        (b'"\\ud800"', "lone UTF-16 surrogate"),
+        (b"NaN", "NaN"),
+    ):
         try:
             checks.parse_order(base % raw)
         except checks.Rejection as rejection:

@@ -72,7 +72,11 @@ def test_crd_is_valid_for_kubernetes() -> None:
     names = CRD["spec"]["names"]
     assert CRD["metadata"]["name"] == "chaostests.chaos.fincart.io" and CRD["spec"]["scope"] == "Namespaced"
     assert (names["kind"], names["plural"], names["singular"], names["shortNames"]) == (
-        "ChaosTest", "chaostests", "chaostest", ["ct"])
+        "ChaosTest",
+        "chaostests",
+        "chaostest",
+        ["ct"],
+    )
     (version,) = CRD["spec"]["versions"]
     assert version["served"] and version["storage"] and version["subresources"] == {"status": {}}
     columns = {c["name"]: (c["type"], c["jsonPath"]) for c in version["additionalPrinterColumns"]}
@@ -181,24 +185,45 @@ def test_duration_pattern_accepts_what_the_model_accepts(text: str) -> None:
 
 def test_statuses_the_operator_writes_pass_the_crd_schema() -> None:
     full = ChaosTestStatus(
-        phase="Completed", verdict="Fail", message="2 lost", observed_generation=3,
-        start_time="2026-01-01T10:00:00Z", completion_time="2026-01-01T10:05:00Z",
-        conditions=[{"type": "Verified", "status": "True", "reason": "Done", "message": "ok",
-                     "last_transition_time": "2026-01-01T10:05:00Z"}],
+        phase="Completed",
+        verdict="Fail",
+        message="2 lost",
+        observed_generation=3,
+        start_time="2026-01-01T10:00:00Z",
+        completion_time="2026-01-01T10:05:00Z",
+        conditions=[
+            {
+                "type": "Verified",
+                "status": "True",
+                "reason": "Done",
+                "message": "ok",
+                "last_transition_time": "2026-01-01T10:05:00Z",
+            }
+        ],
         runners={"desired": 2, "active": 0, "succeeded": 2, "failed": 0},
-        faults=[{"name": "kill", "type": "podKill", "started_at": "2026-01-01T10:01:00Z",
-                 "healed_at": "2026-01-01T10:01:10Z", "result": "healed", "message": "pod deleted"}],
+        faults=[
+            {
+                "name": "kill",
+                "type": "podKill",
+                "started_at": "2026-01-01T10:01:00Z",
+                "healed_at": "2026-01-01T10:01:10Z",
+                "result": "healed",
+                "message": "pod deleted",
+            }
+        ],
         counts={"sent": 10, "acked": 10, "stored": 8, "lost": 2, "duplicated": 0, "unexpected": 0},
         anomalies=[{"invariant": "I1", "message": "lost", "count": 2, "samples": ["o-1", "o-2"]}],
-        report_ref="faults-report", bundle="nats object store chaos-reports: 0123abcd/",
+        report_ref="faults-report",
+        bundle="nats object store chaos-reports: 0123abcd/",
     )
     dumped = full.model_dump(by_alias=True, mode="json")
     assert None not in dumped.values()
     assert crd_errors(dumped, STATUS_SCHEMA) == []
     assert crd_errors(ChaosTestStatus().model_dump(by_alias=True, mode="json"), STATUS_SCHEMA) == []  # nulls
     assert crd_errors({**dumped, "verdict": "Maybe"}, STATUS_SCHEMA)
-    assert crd_errors({**dumped, "anomalies": [{"invariant": "I1", "message": "", "count": 1,
-                                                "samples": ["x"] * 11}]}, STATUS_SCHEMA)
+    assert crd_errors(
+        {**dumped, "anomalies": [{"invariant": "I1", "message": "", "count": 1, "samples": ["x"] * 11}]}, STATUS_SCHEMA
+    )
 
 
 def model_nodes(model: type[BaseModel], node: dict[str, Any]) -> Iterator[tuple[type[BaseModel], dict[str, Any]]]:

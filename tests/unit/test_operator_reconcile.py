@@ -38,9 +38,15 @@ from prometheus_client import REGISTRY
 from pydantic import TypeAdapter
 
 OWNER = Owner("seed", "chaos", "0123456789abcdef", generation=3)
-SETTINGS = OperatorSettings(runner_image="fincart-chaos:test", poll_interval_s=1.5, load_deadline_s=600,
-                            verify_deadline_s=100, fault_job_deadline_s=30, max_fault_repeats=3,
-                            chaos_allow_db_faults=True)
+SETTINGS = OperatorSettings(
+    runner_image="fincart-chaos:test",
+    poll_interval_s=1.5,
+    load_deadline_s=600,
+    verify_deadline_s=100,
+    fault_job_deadline_s=30,
+    max_fault_repeats=3,
+    chaos_allow_db_faults=True,
+)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 LOAD, VERIFY = "seed-load", "seed-verify"
 PODS = {"kill": ("fincart-processor-0", "fincart-processor-1")}
@@ -48,17 +54,18 @@ WORKLOADS = {"pause": (Workload("StatefulSet", "fincart-processor", 2), Workload
 PROCESSOR = {"app.kubernetes.io/component": "processor"}
 FAULTS = [
     {"name": "kill", "type": "podKill", "selector": PROCESSOR, "startAfter": "5s", "duration": "2s"},
-    {"name": "pause", "type": "processorPause", "selector": PROCESSOR, "startAfter": "10s",
-     "duration": "10s"},
+    {"name": "pause", "type": "processorPause", "selector": PROCESSOR, "startAfter": "10s", "duration": "10s"},
     {"name": "drop", "type": "dbConnectionDrop", "startAfter": "10s", "duration": "5s"},
 ]
 
 
 def spec(**changes: Any) -> dict[str, Any]:
     raw: dict[str, Any] = {
-        "target": {"ingestUrl": "http://fincart-ingest:8080",
-                   "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
-                   "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"}},
+        "target": {
+            "ingestUrl": "http://fincart-ingest:8080",
+            "hmacSecretRef": {"name": "fincart", "key": "webhook-secret"},
+            "databaseUrlSecretRef": {"name": "fincart", "key": "database-url"},
+        },
         "load": {"orders": 10, "updatesPerOrder": 5, "parallelism": 3},
         "faults": [],
     }
@@ -70,8 +77,12 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-def step(status: ChaosTestStatus, observed: Observed = Observed(), seconds: float = 0,  # noqa: B008
-         raw: dict[str, Any] | None = None) -> Decision:
+def step(
+    status: ChaosTestStatus,
+    observed: Observed = Observed(),  # noqa: B008 (a frozen value)
+    seconds: float = 0,
+    raw: dict[str, Any] | None = None,
+) -> Decision:
     return decide(OWNER, spec() if raw is None else raw, status, observed, at(seconds), SETTINGS)
 
 
@@ -98,8 +109,9 @@ def cluster_after(observed: Observed, decision: Decision) -> Observed:
             case Scale(kind=kind, name=name, replicas=replicas):
                 for ws in workloads.values():
                     ws[:] = [Workload(w.kind, w.name, replicas) if (w.kind, w.name) == (kind, name) else w for w in ws]
-    return dataclasses.replace(observed, jobs=jobs, config_maps=frozenset(maps),
-                               workloads={f: tuple(ws) for f, ws in workloads.items()})
+    return dataclasses.replace(
+        observed, jobs=jobs, config_maps=frozenset(maps), workloads={f: tuple(ws) for f, ws in workloads.items()}
+    )
 
 
 def finish_job(observed: Observed, name: str, outcome: str = "succeeded", message: str = "") -> Observed:
@@ -125,7 +137,11 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     decision = step(ChaosTestStatus())
     status = decision.status
     assert (status.phase, status.start_time, status.runners.desired, status.observed_generation) == (
-        "Running", "2026-01-01T00:00:00.000Z", 3, 3)
+        "Running",
+        "2026-01-01T00:00:00.000Z",
+        3,
+        3,
+    )
     bodies = created(decision)
     assert set(bodies) == {"seed-spec", LOAD}
     job = bodies[LOAD]
@@ -135,8 +151,13 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     assert job["spec"]["backoffLimit"] == 0  # a retried runner would send its webhooks again
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "fincart-chaos:test"
-    assert container["args"] == ["load", "/etc/fincart-chaos/chaostest.yaml", "--runner-index",
-                                 "$(JOB_COMPLETION_INDEX)", "--publish-ledger"]
+    assert container["args"] == [
+        "load",
+        "/etc/fincart-chaos/chaostest.yaml",
+        "--runner-index",
+        "$(JOB_COMPLETION_INDEX)",
+        "--publish-ledger",
+    ]
     env = {e["name"]: e for e in container["env"]}
     assert env["FINCART_CHAOS_RUN_ID"]["value"] == "01234567"
     assert (env["FINCART_NATS_URL"]["value"], env["FINCART_NATS_PREFIX"]["value"]) == (SETTINGS.nats_url, "")
@@ -145,11 +166,21 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     assert job["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
     for body, role in ((job, "load"), (bodies["seed-spec"], "spec")):
         meta = body["metadata"]
-        assert meta["labels"] == {"app.kubernetes.io/managed-by": "fincart-operator", "chaos.fincart.io/test": "seed",
-                                  "chaos.fincart.io/role": role}
-        assert meta["ownerReferences"] == [{"apiVersion": "chaos.fincart.io/v1alpha1", "kind": "ChaosTest",
-                                            "name": "seed", "uid": OWNER.uid, "controller": True,
-                                            "blockOwnerDeletion": True}]
+        assert meta["labels"] == {
+            "app.kubernetes.io/managed-by": "fincart-operator",
+            "chaos.fincart.io/test": "seed",
+            "chaos.fincart.io/role": role,
+        }
+        assert meta["ownerReferences"] == [
+            {
+                "apiVersion": "chaos.fincart.io/v1alpha1",
+                "kind": "ChaosTest",
+                "name": "seed",
+                "uid": OWNER.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
     assert [e.reason for e in of(decision, Event)] == ["Running"]
 
 
@@ -178,17 +209,35 @@ def test_deciding_twice_creates_nothing_new() -> None:
 # ---------------------------------------------------------------- invalid specs
 
 
-@pytest.mark.parametrize(("raw", "field"), [
-    (spec(load={"parallelism": 0}), "spec.load.parallelism"),
-    (spec(target={"ingestUrl": "http://x"}), "spec.target.hmacSecretRef"),
-    (spec(target={"ingestUrl": "http://x", "syncUrl": "http://y", "hmacSecretRef": {"name": "f", "key": "w"},
-                  "databaseUrlSecretRef": {"name": "f", "key": "d"}}), "spec.target.syncTokenSecretRef"),
-    (spec(faults=[{"name": "k", "type": "podKill"}]), "spec.faults[0].selector"),
-    (spec(faults=[{"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}]),
-     "spec.faults[0].interval"),
-    (spec(faults=[{"name": "x" * 50, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),
-    (spec(abort="maybe"), "spec.abort"),
-])
+@pytest.mark.parametrize(
+    ("raw", "field"),
+    [
+        (spec(load={"parallelism": 0}), "spec.load.parallelism"),
+        (spec(target={"ingestUrl": "http://x"}), "spec.target.hmacSecretRef"),
+        (
+            spec(
+                target={
+                    "ingestUrl": "http://x",
+                    "syncUrl": "http://y",
+                    "hmacSecretRef": {"name": "f", "key": "w"},
+                    "databaseUrlSecretRef": {"name": "f", "key": "d"},
+                }
+            ),
+            "spec.target.syncTokenSecretRef",
+        ),
+        (spec(faults=[{"name": "k", "type": "podKill"}]), "spec.faults[0].selector"),
+        (
+            spec(
+                faults=[
+                    {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}
+                ]
+            ),
+            "spec.faults[0].interval",
+        ),
+        (spec(faults=[{"name": "x" * 50, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),
+        (spec(abort="maybe"), "spec.abort"),
+    ],
+)
 def test_an_invalid_spec_is_an_error_naming_the_field_and_starts_nothing(raw: dict[str, Any], field: str) -> None:
     decision = step(ChaosTestStatus(), raw=raw)
     assert decision.status.phase == "Error" and decision.status.verdict == "Error"
@@ -267,16 +316,18 @@ def test_db_connection_drop_runs_a_fault_job_healed_when_it_completes() -> None:
     job = created(inject)["seed-fault-drop-0"]
     container = job["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["inject", "dbConnectionDrop", "--duration", "5s"]
-    assert container["env"] == [{"name": "FINCART_DATABASE_URL",
-                                 "valueFrom": {"secretKeyRef": {"name": "fincart", "key": "database-url"}}}]
+    assert container["env"] == [
+        {"name": "FINCART_DATABASE_URL", "valueFrom": {"secretKeyRef": {"name": "fincart", "key": "database-url"}}}
+    ]
     assert job["metadata"]["labels"]["chaos.fincart.io/role"] == "fault"
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 35
     observed = cluster_after(observed, inject)
     assert step(inject.status, observed, seconds=14, raw=raw).actions == []
     done = step(inject.status, finish_job(observed, "seed-fault-drop-0"), seconds=15, raw=raw)
     assert done.status.faults[0].result == "healed"
-    failed = step(inject.status, finish_job(observed, "seed-fault-drop-0", "failed", "BackoffLimitExceeded"),
-                  seconds=15, raw=raw)
+    failed = step(
+        inject.status, finish_job(observed, "seed-fault-drop-0", "failed", "BackoffLimitExceeded"), seconds=15, raw=raw
+    )
     assert failed.status.faults[0].result == "failed" and "BackoffLimitExceeded" in failed.status.faults[0].message
 
 
@@ -295,8 +346,11 @@ def test_repeating_faults_recur_every_interval_while_the_load_runs_up_to_the_cap
     for seconds in (0, 1, 10, 11, 20, 21, 30, 40):
         decision = step(status, observed, seconds=seconds, raw=raw)
         status = decision.status
-    assert [(f.name, f.result) for f in status.faults] == [("kill", "healed"), ("kill#1", "healed"),
-                                                            ("kill#2", "healed")]  # max_fault_repeats=3
+    assert [(f.name, f.result) for f in status.faults] == [
+        ("kill", "healed"),
+        ("kill#1", "healed"),
+        ("kill#2", "healed"),
+    ]  # max_fault_repeats=3
 
 
 @pytest.mark.parametrize("seconds", [1, 6])  # not due yet, due
@@ -329,16 +383,31 @@ def test_verification_waits_for_the_load_and_for_every_fault_to_heal() -> None:
     assert verifying.status.phase == "Verifying" and verifying.status.faults[0].result == "healed"
     job = created(verifying)[VERIFY]
     container = job["spec"]["template"]["spec"]["containers"][0]
-    assert container["args"] == ["verify", "/etc/fincart-chaos/chaostest.yaml", "--summary-file",
-                                 "/dev/termination-log", "--ledger-from-nats", "--publish-bundle"]
+    assert container["args"] == [
+        "verify",
+        "/etc/fincart-chaos/chaostest.yaml",
+        "--summary-file",
+        "/dev/termination-log",
+        "--ledger-from-nats",
+        "--publish-bundle",
+    ]
     assert container["terminationMessagePolicy"] == "File"
     env = {e["name"]: e for e in container["env"]}
-    assert set(env) == {"FINCART_CHAOS_RUN_ID", "FINCART_DATABASE_URL", "FINCART_NATS_URL", "FINCART_NATS_PREFIX",
-                        "FINCART_CHAOS_FAULTS"}
+    assert set(env) == {
+        "FINCART_CHAOS_RUN_ID",
+        "FINCART_DATABASE_URL",
+        "FINCART_NATS_URL",
+        "FINCART_NATS_PREFIX",
+        "FINCART_CHAOS_FAULTS",
+    }
     # the fault windows, for the verifier's coverage check
     [window] = TypeAdapter(list[FaultRecord]).validate_json(env["FINCART_CHAOS_FAULTS"]["value"])
     assert (window.name, window.result, window.started_at, window.healed_at) == (
-        "pause", "healed", at(10).timestamp(), at(20).timestamp())
+        "pause",
+        "healed",
+        at(10).timestamp(),
+        at(20).timestamp(),
+    )
     assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 160  # settle 60s + 100s
     conditions = {c.type: c.status for c in verifying.status.conditions}
     assert conditions == {"LoadComplete": "True", "Verified": "Unknown"}
@@ -351,13 +420,17 @@ def test_runner_counts_come_from_the_load_job() -> None:
     assert (runners.desired, runners.active, runners.succeeded, runners.failed) == (3, 2, 1, 0)
 
 
-@pytest.mark.parametrize(("observed", "seconds", "reason"), [
-    ({"jobs": {LOAD: JobView(LOAD, "failed", message="BackoffLimitExceeded")}}, 1, "LoadJobFailed"),
-    ({"jobs": {LOAD: JobView(LOAD)}}, 600.1, "DeadlineExceeded"),
-    ({"jobs": {}}, 1, "LoadJobMissing"),
-])
-def test_load_failures_end_in_error_with_a_reason_and_heal_the_faults(observed: dict, seconds: float,
-                                                                         reason: str) -> None:
+@pytest.mark.parametrize(
+    ("observed", "seconds", "reason"),
+    [
+        ({"jobs": {LOAD: JobView(LOAD, "failed", message="BackoffLimitExceeded")}}, 1, "LoadJobFailed"),
+        ({"jobs": {LOAD: JobView(LOAD)}}, 600.1, "DeadlineExceeded"),
+        ({"jobs": {}}, 1, "LoadJobMissing"),
+    ],
+)
+def test_load_failures_end_in_error_with_a_reason_and_heal_the_faults(
+    observed: dict, seconds: float, reason: str
+) -> None:
     status, started, raw = running(FAULTS[1:2], workloads=WORKLOADS)
     status = step(status, started, seconds=10, raw=raw).status
     decision = step(status, Observed(workloads=WORKLOADS, **observed), seconds=seconds, raw=raw)
@@ -388,8 +461,12 @@ def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map()
     assert report["metadata"]["labels"]["chaos.fincart.io/role"] == "report"
     assert of(decision, Delete) == []  # the verify Job's pod keeps its logs
     assert [(e.type, e.reason) for e in of(decision, Event)] == [("Normal", "Completed")]
-    again = step(status, dataclasses.replace(observed, report=text, config_maps=observed.config_maps | {"seed-report"}),
-                 seconds=41, raw=raw)
+    again = step(
+        status,
+        dataclasses.replace(observed, report=text, config_maps=observed.config_maps | {"seed-report"}),
+        seconds=41,
+        raw=raw,
+    )
     assert again.status.phase == "Completed" and of(again, Create) == []  # after a restart: the ConfigMap is enough
 
 
@@ -404,13 +481,16 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
     assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
 
 
-@pytest.mark.parametrize(("change", "seconds", "reason"), [
-    ({"verify_message": summary("Error", reason="database unreachable")}, 40, "Error"),
-    ({"verify_message": "{not json"}, 40, "SummaryUnreadable"),
-    ({"jobs": {VERIFY: JobView(VERIFY, "failed", message="DeadlineExceeded")}}, 40, "VerifyJobFailed"),
-    ({"jobs": {}}, 40, "VerifyJobMissing"),
-    ({}, 30 + 160.1, "DeadlineExceeded"),
-])
+@pytest.mark.parametrize(
+    ("change", "seconds", "reason"),
+    [
+        ({"verify_message": summary("Error", reason="database unreachable")}, 40, "Error"),
+        ({"verify_message": "{not json"}, 40, "SummaryUnreadable"),
+        ({"jobs": {VERIFY: JobView(VERIFY, "failed", message="DeadlineExceeded")}}, 40, "VerifyJobFailed"),
+        ({"jobs": {}}, 40, "VerifyJobMissing"),
+        ({}, 30 + 160.1, "DeadlineExceeded"),
+    ],
+)
 def test_verification_problems_end_in_error(change: dict, seconds: float, reason: str) -> None:
     status, observed, raw = verifying()
     decision = step(status, dataclasses.replace(observed, **change), seconds=seconds, raw=raw)
@@ -449,8 +529,10 @@ def test_abort_before_anything_started() -> None:
 def finished(phase: str, policy: str) -> tuple[ChaosTestStatus, Observed, dict]:
     raw = spec(cleanup={"policy": policy, "ttlSecondsAfterFinished": 60})
     status = ChaosTestStatus(phase=phase, start_time="2026-01-01T00:00:00Z", completion_time="2026-01-01T00:01:00Z")
-    observed = Observed(jobs={LOAD: JobView(LOAD, "succeeded"), VERIFY: JobView(VERIFY, "succeeded")},
-                        config_maps=frozenset({"seed-spec", "seed-report"}))
+    observed = Observed(
+        jobs={LOAD: JobView(LOAD, "succeeded"), VERIFY: JobView(VERIFY, "succeeded")},
+        config_maps=frozenset({"seed-spec", "seed-report"}),
+    )
     return status, observed, raw
 
 
@@ -465,10 +547,16 @@ def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report(
     assert not needs_attention(raw, clean.status.model_dump(by_alias=True))
 
 
-@pytest.mark.parametrize(("phase", "policy", "cleaned"), [
-    ("Failed", "OnSuccess", False), ("Error", "OnSuccess", False), ("Aborted", "OnSuccess", False),
-    ("Failed", "Always", True), ("Completed", "Never", False),
-])
+@pytest.mark.parametrize(
+    ("phase", "policy", "cleaned"),
+    [
+        ("Failed", "OnSuccess", False),
+        ("Error", "OnSuccess", False),
+        ("Aborted", "OnSuccess", False),
+        ("Failed", "Always", True),
+        ("Completed", "Never", False),
+    ],
+)
 def test_cleanup_policy(phase: str, policy: str, cleaned: bool) -> None:
     status, observed, raw = finished(phase, policy)
     assert needs_attention(raw, status.model_dump(by_alias=True)) == cleaned
@@ -484,8 +572,9 @@ def test_a_running_test_needs_the_operator() -> None:
 
 def test_the_load_deadline_is_estimated_from_the_spec_unless_configured() -> None:
     estimated = OperatorSettings(load_startup_s=100, load_assumed_rate=50)
-    paced = ChaosTestSpec.model_validate(spec(load={"orders": 1000, "updatesPerOrder": 10, "parallelism": 2,
-                                                    "rate": 100, "duplicateRatio": 0.1}))
+    paced = ChaosTestSpec.model_validate(
+        spec(load={"orders": 1000, "updatesPerOrder": 10, "parallelism": 2, "rate": 100, "duplicateRatio": 0.1})
+    )
     assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 5500 / 100)
     unpaced = paced.model_copy(update={"load": paced.load.model_copy(update={"rate": 0})})
     assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 5500 / 50)
@@ -502,9 +591,13 @@ def test_job_views_and_the_verifier_summary_from_api_objects() -> None:
     assert job_view(job({"type": "Complete", "status": "True"})).outcome == "succeeded"
     failed = job_view(job({"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}))
     assert (failed.outcome, failed.message, failed.active) == ("failed", "DeadlineExceeded", 1)
-    pods = [{"metadata": {"creationTimestamp": ts}, "status": {"containerStatuses": [
-        {"state": {"terminated": {"message": msg}}}]}} for ts, msg in (("2026-01-01T00:00:00Z", "old"),
-                                                                     ("2026-01-01T00:01:00Z", "new"))]
+    pods = [
+        {
+            "metadata": {"creationTimestamp": ts},
+            "status": {"containerStatuses": [{"state": {"terminated": {"message": msg}}}]},
+        }
+        for ts, msg in (("2026-01-01T00:00:00Z", "old"), ("2026-01-01T00:01:00Z", "new"))
+    ]
     assert termination_message(pods) == "new" and termination_message([]) is None
     items = [{"metadata": {"ownerReferences": [{"uid": u}]}} for u in ("a", "b")]
     assert owned(items, "b") == items[1:]
@@ -519,21 +612,36 @@ def test_metrics_count_fault_outcomes_and_finished_runs_once() -> None:
     def sample(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    before = (sample("chaostest_runs_total", verdict="Fail"), sample("chaostest_invariant_violations_total",
-              invariant="I1"), sample("chaostest_fault_injections_total", type="podKill", result="injected"),
-              sample("chaostest_webhooks_sent_total"), sample("chaostest_duration_seconds_count"))
+    before = (
+        sample("chaostest_runs_total", verdict="Fail"),
+        sample("chaostest_invariant_violations_total", invariant="I1"),
+        sample("chaostest_fault_injections_total", type="podKill", result="injected"),
+        sample("chaostest_webhooks_sent_total"),
+        sample("chaostest_duration_seconds_count"),
+    )
     status, observed, raw = running(FAULTS[:1], pods=PODS)
     inject = step(status, observed, seconds=5, raw=raw)
     metrics.record(status, inject.status)
     metrics.record(inject.status, inject.status)
-    failed = ChaosTestStatus.model_validate({**inject.status.model_dump(), "phase": "Failed", "verdict": "Fail",
-                                             "completion_time": "2026-01-01T00:02:00Z", "counts": {"sent": 40},
-                                             "anomalies": [{"invariant": "I1", "message": "m", "count": 3}]})
+    failed = ChaosTestStatus.model_validate(
+        {
+            **inject.status.model_dump(),
+            "phase": "Failed",
+            "verdict": "Fail",
+            "completion_time": "2026-01-01T00:02:00Z",
+            "counts": {"sent": 40},
+            "anomalies": [{"invariant": "I1", "message": "m", "count": 3}],
+        }
+    )
     metrics.record(inject.status, failed)
     metrics.record(failed, failed)
-    after = (sample("chaostest_runs_total", verdict="Fail"), sample("chaostest_invariant_violations_total",
-             invariant="I1"), sample("chaostest_fault_injections_total", type="podKill", result="injected"),
-             sample("chaostest_webhooks_sent_total"), sample("chaostest_duration_seconds_count"))
+    after = (
+        sample("chaostest_runs_total", verdict="Fail"),
+        sample("chaostest_invariant_violations_total", invariant="I1"),
+        sample("chaostest_fault_injections_total", type="podKill", result="injected"),
+        sample("chaostest_webhooks_sent_total"),
+        sample("chaostest_duration_seconds_count"),
+    )
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 3, 1, 40, 1]
     metrics.track("chaos/a", inject.status)
     assert sample("chaostest_active") >= 1
@@ -544,24 +652,40 @@ def test_metrics_count_fault_outcomes_and_finished_runs_once() -> None:
 # ------------------------------------------------ safety: scale conflicts, restore annotation, kill switch
 
 
-PAUSE = {"name": "pause", "type": "processorPause", "selector": {"app.kubernetes.io/component": "processor"},
-         "startAfter": "10s", "duration": "10s"}
+PAUSE = {
+    "name": "pause",
+    "type": "processorPause",
+    "selector": {"app.kubernetes.io/component": "processor"},
+    "startAfter": "10s",
+    "duration": "10s",
+}
 
 
-@pytest.mark.parametrize(("other", "conflict"), [
-    ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "15s"}, True),  # same, overlapping
-    ({"selector": {}, "startAfter": "15s"}, True),  # selects everything, the processor too
-    ({"selector": {"app.kubernetes.io/component": "processor", "x": "y"}, "startAfter": "0s", "interval": "30s",
-      "duration": "5s"}, True),  # a narrower selector, repeating: may hit it at any time
-    ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
-    ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
-])
+@pytest.mark.parametrize(
+    ("other", "conflict"),
+    [
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "15s"}, True),  # same, overlapping
+        ({"selector": {}, "startAfter": "15s"}, True),  # selects everything, the processor too
+        (
+            {
+                "selector": {"app.kubernetes.io/component": "processor", "x": "y"},
+                "startAfter": "0s",
+                "interval": "30s",
+                "duration": "5s",
+            },
+            True,
+        ),  # a narrower selector, repeating: may hit it at any time
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
+        ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
+    ],
+)
 def test_two_scale_faults_on_one_workload_at_once_are_rejected(other: dict[str, Any], conflict: bool) -> None:
     second = {"name": "again", "type": "redisOutage", "duration": "10s", **other}
     decision = step(ChaosTestStatus(), raw=spec(faults=[PAUSE, second]))
     if conflict:
         assert decision.status.phase == "Error" and "spec.faults[1]: again may scale the same workload as pause" in (
-            decision.status.message or "")
+            decision.status.message or ""
+        )
         assert of(decision, Create) == []
     else:
         assert decision.status.phase == "Running", decision.status.message
@@ -571,12 +695,16 @@ def test_a_scale_fault_writes_the_replicas_on_the_workload_once_and_removes_them
     status, observed, raw = running(FAULTS[1:2], workloads=WORKLOADS)
     record = step(status, observed, seconds=10, raw=raw)
     written = of(record, Annotate)
-    assert [(a.kind, a.name, a.key) for a in written] == [("StatefulSet", "fincart-processor", RESTORE_ANNOTATION),
-                                                          ("Deployment", "fincart-x", RESTORE_ANNOTATION)]
+    assert [(a.kind, a.name, a.key) for a in written] == [
+        ("StatefulSet", "fincart-processor", RESTORE_ANNOTATION),
+        ("Deployment", "fincart-x", RESTORE_ANNOTATION),
+    ]
     assert Restore.parse(written[0].value) == Restore(2, "chaos/seed", OWNER.uid)
     heal = step(record.status, observed, seconds=20, raw=raw)
-    assert of(heal, Annotate) == [Annotate("StatefulSet", "fincart-processor", RESTORE_ANNOTATION, None),
-                                  Annotate("Deployment", "fincart-x", RESTORE_ANNOTATION, None)]
+    assert of(heal, Annotate) == [
+        Annotate("StatefulSet", "fincart-processor", RESTORE_ANNOTATION, None),
+        Annotate("Deployment", "fincart-x", RESTORE_ANNOTATION, None),
+    ]
     # the annotation comes after the scale: a crash in between leaves it, and with it the count
     assert [type(a) for a in heal.actions[:2]] == [Scale, Annotate]
 
@@ -592,13 +720,27 @@ def test_a_workload_left_at_0_is_restored_to_its_annotated_count_not_to_0() -> N
 def test_workloads_of_tests_that_are_gone_or_finished_are_healed() -> None:
     def held(name: str, test: str, uid: str) -> tuple[str, Workload]:
         return "chaos", Workload("StatefulSet", name, 0, Restore(3, test, uid))
-    tests = {("chaos", "alive"): ("uid-1", "Running"), ("chaos", "done"): ("uid-2", "Completed"),
-             ("chaos", "reborn"): ("uid-new", "Running")}
-    found = [held("a", "chaos/alive", "uid-1"), held("b", "chaos/done", "uid-2"), held("c", "chaos/gone", "uid-3"),
-             held("d", "chaos/reborn", "uid-old"), ("chaos", Workload("Deployment", "plain", 1))]
+
+    tests = {
+        ("chaos", "alive"): ("uid-1", "Running"),
+        ("chaos", "done"): ("uid-2", "Completed"),
+        ("chaos", "reborn"): ("uid-new", "Running"),
+    }
+    found = [
+        held("a", "chaos/alive", "uid-1"),
+        held("b", "chaos/done", "uid-2"),
+        held("c", "chaos/gone", "uid-3"),
+        held("d", "chaos/reborn", "uid-old"),
+        ("chaos", Workload("Deployment", "plain", 1)),
+    ]
     heal = orphaned_restores(found, tests)
-    assert heal == {"chaos": [action for name in ("b", "c", "d") for action in (
-        Scale("StatefulSet", name, 3), Annotate("StatefulSet", name, RESTORE_ANNOTATION, None))]}
+    assert heal == {
+        "chaos": [
+            action
+            for name in ("b", "c", "d")
+            for action in (Scale("StatefulSet", name, 3), Annotate("StatefulSet", name, RESTORE_ANNOTATION, None))
+        ]
+    }
 
 
 def test_the_kill_switch_aborts_running_tests_and_heals_their_faults() -> None:
@@ -613,11 +755,18 @@ def test_the_kill_switch_aborts_running_tests_and_heals_their_faults() -> None:
     assert Delete("Job", LOAD) in of(killed, Delete) and all(f.result == "healed" for f in killed.status.faults)
     fresh = decide(OWNER, spec(), ChaosTestStatus(), Observed(), T0, SETTINGS.model_copy(update={"kill_switch": True}))
     assert fresh.status.phase == "Aborted" and of(fresh, Create) == []  # nothing new starts
+
+
 # ---------------------------------------------------------------- the fault types of issue 12
 
 PROXIED = SETTINGS.model_copy(update={"proxy_url": "http://fincart-fault-proxy:8474"})
-NETWORK = {"name": "hole", "type": "network", "startAfter": "5s", "duration": "3s",
-           "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"}}
+NETWORK = {
+    "name": "hole",
+    "type": "network",
+    "startAfter": "5s",
+    "duration": "3s",
+    "network": {"target": {"service": "processor", "upstream": "nats"}, "mode": "blackhole"},
+}
 
 
 def proxied_step(status: ChaosTestStatus, observed: Observed, seconds: float, raw: dict[str, Any]) -> Decision:
@@ -625,8 +774,14 @@ def proxied_step(status: ChaosTestStatus, observed: Observed, seconds: float, ra
 
 
 def test_rescale_holds_the_workload_at_its_replicas_and_restores_it() -> None:
-    rescale = {"name": "pause", "type": "rescale", "replicas": 3,
-               "selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "10s", "duration": "10s"}
+    rescale = {
+        "name": "pause",
+        "type": "rescale",
+        "replicas": 3,
+        "selector": {"app.kubernetes.io/component": "processor"},
+        "startAfter": "10s",
+        "duration": "10s",
+    }
     status, observed, raw = running([rescale], workloads={"pause": WORKLOADS["pause"][:1]})
     record = step(status, observed, seconds=10, raw=raw)
     assert record.status.faults[0].message == "scaled to 3; restore StatefulSet/fincart-processor=2"
@@ -648,11 +803,18 @@ def test_pause_is_a_scale_to_zero_in_a_cluster() -> None:
     assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 0), Scale("Deployment", "fincart-x", 0)]
 
 
-@pytest.mark.parametrize(("nodes", "killed"), [("one", ["fincart-nats-0"]),
-                                               ("all", ["fincart-nats-0", "fincart-nats-1", "fincart-nats-2"])])
+@pytest.mark.parametrize(
+    ("nodes", "killed"), [("one", ["fincart-nats-0"]), ("all", ["fincart-nats-0", "fincart-nats-1", "fincart-nats-2"])]
+)
 def test_broker_node_loss_kills_one_or_all_nats_pods_without_grace(nodes: str, killed: list[str]) -> None:
-    loss = {"name": "kill", "type": "brokerNodeLoss", "nodes": nodes,
-            "selector": {"app.kubernetes.io/component": "nats"}, "startAfter": "5s", "duration": "2s"}
+    loss = {
+        "name": "kill",
+        "type": "brokerNodeLoss",
+        "nodes": nodes,
+        "selector": {"app.kubernetes.io/component": "nats"},
+        "startAfter": "5s",
+        "duration": "2s",
+    }
     status, observed, raw = running([loss], pods={"kill": ("fincart-nats-0", "fincart-nats-1", "fincart-nats-2")})
     decision = step(status, observed, seconds=5, raw=raw)
     assert of(decision, Delete) == [Delete("Pod", pod, grace_period_s=0) for pod in killed]

@@ -28,8 +28,7 @@ def batched(batches: Sequence[Sequence[Webhook]]) -> Model:
         for order_id, a in plan.final_per_order().items():
             w = a.webhook
             stored[order_id] = Stored(a.version, w.updated_at, w.webhook_id)
-            result.rows[order_id] = Row(a.version, w.updated_at, w.webhook_id, w.status, w.total_price,
-                                        w.shipping_fee)
+            result.rows[order_id] = Row(a.version, w.updated_at, w.webhook_id, w.status, w.total_price, w.shipping_fee)
     return result
 
 
@@ -50,10 +49,13 @@ def test_batches_equal_one_by_one(batches: list[list[Webhook]]) -> None:
 
 
 def test_the_id_breaks_timestamp_ties_and_versions_count_processed() -> None:
-    plan = plan_batch([webhook("b", "o", 1), webhook("a", "o", 1), webhook("c", "o", 1), webhook("z", "o", 0)],
-                      {}, {})
+    plan = plan_batch([webhook("b", "o", 1), webhook("a", "o", 1), webhook("c", "o", 1), webhook("z", "o", 0)], {}, {})
     assert [(w.webhook_id, s) for w, s, _ in plan.audit] == [
-        ("b", "processed"), ("a", "discarded"), ("c", "processed"), ("z", "discarded")]
+        ("b", "processed"),
+        ("a", "discarded"),
+        ("c", "processed"),
+        ("z", "discarded"),
+    ]
     assert plan.final_per_order()["o"].version == 2
 
 
@@ -77,23 +79,37 @@ def test_a_stored_row_decides_the_first_webhook_of_the_batch() -> None:
 
 
 def test_one_pass_parsing_agrees_with_the_contract() -> None:
-    message = WebhookMessage(webhook_id="w", topic="orders/updated", received_at=BASE, order={
-        "id": 12345, "updated_at": "2026-01-01T00:00:05", "financial_status": "paid", "fulfillment_status": "partial",
-        "total_price": "120.00", "note": "kept"})
+    message = WebhookMessage(
+        webhook_id="w",
+        topic="orders/updated",
+        received_at=BASE,
+        order={
+            "id": 12345,
+            "updated_at": "2026-01-01T00:00:05",
+            "financial_status": "paid",
+            "fulfillment_status": "partial",
+            "total_price": "120.00",
+            "note": "kept",
+        },
+    )
     webhook = Webhook.from_json(message.model_dump_json().encode())
     assert webhook == Webhook.from_message(message)
     assert (webhook.order_id, webhook.status, webhook.shipping_fee) == ("12345", "CONFIRMED", Decimal("5.99"))
     assert webhook.updated_at == BASE + timedelta(seconds=5)  # naive means UTC
 
 
-@pytest.mark.parametrize("body", [
-    b"{not json", b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": []}',
-    b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": {"id": "o"}}',
-    b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z",'
-    b' "order": {"id": "o", "updated_at": "2026-01-01T00:00:00Z", "total_price": "-1"}}',
-    b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z",'
-    b' "order": {"id": "o\\u0000", "updated_at": "2026-01-01T00:00:00Z"}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{not json",
+        b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": []}',
+        b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z", "order": {"id": "o"}}',
+        b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z",'
+        b' "order": {"id": "o", "updated_at": "2026-01-01T00:00:00Z", "total_price": "-1"}}',
+        b'{"webhook_id": "w", "topic": "t", "received_at": "2026-01-01T00:00:00Z",'
+        b' "order": {"id": "o\\u0000", "updated_at": "2026-01-01T00:00:00Z"}}',
+    ],
+)
 def test_poison_bodies_do_not_parse(body: bytes) -> None:
     with pytest.raises((ValidationError, ValueError)):
         Webhook.from_json(body)

@@ -16,13 +16,20 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
 RECEIVED = [
-    None, {}, {"Nats-Msg-Id": "w1"},
-    {"traceparent": f"00-{TRACE}-{SPAN}-01"}, {"traceparent": f"00-{TRACE}-{SPAN}-00", "Nats-Msg-Id": "w1"},
+    None,
+    {},
+    {"Nats-Msg-Id": "w1"},
+    {"traceparent": f"00-{TRACE}-{SPAN}-01"},
+    {"traceparent": f"00-{TRACE}-{SPAN}-00", "Nats-Msg-Id": "w1"},
     {"traceparent": f"00-{TRACE}-{SPAN}-ff"},
-    {"traceparent": f"00-{TRACE.upper()}-{SPAN}-01"}, {"traceparent": f"00-{'0' * 32}-{SPAN}-01"},
-    {"traceparent": f"00-{TRACE}-{'0' * 16}-01"}, {"traceparent": f"ff-{TRACE}-{SPAN}-01"},
-    {"traceparent": f"01-{TRACE}-{SPAN}-01-extra"}, {"traceparent": f"00-{TRACE}-{SPAN}-01-extra"},
-    {"traceparent": f" 00-{TRACE}-{SPAN}-01\t"}, {"traceparent": "garbage"},
+    {"traceparent": f"00-{TRACE.upper()}-{SPAN}-01"},
+    {"traceparent": f"00-{'0' * 32}-{SPAN}-01"},
+    {"traceparent": f"00-{TRACE}-{'0' * 16}-01"},
+    {"traceparent": f"ff-{TRACE}-{SPAN}-01"},
+    {"traceparent": f"01-{TRACE}-{SPAN}-01-extra"},
+    {"traceparent": f"00-{TRACE}-{SPAN}-01-extra"},
+    {"traceparent": f" 00-{TRACE}-{SPAN}-01\t"},
+    {"traceparent": "garbage"},
     {"traceparent": f"00-{TRACE}-{SPAN}-01", "tracestate": "shop=1"},
     {"traceparent": f"00-{TRACE}-{SPAN}-01", "baggage": "k=v"},
 ]

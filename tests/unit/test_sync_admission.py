@@ -6,16 +6,19 @@ import pytest
 from fincart_sync.admission import ConnectionCaps, Refusal, origin_allowed
 
 
-@pytest.mark.parametrize(("origin", "host", "allowed", "ok"), [
-    (None, "sync:8082", [], True),  # not a browser
-    ("http://sync:8082", "sync:8082", [], True),  # same origin
-    ("https://SYNC:8082", "sync:8082", [], True),
-    ("http://sync:9999", "sync:8082", [], False),  # another port is another origin
-    ("https://evil.example", "sync:8082", [], False),
-    ("https://shop.example", "sync:8082", ["https://shop.example"], True),
-    ("null", "sync:8082", [], False),  # sandboxed frames, file:// pages
-    ("http://sync:8082", None, [], False),
-])
+@pytest.mark.parametrize(
+    ("origin", "host", "allowed", "ok"),
+    [
+        (None, "sync:8082", [], True),  # not a browser
+        ("http://sync:8082", "sync:8082", [], True),  # same origin
+        ("https://SYNC:8082", "sync:8082", [], True),
+        ("http://sync:9999", "sync:8082", [], False),  # another port is another origin
+        ("https://evil.example", "sync:8082", [], False),
+        ("https://shop.example", "sync:8082", ["https://shop.example"], True),
+        ("null", "sync:8082", [], False),  # sandboxed frames, file:// pages
+        ("http://sync:8082", None, [], False),
+    ],
+)
 def test_origin_allowed(origin: str | None, host: str | None, allowed: list[str], ok: bool) -> None:
     assert origin_allowed(origin, host, allowed) is ok
 

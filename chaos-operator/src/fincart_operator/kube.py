@@ -70,8 +70,14 @@ def job_view(job: Mapping[str, Any]) -> JobView:
         if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
             outcome = "succeeded" if cond["type"] == "Complete" else "failed"
             message = cond.get("message") or cond.get("reason") or ""
-    return JobView(name=job["metadata"]["name"], outcome=outcome, active=status.get("active") or 0,  # type: ignore[arg-type]
-                   succeeded=status.get("succeeded") or 0, failed=status.get("failed") or 0, message=message)
+    return JobView(
+        name=job["metadata"]["name"],
+        outcome=outcome,
+        active=status.get("active") or 0,  # type: ignore[arg-type]
+        succeeded=status.get("succeeded") or 0,
+        failed=status.get("failed") or 0,
+        message=message,
+    )
 
 
 def termination_message(pods: Iterable[Mapping[str, Any]]) -> str | None:
@@ -92,8 +98,12 @@ def owned(items: Iterable[Mapping[str, Any]], uid: str) -> list[Mapping[str, Any
 
 def workload(kind: str, body: Mapping[str, Any]) -> Workload:
     meta = body["metadata"]
-    return Workload(kind, meta["name"], (body.get("spec") or {}).get("replicas", 1),  # type: ignore[arg-type]
-                    Restore.parse((meta.get("annotations") or {}).get(RESTORE_ANNOTATION)))
+    return Workload(
+        kind,
+        meta["name"],
+        (body.get("spec") or {}).get("replicas", 1),  # type: ignore[arg-type]
+        Restore.parse((meta.get("annotations") or {}).get(RESTORE_ANNOTATION)),
+    )
 
 
 def is_finalized(body: Mapping[str, Any]) -> bool:
@@ -137,8 +147,9 @@ class Kube:
 
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """One blocking call in a worker thread, bounded by the timeout; the answer's JSON."""
-        answer = await asyncio.to_thread(method, *args, _request_timeout=self.timeout_s, _preload_content=False,
-                                         **kwargs)
+        answer = await asyncio.to_thread(
+            method, *args, _request_timeout=self.timeout_s, _preload_content=False, **kwargs
+        )
         return json.loads(answer.data)
 
     async def list(self, kind: str, namespace: str, match: Mapping[str, str]) -> list[dict[str, Any]]:
@@ -147,17 +158,34 @@ class Kube:
 
     async def get_test(self, namespace: str, name: str) -> dict[str, Any] | None:
         with _unless(404):
-            return dict(await self._call(CustomObjectsApi(self.client).get_namespaced_custom_object,
-                                         API_GROUP, API_VERSION, namespace, PLURAL, name))
+            return dict(
+                await self._call(
+                    CustomObjectsApi(self.client).get_namespaced_custom_object,
+                    API_GROUP,
+                    API_VERSION,
+                    namespace,
+                    PLURAL,
+                    name,
+                )
+            )
         return None
 
     async def patch_status(self, namespace: str, name: str, status: ChaosTestStatus) -> None:
         body = {"status": status.model_dump(mode="json", by_alias=True)}  # None removes a field (merge patch)
-        await self._call(CustomObjectsApi(self.client).patch_namespaced_custom_object_status,
-                         API_GROUP, API_VERSION, namespace, PLURAL, name, body, _content_type=MERGE_PATCH)
+        await self._call(
+            CustomObjectsApi(self.client).patch_namespaced_custom_object_status,
+            API_GROUP,
+            API_VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+            _content_type=MERGE_PATCH,
+        )
 
-    async def observe(self, body: Mapping[str, Any], spec: ChaosTestSpec | None, status: ChaosTestStatus,
-                      deleting: bool) -> Observed:
+    async def observe(
+        self, body: Mapping[str, Any], spec: ChaosTestSpec | None, status: ChaosTestStatus, deleting: bool
+    ) -> Observed:
         owner = owner_of(body)
         ns, mine = owner.namespace, {children.TEST_LABEL: owner.name}
         raw_jobs = {j["metadata"]["name"]: j for j in owned(await self.list("Job", ns, mine), owner.uid)}
@@ -173,16 +201,26 @@ class Kube:
         for fault in spec.scheduled_faults() if spec is not None and status.phase == "Running" else []:
             if fault.type in POD_FAULTS:
                 found = await self.list("Pod", ns, fault.selector)
-                pods[fault.name] = tuple(sorted(p["metadata"]["name"] for p in found
-                                                if not p["metadata"].get("deletionTimestamp")))
+                pods[fault.name] = tuple(
+                    sorted(p["metadata"]["name"] for p in found if not p["metadata"].get("deletionTimestamp"))
+                )
             elif fault.type in SCALE_FAULTS:
-                workloads[fault.name] = tuple([workload(kind, w) for kind in ("Deployment", "StatefulSet")
-                                               for w in await self.list(kind, ns, fault.selector)])
+                workloads[fault.name] = tuple(
+                    [
+                        workload(kind, w)
+                        for kind in ("Deployment", "StatefulSet")
+                        for w in await self.list(kind, ns, fault.selector)
+                    ]
+                )
         return Observed(
-            finalized=is_finalized(body), deleting=deleting, config_maps=frozenset(maps),
+            finalized=is_finalized(body),
+            deleting=deleting,
+            config_maps=frozenset(maps),
             jobs={name: job_view(job) for name, job in raw_jobs.items()},
             report=(report_map.get("data") or {}).get(children.REPORT_KEY) if report_map else None,
-            verify_message=verify_message, pods=pods, workloads=workloads,
+            verify_message=verify_message,
+            pods=pods,
+            workloads=workloads,
         )
 
     async def heal_orphans(self, namespaces: Iterable[str] | None) -> int:
@@ -199,9 +237,11 @@ class Kube:
                 else:
                     answer = await self._call(self._method("list", kind), namespace)
                 found += [(w["metadata"]["namespace"], workload(kind, w)) for w in answer.get("items") or []]
-            listed = await (self._call(custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
-                            if namespace is None else
-                            self._call(custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL))
+            listed = await (
+                self._call(custom.list_cluster_custom_object, API_GROUP, API_VERSION, PLURAL)
+                if namespace is None
+                else self._call(custom.list_namespaced_custom_object, API_GROUP, API_VERSION, namespace, PLURAL)
+            )
             for test in listed.get("items") or []:
                 meta = test["metadata"]
                 tests[meta["namespace"], meta["name"]] = (meta["uid"], (test.get("status") or {}).get("phase", ""))
@@ -233,20 +273,34 @@ class Kube:
                 case Delete(kind=kind, name=name, grace_period_s=grace):
                     # Background: a Job's pods go with it (the API's default for Jobs orphans them)
                     with _unless(404):
-                        await self._call(self._method("delete", kind), name, namespace,
-                                         propagation_policy="Background", grace_period_seconds=grace)
+                        await self._call(
+                            self._method("delete", kind),
+                            name,
+                            namespace,
+                            propagation_policy="Background",
+                            grace_period_seconds=grace,
+                        )
                 case Annotate(kind=kind, name=name, key=key, value=value):
                     with _unless(404):
-                        await self._call(self._method("patch", kind), name, namespace,
-                                         {"metadata": {"annotations": {key: value}}}, _content_type=MERGE_PATCH)
+                        await self._call(
+                            self._method("patch", kind),
+                            name,
+                            namespace,
+                            {"metadata": {"annotations": {key: value}}},
+                            _content_type=MERGE_PATCH,
+                        )
                 case ProxyCall():
                     await self.proxy(action)
                 case Scale(kind=kind, name=name, replicas=replicas):
                     try:
-                        await self._call(self._method("patch", kind, "_scale"), name, namespace,
-                                         {"spec": {"replicas": replicas}}, _content_type=MERGE_PATCH)
+                        await self._call(
+                            self._method("patch", kind, "_scale"),
+                            name,
+                            namespace,
+                            {"spec": {"replicas": replicas}},
+                            _content_type=MERGE_PATCH,
+                        )
                     except ApiException as exc:
                         if exc.status != 404:
                             raise
                         self.logger.warning(f"{kind}/{name} is gone; cannot scale it to {replicas}")
-

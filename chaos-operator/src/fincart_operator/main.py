@@ -44,7 +44,8 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf
     # a test deleted while the operator was down (its finalizer removed) left its scale faults on the workloads
     try:
         healed = await Kube(memo.api, config.api_timeout_s, logger).heal_orphans(
-            [config.namespace] if config.namespace else None)
+            [config.namespace] if config.namespace else None
+        )
     except ERRORS as exc:  # the operator still runs; the next start tries again
         logger.error(f"could not look for workloads left scaled down: {exc!r}")
         healed = 0
@@ -71,8 +72,9 @@ def needs_operator(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, when=needs_operator)
-async def chaostest(stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo,
-                    logger: kopf.Logger, **_: Any) -> None:
+async def chaostest(
+    stopped: kopf.DaemonStopped, name: str, namespace: str | None, memo: kopf.Memo, logger: kopf.Logger, **_: Any
+) -> None:
     assert namespace is not None  # ChaosTests are namespaced
     config: OperatorSettings = memo.config
     kube = Kube(memo.api, config.api_timeout_s, logger, config.proxy_url)
@@ -112,8 +114,9 @@ async def step(kube: Kube, config: OperatorSettings, namespace: str, name: str, 
     if moved:
         await kube.patch_status(namespace, name, decision.status)
         if decision.status.phase != status.phase:
-            kube.logger.info(f"chaostest {namespace}/{name}: {status.phase} -> {decision.status.phase}: "
-                             f"{decision.status.message}")
+            kube.logger.info(
+                f"chaostest {namespace}/{name}: {status.phase} -> {decision.status.phase}: {decision.status.message}"
+            )
     for event in decision.actions:
         if isinstance(event, Event):
             kopf.event(kopf.Body(cast(kopf.RawBody, body)), type=event.type, reason=event.reason, message=event.message)

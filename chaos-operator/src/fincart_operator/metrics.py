@@ -12,8 +12,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, ge
 from fincart_operator.reconcile import parse_time
 
 RUNS = Counter("chaostest_runs", "Finished chaos tests by verdict (Aborted when stopped)", ["verdict"])
-DURATION = Histogram("chaostest_duration_seconds", "Start to finish of a chaos test",
-                     buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800))
+DURATION = Histogram(
+    "chaostest_duration_seconds",
+    "Start to finish of a chaos test",
+    buckets=(30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400, 28800),
+)
 VIOLATIONS = Counter("chaostest_invariant_violations", "Anomalies found by the verifier", ["invariant"])
 FAULTS = Counter("chaostest_fault_injections", "Fault occurrences by outcome", ["type", "result"])
 WEBHOOKS = Counter("chaostest_webhooks_sent", "Webhooks the load runners sent (counted when a test is verified)")

@@ -180,8 +180,9 @@ def validate(raw: Mapping[str, Any] | None, name: str, boundaries: Boundaries, p
     try:
         spec = ChaosTestSpec.model_validate(raw or {})
     except ValidationError as exc:
-        raise InvalidSpec("; ".join(
-            f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())) from exc
+        raise InvalidSpec(
+            "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        ) from exc
     problems = []
     if len(name) > MAX_NAME:
         problems.append(f"metadata.name: at most {MAX_NAME} characters (children are named <name>-verify)")
@@ -194,8 +195,10 @@ def validate(raw: Mapping[str, Any] | None, name: str, boundaries: Boundaries, p
     for index, fault in enumerate(spec.faults):
         where = f"spec.faults[{index}]"
         if fault.type in PROXY_FAULTS and not proxy:
-            problems.append(f"{where}.type: network faults need the fault proxy (the chart's chaosProxy.enabled, "
-                            "which sets FINCART_PROXY_URL)")
+            problems.append(
+                f"{where}.type: network faults need the fault proxy (the chart's chaosProxy.enabled, "
+                "which sets FINCART_PROXY_URL)"
+            )
         if fault.type not in JOB_FAULTS | PROXY_FAULTS and not fault.selector:
             problems.append(f"{where}.selector: {fault.type} needs a label selector (empty would match every pod)")
         if fault.interval and parse_duration(fault.interval) <= parse_duration(fault.duration):
@@ -225,10 +228,13 @@ def _may_overlap(a: Fault, b: Fault) -> bool:
 def _scale_conflicts(faults: list[Fault]) -> list[str]:
     """Two scale faults on one workload at once: the second would record 0 replicas to restore."""
     scale = [(i, f) for i, f in enumerate(faults) if f.type in SCALE_FAULTS]
-    return [f"spec.faults[{j}]: {b.name} may scale the same workload as {a.name} while it is held at 0 "
-            "(selectors that can match one workload, overlapping windows)"
-            for n, (i, a) in enumerate(scale) for j, b in scale[n + 1:]
-            if _may_match_the_same(a.selector, b.selector) and _may_overlap(a, b)]
+    return [
+        f"spec.faults[{j}]: {b.name} may scale the same workload as {a.name} while it is held at 0 "
+        "(selectors that can match one workload, overlapping windows)"
+        for n, (i, a) in enumerate(scale)
+        for j, b in scale[n + 1 :]
+        if _may_match_the_same(a.selector, b.selector) and _may_overlap(a, b)
+    ]
 
 
 def load_deadline(spec: ChaosTestSpec, settings: OperatorSettings) -> float:
@@ -290,12 +296,22 @@ def restore_targets(message: str | None) -> list[Workload]:
 
 def fault_windows(faults: list[StatusFault]) -> list[FaultRecord]:
     """The status' fault occurrences as the verifier's coverage check reads them (epoch seconds)."""
+
     def epoch(text: str | None) -> float | None:
         moment = parse_time(text)
         return moment.timestamp() if moment else None
-    return [FaultRecord(name=f.name, type=f.type, started_at=epoch(f.started_at), healed_at=epoch(f.healed_at),
-                        result="skipped" if f.result == "scheduled" else f.result, message=f.message)
-            for f in faults]
+
+    return [
+        FaultRecord(
+            name=f.name,
+            type=f.type,
+            started_at=epoch(f.started_at),
+            healed_at=epoch(f.healed_at),
+            result="skipped" if f.result == "scheduled" else f.result,
+            message=f.message,
+        )
+        for f in faults
+    ]
 
 
 def timestamp(moment: datetime) -> str:
@@ -338,8 +354,14 @@ def parse_status(raw: Mapping[str, Any] | None) -> ChaosTestStatus:
 # ---------------------------------------------------------------- decide
 
 
-def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestStatus, observed: Observed,
-           now: datetime, settings: OperatorSettings) -> Decision:
+def decide(
+    owner: Owner,
+    raw_spec: Mapping[str, Any] | None,
+    status: ChaosTestStatus,
+    observed: Observed,
+    now: datetime,
+    settings: OperatorSettings,
+) -> Decision:
     step = _Step(owner, status.model_copy(deep=True), observed, now, settings)
     step.status.observed_generation = owner.generation
     if status.phase in TERMINAL_PHASES:
@@ -353,8 +375,11 @@ def decide(owner: Owner, raw_spec: Mapping[str, Any] | None, status: ChaosTestSt
     if spec.abort:
         return step.finish("Aborted", "Aborted", "spec.abort is true: load stopped, faults healed")
     if settings.kill_switch:
-        return step.finish("Aborted", "KillSwitch",
-                           "the operator's kill switch (FINCART_KILL_SWITCH) is on: load stopped, faults healed")
+        return step.finish(
+            "Aborted",
+            "KillSwitch",
+            "the operator's kill switch (FINCART_KILL_SWITCH) is on: load stopped, faults healed",
+        )
     if not observed.finalized:
         return step.poll()  # kopf adds the finalizer first; nothing may start before it is there
     if status.phase == "Pending":
@@ -397,8 +422,11 @@ class _Step:
                     cond.last_transition_time = timestamp(self.now)
                 cond.status, cond.reason, cond.message = status, reason, message
                 return
-        self.status.conditions.append(Condition(type=type_, status=status, reason=reason, message=message,
-                                                last_transition_time=timestamp(self.now)))
+        self.status.conditions.append(
+            Condition(
+                type=type_, status=status, reason=reason, message=message, last_transition_time=timestamp(self.now)
+            )
+        )
 
     def since(self, text: str | None) -> float:
         start = parse_time(text)
@@ -407,8 +435,9 @@ class _Step:
     def entry(self, name: str) -> StatusFault | None:
         return next((f for f in self.status.faults if f.name == name), None)
 
-    def record(self, entry: StatusFault, result: Literal["injected", "healed", "failed", "skipped"],
-               message: str | None = None) -> None:
+    def record(
+        self, entry: StatusFault, result: Literal["injected", "healed", "failed", "skipped"], message: str | None = None
+    ) -> None:
         entry.result = result
         if message is not None:
             entry.message = message
@@ -441,8 +470,13 @@ class _Step:
                 self.actions.append(ProxyCall(proxy_fault_name(self.owner.name, entry.name)))
             self.record(entry, "healed", f"{entry.message}; healed early ({why})")
 
-    def finish(self, phase: Literal["Completed", "Failed", "Error", "Aborted"], reason: str, message: str,
-               verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None) -> Decision:
+    def finish(
+        self,
+        phase: Literal["Completed", "Failed", "Error", "Aborted"],
+        reason: str,
+        message: str,
+        verdict: Literal["Pass", "Fail", "Inconclusive", "Error"] | None = None,
+    ) -> Decision:
         self.heal_all(reason)
         working = [children.load_job_name(self.owner.name)]
         if not (self.observed.verify_message or self.observed.report):  # else the verifier is done (keep its logs)
@@ -481,8 +515,9 @@ class _Step:
         load = self.observed.jobs.get(name)
         if load is None:
             return self.finish("Error", "LoadJobMissing", f"load Job {name} disappeared")
-        self.status.runners = RunnerCounts(desired=spec.load.parallelism, active=load.active,
-                                           succeeded=load.succeeded, failed=load.failed)
+        self.status.runners = RunnerCounts(
+            desired=spec.load.parallelism, active=load.active, succeeded=load.succeeded, failed=load.failed
+        )
         if load.outcome == "failed":
             return self.finish("Error", "LoadJobFailed", f"load Job {name} failed: {load.message}".rstrip(": "))
         deadline = load_deadline(spec, self.settings)
@@ -495,8 +530,11 @@ class _Step:
                 return self.finish("Error", "DeadlineExceeded", failure)
         if not load_done or any(f.result == "injected" for f in self.status.faults):
             return self.poll()
-        self.create(children.verify_job(self.owner, spec, self.settings, verify_deadline(spec, self.settings),
-                                        fault_windows(self.status.faults)))
+        self.create(
+            children.verify_job(
+                self.owner, spec, self.settings, verify_deadline(spec, self.settings), fault_windows(self.status.faults)
+            )
+        )
         self.status.phase = "Verifying"
         self.status.message = f"load complete; verifying (settle up to {spec.settle.timeout})"
         self.condition("LoadComplete", "True", "LoadJobComplete", f"{spec.load.parallelism} runner(s) done")
@@ -513,8 +551,11 @@ class _Step:
         if job is None:
             return self.finish("Error", "VerifyJobMissing", f"verification Job {name} disappeared")
         if job.outcome != "running":
-            return self.finish("Error", "VerifyJobFailed",
-                               f"verification Job {name} {job.outcome} without a summary {job.message}".rstrip())
+            return self.finish(
+                "Error",
+                "VerifyJobFailed",
+                f"verification Job {name} {job.outcome} without a summary {job.message}".rstrip(),
+            )
         started = next((c.last_transition_time for c in self.status.conditions if c.type == "Verified"), None)
         deadline = verify_deadline(spec, self.settings)
         if self.since(started) > deadline:
@@ -534,9 +575,12 @@ class _Step:
         self.status.report_ref = children.report_config_map_name(self.owner.name)
         self.status.bundle = summary.bundle
         violated = ", ".join(f"{a.invariant} x{a.count}" for a in summary.anomalies)
-        message = (f"{summary.verdict}: sent {counts.sent}, stored {counts.stored}, lost {counts.lost}, "
-                   f"duplicated {counts.duplicated}" + (f"; violated {violated}" if violated else "")
-                   + (f" ({summary.reason})" if summary.reason else ""))
+        message = (
+            f"{summary.verdict}: sent {counts.sent}, stored {counts.stored}, lost {counts.lost}, "
+            f"duplicated {counts.duplicated}"
+            + (f"; violated {violated}" if violated else "")
+            + (f" ({summary.reason})" if summary.reason else "")
+        )
         self.condition("Verified", "True" if summary.verdict == "Pass" else "False", summary.verdict, message)
         phase = {"Pass": "Completed", "Error": "Error"}.get(summary.verdict, "Failed")
         return self.finish(phase, summary.verdict, message, verdict=summary.verdict)  # type: ignore[arg-type]
@@ -651,8 +695,9 @@ class _Step:
         return None
 
 
-def orphaned_restores(workloads: Iterable[tuple[str, Workload]],
-                      tests: Mapping[tuple[str, str], tuple[str, str]]) -> dict[str, list[Action]]:
+def orphaned_restores(
+    workloads: Iterable[tuple[str, Workload]], tests: Mapping[tuple[str, str], tuple[str, str]]
+) -> dict[str, list[Action]]:
     """Workloads (namespace, workload) a scale fault left at 0 whose test is gone or finished, by namespace: the
     actions that heal them. ``tests``: (namespace, name) -> (uid, phase) of the ChaosTests that exist. This is how a
     test deleted while the operator was down (its finalizer removed by hand) is still healed."""
@@ -664,6 +709,7 @@ def orphaned_restores(workloads: Iterable[tuple[str, Workload]],
         uid, phase = tests.get((test_ns, name), ("", ""))
         if uid == w.restore.uid and phase not in TERMINAL_PHASES:
             continue  # its test is alive: it heals the workload itself
-        heal.setdefault(namespace, []).extend([Scale(w.kind, w.name, w.restore.replicas),
-                                               Annotate(w.kind, w.name, RESTORE_ANNOTATION, None)])
+        heal.setdefault(namespace, []).extend(
+            [Scale(w.kind, w.name, w.restore.replicas), Annotate(w.kind, w.name, RESTORE_ANNOTATION, None)]
+        )
     return heal

@@ -49,10 +49,12 @@ class OperatorSettings(CommonSettings):
 
     def boundaries(self, namespace: str) -> Boundaries:
         return Boundaries(
-            namespace=namespace, ingest_services=frozenset(self.chaos_ingest_services),
+            namespace=namespace,
+            ingest_services=frozenset(self.chaos_ingest_services),
             sync_services=frozenset(self.chaos_sync_services),
             allowed_origins=frozenset(self.chaos_allowed_origins),
-            secret_names=frozenset(self.chaos_secret_names), allow_db_faults=self.chaos_allow_db_faults,
+            secret_names=frozenset(self.chaos_secret_names),
+            allow_db_faults=self.chaos_allow_db_faults,
         )
 
     @property

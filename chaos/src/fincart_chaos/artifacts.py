@@ -65,26 +65,35 @@ def _chunks(entries: Sequence[LedgerEntry]) -> list[bytes]:
     return chunks
 
 
-async def publish_ledger(url: str, prefix: str, run_id: str, start: RunnerStart,
-                         entries: Sequence[LedgerEntry]) -> int:
+async def publish_ledger(url: str, prefix: str, run_id: str, start: RunnerStart, entries: Sequence[LedgerEntry]) -> int:
     """Publish one runner's ledger; returns the number of messages."""
     async with _nats(url) as nc:
         js = nc.jetstream()
-        await js.add_stream(StreamConfig(
-            name=stream_name(prefix), subjects=[subject(prefix, "*", "*")], storage=StorageType.FILE,
-            max_age=RETENTION_S, max_bytes=MAX_BYTES, description="fincart-chaos runner ledgers"))
+        await js.add_stream(
+            StreamConfig(
+                name=stream_name(prefix),
+                subjects=[subject(prefix, "*", "*")],
+                storage=StorageType.FILE,
+                max_age=RETENTION_S,
+                max_bytes=MAX_BYTES,
+                description="fincart-chaos runner ledgers",
+            )
+        )
         to = subject(prefix, run_id, start.runner)
-        messages = [("start", start.model_dump_json().encode()),
-                    *(("entries", chunk) for chunk in _chunks(entries)),
-                    ("end", json.dumps({"entries": len(entries)}).encode())]
+        messages = [
+            ("start", start.model_dump_json().encode()),
+            *(("entries", chunk) for chunk in _chunks(entries)),
+            ("end", json.dumps({"entries": len(entries)}).encode()),
+        ]
         for n, (kind, body) in enumerate(messages):
             msg_id = f"ledger-{run_id}-{start.runner}-{n}"  # a publish retried after a lost PubAck is stored once
             await js.publish(to, body, headers={KIND: kind, "Nats-Msg-Id": msg_id}, timeout=10)
         return len(messages)
 
 
-async def read_ledgers(url: str, prefix: str, run_id: str, runners: int,
-                       timeout: float = 30.0) -> tuple[list[LedgerEntry], list[RunnerStart], list[int]]:
+async def read_ledgers(
+    url: str, prefix: str, run_id: str, runners: int, timeout: float = 30.0
+) -> tuple[list[LedgerEntry], list[RunnerStart], list[int]]:
     """Every runner's ledger of a run: entries, start lines and the runners whose ledger is missing or cut."""
     entries: dict[int, list[LedgerEntry]] = {}
     starts: list[RunnerStart] = []
@@ -108,7 +117,8 @@ async def read_ledgers(url: str, prefix: str, run_id: str, runners: int,
                                 starts.append(RunnerStart.model_validate_json(msg.data))
                             elif kind == "entries":
                                 entries.setdefault(runner, []).extend(
-                                    LedgerEntry.model_validate_json(line) for line in msg.data.splitlines())
+                                    LedgerEntry.model_validate_json(line) for line in msg.data.splitlines()
+                                )
                             elif kind == "end" and json.loads(msg.data)["entries"] == len(entries.get(runner, [])):
                                 complete.add(runner)
             finally:
@@ -120,8 +130,10 @@ async def read_ledgers(url: str, prefix: str, run_id: str, runners: int,
 async def put_bundle(url: str, prefix: str, run_id: str, files: dict[str, bytes]) -> str:
     """Store the bundle's files (name -> content); returns where they are, for the status."""
     async with _nats(url) as nc:
-        store = await nc.jetstream().create_object_store(bucket_name(prefix), ObjectStoreConfig(
-            ttl=RETENTION_S, max_bytes=MAX_BYTES, description="fincart-chaos evidence bundles"))
+        store = await nc.jetstream().create_object_store(
+            bucket_name(prefix),
+            ObjectStoreConfig(ttl=RETENTION_S, max_bytes=MAX_BYTES, description="fincart-chaos evidence bundles"),
+        )
         for name, data in files.items():
             await store.put(f"{run_id}/{name}", data)
     return f"nats object store {bucket_name(prefix)}: {run_id}/ (fincart-chaos fetch-bundle {run_id})"

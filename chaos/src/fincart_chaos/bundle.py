@@ -31,8 +31,11 @@ def worst(reports: Sequence[Report]) -> str:
 
 def write_bundle(directory: Path, reports: Sequence[Report], tests: Sequence[dict[str, Any]] = ()) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
-    texts = (RunReport(verdict=worst(reports), reports=list(reports), tests=list(tests)).model_dump_json(indent=1),
-             render_html(reports), junit_xml(reports))
+    texts = (
+        RunReport(verdict=worst(reports), reports=list(reports), tests=list(tests)).model_dump_json(indent=1),
+        render_html(reports),
+        junit_xml(reports),
+    )
     paths = [directory / name for name in FILES]
     for path, text in zip(paths, texts, strict=True):
         path.write_text(text)

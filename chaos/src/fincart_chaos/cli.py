@@ -39,19 +39,26 @@ from fincart_chaos.spec_io import SpecError, load_file
 from fincart_chaos.sync_endpoint import SyncEndpoint
 from fincart_chaos.workload import plan
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="FinCart chaos engine: reproducible load, faults and a Jepsen-style verdict.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="FinCart chaos engine: reproducible load, faults and a Jepsen-style verdict.",
+)
 console = Console(stderr=True)
 FAULT_RECORDS = TypeAdapter(list[FaultRecord])
 
 FileArg = Annotated[Path, typer.Argument(help="ChaosTest YAML (one or more documents)", show_default=False)]
-ReportDirOpt = Annotated[Path | None, typer.Option(help="write the evidence bundle here: report.json, "
-                                                          "report.html, junit.xml")]
+ReportDirOpt = Annotated[
+    Path | None, typer.Option(help="write the evidence bundle here: report.json, report.html, junit.xml")
+]
 NatsUrlOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_URL", help="FinCart's NATS (ledgers and bundles)")]
 NatsPrefixOpt = Annotated[str, typer.Option(envvar="FINCART_NATS_PREFIX", help="FinCart's stream name prefix")]
 SyncTokenOpt = Annotated[str, typer.Option(envvar="FINCART_SYNC_TOKEN", help="sync's read token (never printed)")]
-RunIdOpt = Annotated[str, typer.Option(envvar="FINCART_CHAOS_RUN_ID",
-                                       help="suffix of the order ids, unique per run on a shared database")]
+RunIdOpt = Annotated[
+    str,
+    typer.Option(envvar="FINCART_CHAOS_RUN_ID", help="suffix of the order ids, unique per run on a shared database"),
+]
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -82,12 +89,15 @@ def _bundle(directory: Path | None, reports: list[Report], tests: list[dict[str,
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="ChaosTest YAML files")],
-    namespace: Annotated[str | None, typer.Option(
-        help="also check what the tests may reach, as the operator does in this namespace")] = None,
+    namespace: Annotated[
+        str | None, typer.Option(help="also check what the tests may reach, as the operator does in this namespace")
+    ] = None,
     ingest_service: Annotated[list[str] | None, typer.Option(help="allowed ingest Service (repeatable)")] = None,
     sync_service: Annotated[list[str] | None, typer.Option(help="allowed sync Service (repeatable)")] = None,
-    allowed_origin: Annotated[list[str] | None, typer.Option(
-        help="allowed origin scheme://host:port (repeatable; default: the chart's ingress controller)")] = None,
+    allowed_origin: Annotated[
+        list[str] | None,
+        typer.Option(help="allowed origin scheme://host:port (repeatable; default: the chart's ingress controller)"),
+    ] = None,
     secret: Annotated[list[str] | None, typer.Option(help="Secret the refs may name (repeatable)")] = None,
     allow_db_faults: Annotated[bool, typer.Option(help="allow dbConnectionDrop")] = False,
 ) -> None:
@@ -95,10 +105,12 @@ def validate(
     --namespace, also the operator's boundaries (defaults: the chart's service and Secret names)."""
     defaults = Boundaries(namespace=namespace or "")
     rules = Boundaries(
-        namespace=namespace or "", ingest_services=frozenset(ingest_service or defaults.ingest_services),
+        namespace=namespace or "",
+        ingest_services=frozenset(ingest_service or defaults.ingest_services),
         sync_services=frozenset(sync_service or defaults.sync_services),
         allowed_origins=frozenset(allowed_origin or (INGRESS_CONTROLLER_URL,)),
-        secret_names=frozenset(secret or defaults.secret_names), allow_db_faults=allow_db_faults,
+        secret_names=frozenset(secret or defaults.secret_names),
+        allow_db_faults=allow_db_faults,
     )
     for path in files:
         for test in _tests(path):
@@ -106,11 +118,18 @@ def validate(
             if problems:
                 raise fail(f"{path}: {test.metadata.name}: " + "; ".join(problems))
             load = test.spec.load
-            print(f"{path}: {test.metadata.name}: ok ({load.orders} orders x {load.updates_per_order} updates, "
-                  f"{load.parallelism} runner(s), {len(test.spec.faults)} fault(s))")
+            print(
+                f"{path}: {test.metadata.name}: ok ({load.orders} orders x {load.updates_per_order} updates, "
+                f"{load.parallelism} runner(s), {len(test.spec.faults)} fault(s))"
+            )
             if test.spec.schedule:
-                print(f"  random schedule (seed {test.spec.schedule.seed}): " + (", ".join(
-                    f"{f.name} at {f.start_after_s:g}s for {f.duration_s:g}s" for f in planned(test)) or "none drawn"))
+                print(
+                    f"  random schedule (seed {test.spec.schedule.seed}): "
+                    + (
+                        ", ".join(f"{f.name} at {f.start_after_s:g}s for {f.duration_s:g}s" for f in planned(test))
+                        or "none drawn"
+                    )
+                )
 
 
 @app.command()
@@ -123,8 +142,9 @@ def run(
     logdir: Annotated[Path | None, typer.Option(help="service logs (default: a temporary folder)")] = None,
     keep: Annotated[bool, typer.Option(help="keep the database and streams of the run")] = False,
     report_dir: ReportDirOpt = None,
-    via_ingress: Annotated[bool, typer.Option(
-        "--via-ingress", help="send load and observer through nginx with the chart's Ingress rules")] = False,
+    via_ingress: Annotated[
+        bool, typer.Option("--via-ingress", help="send load and observer through nginx with the chart's Ingress rules")
+    ] = False,
 ) -> None:
     """Run every ChaosTest in FILE: start the stack, load, faults, settle, verify, report."""
     tests = _tests(file)
@@ -137,10 +157,20 @@ def run(
             for test in tests:
                 console.rule(f"[bold]{test.metadata.name}")
                 host = test.spec.target.host_header if via_ingress else None
-                with services(infra, processors, logs / test.metadata.name, keep, test=test,
-                              via_ingress=via_ingress, ingress_host=host) as (endpoints, targets):
-                    result = asyncio.run(run_test(test, endpoints, targets, console=console,
-                                                  show_progress=progress and console.is_terminal))
+                with services(
+                    infra,
+                    processors,
+                    logs / test.metadata.name,
+                    keep,
+                    test=test,
+                    via_ingress=via_ingress,
+                    ingress_host=host,
+                ) as (endpoints, targets):
+                    result = asyncio.run(
+                        run_test(
+                            test, endpoints, targets, console=console, show_progress=progress and console.is_terminal
+                        )
+                    )
                 reports.append(result)
                 render(result, console)
     except (StackError, OSError) as exc:
@@ -195,8 +225,10 @@ def shrink(
     except (StackError, OSError) as exc:
         raise fail(str(exc)) from exc
     target = out or Path(f"{test.metadata.name}-shrunk.yaml")
-    note = (f"shrunk by `fincart-chaos shrink` from {report_file} in {result.runs} run(s): still fails "
-            f"{', '.join(sorted(result.failing))}\n" + "".join(f"- {step}\n" for step in result.steps))
+    note = (
+        f"shrunk by `fincart-chaos shrink` from {report_file} in {result.runs} run(s): still fails "
+        f"{', '.join(sorted(result.failing))}\n" + "".join(f"- {step}\n" for step in result.steps)
+    )
     _write(target, shrinking.to_yaml(result.test, note).rstrip("\n"))
     console.print(f"{len(result.steps)} reduction(s) in {result.runs} run(s); wrote {target}")
 
@@ -205,17 +237,22 @@ def shrink(
 @app.command()
 def load(
     file: FileArg,
-    runner_index: Annotated[int, typer.Option(envvar="JOB_COMPLETION_INDEX", min=0,
-                                              help="this runner's index (Indexed Job completion index)")] = 0,
+    runner_index: Annotated[
+        int,
+        typer.Option(envvar="JOB_COMPLETION_INDEX", min=0, help="this runner's index (Indexed Job completion index)"),
+    ] = 0,
     ingest_url: Annotated[str | None, typer.Option(help="override spec.target.ingestUrl")] = None,
     secret: Annotated[str, typer.Option(envvar="FINCART_WEBHOOK_SECRET", help="HMAC secret")] = "",
     run_id: RunIdOpt = "",
     ledger: Annotated[Path | None, typer.Option(help="write this runner's ledger (JSON lines)")] = None,
-    sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (the stream position "
-                                                      "recorded before the first request)")] = None,
+    sync_url: Annotated[
+        str | None,
+        typer.Option(help="override spec.target.syncUrl (the stream position recorded before the first request)"),
+    ] = None,
     sync_token: SyncTokenOpt = "",
-    publish_ledger: Annotated[bool, typer.Option(help="publish the ledger to NATS for the verifier (in a cluster)"
-                                                 )] = False,
+    publish_ledger: Annotated[
+        bool, typer.Option(help="publish the ledger to NATS for the verifier (in a cluster)")
+    ] = False,
     nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
     nats_prefix: NatsPrefixOpt = "",
 ) -> None:
@@ -232,9 +269,17 @@ def load(
     sync = _sync_endpoint(sync_url or spec.target.sync_url, sync_token, spec.target.host_header)
     start = ledger_io.RunnerStart(runner=runner_index, stream_seq=_stream_position(sync))
     started = time.monotonic()
-    entries = asyncio.run(run_load(requests, ingest_url or spec.target.ingest_url, secret,
-                                   concurrency=spec.load.concurrency, rate=spec.load.rate, runner=runner_index,
-                                   host=spec.target.host_header))
+    entries = asyncio.run(
+        run_load(
+            requests,
+            ingest_url or spec.target.ingest_url,
+            secret,
+            concurrency=spec.load.concurrency,
+            rate=spec.load.rate,
+            runner=runner_index,
+            host=spec.target.host_header,
+        )
+    )
     if ledger:
         ledger_io.write(entries, ledger, start)
     if publish_ledger:
@@ -243,9 +288,18 @@ def load(
         except (OSError, TimeoutError, NatsError) as exc:
             raise fail(f"could not publish the ledger to {nats_url}: {type(exc).__name__}: {exc}") from exc
     unacked = [e.webhook_id for e in entries if e.valid and not e.acked]
-    print(json.dumps({"runner": runner_index, "sent": len(entries), "acked": sum(e.acked for e in entries),
-                      "unacked": len(unacked), "samples": unacked[:10],
-                      "seconds": round(time.monotonic() - started, 3)}))
+    print(
+        json.dumps(
+            {
+                "runner": runner_index,
+                "sent": len(entries),
+                "acked": sum(e.acked for e in entries),
+                "unacked": len(unacked),
+                "samples": unacked[:10],
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        )
+    )
     raise typer.Exit(1 if unacked else 0)
 
 
@@ -260,8 +314,10 @@ def _stream_position(sync: SyncEndpoint | None) -> int | None:
     try:
         return asyncio.run(stream_position(sync))
     except (OSError, TimeoutError, ConnectionError, WebSocketException) as exc:
-        console.print(f"[yellow]warning:[/] stream position unknown ({type(exc).__name__}: {escape(str(exc))}); "
-                      "the verifier will replay the events from 0")
+        console.print(
+            f"[yellow]warning:[/] stream position unknown ({type(exc).__name__}: {escape(str(exc))}); "
+            "the verifier will replay the events from 0"
+        )
         return None
 
 
@@ -309,16 +365,25 @@ def verify(
     sync_url: Annotated[str | None, typer.Option(help="override spec.target.syncUrl (I6 by replay)")] = None,
     sync_token: SyncTokenOpt = "",
     run_id: RunIdOpt = "",
-    ledger: Annotated[list[Path] | None,
-                      typer.Option(help="runner ledgers; without them every valid webhook counts as acked")] = None,
+    ledger: Annotated[
+        list[Path] | None, typer.Option(help="runner ledgers; without them every valid webhook counts as acked")
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="write the JSON report here")] = None,
     summary_file: Annotated[Path | None, typer.Option(help="write the status summary here (<= 4 KiB)")] = None,
     report_dir: ReportDirOpt = None,
-    faults: Annotated[str, typer.Option(envvar="FINCART_CHAOS_FAULTS",
-                                        help="the fault windows as a JSON list of FaultRecord (the operator "
-                                             "passes them), for the coverage check")] = "[]",
-    since: Annotated[int | None, typer.Option(min=0, help="replay the events after this stream sequence "
-                                                           "(default: the ledgers' start lines, else 0)")] = None,
+    faults: Annotated[
+        str,
+        typer.Option(
+            envvar="FINCART_CHAOS_FAULTS",
+            help="the fault windows as a JSON list of FaultRecord (the operator passes them), for the coverage check",
+        ),
+    ] = "[]",
+    since: Annotated[
+        int | None,
+        typer.Option(
+            min=0, help="replay the events after this stream sequence (default: the ledgers' start lines, else 0)"
+        ),
+    ] = None,
     ledger_from_nats: Annotated[bool, typer.Option(help="read the runners' ledgers from NATS (in a cluster)")] = False,
     publish_bundle: Annotated[bool, typer.Option(help="store the evidence bundle in NATS' object store")] = False,
     nats_url: NatsUrlOpt = "nats://127.0.0.1:4222",
@@ -339,16 +404,24 @@ def verify(
         entries: list[LedgerEntry] | None = None
         starts: list[RunnerStart] = []
         if ledger_from_nats:
-            entries, starts, missing = asyncio.run(artifacts.read_ledgers(
-                nats_url, nats_prefix, run_id, test.spec.load.parallelism))
+            entries, starts, missing = asyncio.run(
+                artifacts.read_ledgers(nats_url, nats_prefix, run_id, test.spec.load.parallelism)
+            )
             if missing:
                 console.print(f"[yellow]warning:[/] no whole ledger from runner(s) {missing}: I7 cannot be checked")
                 entries = None
-        result = asyncio.run(verify_only(
-            test, database_url, sync=_sync_endpoint(sync_url or test.spec.target.sync_url, sync_token,
-                                                    test.spec.target.host_header), run_id=run_id,
-            ledger_paths=ledger or [], ledger=entries, faults=windows,
-            since=since if since is not None or entries is None else ledger_io.replay_from(starts)))
+        result = asyncio.run(
+            verify_only(
+                test,
+                database_url,
+                sync=_sync_endpoint(sync_url or test.spec.target.sync_url, sync_token, test.spec.target.host_header),
+                run_id=run_id,
+                ledger_paths=ledger or [],
+                ledger=entries,
+                faults=windows,
+                since=since if since is not None or entries is None else ledger_io.replay_from(starts),
+            )
+        )
     except (OSError, TimeoutError, ConnectionError, NatsError) as exc:  # asyncpg and websockets errors: OSError...
         result = Report(name=test.metadata.name, verdict="Error", reason=f"{type(exc).__name__}: {exc}"[:2000])
     render(result, console)
@@ -391,8 +464,11 @@ def report_command(
     """Render the evidence bundle (HTML, JUnit) from a JSON report written earlier."""
     try:
         text = source.read_text()
-        reports = (RunReport.model_validate_json(text).reports if '"reports"' in text[:200]
-                   else [Report.model_validate_json(text)])
+        reports = (
+            RunReport.model_validate_json(text).reports
+            if '"reports"' in text[:200]
+            else [Report.model_validate_json(text)]
+        )
     except (OSError, ValidationError) as exc:
         raise fail(f"{source}: not a readable report: {exc}") from exc
     _bundle(report_dir, reports)

@@ -60,22 +60,48 @@ def order_evidence(ctx: Context, order_id: str) -> OrderEvidence:
     sent = []
     for entry in sorted((e for e in ctx.ledger or [] if e.order_id == order_id), key=lambda e: e.sent_at):
         webhook = ctx.webhooks.get(entry.webhook_id)
-        sent.append(SentWebhook(
-            webhook_id=entry.webhook_id, kind=entry.kind,
-            updated_at=webhook.updated_at.isoformat() if webhook else "?", status=entry.status,
-            latency_ms=entry.latency_ms, sent_at=entry.sent_at, done_at=entry.done_at,
-            outcome=outcome.get(entry.webhook_id), faults=active_faults(ctx.faults, entry.sent_at, entry.done_at)))
+        sent.append(
+            SentWebhook(
+                webhook_id=entry.webhook_id,
+                kind=entry.kind,
+                updated_at=webhook.updated_at.isoformat() if webhook else "?",
+                status=entry.status,
+                latency_ms=entry.latency_ms,
+                sent_at=entry.sent_at,
+                done_at=entry.done_at,
+                outcome=outcome.get(entry.webhook_id),
+                faults=active_faults(ctx.faults, entry.sent_at, entry.done_at),
+            )
+        )
     if ctx.ledger is None:  # no answers known: what the spec says was sent
-        sent = [SentWebhook(webhook_id=r.webhook.webhook_id, kind=r.kind, updated_at=r.webhook.updated_at.isoformat(),
-                            status=0, latency_ms=0.0, sent_at=0.0, done_at=0.0)
-                for r in ctx.requests if r.webhook.order_id == order_id]
+        sent = [
+            SentWebhook(
+                webhook_id=r.webhook.webhook_id,
+                kind=r.kind,
+                updated_at=r.webhook.updated_at.isoformat(),
+                status=0,
+                latency_ms=0.0,
+                sent_at=0.0,
+                done_at=0.0,
+            )
+            for r in ctx.requests
+            if r.webhook.order_id == order_id
+        ]
     rows = ctx.rows.get(order_id, [])
     row = rows[0] if rows else None
     newest = ctx.newest.get(order_id)
     return OrderEvidence(
-        order_id=order_id, expected_webhook=newest.webhook_id if newest else None, sent=sent,
-        row=StoredRow(status=row.status, shipping_fee=str(row.shipping_fee) if row.shipping_fee is not None else None,
-                      version=row.version, last_webhook_id=row.last_webhook_id) if row else None,
+        order_id=order_id,
+        expected_webhook=newest.webhook_id if newest else None,
+        sent=sent,
+        row=StoredRow(
+            status=row.status,
+            shipping_fee=str(row.shipping_fee) if row.shipping_fee is not None else None,
+            version=row.version,
+            last_webhook_id=row.last_webhook_id,
+        )
+        if row
+        else None,
         audit=[f"{a.webhook_id}: {a.status}" for a in ctx.history.audit if a.order_id == order_id],
         versions_seen=[s.version for s in ctx.observed or [] if s.order_id == order_id],
     )
@@ -89,8 +115,9 @@ def counterexample(ctx: Context, finding: Finding) -> Counterexample:
             orders.append(order)
         if len(orders) == SAMPLE_ORDERS:
             break
-    return Counterexample(invariant=finding.check, message=finding.message,
-                          orders=[order_evidence(ctx, o) for o in orders])
+    return Counterexample(
+        invariant=finding.check, message=finding.message, orders=[order_evidence(ctx, o) for o in orders]
+    )
 
 
 def counterexamples(ctx: Context, findings: list[Finding]) -> list[Counterexample]:
@@ -98,6 +125,13 @@ def counterexamples(ctx: Context, findings: list[Finding]) -> list[Counterexampl
 
 
 def timeline(ctx: Context) -> list[TimelinePoint]:
-    return [TimelinePoint(sent_at=round(o.sent_at, 3), done_at=round(o.done_at, 3), latency_ms=o.latency_ms,
-                          outcome=o.outcome, acked=o.answer == "ok")
-            for o in sorted(ctx.outcomes, key=lambda o: o.done_at)]
+    return [
+        TimelinePoint(
+            sent_at=round(o.sent_at, 3),
+            done_at=round(o.done_at, 3),
+            latency_ms=o.latency_ms,
+            outcome=o.outcome,
+            acked=o.answer == "ok",
+        )
+        for o in sorted(ctx.outcomes, key=lambda o: o.done_at)
+    ]

@@ -53,14 +53,24 @@ def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Itera
     if not enabled:
         yield lambda _stats: None
         return
-    columns = (TextColumn("[bold]load"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]load"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("", total=stats.total)
 
         def update(s: LoadStats) -> None:
-            progress.update(task, completed=s.done, description=(
-                f"sent {s.sent}  acked {s.acked}  rejected {s.rejected}  errors {s.errors}  {s.rate:,.0f}/s"))
+            progress.update(
+                task,
+                completed=s.done,
+                description=(
+                    f"sent {s.sent}  acked {s.acked}  rejected {s.rejected}  errors {s.errors}  {s.rate:,.0f}/s"
+                ),
+            )
 
         yield update
 
@@ -86,8 +96,9 @@ async def orders_api(sync: SyncEndpoint, history: History) -> tuple[bool, str]:
             if answer.status_code != 200:
                 bad.append(f"GET /orders: {answer.status_code}")
             listed = ", GET /orders answers 200"
-    return not bad, (f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad
-                     else "; ".join(bad[:5]))
+    return not bad, (
+        f"{len(sample) - len(bad)}/{len(sample)} orders readable{listed}" if not bad else "; ".join(bad[:5])
+    )
 
 
 def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Seen]) -> list[float]:
@@ -97,18 +108,32 @@ def _latencies_to_websocket(ledger: Sequence[LedgerEntry], observed: Sequence[Se
     for seen in observed:
         if seen.kind == "event":
             first_seen.setdefault((seen.order_id, seen.version), seen)
-    return [max(0.0, (s.received_at - acked_at[s.last_webhook_id]) * 1000)
-            for s in first_seen.values() if s.last_webhook_id in acked_at]
+    return [
+        max(0.0, (s.received_at - acked_at[s.last_webhook_id]) * 1000)
+        for s in first_seen.values()
+        if s.last_webhook_id in acked_at
+    ]
 
 
 def planned(test: ChaosTest) -> list[ScheduledFault]:
     """The faults of the run as scheduled (a random schedule drawn from its seed), for the report."""
-    return [ScheduledFault(name=f.name, type=f.type, start_after_s=parse_duration(f.start_after),
-                           duration_s=parse_duration(f.duration)) for f in test.spec.scheduled_faults()]
+    return [
+        ScheduledFault(
+            name=f.name, type=f.type, start_after_s=parse_duration(f.start_after), duration_s=parse_duration(f.duration)
+        )
+        for f in test.spec.scheduled_faults()
+    ]
 
 
-async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets | None, *,
-                   console: Console, show_progress: bool = True, watch_faults: FaultWatcher | None = None) -> Report:
+async def run_test(
+    test: ChaosTest,
+    endpoints: Endpoints,
+    targets: LocalTargets | None,
+    *,
+    console: Console,
+    show_progress: bool = True,
+    watch_faults: FaultWatcher | None = None,
+) -> Report:
     """``watch_faults`` sees each fault record as the fault starts and ends (e.g. to export fault windows)."""
     spec = test.spec
     load = spec.load
@@ -119,8 +144,9 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     read_side = None
     if endpoints.sync:
         only = orders[0] if len(orders) == 1 else None
-        read_side = ReadSide(endpoints.sync, orders=len(orders), order=only, resuming=load.resuming_observers,
-                             seed=load.seed)
+        read_side = ReadSide(
+            endpoints.sync, orders=len(orders), order=only, resuming=load.resuming_observers, seed=load.seed
+        )
         observer = Observer(endpoints.sync, order=only, on_event=read_side.on_event)
         observer_task = asyncio.create_task(observer.run())
         with contextlib.suppress(TimeoutError):
@@ -129,21 +155,42 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     records: list[FaultRecord] = []
     schedule = planned(test)
     if spec.schedule:
-        console.print(f"random schedule (seed {spec.schedule.seed}): " + (", ".join(
-            f"{s.name} at {s.start_after_s:g}s for {s.duration_s:g}s" for s in schedule) or "no fault drawn"))
+        console.print(
+            f"random schedule (seed {spec.schedule.seed}): "
+            + (
+                ", ".join(f"{s.name} at {s.start_after_s:g}s for {s.duration_s:g}s" for s in schedule)
+                or "no fault drawn"
+            )
+        )
     load_done = asyncio.Event()
     stats = LoadStats(total=sum(len(r) for r in requests))
     started = time.monotonic()
     scheduled = spec.scheduled_faults()
-    faults = asyncio.create_task(run_schedule(scheduled, targets, load_done, records, watch_faults,
-                                              one_at_a_time=spec.schedule is not None)) if (
-        scheduled and targets) else None
+    faults = (
+        asyncio.create_task(
+            run_schedule(scheduled, targets, load_done, records, watch_faults, one_at_a_time=spec.schedule is not None)
+        )
+        if (scheduled and targets)
+        else None
+    )
     try:
         with progress_display(stats, console, show_progress) as on_progress:
-            parts = await asyncio.gather(*(
-                run_load(reqs, endpoints.ingest_url, endpoints.secret, concurrency=load.concurrency, rate=load.rate,
-                         runner=index, stats=stats, on_progress=on_progress, host=endpoints.host)
-                for index, reqs in enumerate(requests)))
+            parts = await asyncio.gather(
+                *(
+                    run_load(
+                        reqs,
+                        endpoints.ingest_url,
+                        endpoints.secret,
+                        concurrency=load.concurrency,
+                        rate=load.rate,
+                        runner=index,
+                        stats=stats,
+                        on_progress=on_progress,
+                        host=endpoints.host,
+                    )
+                    for index, reqs in enumerate(requests)
+                )
+            )
         load_s = time.monotonic() - started
         load_done.set()
         if read_side:
@@ -158,8 +205,13 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     drain_from = time.monotonic()
     acked = {e.webhook_id for e in ledger if e.acked}
     try:
-        settled = await settle(endpoints.database_url, orders, len(acked), parse_duration(spec.settle.timeout),
-                               observer.log if observer else None)
+        settled = await settle(
+            endpoints.database_url,
+            orders,
+            len(acked),
+            parse_duration(spec.settle.timeout),
+            observer.log if observer else None,
+        )
         finished = time.monotonic()
         history = await read_history(endpoints.database_url, orders)
     finally:
@@ -171,38 +223,68 @@ async def run_test(test: ChaosTest, endpoints: Endpoints, targets: LocalTargets 
     sent = [r for part in requests for r in part]
     store = await read_store(endpoints.database_url, orders, [r.webhook.webhook_id for r in sent if not r.valid])
     selectors = {f.name: f.selector for f in spec.faults}
-    extras = Extras(store, resumed, api_evidence.reads, api_evidence.during,
-                    api_evidence.after if read_side else None, selectors)
-    ctx = Context(sent, ledger, history, observed, faults=records, max_lost=spec.verification.max_lost,
-                  caught_up=settled, deadline=spec.settle.timeout, extras=extras)
+    extras = Extras(
+        store, resumed, api_evidence.reads, api_evidence.during, api_evidence.after if read_side else None, selectors
+    )
+    ctx = Context(
+        sent,
+        ledger,
+        history,
+        observed,
+        faults=records,
+        max_lost=spec.verification.max_lost,
+        caught_up=settled,
+        deadline=spec.settle.timeout,
+        extras=extras,
+    )
     result = verify(ctx, spec.enabled_invariants())
     api = await orders_api(endpoints.sync, history) if endpoints.sync else None
     total_s = finished - started
     timings = Timings(
-        total_s=round(total_s, 3), load_s=round(load_s, 3), drain_s=round(finished - drain_from, 3),
-        settled=settled, throughput_rps=round(len(ledger) / total_s, 1) if total_s else None,
+        total_s=round(total_s, 3),
+        load_s=round(load_s, 3),
+        drain_s=round(finished - drain_from, 3),
+        settled=settled,
+        throughput_rps=round(len(ledger) / total_s, 1) if total_s else None,
         ack_latency_ms=percentiles([e.latency_ms for e in ledger if e.acked]),
         webhook_to_websocket_ms=percentiles(_latencies_to_websocket(ledger, observed or [])),
     )
     notes = (observer.problems[:5] if observer else []) + api_evidence.problems[:5]
     if read_side:
         modes = sum((r.resumes for r in read_side.resumers), Counter())
-        notes.append(f"read side: {len(api_evidence.reads)} events read back through GET /orders/{{id}}, "
-                     f"{len(api_evidence.during)} GET /orders walks during the load, resuming observers "
-                     f"reconnected {dict(modes)}")
+        notes.append(
+            f"read side: {len(api_evidence.reads)} events read back through GET /orders/{{id}}, "
+            f"{len(api_evidence.during)} GET /orders walks during the load, resuming observers "
+            f"reconnected {dict(modes)}"
+        )
     if api_evidence.not_probed:
         notes.append(f"{api_evidence.not_probed} events were not read back through GET /orders/{{id}} (queue full)")
-    report = assemble(test.metadata.name, ctx, result, spec.enabled_invariants(), timings=timings, notes=notes,
-                      orders_api=api,
-                      performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)])
+    report = assemble(
+        test.metadata.name,
+        ctx,
+        result,
+        spec.enabled_invariants(),
+        timings=timings,
+        notes=notes,
+        orders_api=api,
+        performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
+    )
     report.fault_windows = fault_windows(records, ledger, selectors)
     report.schedule = schedule
     return report
 
 
-async def verify_only(test: ChaosTest, database_url: str, *, sync: SyncEndpoint | None, run_id: str,
-                      ledger_paths: Sequence[Path] = (), ledger: Sequence[LedgerEntry] | None = None,
-                      since: int | None = None, faults: Sequence[FaultRecord] = ()) -> Report:
+async def verify_only(
+    test: ChaosTest,
+    database_url: str,
+    *,
+    sync: SyncEndpoint | None,
+    run_id: str,
+    ledger_paths: Sequence[Path] = (),
+    ledger: Sequence[LedgerEntry] | None = None,
+    since: int | None = None,
+    faults: Sequence[FaultRecord] = (),
+) -> Report:
     """The verification Job: what was sent comes from the spec, what was answered from the runners' ledgers
     (files, or ``ledger`` already read), the fault windows from the operator. Events are replayed from
     ``since`` (else from the ledgers' start lines, else 0)."""
@@ -212,8 +294,11 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync: SyncEndpoint 
     if ledger_paths:
         ledger, starts = ledger_io.read(ledger_paths)
         since = since if since is not None else ledger_io.replay_from(starts)
-    acked = {e.webhook_id for e in ledger if e.acked} if ledger is not None else {r.webhook.webhook_id
-                                                                                  for r in requests if r.valid}
+    acked = (
+        {e.webhook_id for e in ledger if e.acked}
+        if ledger is not None
+        else {r.webhook.webhook_id for r in requests if r.valid}
+    )
     started = time.monotonic()
     timeout = parse_duration(spec.settle.timeout)
     settled = await settle(database_url, orders, len(acked), timeout)
@@ -231,13 +316,29 @@ async def verify_only(test: ChaosTest, database_url: str, *, sync: SyncEndpoint 
     walk, walk_problems = await final_walk(sync, len(orders)) if sync else (None, [])
     problems += walk_problems
     selectors = {f.name: f.selector for f in spec.faults}
-    ctx = Context(requests, ledger, history, observed, faults=faults, max_lost=spec.verification.max_lost,
-                  caught_up=settled, deadline=spec.settle.timeout, unobserved=unobserved,
-                  extras=Extras(store, walk_after=walk, selectors=selectors))
+    ctx = Context(
+        requests,
+        ledger,
+        history,
+        observed,
+        faults=faults,
+        max_lost=spec.verification.max_lost,
+        caught_up=settled,
+        deadline=spec.settle.timeout,
+        unobserved=unobserved,
+        extras=Extras(store, walk_after=walk, selectors=selectors),
+    )
     result = verify(ctx, spec.enabled_invariants())
     api = await orders_api(sync, history) if sync else None
-    report = assemble(test.metadata.name, ctx, result, spec.enabled_invariants(),
-                      timings=Timings(drain_s=round(drain_s, 3), settled=settled), notes=problems, orders_api=api,
-                      performance=[rate("queue drain time", round(drain_s, 3))])
+    report = assemble(
+        test.metadata.name,
+        ctx,
+        result,
+        spec.enabled_invariants(),
+        timings=Timings(drain_s=round(drain_s, 3), settled=settled),
+        notes=problems,
+        orders_api=api,
+        performance=[rate("queue drain time", round(drain_s, 3))],
+    )
     report.fault_windows = fault_windows(faults, ledger or [], selectors)
     return report

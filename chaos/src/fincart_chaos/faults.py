@@ -226,9 +226,14 @@ def _chosen(fault: Fault, targets: LocalTargets) -> list[ManagedProcess]:
     return chosen
 
 
-async def run_schedule(faults: Sequence[Fault], targets: LocalTargets, load_done: asyncio.Event,
-                       records: list[FaultRecord], watch: FaultWatcher | None = None,
-                       one_at_a_time: bool = False) -> None:
+async def run_schedule(
+    faults: Sequence[Fault],
+    targets: LocalTargets,
+    load_done: asyncio.Event,
+    records: list[FaultRecord],
+    watch: FaultWatcher | None = None,
+    one_at_a_time: bool = False,
+) -> None:
     """Run every fault on its schedule (relative to now = load start); repeats stop once the load is done.
     ``watch`` sees each fault start and end; ``one_at_a_time`` (a random schedule): a fault never starts before
     the previous one is healed, even when healing took longer than planned (a rescale's processes starting)."""

@@ -92,8 +92,13 @@ def expected_columns(webhook: Webhook) -> OrderColumns:
     """What the row holds when ``webhook`` won, status and fee by the verifier's own statement of the
     domain rules (oracle.py), not by the code under test."""
     status, fee = oracle.expected(webhook.payload)
-    return OrderColumns(status=status, total_price=webhook.total_price, shipping_fee=fee,
-                        last_external_updated_at=webhook.updated_at, last_webhook_id=webhook.webhook_id)
+    return OrderColumns(
+        status=status,
+        total_price=webhook.total_price,
+        shipping_fee=fee,
+        last_external_updated_at=webhook.updated_at,
+        last_webhook_id=webhook.webhook_id,
+    )
 
 
 def _differing(actual: OrderColumns, expected: OrderColumns) -> list[str]:
@@ -110,18 +115,28 @@ def _grouped(invariant: str, template: str, wrong: Iterable[tuple[str, str]]) ->
 
 def stored_columns(winners: Mapping[str, OrderColumns], rows: Mapping[str, OrderColumns]) -> list[Violation]:
     """``winners``: order id -> the winning webhook's columns; ``rows``: order id -> the stored ones."""
-    wrong = [(column, order_id) for order_id, expected in winners.items() if order_id in rows
-             for column in _differing(rows[order_id], expected)]
+    wrong = [
+        (column, order_id)
+        for order_id, expected in winners.items()
+        if order_id in rows
+        for column in _differing(rows[order_id], expected)
+    ]
     return _grouped("I2", "stored {} differs from the winning webhook's", wrong)
 
 
 def _event_columns(seen: Seen) -> OrderColumns:
-    return OrderColumns(status=seen.status, total_price=seen.total_price, shipping_fee=Decimal(seen.shipping_fee),
-                        last_external_updated_at=seen.last_external_updated_at, last_webhook_id=seen.last_webhook_id)
+    return OrderColumns(
+        status=seen.status,
+        total_price=seen.total_price,
+        shipping_fee=Decimal(seen.shipping_fee),
+        last_external_updated_at=seen.last_external_updated_at,
+        last_webhook_id=seen.last_webhook_id,
+    )
 
 
-def events_vs_history(observed: Sequence[Seen], audit: Sequence[AuditEntry],
-                      expected: Mapping[str, OrderColumns]) -> list[Violation]:
+def events_vs_history(
+    observed: Sequence[Seen], audit: Sequence[AuditEntry], expected: Mapping[str, OrderColumns]
+) -> list[Violation]:
     """``observed``: what observers got (events are checked, snapshots are not events); ``expected``:
     webhook id -> the columns it sets. An event seen twice with the same stream sequence is one event."""
     committed = {(a.order_id, a.version): a.webhook_id for a in audit if a.status == "processed"}
@@ -140,8 +155,11 @@ def events_vs_history(observed: Sequence[Seen], audit: Sequence[AuditEntry],
             uncommitted.add(label)
         elif committed[key] != seen.last_webhook_id:
             other_webhook.add(label)
-        elif seen.last_webhook_id in expected and seen.total_price is not None and _differing(
-                _event_columns(seen), expected[seen.last_webhook_id]):
+        elif (
+            seen.last_webhook_id in expected
+            and seen.total_price is not None
+            and _differing(_event_columns(seen), expected[seen.last_webhook_id])
+        ):
             content.add(label)
     twice = [f"{o}@v{v}" for (o, v), seqs in sequences.items() if len(seqs) > 1]
     found = [
@@ -155,10 +173,22 @@ def events_vs_history(observed: Sequence[Seen], audit: Sequence[AuditEntry],
 
 
 def reads_behind_events(reads: Sequence[ReadBack]) -> list[Violation]:
-    behind = sorted({f"{r.order_id}@v{r.event_version}" for r in reads
-                     if r.read_version is None or r.read_version < r.event_version})
-    return [Violation("I6", "the read API was older than an event already delivered (published before its commit)",
-                      behind)] if behind else []
+    behind = sorted(
+        {
+            f"{r.order_id}@v{r.event_version}"
+            for r in reads
+            if r.read_version is None or r.read_version < r.event_version
+        }
+    )
+    return (
+        [
+            Violation(
+                "I6", "the read API was older than an event already delivered (published before its commit)", behind
+            )
+        ]
+        if behind
+        else []
+    )
 
 
 def held_versions(log: Sequence[Seen]) -> tuple[dict[str, Seen], list[str]]:
@@ -187,8 +217,12 @@ def held_versions(log: Sequence[Seen]) -> tuple[dict[str, Seen], list[str]]:
     return held, gaps
 
 
-def observer_views(steady: Sequence[Seen], resumed: Sequence[Sequence[Seen]], rows: Mapping[str, OrderColumns],
-                   versions: Mapping[str, int]) -> list[Violation]:
+def observer_views(
+    steady: Sequence[Seen],
+    resumed: Sequence[Sequence[Seen]],
+    rows: Mapping[str, OrderColumns],
+    versions: Mapping[str, int],
+) -> list[Violation]:
     """Each resumed observer's log against the stored rows (``rows``, ``versions``: order id -> columns,
     version; only these orders are judged) and against the steady observer's log."""
     known = {(s.order_id, s.version, s.last_webhook_id) for s in steady if s.kind != "reset"}
@@ -202,8 +236,11 @@ def observer_views(steady: Sequence[Seen], resumed: Sequence[Sequence[Seen]], ro
             last = held.get(order_id)
             if last is None or last.version != versions[order_id] or last.last_webhook_id != columns.last_webhook_id:
                 stale.add(order_id)
-        foreign.update(f"{s.order_id}@v{s.version}" for s in log if s.kind == "event" and s.order_id in rows
-                       and (s.order_id, s.version, s.last_webhook_id) not in known)
+        foreign.update(
+            f"{s.order_id}@v{s.version}"
+            for s in log
+            if s.kind == "event" and s.order_id in rows and (s.order_id, s.version, s.last_webhook_id) not in known
+        )
     found = [
         Violation("I6", "a resumed observer missed versions (gap after a resume)", sorted(gaps)),
         Violation("I6", "a resumed observer did not end with the stored version", sorted(stale)),
@@ -212,30 +249,62 @@ def observer_views(steady: Sequence[Seen], resumed: Sequence[Sequence[Seen]], ro
     return [v for v in found if v.ids]
 
 
-def page_walk(items: Sequence[PageItem], scope: Iterable[str], *, rows: Mapping[str, OrderColumns],
-              versions: Mapping[str, int], committed: Mapping[tuple[str, int], str], quiescent: bool
-              ) -> list[Violation]:
+def page_walk(
+    items: Sequence[PageItem],
+    scope: Iterable[str],
+    *,
+    rows: Mapping[str, OrderColumns],
+    versions: Mapping[str, int],
+    committed: Mapping[tuple[str, int], str],
+    quiescent: bool,
+) -> list[Violation]:
     """One walk through ``GET /orders`` (items in the order listed) for the test's orders ``scope``.
     Always: no order twice and only committed states; ``quiescent`` (nothing changed during the walk):
     every stored order exactly as stored."""
     wanted = set(scope)
     listed = [i for i in items if i.order_id in wanted]
     counts = Counter(i.order_id for i in listed)
-    found = [Violation("I1", "GET /orders listed an order on more than one page", sorted(o for o, n in counts.items()
-                                                                                        if n > 1))]
-    found.append(Violation("I1", "GET /orders listed a state that was never committed", sorted(
-        f"{i.order_id}@v{i.version}" for i in listed
-        if committed.get((i.order_id, i.version)) != i.columns.last_webhook_id)))
+    found = [
+        Violation(
+            "I1", "GET /orders listed an order on more than one page", sorted(o for o, n in counts.items() if n > 1)
+        )
+    ]
+    found.append(
+        Violation(
+            "I1",
+            "GET /orders listed a state that was never committed",
+            sorted(
+                f"{i.order_id}@v{i.version}"
+                for i in listed
+                if committed.get((i.order_id, i.version)) != i.columns.last_webhook_id
+            ),
+        )
+    )
     if quiescent:
         found.append(Violation("I1", "GET /orders skipped a stored order", sorted(wanted & set(rows) - set(counts))))
-        found.append(Violation("I1", "GET /orders differs from the stored row", sorted({
-            i.order_id for i in listed if i.order_id in rows
-            and (i.version != versions[i.order_id] or _differing(i.columns, rows[i.order_id]))})))
+        found.append(
+            Violation(
+                "I1",
+                "GET /orders differs from the stored row",
+                sorted(
+                    {
+                        i.order_id
+                        for i in listed
+                        if i.order_id in rows
+                        and (i.version != versions[i.order_id] or _differing(i.columns, rows[i.order_id]))
+                    }
+                ),
+            )
+        )
     return [v for v in found if v.ids]
 
 
-def poison_outcomes(poison: Mapping[str, str], ledger: Sequence[LedgerEntry] | None,
-                    audit: Mapping[str, AuditEntry], winners: Iterable[str]) -> list[Violation]:
+def poison_outcomes(
+    poison: Mapping[str, str],
+    ledger: Sequence[LedgerEntry] | None,
+    audit: Mapping[str, AuditEntry],
+    winners: Iterable[str],
+) -> list[Violation]:
     """``poison``: poison webhook id -> its kind; ``audit``: webhook id -> its audit row; ``winners``: the
     stored rows' last_webhook_id. A ``schema`` poison breaks the order contract that ingest checks: it must
     be answered 422 (README, the webhook contract). Any other (``calendarEdge``: valid by the contract,
@@ -259,13 +328,15 @@ def poison_outcomes(poison: Mapping[str, str], ledger: Sequence[LedgerEntry] | N
         if ok and kind == "schema":
             accepted.append(webhook_id)
     found = [
-        Violation("I5", "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered",
-                  applied),
+        Violation(
+            "I5", "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered", applied
+        ),
         Violation("I5", "poison webhooks answered 4xx but stored anyway", stored_anyway),
         Violation("I3", "poison webhooks accepted but never dead-lettered (stuck or silently dropped)", stuck),
         Violation("I7", "poison webhooks answered neither 4xx nor 2xx", unanswered),
-        Violation("I7", "poison webhooks that break the order contract answered 2xx (ingest must answer 422)",
-                  accepted),
+        Violation(
+            "I7", "poison webhooks that break the order contract answered 2xx (ingest must answer 422)", accepted
+        ),
     ]
     return [v for v in found if v.ids]
 
@@ -287,8 +358,12 @@ def on_request_path(record: FaultRecord, selectors: Mapping[str, Mapping[str, st
     return record.type == "brokerRestart" or selectors.get(record.name, {}).get(COMPONENT_LABEL) == "ingest"
 
 
-def fault_windows(records: Sequence[FaultRecord], ledger: Sequence[LedgerEntry],
-                  selectors: Mapping[str, Mapping[str, str]], grace_s: float = 2.0) -> list[FaultWindow]:
+def fault_windows(
+    records: Sequence[FaultRecord],
+    ledger: Sequence[LedgerEntry],
+    selectors: Mapping[str, Mapping[str, str]],
+    grace_s: float = 2.0,
+) -> list[FaultWindow]:
     """``selectors``: fault name -> its selector (what it hit)."""
     windows = []
     for record in records:
@@ -302,8 +377,16 @@ def fault_windows(records: Sequence[FaultRecord], ledger: Sequence[LedgerEntry],
             retried += any(start <= at <= end for at, _ in entry.failures[: entry.attempts - 1])
             final = 200 <= entry.status < 300 or (400 <= entry.status < 500 and entry.status != 429)
             answered += final and start <= entry.done_at <= end
-        windows.append(FaultWindow(name=record.name, type=record.type, failed=failed, retried=retried,
-                                   answered=answered, request_path=on_request_path(record, selectors)))
+        windows.append(
+            FaultWindow(
+                name=record.name,
+                type=record.type,
+                failed=failed,
+                retried=retried,
+                answered=answered,
+                request_path=on_request_path(record, selectors),
+            )
+        )
     return windows
 
 
@@ -358,13 +441,19 @@ def read_api_pages(ctx: Context) -> Iterator[Finding]:
     if ctx.extras is None:
         return
     extras, store = ctx.extras, ctx.extras.store
-    committed = {(a.order_id, a.version): a.webhook_id for a in store.audit
-                 if a.status == "processed" and a.version is not None}
+    committed = {
+        (a.order_id, a.version): a.webhook_id for a in store.audit if a.status == "processed" and a.version is not None
+    }
     scope = {r.webhook.order_id for r in ctx.requests}
     walks = [(walk, False) for walk in extras.walks_during]
     walks += [(extras.walk_after, True)] if extras.walk_after is not None else []
-    yield from _findings(v for walk, quiescent in walks for v in page_walk(
-        walk, scope, rows=store.rows, versions=store.versions, committed=committed, quiescent=quiescent))
+    yield from _findings(
+        v
+        for walk, quiescent in walks
+        for v in page_walk(
+            walk, scope, rows=store.rows, versions=store.versions, committed=committed, quiescent=quiescent
+        )
+    )
 
 
 def _poison(ctx: Context, invariant: str) -> Iterator[Finding]:
@@ -397,8 +486,9 @@ def request_path_faults(ctx: Context) -> Iterator[Finding]:
     if ctx.extras is None or ctx.ledger is None:
         return
     for name in idle_faults(fault_windows(ctx.faults, ctx.ledger, ctx.extras.selectors)):
-        yield Finding("coverage", f"fault {name} is on the request path but failed no request", (name,),
-                      inconclusive=True)
+        yield Finding(
+            "coverage", f"fault {name} is on the request path but failed no request", (name,), inconclusive=True
+        )
 
 
 def _merged(found: Iterable[Violation]) -> list[Violation]:

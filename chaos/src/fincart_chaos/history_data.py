@@ -33,9 +33,12 @@ WALK_PAUSE_S = 0.5
 
 def _columns(record: asyncpg.Record | dict) -> OrderColumns:  # type: ignore[type-arg]
     return OrderColumns(
-        status=record["status"], total_price=_decimal(record["total_price"]),
-        shipping_fee=_decimal(record["shipping_fee"]), last_external_updated_at=record["last_external_updated_at"],
-        last_webhook_id=record["last_webhook_id"])
+        status=record["status"],
+        total_price=_decimal(record["total_price"]),
+        shipping_fee=_decimal(record["shipping_fee"]),
+        last_external_updated_at=record["last_external_updated_at"],
+        last_webhook_id=record["last_webhook_id"],
+    )
 
 
 def _decimal(value: object) -> Decimal | None:
@@ -47,12 +50,16 @@ async def read_store(database_url: str, order_ids: Sequence[str], webhook_ids: S
     (a dead-lettered poison webhook may be filed under no known order)."""
     conn = await asyncpg.connect(to_asyncpg_url(database_url), timeout=DB_TIMEOUT_S)
     try:
-        orders = await conn.fetch("SELECT * FROM orders WHERE shopify_order_id = ANY($1::text[])",
-                                  list(order_ids), timeout=DB_TIMEOUT_S)
+        orders = await conn.fetch(
+            "SELECT * FROM orders WHERE shopify_order_id = ANY($1::text[])", list(order_ids), timeout=DB_TIMEOUT_S
+        )
         audit = await conn.fetch(
             "SELECT webhook_id, shopify_order_id, status, version FROM audit_log "
             "WHERE shopify_order_id = ANY($1::text[]) OR webhook_id = ANY($2::text[])",
-            list(order_ids), list(webhook_ids), timeout=DB_TIMEOUT_S)
+            list(order_ids),
+            list(webhook_ids),
+            timeout=DB_TIMEOUT_S,
+        )
     finally:
         await conn.close()
     return StoreView(
@@ -68,11 +75,17 @@ def page_size_for(orders: int) -> int:
 
 
 def _item(order: dict) -> PageItem:  # type: ignore[type-arg]
-    return PageItem(order["shopify_order_id"], order["version"], OrderColumns(
-        status=order["status"], total_price=_decimal(order["total_price"]),
-        shipping_fee=_decimal(order["shipping_fee"]),
-        last_external_updated_at=datetime.fromisoformat(order["last_external_updated_at"]),
-        last_webhook_id=order["last_webhook_id"]))
+    return PageItem(
+        order["shopify_order_id"],
+        order["version"],
+        OrderColumns(
+            status=order["status"],
+            total_price=_decimal(order["total_price"]),
+            shipping_fee=_decimal(order["shipping_fee"]),
+            last_external_updated_at=datetime.fromisoformat(order["last_external_updated_at"]),
+            last_webhook_id=order["last_webhook_id"],
+        ),
+    )
 
 
 async def walk_orders(http: httpx.AsyncClient, page_size: int = PAGE_SIZE) -> list[PageItem]:

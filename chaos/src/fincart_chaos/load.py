@@ -70,8 +70,9 @@ def headers_for(request: Request, body: bytes, secret: str) -> dict[str, str]:
     }
 
 
-async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, policy: RetryPolicy,
-                   stats: LoadStats, runner: int) -> LedgerEntry:
+async def send_one(
+    http: aiohttp.ClientSession, request: Request, secret: str, policy: RetryPolicy, stats: LoadStats, runner: int
+) -> LedgerEntry:
     body = request.webhook.body()
     attempts = policy.attempts if request.signed else 1
     failures: list[tuple[float, int]] = []
@@ -100,9 +101,18 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
         if attempt + 1 < attempts:
             await asyncio.sleep(policy.backoff(attempt))
     entry = LedgerEntry(
-        webhook_id=request.webhook.webhook_id, order_id=request.webhook.order_id, kind=request.kind,
-        runner=runner, status=status, first_status=first_status, answer=answer, attempts=attempt + 1,
-        sent_at=sent_at, done_at=time.time(), latency_ms=round(latency_ms, 3), failures=failures,
+        webhook_id=request.webhook.webhook_id,
+        order_id=request.webhook.order_id,
+        kind=request.kind,
+        runner=runner,
+        status=status,
+        first_status=first_status,
+        answer=answer,
+        attempts=attempt + 1,
+        sent_at=sent_at,
+        done_at=time.time(),
+        latency_ms=round(latency_ms, 3),
+        failures=failures,
     )
     stats.done += 1
     if entry.acked:
@@ -112,10 +122,19 @@ async def send_one(http: aiohttp.ClientSession, request: Request, secret: str, p
     return entry
 
 
-async def run_load(requests: Sequence[Request], ingest_url: str, secret: str, *, concurrency: int,
-                   rate: float = 0.0, runner: int = 0, policy: RetryPolicy | None = None,
-                   stats: LoadStats | None = None, on_progress: Callable[[LoadStats], None] | None = None,
-                   host: str | None = None) -> list[LedgerEntry]:
+async def run_load(
+    requests: Sequence[Request],
+    ingest_url: str,
+    secret: str,
+    *,
+    concurrency: int,
+    rate: float = 0.0,
+    runner: int = 0,
+    policy: RetryPolicy | None = None,
+    stats: LoadStats | None = None,
+    on_progress: Callable[[LoadStats], None] | None = None,
+    host: str | None = None,
+) -> list[LedgerEntry]:
     """Send ``requests`` in order with at most ``concurrency`` in flight (and at most ``rate`` per second
     when ``rate > 0``); return one ledger entry per request. ``host``: the Host header (an ingress's rule)."""
     policy = policy or RetryPolicy()

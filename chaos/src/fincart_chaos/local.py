@@ -88,29 +88,54 @@ class FaultProxyProcess(ManagedProcess):
 
 
 @contextlib.contextmanager
-def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
-             processor_command: list[str] | None = None, test: ChaosTest | None = None,
-             ingest_command: list[str] | None = None,
-             sync_command: list[str] | None = None, via_ingress: bool = False,
-             ingress_host: str | None = None) -> Iterator[tuple[Endpoints, LocalTargets]]:
+def services(
+    infra: Infra,
+    processors: int,
+    logdir: Path,
+    keep: bool = False,
+    processor_command: list[str] | None = None,
+    test: ChaosTest | None = None,
+    ingest_command: list[str] | None = None,
+    sync_command: list[str] | None = None,
+    via_ingress: bool = False,
+    ingress_host: str | None = None,
+) -> Iterator[tuple[Endpoints, LocalTargets]]:
     """``*_command``: argv of a service instead of its console script (deliberately broken ones in tests);
     ``test``: the ChaosTest whose network faults route connections through the fault proxy; ``via_ingress``:
     load and observer go through nginx with the chart's Ingress rules (and its rule for ``ingress_host``,
     which every request then names in its Host header)."""
     run = uuid.uuid4().hex[:8]
     partitions = int(os.environ.get("FINCART_PARTITIONS", "16"))
-    config = StackConfig(database=f"fincart_chaos_{run}", partitions=partitions, processors=processors,
-                         nats_prefix=f"chaos-{run}", webhook_secret=secrets.token_hex(16), ingest_port=free_port(),
-                         sync_port=0, log_level=os.environ.get("FINCART_LOG_LEVEL", "WARNING"),
-                         processor_command=processor_command, ingest_command=ingest_command,
-                         sync_command=sync_command, ingress=via_ingress, ingress_host=ingress_host or "")
+    config = StackConfig(
+        database=f"fincart_chaos_{run}",
+        partitions=partitions,
+        processors=processors,
+        nats_prefix=f"chaos-{run}",
+        webhook_secret=secrets.token_hex(16),
+        ingest_port=free_port(),
+        sync_port=0,
+        log_level=os.environ.get("FINCART_LOG_LEVEL", "WARNING"),
+        processor_command=processor_command,
+        ingest_command=ingest_command,
+        sync_command=sync_command,
+        ingress=via_ingress,
+        ingress_host=ingress_host or "",
+    )
     logdir.mkdir(parents=True, exist_ok=True)
-    routes = {f.network.target.route: f.network.target for f in (test.spec.scheduled_faults() if test else [])
-              if f.network}
-    upstreams = {"nats": infra.nats_url, "redis": infra.redis_url, "postgres": infra.database_url,
-                 "ingest": f"http://127.0.0.1:{config.ingest_port}"}
-    proxy = FaultProxyProcess({name: host_port(upstreams[t.upstream]) for name, t in routes.items()},
-                              logdir) if routes else None
+    routes = {
+        f.network.target.route: f.network.target for f in (test.spec.scheduled_faults() if test else []) if f.network
+    }
+    upstreams = {
+        "nats": infra.nats_url,
+        "redis": infra.redis_url,
+        "postgres": infra.database_url,
+        "ingest": f"http://127.0.0.1:{config.ingest_port}",
+    }
+    proxy = (
+        FaultProxyProcess({name: host_port(upstreams[t.upstream]) for name, t in routes.items()}, logdir)
+        if routes
+        else None
+    )
     runners_url = None  # the runners' way to ingest when a network fault sits on it
     for target in routes.values():
         # a service's own NATS user travels in the proxied URL
@@ -127,19 +152,30 @@ def services(infra: Infra, processors: int, logdir: Path, keep: bool = False,
             proxy.start()
         stack.start()
         sync = SyncEndpoint(stack.public_sync_url, config.read_token, ingress_host) if stack.public_sync_url else None
-        endpoints = Endpoints(ingest_url=runners_url or stack.public_ingest_url, database_url=stack.database_url,
-                              secret=config.webhook_secret, sync=sync, host=ingress_host)
+        endpoints = Endpoints(
+            ingest_url=runners_url or stack.public_ingest_url,
+            database_url=stack.database_url,
+            secret=config.webhook_secret,
+            sync=sync,
+            host=ingress_host,
+        )
         nats = infra.embedded.get("nats")
-        nats_nodes: list[ManagedProcess] = list(infra.nats_cluster.nodes) if infra.nats_cluster else (
-            [nats] if nats else [])
+        nats_nodes: list[ManagedProcess] = (
+            list(infra.nats_cluster.nodes) if infra.nats_cluster else ([nats] if nats else [])
+        )
         targets = LocalTargets(
             database_url=stack.database_url,
             # the stack's own list, changed in place by a rescale (so that the stack stops what runs at the end)
-            services={"processor": cast(list[ManagedProcess], stack.processors),
-                      "ingest": [stack.ingest] if stack.ingest else [],
-                      "sync": [stack.sync] if stack.sync else [], "nats": nats_nodes,
-                      **{kind: [process] for kind, process in infra.embedded.items() if kind in ("redis", "postgres")}},
-            nats=nats, redis=infra.embedded.get("redis"), nats_nodes=nats_nodes,
+            services={
+                "processor": cast(list[ManagedProcess], stack.processors),
+                "ingest": [stack.ingest] if stack.ingest else [],
+                "sync": [stack.sync] if stack.sync else [],
+                "nats": nats_nodes,
+                **{kind: [process] for kind, process in infra.embedded.items() if kind in ("redis", "postgres")},
+            },
+            nats=nats,
+            redis=infra.embedded.get("redis"),
+            nats_nodes=nats_nodes,
             proxy_url=proxy.url if proxy else None,
             new_processor=stack.processor,
         )

@@ -44,22 +44,39 @@ class Seen(BaseModel):
 
 
 def _seen(kind: str, seq: int, order: dict) -> Seen:
-    return Seen(kind=kind, seq=seq, order_id=order["shopify_order_id"], version=order["version"],
-                status=order["status"], shipping_fee=str(order["shipping_fee"]),
-                last_webhook_id=order["last_webhook_id"], received_at=time.time(),
-                total_price=order.get("total_price"), last_external_updated_at=order.get("last_external_updated_at"))
+    return Seen(
+        kind=kind,
+        seq=seq,
+        order_id=order["shopify_order_id"],
+        version=order["version"],
+        status=order["status"],
+        shipping_fee=str(order["shipping_fee"]),
+        last_webhook_id=order["last_webhook_id"],
+        received_at=time.time(),
+        total_price=order.get("total_price"),
+        last_external_updated_at=order.get("last_external_updated_at"),
+    )
 
 
 def _reset(seq: int) -> Seen:
-    return Seen(kind="reset", seq=seq, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="",
-                received_at=time.time())
+    return Seen(
+        kind="reset",
+        seq=seq,
+        order_id="",
+        version=0,
+        status="",
+        shipping_fee="0",
+        last_webhook_id="",
+        received_at=time.time(),
+    )
 
 
 class Observer:
     """Records every frame's orders into ``log`` until ``stop()``; ``order`` filters to one order."""
 
-    def __init__(self, sync: SyncEndpoint, order: str | None = None,
-                 on_event: Callable[[Seen], None] | None = None) -> None:
+    def __init__(
+        self, sync: SyncEndpoint, order: str | None = None, on_event: Callable[[Seen], None] | None = None
+    ) -> None:
         self.sync = sync
         self.order = order
         self.on_event = on_event
@@ -141,8 +158,9 @@ class ReplayUnavailable(Exception):
     """The sync service answered the replay with a snapshot: the events from ``since`` are not all there."""
 
 
-async def _read_until_covered(ws: websockets.ClientConnection, observer: Observer, since: int = 0,
-                              snapshot_ok: bool = True) -> None:
+async def _read_until_covered(
+    ws: websockets.ClientConnection, observer: Observer, since: int = 0, snapshot_ok: bool = True
+) -> None:
     """Frames into ``observer`` until it covered the stream position announced by the resume frame (or
     the snapshot's last page); ``snapshot_ok`` False: a snapshot instead of the events is ReplayUnavailable."""
     end: int | None = None
@@ -155,8 +173,9 @@ async def _read_until_covered(ws: websockets.ClientConnection, observer: Observe
         elif frame.get("type") == "snapshot":
             end, more_pages = frame["seq"], not frame.get("last")
             if frame.get("page") == 0 and not snapshot_ok:
-                raise ReplayUnavailable(f"the events could not be replayed from sequence {since} "
-                                        f"({frame.get('reason')})")
+                raise ReplayUnavailable(
+                    f"the events could not be replayed from sequence {since} ({frame.get('reason')})"
+                )
         elif frame.get("type") == "error":
             raise ConnectionError(f"sync refused the connection: {frame.get('message')}")
         if frame.get("type") != "resume":
@@ -164,8 +183,9 @@ async def _read_until_covered(ws: websockets.ClientConnection, observer: Observe
         observer.take(frame)
 
 
-async def replay(sync: SyncEndpoint, order_ids: Collection[str], timeout: float,
-                 since: int = 0) -> tuple[list[Seen], list[str]]:
+async def replay(
+    sync: SyncEndpoint, order_ids: Collection[str], timeout: float, since: int = 0
+) -> tuple[list[Seen], list[str]]:
     """Every event after stream sequence ``since`` for ``order_ids``, as a client resuming from ``since``
     gets them (``since``: where the stream stood when the test started, so a long-lived stream is not
     replayed from 0 past FINCART_REPLAY_MAX_EVENTS)."""

@@ -16,9 +16,13 @@ BY_FULFILLMENT = {"fulfilled": "SHIPPED", "partial": "CONFIRMED", "restocked": "
 # README: "else from financial_status (pending, authorized -> PENDING; paid, partially_paid,
 # partially_refunded -> CONFIRMED; refunded, voided -> CANCELLED; unknown -> PENDING)"
 BY_FINANCIAL = {
-    "pending": "PENDING", "authorized": "PENDING",
-    "paid": "CONFIRMED", "partially_paid": "CONFIRMED", "partially_refunded": "CONFIRMED",
-    "refunded": "CANCELLED", "voided": "CANCELLED",
+    "pending": "PENDING",
+    "authorized": "PENDING",
+    "paid": "CONFIRMED",
+    "partially_paid": "CONFIRMED",
+    "partially_refunded": "CONFIRMED",
+    "refunded": "CANCELLED",
+    "voided": "CANCELLED",
 }
 UNKNOWN_STATUS = "PENDING"
 # README: "shipping fee by total_price: < 50 -> 9.99, < 100 -> 7.99, < 200 -> 5.99, else 0.00",
@@ -34,8 +38,7 @@ FEE_TABLE = (
 def expected_status(financial_status: object, fulfillment_status: object) -> str:
     if isinstance(fulfillment_status, str) and fulfillment_status in BY_FULFILLMENT:
         return BY_FULFILLMENT[fulfillment_status]
-    return BY_FINANCIAL.get(financial_status, UNKNOWN_STATUS) if isinstance(financial_status, str) \
-        else UNKNOWN_STATUS
+    return BY_FINANCIAL.get(financial_status, UNKNOWN_STATUS) if isinstance(financial_status, str) else UNKNOWN_STATUS
 
 
 def expected_fee(total_price: object) -> Decimal:
@@ -49,5 +52,7 @@ def expected_fee(total_price: object) -> Decimal:
 
 def expected(payload: dict[str, object]) -> tuple[str, Decimal]:
     """(status, shipping fee) the README's rules give a webhook body."""
-    return (expected_status(payload.get("financial_status"), payload.get("fulfillment_status")),
-            expected_fee(payload.get("total_price", "0")))
+    return (
+        expected_status(payload.get("financial_status"), payload.get("fulfillment_status")),
+        expected_fee(payload.get("total_price", "0")),
+    )

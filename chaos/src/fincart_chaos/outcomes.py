@@ -72,10 +72,20 @@ def classify(ledger: Sequence[LedgerEntry], applied: set[str]) -> list[WebhookOu
             outcome = "stored" if stored else "lost"
         else:
             outcome = "recovered" if stored else "unknown"
-        found.append(WebhookOutcome(
-            webhook_id=webhook_id, order_id=deciding.order_id, valid=valid, answer=answer, outcome=outcome,
-            status=deciding.status, sent_at=min(e.sent_at for e in entries), done_at=deciding.done_at,
-            latency_ms=deciding.latency_ms, requests=len(entries)))
+        found.append(
+            WebhookOutcome(
+                webhook_id=webhook_id,
+                order_id=deciding.order_id,
+                valid=valid,
+                answer=answer,
+                outcome=outcome,
+                status=deciding.status,
+                sent_at=min(e.sent_at for e in entries),
+                done_at=deciding.done_at,
+                latency_ms=deciding.latency_ms,
+                requests=len(entries),
+            )
+        )
     return _with_positions(found)
 
 
@@ -88,8 +98,15 @@ def _with_positions(found: list[WebhookOutcome]) -> list[WebhookOutcome]:
     for o in found:
         if o.outcome == "lost":
             acks = stored_acks.get(o.order_id, [])
-            position: Position = ("alone" if not acks else "before" if o.done_at < min(acks)
-                                  else "after" if o.done_at > max(acks) else "between")
+            position: Position = (
+                "alone"
+                if not acks
+                else "before"
+                if o.done_at < min(acks)
+                else "after"
+                if o.done_at > max(acks)
+                else "between"
+            )
             o = WebhookOutcome(**{**o.__dict__, "position": position})
         placed.append(o)
     return placed

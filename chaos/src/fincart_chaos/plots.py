@@ -19,8 +19,12 @@ from fincart_chaos.report import Report, percentiles
 plt.rcParams.update({"svg.fonttype": "none", "font.size": 9, "axes.grid": True, "grid.alpha": 0.3})
 FAULT_COLOURS = ("#f4a259", "#8cb369", "#5b8e7d", "#bc4b51", "#7b6d8d", "#f4e285")
 OUTCOME_STYLE = {  # outcome: (row on the plot, colour, marker size); lost and unknown stand out
-    "stored": (0, "#2a9d8f", 4), "recovered": (1, "#457b9d", 10), "rejected": (2, "#8d99ae", 6),
-    "unknown": (3, "#ff9f1c", 22), "lost": (4, "#d62828", 30), "unexpected": (5, "#9d0208", 30),
+    "stored": (0, "#2a9d8f", 4),
+    "recovered": (1, "#457b9d", 10),
+    "rejected": (2, "#8d99ae", 6),
+    "unknown": (3, "#ff9f1c", 22),
+    "lost": (4, "#d62828", 30),
+    "unexpected": (5, "#9d0208", 30),
 }
 
 
@@ -36,8 +40,16 @@ def _shade_faults(ax: Axes, report: Report, t0: float, label: bool) -> None:
         colour = FAULT_COLOURS[n % len(FAULT_COLOURS)]
         ax.axvspan(start, max(end, start + 0.05), color=colour, alpha=0.3, lw=0)
         if label:
-            ax.text(start, 1.0 - 0.09 * (n % 4), f" {fault.name} ({fault.type})", transform=ax.get_xaxis_transform(),
-                    fontsize=8, va="top", color="#333333", gid=f"fault-label-{fault.name}")
+            ax.text(
+                start,
+                1.0 - 0.09 * (n % 4),
+                f" {fault.name} ({fault.type})",
+                transform=ax.get_xaxis_transform(),
+                fontsize=8,
+                va="top",
+                color="#333333",
+                gid=f"fault-label-{fault.name}",
+            )
 
 
 def _svg(figure: Figure) -> str:
@@ -45,7 +57,7 @@ def _svg(figure: Figure) -> str:
     figure.savefig(out, format="svg", bbox_inches="tight", dpi=110, metadata={"Date": None})
     plt.close(figure)
     text = out.getvalue()
-    return text[text.index("<svg"):]  # inline: without the XML declaration and DOCTYPE
+    return text[text.index("<svg") :]  # inline: without the XML declaration and DOCTYPE
 
 
 def throughput_and_latency(report: Report, bucket_s: float = 1.0) -> str:
@@ -81,9 +93,16 @@ def outcomes_over_time(report: Report) -> str:
     figure, ax = plt.subplots(figsize=(10, 3.2))
     for outcome, (row, colour, size) in OUTCOME_STYLE.items():
         xs = [p.done_at - t0 for p in report.timeline if p.outcome == outcome]
-        ax.scatter(xs, [row] * len(xs), s=size, color=colour, label=f"{outcome} ({len(xs)})",
-                   edgecolors="black" if outcome in ("lost", "unknown", "unexpected") else "none", linewidths=0.5,
-                   rasterized=outcome == "stored")  # thousands of dots: one embedded image, not SVG elements
+        ax.scatter(
+            xs,
+            [row] * len(xs),
+            s=size,
+            color=colour,
+            label=f"{outcome} ({len(xs)})",
+            edgecolors="black" if outcome in ("lost", "unknown", "unexpected") else "none",
+            linewidths=0.5,
+            rasterized=outcome == "stored",
+        )  # thousands of dots: one embedded image, not SVG elements
     ax.set_yticks([row for row, _, _ in OUTCOME_STYLE.values()], list(OUTCOME_STYLE))
     ax.set_ylim(-0.7, len(OUTCOME_STYLE) - 0.3)
     ax.set_xlabel("seconds since the first request (time of the deciding answer)")

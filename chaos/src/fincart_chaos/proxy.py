@@ -70,10 +70,12 @@ class Route:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.connections = Counter("fincart_proxy_connections_total", "Connections accepted", ["route", "outcome"],
-                                   registry=self.registry)
-        self.bytes = Counter("fincart_proxy_bytes_total", "Bytes forwarded", ["route", "direction"],
-                             registry=self.registry)
+        self.connections = Counter(
+            "fincart_proxy_connections_total", "Connections accepted", ["route", "outcome"], registry=self.registry
+        )
+        self.bytes = Counter(
+            "fincart_proxy_bytes_total", "Bytes forwarded", ["route", "direction"], registry=self.registry
+        )
         self.open = Gauge("fincart_proxy_open_connections", "Connections open now", ["route"], registry=self.registry)
         self.faults = Gauge("fincart_proxy_faults", "Faults set now", registry=self.registry)
 
@@ -202,8 +204,9 @@ class FaultProxy:
 
     async def start(self) -> None:
         for route in self.routes.values():
-            server = await asyncio.start_server(functools.partial(self._accept, route), route.listen_host,
-                                                route.listen_port, reuse_address=True)
+            server = await asyncio.start_server(
+                functools.partial(self._accept, route), route.listen_host, route.listen_port, reuse_address=True
+            )
             self._servers.append(server)
             self.bound[route.name] = server.sockets[0].getsockname()[1]
 
@@ -239,14 +242,16 @@ class FaultProxy:
                 return None
             try:
                 up_reader, upstream = await asyncio.wait_for(
-                    asyncio.open_connection(route.upstream_host, route.upstream_port), UPSTREAM_CONNECT_TIMEOUT_S)
+                    asyncio.open_connection(route.upstream_host, route.upstream_port), UPSTREAM_CONNECT_TIMEOUT_S
+                )
             except (OSError, TimeoutError):
                 self.metrics.connections.labels(route.name, "upstream_unreachable").inc()
                 return conn.reset()  # as the upstream itself would answer a refused connect
             conn.upstream = upstream
             self.metrics.connections.labels(route.name, "forwarded").inc()
-            await asyncio.gather(self._pump(conn, reader, upstream, UPSTREAM),
-                                 self._pump(conn, up_reader, client, DOWNSTREAM))
+            await asyncio.gather(
+                self._pump(conn, reader, upstream, UPSTREAM), self._pump(conn, up_reader, client, DOWNSTREAM)
+            )
         finally:
             self.connections.discard(conn)
             self.metrics.open.labels(route.name).dec()
@@ -254,8 +259,9 @@ class FaultProxy:
                 if writer is not None:
                     writer.close()
 
-    async def _pump(self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                    direction: str) -> None:
+    async def _pump(
+        self, conn: Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, direction: str
+    ) -> None:
         """Copy one direction, applying the faults set now to each chunk. Delayed chunks go through a queue so
         that reading goes on (latency, not a throughput cap); without faults a chunk is written at once."""
         counted = self.metrics.bytes.labels(conn.route, direction)
@@ -298,17 +304,28 @@ class FaultProxy:
 
     def app(self) -> web.Application:
         app = web.Application()
-        app.add_routes([web.get("/faults", self._get_faults), web.put("/faults/{name}", self._put_fault),
-                        web.delete("/faults/{name}", self._delete_fault), web.get("/healthz", self._healthz),
-                        web.get("/metrics", self._metrics)])
+        app.add_routes(
+            [
+                web.get("/faults", self._get_faults),
+                web.put("/faults/{name}", self._put_fault),
+                web.delete("/faults/{name}", self._delete_fault),
+                web.get("/healthz", self._healthz),
+                web.get("/metrics", self._metrics),
+            ]
+        )
         return app
 
     async def _get_faults(self, _: web.Request) -> web.Response:
-        return web.json_response({
-            "faults": {n: f.model_dump(mode="json", by_alias=True) for n, f in self.faults.items()},
-            "routes": {r.name: f"{r.listen_host}:{self.bound.get(r.name, r.listen_port)} -> "
-                               f"{r.upstream_host}:{r.upstream_port}" for r in self.routes.values()},
-        })
+        return web.json_response(
+            {
+                "faults": {n: f.model_dump(mode="json", by_alias=True) for n, f in self.faults.items()},
+                "routes": {
+                    r.name: f"{r.listen_host}:{self.bound.get(r.name, r.listen_port)} -> "
+                    f"{r.upstream_host}:{r.upstream_port}"
+                    for r in self.routes.values()
+                },
+            }
+        )
 
     async def _put_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
@@ -320,8 +337,9 @@ class FaultProxy:
         try:
             self.set_fault(name, fault)
         except KeyError:
-            return web.json_response({"error": f"route: no route named {fault.route!r} (have {sorted(self.routes)})"},
-                                     status=404)
+            return web.json_response(
+                {"error": f"route: no route named {fault.route!r} (have {sorted(self.routes)})"}, status=404
+            )
         return web.json_response(fault.model_dump(mode="json", by_alias=True))
 
     async def _delete_fault(self, request: web.Request) -> web.Response:
@@ -335,8 +353,15 @@ class FaultProxy:
         return web.Response(body=generate_latest(self.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def serve(routes: list[Route], control_host: str, control_port: int, *, seed: int | None = None,
-                ready: asyncio.Event | None = None, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    routes: list[Route],
+    control_host: str,
+    control_port: int,
+    *,
+    seed: int | None = None,
+    ready: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
     """Run the proxy and its control API until ``stop`` is set (or forever); prints the bound ports once ready."""
     proxy = FaultProxy(routes, seed=seed)
     await proxy.start()

@@ -97,10 +97,15 @@ def rate(metric: str, value: float | None) -> Rating:
     if value is None:
         label = "n/a"
     else:
-        label = next((name for name, bound in (("Excellent", excellent), ("Good", good), ("Expected", expected))
-                      if value <= bound), "Below expected")
-    return Rating(metric=metric, value_s=value, rating=label, expected_s=expected, good_s=good,
-                  excellent_s=excellent)
+        label = next(
+            (
+                name
+                for name, bound in (("Excellent", excellent), ("Good", good), ("Expected", expected))
+                if value <= bound
+            ),
+            "Below expected",
+        )
+    return Rating(metric=metric, value_s=value, rating=label, expected_s=expected, good_s=good, excellent_s=excellent)
 
 
 def check_results(result: Result, invariants: set[str]) -> list[CheckResult]:
@@ -113,28 +118,51 @@ def check_results(result: Result, invariants: set[str]) -> list[CheckResult]:
             outcome = "fail"
         else:
             outcome = "inconclusive" if mine else "pass"
-        results.append(CheckResult(name=name, title=title, result=outcome,
-                                   messages=[f.message for f in mine]))
+        results.append(CheckResult(name=name, title=title, result=outcome, messages=[f.message for f in mine]))
     return results
 
 
-def assemble(name: str, ctx: Context, result: Result, invariants: set[str], *, timings: Timings,
-             notes: list[str], orders_api: tuple[bool, str] | None, performance: list[Rating]) -> Report:
+def assemble(
+    name: str,
+    ctx: Context,
+    result: Result,
+    invariants: set[str],
+    *,
+    timings: Timings,
+    notes: list[str],
+    orders_api: tuple[bool, str] | None,
+    performance: list[Rating],
+) -> Report:
     """The report of one run: verdict, checks, checklist, counts, evidence."""
     return Report(
-        name=name, verdict=result.verdict, reason=result.reason, counts=result.counts, anomalies=result.anomalies,
-        inconclusive=result.inconclusive, faults=list(ctx.faults), checked=result.checked,
-        notes=result.notes + notes, timings=timings, checks=check_results(result, invariants),
-        checklist=checklist(result, ctx.history, ctx.ledger, orders_api), performance=performance,
-        outcomes=result.outcomes, lost_positions=result.lost_positions,
-        counterexamples=counterexamples(ctx, result.findings), timeline=timeline(ctx),
-        in_flight={f.name: in_flight(ctx.ledger, *span) for f in ctx.faults if ctx.ledger is not None
-                   and (span := window(f)) is not None},
+        name=name,
+        verdict=result.verdict,
+        reason=result.reason,
+        counts=result.counts,
+        anomalies=result.anomalies,
+        inconclusive=result.inconclusive,
+        faults=list(ctx.faults),
+        checked=result.checked,
+        notes=result.notes + notes,
+        timings=timings,
+        checks=check_results(result, invariants),
+        checklist=checklist(result, ctx.history, ctx.ledger, orders_api),
+        performance=performance,
+        outcomes=result.outcomes,
+        lost_positions=result.lost_positions,
+        counterexamples=counterexamples(ctx, result.findings),
+        timeline=timeline(ctx),
+        in_flight={
+            f.name: in_flight(ctx.ledger, *span)
+            for f in ctx.faults
+            if ctx.ledger is not None and (span := window(f)) is not None
+        },
     )
 
 
-def checklist(result: Result, history: History, ledger: Sequence[LedgerEntry] | None,
-              orders_api: tuple[bool, str] | None) -> list[ChecklistItem]:
+def checklist(
+    result: Result, history: History, ledger: Sequence[LedgerEntry] | None, orders_api: tuple[bool, str] | None
+) -> list[ChecklistItem]:
     """The seed guide's checklist, item by item."""
     failed = {a.invariant for a in result.anomalies}
 
@@ -147,24 +175,38 @@ def checklist(result: Result, history: History, ledger: Sequence[LedgerEntry] | 
     statuses = Counter(a.status for a in history.audit)
     orders = {e.order_id for e in valid} or {r.order_id for r in history.orders}
     items = [
-        ChecklistItem(item=f"{len(valid)} x HTTP 200", ok=first_200 == len(valid) if ledger is not None else None,
-                      detail=f"{first_200}/{len(valid)} answered 200 at the first attempt"),
+        ChecklistItem(
+            item=f"{len(valid)} x HTTP 200",
+            ok=first_200 == len(valid) if ledger is not None else None,
+            detail=f"{first_200}/{len(valid)} answered 200 at the first attempt",
+        ),
         item("exactly one row per order", "I1", f"{len(history.orders)} rows for {len(orders)} orders"),
         item("no NULLs", "I1", f"{sum(1 for r in history.orders if r.null_columns)} rows with NULL columns"),
-        item("final status/fee = the webhook with the greatest updated_at", "I2",
-             f"{result.counts.stale_overwrites} stale overwrites"),
-        item("version = number of webhooks applied", "I4",
-             f"versions {sum(r.version or 0 for r in history.orders)}, processed {statuses['processed']}"),
+        item(
+            "final status/fee = the webhook with the greatest updated_at",
+            "I2",
+            f"{result.counts.stale_overwrites} stale overwrites",
+        ),
+        item(
+            "version = number of webhooks applied",
+            "I4",
+            f"versions {sum(r.version or 0 for r in history.orders)}, processed {statuses['processed']}",
+        ),
         ChecklistItem(
             item="audit_log: a row per webhook, processed and discarded, no failed",
             ok=statuses["failed"] == 0 and "I3" not in failed and "I5" not in failed,
             detail=f"{len(history.audit)} rows: {statuses['processed']} processed, "
-                   f"{statuses['discarded']} discarded, {statuses['failed']} failed",
+            f"{statuses['discarded']} discarded, {statuses['failed']} failed",
         ),
-        item("WebSocket clients saw every applied version", "I6",
-             "not checked: see the notes" if "I6" not in result.checked
-             else "gaps or stale versions: see the I6 anomalies" if "I6" in failed
-             else "every applied version reached a client, in order"),
+        item(
+            "WebSocket clients saw every applied version",
+            "I6",
+            "not checked: see the notes"
+            if "I6" not in result.checked
+            else "gaps or stale versions: see the I6 anomalies"
+            if "I6" in failed
+            else "every applied version reached a client, in order",
+        ),
         _gap_item(result, "catch-up", "caught up before the deadline", "store and clients caught up"),
         _gap_item(result, "coverage", "every fault hit webhooks in flight", "each fault window overlapped requests"),
     ]
@@ -201,15 +243,24 @@ def render_counterexample(example: Counterexample, console: Console) -> None:
     console.print(f"\n[bold red]counterexample[/] {example.invariant}: {example.message}")
     for order in example.orders[:3]:  # the terminal shows three; the report all of them
         row = order.row
-        console.print(f"  order [bold]{order.order_id}[/]: expected {order.expected_webhook}; stored "
-                      + (f"{row.last_webhook_id} {row.status} fee {row.shipping_fee} v{row.version}" if row
-                         else "no row")
-                      + f"; versions seen {order.versions_seen[:20]}")
-        table = Table("webhook", "kind", "updated_at", "answer", "ms", "outcome", "faults active", box=None,
-                      padding=(0, 1))
+        console.print(
+            f"  order [bold]{order.order_id}[/]: expected {order.expected_webhook}; stored "
+            + (f"{row.last_webhook_id} {row.status} fee {row.shipping_fee} v{row.version}" if row else "no row")
+            + f"; versions seen {order.versions_seen[:20]}"
+        )
+        table = Table(
+            "webhook", "kind", "updated_at", "answer", "ms", "outcome", "faults active", box=None, padding=(0, 1)
+        )
         for w in order.sent:
-            table.add_row(w.webhook_id, w.kind, w.updated_at, str(w.status), f"{w.latency_ms:.0f}",
-                          w.outcome or "-", ", ".join(w.faults))
+            table.add_row(
+                w.webhook_id,
+                w.kind,
+                w.updated_at,
+                str(w.status),
+                f"{w.latency_ms:.0f}",
+                w.outcome or "-",
+                ", ".join(w.faults),
+            )
         console.print(table)
         console.print(f"  audit: {'; '.join(order.audit) or 'none'}")
     if len(example.orders) > 3:
@@ -218,8 +269,10 @@ def render_counterexample(example: Counterexample, console: Console) -> None:
 
 def render(report: Report, console: Console) -> None:
     colour = {"Pass": "green", "Fail": "red", "Inconclusive": "yellow", "Error": "red"}[report.verdict]
-    console.print(f"\n[bold]{report.name}[/]: [bold {colour}]{report.verdict}[/]"
-                  + (f" ({report.reason})" if report.reason else ""))
+    console.print(
+        f"\n[bold]{report.name}[/]: [bold {colour}]{report.verdict}[/]"
+        + (f" ({report.reason})" if report.reason else "")
+    )
     counts = Table(title="Counts", show_header=False)
     for key, value in report.counts.model_dump().items():
         counts.add_row(key.replace("_", " "), str(value))
@@ -234,8 +287,10 @@ def render(report: Report, console: Console) -> None:
         table.add_row(*(f"[bold red]{n}[/]" if n and k in ALARMING else str(n) for k, n in report.outcomes.items()))
         console.print(table)
         if report.lost_positions:
-            console.print("lost, by position among the acknowledged webhooks of their order: "
-                          + ", ".join(f"{k} {v}" for k, v in sorted(report.lost_positions.items())))
+            console.print(
+                "lost, by position among the acknowledged webhooks of their order: "
+                + ", ".join(f"{k} {v}" for k, v in sorted(report.lost_positions.items()))
+            )
     if report.inconclusive:
         table = Table("check", "why the run proves less", title="Inconclusive", style="yellow")
         for a in report.inconclusive:

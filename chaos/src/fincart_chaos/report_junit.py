@@ -31,8 +31,9 @@ def junit_xml(reports: Sequence[Report]) -> str:
         if report.verdict == "Error":
             _case(suite, f"{report.name}.run", "run", "fail", report.reason or "error")
         for check in report.checks:
-            _case(suite, f"{report.name}.checks", f"{check.name}: {check.title}", check.result,
-                  "; ".join(check.messages))
+            _case(
+                suite, f"{report.name}.checks", f"{check.name}: {check.title}", check.result, "; ".join(check.messages)
+            )
         for item in report.checklist:
             result = {True: "pass", False: "fail", None: "skipped"}[item.ok]
             _case(suite, f"{report.name}.checklist", item.item, result, item.detail)

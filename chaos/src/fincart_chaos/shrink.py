@@ -42,30 +42,36 @@ def candidates(test: ChaosTest) -> Iterator[tuple[str, ChaosTest]]:
     """Smaller tests, most reducing first: one fault fewer, one fault's window halved, half the load."""
     spec = test.spec
     for i, fault in enumerate(spec.faults):
-        rest = spec.faults[:i] + spec.faults[i + 1:]
+        rest = spec.faults[:i] + spec.faults[i + 1 :]
         yield f"without fault {fault.name}", test.model_copy(update={"spec": spec.model_copy(update={"faults": rest})})
     for i, fault in enumerate(spec.faults):
         window = parse_duration(fault.duration)
         if window / 2 >= MIN_WINDOW_S:
             shorter = fault.model_copy(update={"duration": _ms(window / 2), "interval": None})
-            faults = [*spec.faults[:i], shorter, *spec.faults[i + 1:]]
-            yield (f"fault {fault.name} for {_ms(window / 2)}",
-                   test.model_copy(update={"spec": spec.model_copy(update={"faults": faults})}))
+            faults = [*spec.faults[:i], shorter, *spec.faults[i + 1 :]]
+            yield (
+                f"fault {fault.name} for {_ms(window / 2)}",
+                test.model_copy(update={"spec": spec.model_copy(update={"faults": faults})}),
+            )
     load = spec.load
     for axis in ("orders", "updates_per_order", "parallelism", "concurrency"):
         value = getattr(load, axis)
         if value > 1:
             smaller = load.model_copy(update={axis: value // 2})
-            yield (f"{axis} {value // 2}",
-                   test.model_copy(update={"spec": spec.model_copy(update={"load": smaller})}))
+            yield (f"{axis} {value // 2}", test.model_copy(update={"spec": spec.model_copy(update={"load": smaller})}))
 
 
 def violated(report: Report) -> set[str]:
     return {a.invariant for a in report.anomalies}
 
 
-def shrink(test: ChaosTest, original: Report, run: Callable[[ChaosTest], Report], max_runs: int = 20,
-           on_step: Callable[[str, Report], None] = lambda _description, _report: None) -> Shrunk:
+def shrink(
+    test: ChaosTest,
+    original: Report,
+    run: Callable[[ChaosTest], Report],
+    max_runs: int = 20,
+    on_step: Callable[[str, Report], None] = lambda _description, _report: None,
+) -> Shrunk:
     """``original``: the failing report of ``test``. A candidate is kept when its run fails on one of the
     invariants ``original`` broke (another failure would be a different bug)."""
     target = violated(original)

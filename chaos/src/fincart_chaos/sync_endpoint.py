@@ -37,8 +37,13 @@ class SyncEndpoint:
         if self.host:
             target = urlsplit(self.url)
             tcp = {"host": target.hostname, "port": target.port or (443 if target.scheme == "https" else 80)}
-        return websockets.connect(self.ws_url(**query), open_timeout=CONNECT_TIMEOUT_S, max_size=None,
-                                  additional_headers=self.headers() or None, **tcp)
+        return websockets.connect(
+            self.ws_url(**query),
+            open_timeout=CONNECT_TIMEOUT_S,
+            max_size=None,
+            additional_headers=self.headers() or None,
+            **tcp,
+        )
 
     def http(self, timeout: float) -> httpx.AsyncClient:
         """A client of the read API (``GET /orders``...), token and Host header set."""

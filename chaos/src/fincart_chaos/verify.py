@@ -34,8 +34,15 @@ if TYPE_CHECKING:
 
 ALL_INVARIANTS = tuple(f"I{i}" for i in range(1, 8))
 SAMPLES = 10
-REQUIRED_COLUMNS = ("status", "shipping_fee", "version", "last_external_updated_at", "last_webhook_id",
-                    "created_at", "updated_at")
+REQUIRED_COLUMNS = (
+    "status",
+    "shipping_fee",
+    "version",
+    "last_external_updated_at",
+    "last_webhook_id",
+    "created_at",
+    "updated_at",
+)
 # answers a Shopify-like sender may see on its way to a 2xx (outages it retries through)
 TRANSIENT_STATUSES = {0, 429, 502, 503, 504}
 DB_TIMEOUT_S = 10.0
@@ -78,8 +85,12 @@ class Finding:
     inconclusive: bool = False
 
     def anomaly(self) -> Anomaly:
-        return Anomaly(invariant=self.check, message=self.message, count=max(self.count or 0, len(self.ids)),
-                       samples=sorted(set(self.ids))[:SAMPLES])
+        return Anomaly(
+            invariant=self.check,
+            message=self.message,
+            count=max(self.count or 0, len(self.ids)),
+            samples=sorted(set(self.ids))[:SAMPLES],
+        )
 
 
 def found(check_name: str, message: str, ids: Iterable[str], count: int | None = None) -> Iterator[Finding]:
@@ -162,8 +173,11 @@ class Context:
 
     @cached_property
     def unexpected(self) -> list[str]:
-        return sorted(a.webhook_id for a in self.history.audit if a.webhook_id not in self.valid
-                      and not (a.webhook_id in self.poison and a.status == "failed"))
+        return sorted(
+            a.webhook_id
+            for a in self.history.audit
+            if a.webhook_id not in self.valid and not (a.webhook_id in self.poison and a.status == "failed")
+        )
 
     @cached_property
     def newest(self) -> dict[str, Webhook]:
@@ -189,8 +203,11 @@ class Context:
     @cached_property
     def applied_twice(self) -> tuple[list[str], int]:
         """Sample ids (webhook ids seen twice, else orders with excess versions) and how many."""
-        excess = {r.order_id: (r.version or 0) - self.processed[r.order_id] for r in self.history.orders
-                  if (r.version or 0) > self.processed[r.order_id]}
+        excess = {
+            r.order_id: (r.version or 0) - self.processed[r.order_id]
+            for r in self.history.orders
+            if (r.version or 0) > self.processed[r.order_id]
+        }
         twice = _applied_twice(self.observed or [])
         return (twice or list(excess)), max(sum(excess.values()), len(twice))
 
@@ -214,12 +231,15 @@ class Check:
 CHECKS: list[Check] = []
 
 
-def check(name: str, title: str) -> Callable[[Callable[[Context], Iterable[Finding]]],
-                                             Callable[[Context], Iterable[Finding]]]:
+def check(
+    name: str, title: str
+) -> Callable[[Callable[[Context], Iterable[Finding]]], Callable[[Context], Iterable[Finding]]]:
     """Register a check; ``verify`` runs every registered one."""
+
     def register(run: Callable[[Context], Iterable[Finding]]) -> Callable[[Context], Iterable[Finding]]:
         CHECKS.append(Check(name, title, run))
         return run
+
     return register
 
 
@@ -248,18 +268,29 @@ def final_state(ctx: Context) -> Iterator[Finding]:
 
 @check("I3", "one audit row per webhook, none failed, each under its own order")
 def audit_rows(ctx: Context) -> Iterator[Finding]:
-    yield from found("I3", "audit rows with status failed (other than a poison webhook's)",
-                     [a.webhook_id for a in ctx.history.audit
-                      if a.status == "failed" and a.webhook_id not in ctx.poison])
-    yield from found("I3", "audit rows filed under another order",
-                     [a.webhook_id for a in ctx.history.audit
-                      if a.webhook_id in ctx.valid and ctx.valid[a.webhook_id].order_id != a.order_id])
+    yield from found(
+        "I3",
+        "audit rows with status failed (other than a poison webhook's)",
+        [a.webhook_id for a in ctx.history.audit if a.status == "failed" and a.webhook_id not in ctx.poison],
+    )
+    yield from found(
+        "I3",
+        "audit rows filed under another order",
+        [
+            a.webhook_id
+            for a in ctx.history.audit
+            if a.webhook_id in ctx.valid and ctx.valid[a.webhook_id].order_id != a.order_id
+        ],
+    )
 
 
 @check("I4", "version = number of processed webhooks")
 def versions(ctx: Context) -> Iterator[Finding]:
-    yield from found("I4", "version differs from the count of processed webhooks",
-                     [r.order_id for r in ctx.history.orders if r.version != ctx.processed[r.order_id]])
+    yield from found(
+        "I4",
+        "version differs from the count of processed webhooks",
+        [r.order_id for r in ctx.history.orders if r.version != ctx.processed[r.order_id]],
+    )
 
 
 @check("I5", "nothing acknowledged lost, nothing unexpected stored, nothing applied twice")
@@ -287,13 +318,23 @@ def answers(ctx: Context) -> Iterator[Finding]:
         yield Finding("I7", "not checked: no runner ledger (only the runners' exit codes)", inconclusive=True)
         return
     ledger = ctx.ledger
-    yield from found("I7", "valid webhooks never answered 2xx",
-                     [e.webhook_id for e in ledger if e.valid and not e.acked])
-    yield from found("I7", "valid webhooks answered with an undocumented error",
-                     [e.webhook_id for e in ledger if e.valid and e.first_status not in TRANSIENT_STATUSES
-                      and not 200 <= e.first_status < 300])
-    yield from found("I7", "forged signatures not answered 401",
-                     [e.webhook_id for e in ledger if e.kind == "invalid_signature" and e.status != 401])
+    yield from found(
+        "I7", "valid webhooks never answered 2xx", [e.webhook_id for e in ledger if e.valid and not e.acked]
+    )
+    yield from found(
+        "I7",
+        "valid webhooks answered with an undocumented error",
+        [
+            e.webhook_id
+            for e in ledger
+            if e.valid and e.first_status not in TRANSIENT_STATUSES and not 200 <= e.first_status < 300
+        ],
+    )
+    yield from found(
+        "I7",
+        "forged signatures not answered 401",
+        [e.webhook_id for e in ledger if e.kind == "invalid_signature" and e.status != 401],
+    )
 
 
 # ---------------------------------------------------------------- what makes a verdict worth having
@@ -302,8 +343,12 @@ def answers(ctx: Context) -> Iterator[Finding]:
 @check("catch-up", "after the last fault was healed, the store and the clients caught up before the deadline")
 def catch_up(ctx: Context) -> Iterator[Finding]:
     if not ctx.caught_up:
-        yield Finding("catch-up", f"the pipeline had not caught up when the deadline ({ctx.deadline}) passed: "
-                      "acknowledged webhooks not yet stored or versions not yet observed", inconclusive=True)
+        yield Finding(
+            "catch-up",
+            f"the pipeline had not caught up when the deadline ({ctx.deadline}) passed: "
+            "acknowledged webhooks not yet stored or versions not yet observed",
+            inconclusive=True,
+        )
 
 
 @check("coverage", "every fault overlapped webhooks in flight")
@@ -311,14 +356,26 @@ def coverage(ctx: Context) -> Iterator[Finding]:
     for record in ctx.faults:
         span = window(record)
         if span is None:
-            yield Finding("coverage", f"fault {record.name} ({record.type}) {record.result}: "
-                          f"{record.message or 'it never acted'}", (record.name,), inconclusive=True)
+            yield Finding(
+                "coverage",
+                f"fault {record.name} ({record.type}) {record.result}: {record.message or 'it never acted'}",
+                (record.name,),
+                inconclusive=True,
+            )
         elif ctx.ledger is None:
-            yield Finding("coverage", f"fault {record.name}: no runner ledger, so what it hit is unknown",
-                          (record.name,), inconclusive=True)
+            yield Finding(
+                "coverage",
+                f"fault {record.name}: no runner ledger, so what it hit is unknown",
+                (record.name,),
+                inconclusive=True,
+            )
         elif not in_flight(ctx.ledger, *span):
-            yield Finding("coverage", f"fault {record.name} ({record.type}) hit no webhook in flight",
-                          (record.name,), inconclusive=True)
+            yield Finding(
+                "coverage",
+                f"fault {record.name} ({record.type}) hit no webhook in flight",
+                (record.name,),
+                inconclusive=True,
+            )
 
 
 @check("acked", "at least one webhook was acknowledged")
@@ -351,8 +408,9 @@ def verify(ctx: Context, invariants: set[str]) -> Result:
     gaps = [f.anomaly() for f in findings if f.inconclusive]
     unchecked = {f.check for f in findings if f.inconclusive}
     checked = [i for i in ALL_INVARIANTS if i in invariants and i not in unchecked]
-    notes = [f"{len(ctx.lost)} lost webhooks within maxLost={ctx.max_lost}"] if 0 < len(ctx.lost) <= ctx.max_lost \
-        else []
+    notes = (
+        [f"{len(ctx.lost)} lost webhooks within maxLost={ctx.max_lost}"] if 0 < len(ctx.lost) <= ctx.max_lost else []
+    )
     notes += [f"{g.invariant}: {g.message}" for g in gaps]
     if violations:
         verdict: Verdict = "Fail"
@@ -362,8 +420,9 @@ def verify(ctx: Context, invariants: set[str]) -> Result:
     else:
         verdict, reason = "Pass", None
     positions = Counter(str(o.position) for o in ctx.outcomes if o.position)
-    return Result(verdict, reason, counts(ctx), violations, checked, notes, gaps, ctx.outcome_counts, dict(positions),
-                  findings)
+    return Result(
+        verdict, reason, counts(ctx), violations, checked, notes, gaps, ctx.outcome_counts, dict(positions), findings
+    )
 
 
 def counts(ctx: Context) -> Counts:
@@ -375,10 +434,13 @@ def counts(ctx: Context) -> Counts:
         acked=sum(e.acked for e in ledger) if ledger is not None else sum(r.valid for r in ctx.requests),
         rejected=sum(1 for e in ledger if not e.valid and 400 <= e.status < 500) if ledger is not None else 0,
         stored=len([a for a in ctx.history.audit if a.order_id in orders]),
-        lost=len(ctx.lost), duplicated=ctx.applied_twice[1], unexpected=len(ctx.unexpected),
-        stale_overwrites=len(ctx.stale), unknown=outcomes.get("unknown", 0), recovered=outcomes.get("recovered", 0),
+        lost=len(ctx.lost),
+        duplicated=ctx.applied_twice[1],
+        unexpected=len(ctx.unexpected),
+        stale_overwrites=len(ctx.stale),
+        unknown=outcomes.get("unknown", 0),
+        recovered=outcomes.get("recovered", 0),
     )
-
 
 
 def _applied_twice(observed: Sequence[Seen]) -> list[str]:
@@ -414,27 +476,49 @@ def _differs(seen: Seen, row: OrderRow) -> bool:
     if seen.version != row.version:
         return seen.version > (row.version or 0)  # a client saw a version that was never stored
     return (seen.status, Decimal(seen.shipping_fee), seen.last_webhook_id) != (
-        row.status, row.shipping_fee, row.last_webhook_id)
+        row.status,
+        row.shipping_fee,
+        row.last_webhook_id,
+    )
 
 
 async def read_history(database_url: str, order_ids: Sequence[str]) -> History:
     conn = await asyncpg.connect(to_asyncpg_url(database_url), timeout=DB_TIMEOUT_S)
     try:
-        orders = await conn.fetch("SELECT * FROM orders WHERE shopify_order_id = ANY($1::text[])",
-                                  list(order_ids), timeout=DB_TIMEOUT_S)
-        audit = await conn.fetch("SELECT webhook_id, shopify_order_id, status FROM audit_log "
-                                 "WHERE shopify_order_id = ANY($1::text[])", list(order_ids), timeout=DB_TIMEOUT_S)
+        orders = await conn.fetch(
+            "SELECT * FROM orders WHERE shopify_order_id = ANY($1::text[])", list(order_ids), timeout=DB_TIMEOUT_S
+        )
+        audit = await conn.fetch(
+            "SELECT webhook_id, shopify_order_id, status FROM audit_log WHERE shopify_order_id = ANY($1::text[])",
+            list(order_ids),
+            timeout=DB_TIMEOUT_S,
+        )
     finally:
         await conn.close()
     return History(
-        orders=[OrderRow(r["shopify_order_id"], r["status"], r["shipping_fee"], r["version"], r["last_webhook_id"],
-                         tuple(c for c in REQUIRED_COLUMNS if r[c] is None)) for r in orders],
+        orders=[
+            OrderRow(
+                r["shopify_order_id"],
+                r["status"],
+                r["shipping_fee"],
+                r["version"],
+                r["last_webhook_id"],
+                tuple(c for c in REQUIRED_COLUMNS if r[c] is None),
+            )
+            for r in orders
+        ],
         audit=[AuditRow(a["webhook_id"], a["shopify_order_id"], a["status"]) for a in audit],
     )
 
 
-async def settle(database_url: str, order_ids: Sequence[str], stored: int, timeout: float,
-                 observed: Sequence[Seen] | None = None, poll_s: float = 0.2) -> bool:
+async def settle(
+    database_url: str,
+    order_ids: Sequence[str],
+    stored: int,
+    timeout: float,
+    observed: Sequence[Seen] | None = None,
+    poll_s: float = 0.2,
+) -> bool:
     """Wait until the audit log holds ``stored`` rows for the orders and, with an observer, until it
     has seen every stored version; False when ``timeout`` ran out first (the checks then say what is
     missing)."""
@@ -446,7 +530,9 @@ async def settle(database_url: str, order_ids: Sequence[str], stored: int, timeo
             audit, versions = await conn.fetchrow(
                 "SELECT (SELECT count(*) FROM audit_log WHERE shopify_order_id = ANY($1::text[])),"
                 " (SELECT coalesce(sum(version), 0) FROM orders WHERE shopify_order_id = ANY($1::text[]))",
-                list(order_ids), timeout=DB_TIMEOUT_S)
+                list(order_ids),
+                timeout=DB_TIMEOUT_S,
+            )
             seen = _newest_versions(observed) if observed is not None else versions
             if audit >= stored and seen >= versions:
                 return True

@@ -43,6 +43,7 @@ def _set(key: str, value: object) -> Callable[[dict[str, object]], None]:
 def _drop(key: str) -> Callable[[dict[str, object]], None]:
     def drop(payload: dict[str, object]) -> None:
         payload.pop(key)
+
     return drop
 
 
@@ -125,8 +126,9 @@ def _cycles(seed: int, order_id: str) -> tuple[tuple[tuple[str | None, str | Non
     return tuple(rng.sample(STATUS_PAIRS, len(STATUS_PAIRS))), tuple(rng.sample(TOTALS, len(TOTALS)))
 
 
-def make_webhook(order_id: str, index: int, seed: int, updated_at: datetime | None = None,
-                 webhook_id: str | None = None) -> Webhook:
+def make_webhook(
+    order_id: str, index: int, seed: int, updated_at: datetime | None = None, webhook_id: str | None = None
+) -> Webhook:
     pairs, totals = _cycles(seed, order_id)
     financial, fulfillment = pairs[index % len(pairs)]
     at = updated_at or BASE_TIME + timedelta(seconds=index)
@@ -207,8 +209,13 @@ def plan(load: Load, runner_index: int, run_id: str = "") -> list[Request]:
     # invalid signatures: extra requests that must be answered 401 and never stored
     for j in range(_count(load.invalid_signature_ratio, len(share))):
         victim = share[rng.randrange(len(share))]
-        forged = make_webhook(victim.order_id, victim.index, load.seed + 1, victim.updated_at + FORGED_OFFSET,
-                              f"chaos-invalid-{victim.order_id}-{runner_index}-{j}")
+        forged = make_webhook(
+            victim.order_id,
+            victim.index,
+            load.seed + 1,
+            victim.updated_at + FORGED_OFFSET,
+            f"chaos-invalid-{victim.order_id}-{runner_index}-{j}",
+        )
         requests.insert(rng.randint(0, len(requests)), Request(forged, "invalid_signature"))
     # poison: signed, valid JSON, an invalid order; every chosen kind in turn
     names = [name for name, (kind, _) in POISON.items() if kind in load.poison_kinds]

@@ -36,15 +36,24 @@ def drift(folder: Path) -> list[str]:
         path = folder / name
         current = path.read_text() if path.exists() else ""
         if current != text:
-            diffs.append("".join(difflib.unified_diff(current.splitlines(True), text.splitlines(True),
-                                                      str(path), f"{name} (generated)")))
+            diffs.append(
+                "".join(
+                    difflib.unified_diff(
+                        current.splitlines(True), text.splitlines(True), str(path), f"{name} (generated)"
+                    )
+                )
+            )
     return diffs
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="fincart-dashboards", description=__doc__)
-    parser.add_argument("--out", type=Path, default=Path(CHART_DASHBOARDS),
-                        help=f"folder of the dashboard JSON files (default: {CHART_DASHBOARDS})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(CHART_DASHBOARDS),
+        help=f"folder of the dashboard JSON files (default: {CHART_DASHBOARDS})",
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files differ")
     args = parser.parse_args(argv)
     if not args.out.is_dir():

@@ -33,19 +33,43 @@ def queries(*pairs: tuple[str, str]) -> list[cogbuilder.Builder[typing.Any]]:
 
 def thresholds(*steps: tuple[float | None, str]) -> dashboard.ThresholdsConfig:
     """(value, colour) steps; the first value is None (the base colour)."""
-    return dashboard.ThresholdsConfig().mode(model.ThresholdsMode.ABSOLUTE).steps(
-        [model.Threshold(value=value, color=colour) for value, colour in steps])
+    return (
+        dashboard.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=value, color=colour) for value, colour in steps])
+    )
 
 
-def graph(title: str, description: str, unit: str, *pairs: tuple[str, str], width: int = WIDTH,
-          bars: bool = False, stacked: bool = False) -> timeseries.Panel:
+def graph(
+    title: str,
+    description: str,
+    unit: str,
+    *pairs: tuple[str, str],
+    width: int = WIDTH,
+    bars: bool = False,
+    stacked: bool = False,
+) -> timeseries.Panel:
     panel = (
-        timeseries.Panel().title(title).description(description).datasource(DATASOURCE).unit(unit)
-        .targets(queries(*pairs)).span(width).height(HEIGHT).min(0)
-        .legend(common.VizLegendOptions().show_legend(True).display_mode(common_model.LegendDisplayMode.LIST)
-                .placement(common_model.LegendPlacement.BOTTOM))
-        .tooltip(common.VizTooltipOptions().mode(common_model.TooltipDisplayMode.MULTI)
-                 .sort(common_model.SortOrder.DESCENDING))
+        timeseries.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .targets(queries(*pairs))
+        .span(width)
+        .height(HEIGHT)
+        .min(0)
+        .legend(
+            common.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(common_model.LegendDisplayMode.LIST)
+            .placement(common_model.LegendPlacement.BOTTOM)
+        )
+        .tooltip(
+            common.VizTooltipOptions()
+            .mode(common_model.TooltipDisplayMode.MULTI)
+            .sort(common_model.SortOrder.DESCENDING)
+        )
     )
     if bars:
         panel = panel.draw_style(common_model.GraphDrawStyle.BARS).fill_opacity(80)
@@ -54,23 +78,35 @@ def graph(title: str, description: str, unit: str, *pairs: tuple[str, str], widt
     return panel
 
 
-def single_stat(title: str, description: str, unit: str, expr: str, legend: str = "__auto", *,
-                width: int = 6) -> stat.Panel:
+def single_stat(
+    title: str, description: str, unit: str, expr: str, legend: str = "__auto", *, width: int = 6
+) -> stat.Panel:
     """One number per series, from an instant query."""
     return (
-        stat.Panel().title(title).description(description).datasource(DATASOURCE).unit(unit)
-        .with_target(query(expr, legend, instant=True)).span(width).height(4)
+        stat.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
+        .unit(unit)
+        .with_target(query(expr, legend, instant=True))
+        .span(width)
+        .height(4)
         .reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"]).values(False))
-        .color_mode(common_model.BigValueColorMode.VALUE).graph_mode(common_model.BigValueGraphMode.NONE)
+        .color_mode(common_model.BigValueColorMode.VALUE)
+        .graph_mode(common_model.BigValueGraphMode.NONE)
     )
 
 
 def instant_table(title: str, description: str, expr: str, *, width: int = WIDTH) -> table.Panel:
     """The labels of every series an instant query returns, one row each."""
     return (
-        table.Panel().title(title).description(description).datasource(DATASOURCE)
+        table.Panel()
+        .title(title)
+        .description(description)
+        .datasource(DATASOURCE)
         .with_target(query(expr, instant=True).format(prometheus_model.PromQueryFormat.TABLE))
-        .span(width).height(HEIGHT)
+        .span(width)
+        .height(HEIGHT)
     )
 
 
@@ -79,14 +115,18 @@ class PrometheusAnnotation(model.AnnotationQuery):
     consecutive steps join into one region (a fault window)."""
 
     def __init__(self, name: str, expr: str, title_format: str, tag_keys: str, icon_color: str) -> None:
-        super().__init__(name=name, datasource=DATASOURCE, enable=True, hide=False, icon_color=icon_color,
-                         expr=expr)
+        super().__init__(name=name, datasource=DATASOURCE, enable=True, hide=False, icon_color=icon_color, expr=expr)
         self.title_format = title_format
         self.tag_keys = tag_keys
 
     def to_json(self) -> dict[str, object]:
-        return {**super().to_json(), "titleFormat": self.title_format, "tagKeys": self.tag_keys, "step": "15s",
-                "useValueForTime": False}
+        return {
+            **super().to_json(),
+            "titleFormat": self.title_format,
+            "tagKeys": self.tag_keys,
+            "step": "15s",
+            "useValueForTime": False,
+        }
 
 
 class Annotation(cogbuilder.Builder[model.AnnotationQuery]):

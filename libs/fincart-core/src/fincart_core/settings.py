@@ -52,14 +52,16 @@ class CommonSettings(BaseSettings):
         1, ge=1, le=5, description="Replicas of every stream (3 on a 3-node NATS cluster; 1 on a single server)"
     )
     orders_max_age_seconds: int = Field(
-        7 * DAY_S, ge=DUPLICATE_WINDOW_S,
+        7 * DAY_S,
+        ge=DUPLICATE_WINDOW_S,
         description="ORDERS stream: webhooks older than this are removed (at least the dedupe TTL)",
     )
     orders_max_bytes: int = Field(
         -1, ge=-1, description="ORDERS stream size limit (-1: none); when full, ingest answers 503, nothing is dropped"
     )
     events_max_age_seconds: int = Field(
-        7 * DAY_S, ge=DUPLICATE_WINDOW_S,
+        7 * DAY_S,
+        ge=DUPLICATE_WINDOW_S,
         description="ORDER_EVENTS stream: how far back sync clients and chaos verifiers can resume",
     )
     events_max_bytes: int = Field(-1, ge=-1, description="ORDER_EVENTS size limit (-1: none); oldest removed first")

@@ -38,20 +38,33 @@ class StreamLimits:
     def from_settings(cls, settings: CommonSettings | None = None) -> StreamLimits:
         """From ``settings``, else from the FINCART_* environment."""
         s = settings or CommonSettings()
-        return cls(s.stream_replicas, s.orders_max_age_seconds, s.orders_max_bytes, s.events_max_age_seconds,
-                   s.events_max_bytes, s.dlq_max_age_seconds, s.dlq_max_bytes)
+        return cls(
+            s.stream_replicas,
+            s.orders_max_age_seconds,
+            s.orders_max_bytes,
+            s.events_max_age_seconds,
+            s.events_max_bytes,
+            s.dlq_max_age_seconds,
+            s.dlq_max_bytes,
+        )
 
 
 def stream_configs(topology: Topology, limits: StreamLimits) -> list[StreamConfig]:
-    stream = functools.partial(StreamConfig, storage=StorageType.FILE, duplicate_window=DUPLICATE_WINDOW_S,
-                               num_replicas=limits.replicas, retention=RetentionPolicy.LIMITS)
+    stream = functools.partial(
+        StreamConfig,
+        storage=StorageType.FILE,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        num_replicas=limits.replicas,
+        retention=RetentionPolicy.LIMITS,
+    )
     return [
         stream(
             name=topology.orders_stream,
             subjects=[topology.webhooks_wildcard],
             # the partition count lives in the description: stream metadata needs nats-server >= 2.10
             description=f"Shopify webhooks by crc32(order id); partitions={topology.partitions}",
-            max_age=limits.orders_max_age_s, max_bytes=limits.orders_max_bytes,
+            max_age=limits.orders_max_age_s,
+            max_bytes=limits.orders_max_bytes,
             # full: refuse new webhooks (ingest answers 503, the shop retries) rather than drop unapplied ones
             discard=DiscardPolicy.NEW,
         ),
@@ -59,13 +72,17 @@ def stream_configs(topology: Topology, limits: StreamLimits) -> list[StreamConfi
             name=topology.events_stream,
             subjects=[topology.events_wildcard],
             description="Order change events, one per applied version",
-            max_age=limits.events_max_age_s, max_bytes=limits.events_max_bytes, discard=DiscardPolicy.OLD,
+            max_age=limits.events_max_age_s,
+            max_bytes=limits.events_max_bytes,
+            discard=DiscardPolicy.OLD,
         ),
         stream(
             name=topology.dlq_stream,
             subjects=[topology.dlq_subject],
             description="Webhooks that could not be parsed after max deliveries",
-            max_age=limits.dlq_max_age_s, max_bytes=limits.dlq_max_bytes, discard=DiscardPolicy.OLD,
+            max_age=limits.dlq_max_age_s,
+            max_bytes=limits.dlq_max_bytes,
+            discard=DiscardPolicy.OLD,
         ),
     ]
 

@@ -18,9 +18,23 @@ from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
 
 # Fields a log call may pass with ``extra=`` that end up as top-level JSON keys.
 LOG_FIELDS = (
-    "webhook_id", "order_id", "partition", "status", "batch_size", "version", "error",
-    "service", "trace_id", "span_id", "duration_ms", "subject", "client", "seq",
-    "nats_server", "body_limit", "max_payload",
+    "webhook_id",
+    "order_id",
+    "partition",
+    "status",
+    "batch_size",
+    "version",
+    "error",
+    "service",
+    "trace_id",
+    "span_id",
+    "duration_ms",
+    "subject",
+    "client",
+    "seq",
+    "nats_server",
+    "body_limit",
+    "max_payload",
 )
 
 
@@ -66,17 +80,29 @@ class IdsOnlyTracerProvider(trace.TracerProvider):
 class _IdsOnlyTracer(trace.NoOpTracer):
     _ids = RandomIdGenerator()
 
-    def start_span(self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any
-                   ) -> trace.Span:
+    def start_span(
+        self, name: str, context: otel_context.Context | None = None, *args: Any, **kwargs: Any
+    ) -> trace.Span:
         parent = trace.get_current_span(context).get_span_context()
         if not parent.is_valid:
-            return trace.NonRecordingSpan(trace.SpanContext(
-                self._ids.generate_trace_id(), self._ids.generate_span_id(), is_remote=False,
-                trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)))
+            return trace.NonRecordingSpan(
+                trace.SpanContext(
+                    self._ids.generate_trace_id(),
+                    self._ids.generate_span_id(),
+                    is_remote=False,
+                    trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED),
+                )
+            )
         flags = trace.TraceFlags(trace.TraceFlags.SAMPLED if parent.trace_flags.sampled else trace.TraceFlags.DEFAULT)
-        return trace.NonRecordingSpan(trace.SpanContext(
-            parent.trace_id, self._ids.generate_span_id(), is_remote=False, trace_flags=flags,
-            trace_state=parent.trace_state))
+        return trace.NonRecordingSpan(
+            trace.SpanContext(
+                parent.trace_id,
+                self._ids.generate_span_id(),
+                is_remote=False,
+                trace_flags=flags,
+                trace_state=parent.trace_state,
+            )
+        )
 
 
 def configure_tracing(service_name: str, exporter: str = "none", path: str = "fincart-spans.jsonl") -> trace.Tracer:
@@ -92,8 +118,9 @@ def configure_tracing(service_name: str, exporter: str = "none", path: str = "fi
     elif exporter == "file":
         # line-buffered append: each span is one write of one line, whole even when processes share the file
         out = open(path, "a", buffering=1)  # noqa: SIM115 - open for the provider's lifetime
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter(
-            out=out, formatter=lambda span: span.to_json(indent=None) + "\n")))
+        provider.add_span_processor(
+            BatchSpanProcessor(ConsoleSpanExporter(out=out, formatter=lambda span: span.to_json(indent=None) + "\n"))
+        )
     elif exporter == "otlp":  # pragma: no cover - needs the optional OTLP exporter package
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

@@ -21,8 +21,14 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 COMPONENTS = ("ingest", "processor", "sync")
-_STREAMS = ["$JS.API.INFO", "$JS.API.STREAM.INFO.*", "$JS.API.STREAM.CREATE.*", "$JS.API.STREAM.UPDATE.*",
-            "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST"]
+_STREAMS = [
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.CREATE.*",
+    "$JS.API.STREAM.UPDATE.*",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+]
 
 
 def _both(subject: str) -> list[str]:
@@ -33,10 +39,22 @@ def _both(subject: str) -> list[str]:
 # component -> (publish allow, subscribe allow); every user may also receive replies on _INBOX.>
 PERMISSIONS: dict[str, tuple[list[str], list[str]]] = {
     "ingest": ([*_both("orders.webhooks.*"), *_STREAMS], ["_INBOX.>"]),
-    "processor": ([*_both("orders.events.*"), *_both("orders.dlq"), *_STREAMS, "$JS.API.CONSUMER.>",
-                   "$JS.ACK.>", "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>"], ["_INBOX.>"]),
-    "sync": ([*_STREAMS, "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>",
-              "$JS.FC.>"], ["_INBOX.>"]),
+    "processor": (
+        [
+            *_both("orders.events.*"),
+            *_both("orders.dlq"),
+            *_STREAMS,
+            "$JS.API.CONSUMER.>",
+            "$JS.ACK.>",
+            "$JS.API.STREAM.MSG.GET.*",
+            "$JS.API.DIRECT.GET.>",
+        ],
+        ["_INBOX.>"],
+    ),
+    "sync": (
+        [*_STREAMS, "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>", "$JS.FC.>"],
+        ["_INBOX.>"],
+    ),
 }
 
 
@@ -53,13 +71,16 @@ class StackCredentials:
 
     def nats_authorization(self) -> str:
         """The ``authorization {}`` block of a nats-server config."""
+
         def quoted(subjects: list[str]) -> str:
             return "[" + ", ".join(f'"{s}"' for s in subjects) + "]"
 
         users = [f'    {{user: "admin", password: "{self.nats["admin"]}"}}']
         for user, (publish, subscribe) in PERMISSIONS.items():
-            users.append(f'    {{user: "{user}", password: "{self.nats[user]}", permissions: {{'
-                         f"publish: {{allow: {quoted(publish)}}}, subscribe: {{allow: {quoted(subscribe)}}}}}}}")
+            users.append(
+                f'    {{user: "{user}", password: "{self.nats[user]}", permissions: {{'
+                f"publish: {{allow: {quoted(publish)}}}, subscribe: {{allow: {quoted(subscribe)}}}}}}}"
+            )
         return "authorization {\n  users: [\n" + ",\n".join(users) + "\n  ]\n}\n"
 
 

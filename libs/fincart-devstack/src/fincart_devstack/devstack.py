@@ -73,14 +73,20 @@ class DevStack:
         self.sync: ServiceProcess | None = None
         self.ingress: NginxIngress | None = None
         # the services get the proxy's numbers explicitly: both sides use the same ones
-        self.ingress_rules = IngressRules.from_env({**os.environ, **config.extra_env}, config.ingress_host) if (
-            config.ingress) else None
+        self.ingress_rules = (
+            IngressRules.from_env({**os.environ, **config.extra_env}, config.ingress_host) if (config.ingress) else None
+        )
 
     def env(self, component: str = "admin", **extra: str | int) -> dict[str, str]:
         """A service's environment; ``component`` picks its NATS user when the infra has credentials."""
         env = service_env(
-            self.infra, component, partitions=self.config.partitions, nats_prefix=self.config.nats_prefix,
-            webhook_secret=self.config.webhook_secret, log_level=self.config.log_level, **extra,
+            self.infra,
+            component,
+            partitions=self.config.partitions,
+            nats_prefix=self.config.nats_prefix,
+            webhook_secret=self.config.webhook_secret,
+            log_level=self.config.log_level,
+            **extra,
         )
         env["FINCART_DATABASE_URL"] = self.database_url
         rules = self.ingress_rules.service_env() if self.ingress_rules else {}
@@ -90,10 +96,14 @@ class DevStack:
         port = port or free_port()
         component = name.split("-")[0]  # processor-1 -> processor
         return ServiceProcess(
-            name=name, argv=argv,
-            env={**self.env(component, http_port=port, service_name=name, **extra),
-                 **self.config.service_env.get(component, {})},
-            log_path=self.logdir / f"{name}.log", port=port,
+            name=name,
+            argv=argv,
+            env={
+                **self.env(component, http_port=port, service_name=name, **extra),
+                **self.config.service_env.get(component, {}),
+            },
+            log_path=self.logdir / f"{name}.log",
+            port=port,
         )
 
     def processor(self, index: int, generation: int = 0) -> ServiceProcess:
@@ -116,8 +126,9 @@ class DevStack:
                 proc.start()
             if self.config.with_sync:
                 sync = self.config.sync_command or [find_binary("fincart-sync")]
-                self.sync = self._service("sync", sync, self.config.sync_port,
-                                          read_token_hashes=token_hash(self.config.read_token))
+                self.sync = self._service(
+                    "sync", sync, self.config.sync_port, read_token_hashes=token_hash(self.config.read_token)
+                )
                 self.sync.start()
             if self.ingress_rules:
                 upstreams = {"ingest": self.ingest.port, **({"sync": self.sync.port} if self.sync else {})}
@@ -165,10 +176,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     up.add_argument("--ingest-port", type=int, default=8080)
     up.add_argument("--sync-port", type=int, default=8082)
     up.add_argument("--logdir", type=Path, default=Path(".fincart-dev"), help="service logs go here")
-    up.add_argument("--no-credentials", action="store_true",
-                    help="use FINCART_NATS_URL/FINCART_REDIS_URL (or embedded servers) without per-component users")
-    up.add_argument("--ingress", action="store_true",
-                    help="put nginx in front of ingest and sync with the chart's Ingress rules")
+    up.add_argument(
+        "--no-credentials",
+        action="store_true",
+        help="use FINCART_NATS_URL/FINCART_REDIS_URL (or embedded servers) without per-component users",
+    )
+    up.add_argument(
+        "--ingress", action="store_true", help="put nginx in front of ingest and sync with the chart's Ingress rules"
+    )
     up.add_argument("--ingress-port", type=int, default=8000, help="port of the ingress (with --ingress)")
     return parser.parse_args(argv)
 
@@ -180,10 +195,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2)
     args.logdir.mkdir(parents=True, exist_ok=True)
     config = StackConfig(
-        processors=args.processors, partitions=args.partitions, ingest_port=args.ingest_port,
-        sync_port=args.sync_port, webhook_secret=os.environ.get("FINCART_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
+        processors=args.processors,
+        partitions=args.partitions,
+        ingest_port=args.ingest_port,
+        sync_port=args.sync_port,
+        webhook_secret=os.environ.get("FINCART_WEBHOOK_SECRET", DEV_WEBHOOK_SECRET),
         read_token=os.environ.get("FINCART_SYNC_TOKEN") or new_token(),
-        ingress=args.ingress, ingress_port=args.ingress_port,
+        ingress=args.ingress,
+        ingress_port=args.ingress_port,
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -202,12 +221,16 @@ def main(argv: list[str] | None = None) -> None:
         print(f"Ingest    {stack.ingest_url}/webhooks/shopify   (secret: FINCART_WEBHOOK_SECRET)")
         if stack.sync_url:
             print(f"Sync      {stack.sync_url}/   live page, {stack.sync_url}/orders, ws {stack.sync_url}/sync")
-            print(f"Token     export FINCART_SYNC_TOKEN={config.read_token}   (read token for /orders, /sync, "
-                  "the live page; set FINCART_SYNC_TOKEN before `up` to keep one)")
+            print(
+                f"Token     export FINCART_SYNC_TOKEN={config.read_token}   (read token for /orders, /sync, "
+                "the live page; set FINCART_SYNC_TOKEN before `up` to keep one)"
+            )
         if stack.ingress:
             rules = stack.ingress.rules
-            print(f"Ingress   {stack.ingress.base_url}/   nginx: /webhooks -> ingest; /sync, /orders, / -> sync; "
-                  f"body limit {rules.body_limit_bytes} B, timeouts {rules.timeout_s}s")
+            print(
+                f"Ingress   {stack.ingress.base_url}/   nginx: /webhooks -> ingest; /sync, /orders, / -> sync; "
+                f"body limit {rules.body_limit_bytes} B, timeouts {rules.timeout_s}s"
+            )
         print(f"Logs      {args.logdir}/   Ctrl-C stops everything", flush=True)
         while not stop.wait(1.0):
             dead = [s.name for s in stack.processes() if not s.running]

@@ -94,8 +94,10 @@ class IngressRules:
 
     def service_env(self) -> dict[str, str]:
         """The services' side of the same numbers, so that proxy and services cannot disagree."""
-        return {"FINCART_MAX_BODY_BYTES": str(self.max_body_bytes),
-                "FINCART_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s)}
+        return {
+            "FINCART_MAX_BODY_BYTES": str(self.max_body_bytes),
+            "FINCART_HEARTBEAT_INTERVAL_S": str(self.heartbeat_interval_s),
+        }
 
 
 ACCESS_LOG_FORMAT = (
@@ -125,7 +127,9 @@ def render_config(rules: IngressRules, *, prefix: Path, port: int, upstreams: Ma
             locations.append(f"location {'= ' if route.exact else ''}{route.path} {{ return 503; }}")
     blocks = "\n".join(
         f"  upstream {name} {{ server 127.0.0.1:{upstream_port}; keepalive 320; keepalive_timeout 60s;"
-        f" keepalive_requests 10000; }}" for name, upstream_port in upstreams.items())
+        f" keepalive_requests 10000; }}"
+        for name, upstream_port in upstreams.items()
+    )
     # as root, nginx would run its workers as nobody, who cannot enter the run's private workdir
     user = f"user {pwd.getpwuid(os.geteuid()).pw_name};" if os.geteuid() == 0 else ""
     tmp = prefix / "tmp"
@@ -190,8 +194,13 @@ http {{
 class NginxIngress(ManagedProcess):
     """nginx in the foreground with the chart's Ingress rules, in ``workdir``/nginx."""
 
-    def __init__(self, workdir: Path, rules: IngressRules, upstreams: Mapping[str, int], port: int | None = None,
-                 ) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        rules: IngressRules,
+        upstreams: Mapping[str, int],
+        port: int | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.rules = rules
         self.prefix = workdir / "nginx"
@@ -202,8 +211,11 @@ class NginxIngress(ManagedProcess):
             binary = find_binary("nginx", ("/usr/sbin/nginx",))
         except StackError as exc:
             raise StackError(f"{exc}: install Debian's nginx (apt-get install nginx)") from exc
-        super().__init__("nginx", [binary, "-p", str(self.prefix), "-c", str(self.config_path), "-e", "stderr"],
-                         log_path=workdir / "nginx.log")
+        super().__init__(
+            "nginx",
+            [binary, "-p", str(self.prefix), "-c", str(self.config_path), "-e", "stderr"],
+            log_path=workdir / "nginx.log",
+        )
 
     @property
     def base_url(self) -> str:

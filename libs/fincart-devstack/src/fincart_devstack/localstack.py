@@ -87,8 +87,12 @@ class ManagedProcess:
             return
         log = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            self.argv, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            self.argv,
+            env={**os.environ, **self.env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         if not isinstance(log, int):
             log.close()  # the child holds its own descriptor
@@ -129,22 +133,35 @@ class EmbeddedNats(ManagedProcess):
     of the server's default of every 2 minutes. ``cluster``: join a cluster (see :class:`NatsCluster`).
     """
 
-    def __init__(self, workdir: Path, port: int | None = None, *, name: str = "nats",
-                 sync_always: bool = False, cluster: ClusterRoutes | None = None, authorization: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        name: str = "nats",
+        sync_always: bool = False,
+        cluster: ClusterRoutes | None = None,
+        authorization: str = "",
+    ) -> None:
         self.port = port or free_port()
         self.monitor_port = free_port()
         store = workdir / name
         store.mkdir(parents=True, exist_ok=True)
         jetstream = f'store_dir: "{store}"' + ("\n  sync_interval: always" if sync_always else "")
-        config = (f'server_name: "{name}"\nlisten: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.monitor_port}"\n'
-                  f"jetstream {{\n  {jetstream}\n}}\n")
+        config = (
+            f'server_name: "{name}"\nlisten: "127.0.0.1:{self.port}"\nhttp: "127.0.0.1:{self.monitor_port}"\n'
+            f"jetstream {{\n  {jetstream}\n}}\n"
+        )
         if cluster:
             config += cluster.config(name)
         config += authorization  # users and permissions (fincart_devstack.credentials), when given
         config_path = workdir / f"{name}.conf"
         config_path.write_text(config)
-        super().__init__(name if cluster else "nats-server", [find_binary("nats-server"), "-c", str(config_path)],
-                         log_path=workdir / f"{name}.log")
+        super().__init__(
+            name if cluster else "nats-server",
+            [find_binary("nats-server"), "-c", str(config_path)],
+            log_path=workdir / f"{name}.log",
+        )
 
     @property
     def url(self) -> str:
@@ -174,8 +191,10 @@ class ClusterRoutes:
     def config(self, node: str) -> str:
         peers = [port for peer, port in self.route_ports.items() if peer != node]
         routes = ", ".join(f'"nats-route://127.0.0.1:{port}"' for port in peers)
-        return (f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{self.route_ports[node]}"\n'
-                f"  routes: [{routes}]\n}}\n")
+        return (
+            f'cluster {{\n  name: "{self.name}"\n  listen: "127.0.0.1:{self.route_ports[node]}"\n'
+            f"  routes: [{routes}]\n}}\n"
+        )
 
 
 class NatsCluster:
@@ -189,14 +208,23 @@ class NatsCluster:
     - ``stream_replicas``: min(3, nodes), what FINCART_STREAM_REPLICAS is set to for services on it.
     """
 
-    def __init__(self, workdir: Path, nodes: int = 3, *, name: str = "fincart", sync_always: bool = False,
-                 authorization: str = "") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        nodes: int = 3,
+        *,
+        name: str = "fincart",
+        sync_always: bool = False,
+        authorization: str = "",
+    ) -> None:
         if nodes < 2:
             raise ValueError("a NATS cluster needs at least 2 nodes")
         names = [f"nats-{i}" for i in range(nodes)]
         routes = ClusterRoutes(name, {node: free_port() for node in names})
-        self.nodes = [EmbeddedNats(workdir, name=node, sync_always=sync_always, cluster=routes,
-                                   authorization=authorization) for node in names]
+        self.nodes = [
+            EmbeddedNats(workdir, name=node, sync_always=sync_always, cluster=routes, authorization=authorization)
+            for node in names
+        ]
 
     @property
     def url(self) -> str:
@@ -213,9 +241,11 @@ class NatsCluster:
 
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Until every running node reports the same JetStream meta leader."""
+
         def agreed() -> bool:
             leaders = {node.meta_leader() for node in self.nodes if node.running}
             return len(leaders) == 1 and None not in leaders
+
         wait_for(agreed, timeout, "NATS cluster meta leader", interval=0.25)
 
     def stop(self) -> None:
@@ -230,8 +260,20 @@ class EmbeddedRedis(ManagedProcess):
         binary = find_binary("redis-server")
         super().__init__(
             "redis-server",
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "", "--appendonly", "no",
-             "--dir", str(workdir), *(["--requirepass", password] if password else [])],
+            [
+                binary,
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+                *(["--requirepass", password] if password else []),
+            ],
             log_path=workdir / "redis.log",
         )
 
@@ -266,8 +308,22 @@ class EmbeddedPostgres(ManagedProcess):
         postgres = str(Path(self._initdb).with_name("postgres"))
         super().__init__(
             "postgres",
-            [*self._as_user, postgres, "-D", str(self.datadir), "-p", str(self.port), "-h", "127.0.0.1",
-             "-k", str(self._owned), "-c", "max_connections=300", "-c", "fsync=off"],
+            [
+                *self._as_user,
+                postgres,
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-h",
+                "127.0.0.1",
+                "-k",
+                str(self._owned),
+                "-c",
+                "max_connections=300",
+                "-c",
+                "fsync=off",
+            ],
             log_path=workdir / "postgres.log",
         )
 
@@ -278,9 +334,23 @@ class EmbeddedPostgres(ManagedProcess):
     def start(self) -> None:
         if not self.datadir.exists():
             done = subprocess.run(
-                [*self._as_user, self._initdb, "-D", str(self.datadir), "-U", "postgres", "-A", "trust",
-                 "-E", "UTF8", "--no-sync"],
-                capture_output=True, timeout=120, cwd=self._owned, check=False,
+                [
+                    *self._as_user,
+                    self._initdb,
+                    "-D",
+                    str(self.datadir),
+                    "-U",
+                    "postgres",
+                    "-A",
+                    "trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                ],
+                capture_output=True,
+                timeout=120,
+                cwd=self._owned,
+                check=False,
             )
             if done.returncode:
                 raise StackError(f"initdb failed: {done.stderr.decode(errors='replace')[-2000:]}")
@@ -327,8 +397,12 @@ class Infra:
 
 
 def start_infra(
-    env: Mapping[str, str] | None = None, *, use_defaults_if_reachable: bool = False,
-    workdir: Path | None = None, nats_nodes: int = 1, credentials: bool = False,
+    env: Mapping[str, str] | None = None,
+    *,
+    use_defaults_if_reachable: bool = False,
+    workdir: Path | None = None,
+    nats_nodes: int = 1,
+    credentials: bool = False,
 ) -> Infra:
     """Use FINCART_NATS_URL / FINCART_REDIS_URL / FINCART_DATABASE_URL when set and reachable,
     else (optionally) the standard local ports when reachable, else start embedded servers.

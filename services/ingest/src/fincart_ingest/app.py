@@ -34,31 +34,44 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         topology = Topology(settings.partitions, settings.nats_prefix)
         nc = await connect(settings.nats_url, settings.service_name)
         # a blocking pool: a burst beyond the pool waits (bounded) for a connection instead of failing
-        redis = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_max_connections, timeout=settings.redis_timeout_s,
-            socket_timeout=settings.redis_timeout_s, socket_connect_timeout=settings.redis_timeout_s,
-        ))
+        redis = aioredis.Redis(
+            connection_pool=aioredis.BlockingConnectionPool.from_url(
+                settings.redis_url,
+                max_connections=settings.redis_max_connections,
+                timeout=settings.redis_timeout_s,
+                socket_timeout=settings.redis_timeout_s,
+                socket_connect_timeout=settings.redis_timeout_s,
+            )
+        )
         try:
             js = nc.jetstream()
             await ensure_streams(js, topology, StreamLimits.from_settings(settings))
             publisher = WebhookPublisher(nc, js, topology, settings.publish_timeout_s)
             body_limit = publisher.body_limit(settings.max_body_bytes)
             if body_limit < MIN_BODY_BYTES:
-                raise RuntimeError(f"the broker's max_payload of {nc.max_payload} bytes leaves {body_limit} bytes "
-                                   "for a webhook body: raise max_payload in the NATS server config")
+                raise RuntimeError(
+                    f"the broker's max_payload of {nc.max_payload} bytes leaves {body_limit} bytes "
+                    "for a webhook body: raise max_payload in the NATS server config"
+                )
             app.state.ingest = IngestContext(
-                settings=settings, publisher=publisher, body_limit=body_limit,
+                settings=settings,
+                publisher=publisher,
+                body_limit=body_limit,
                 dedupe=DedupeMarks(redis, settings.dedupe_ttl_seconds, settings.nats_prefix),
             )
-            log.info("ingest ready", extra={"service": settings.service_name, "body_limit": body_limit,
-                                            "max_payload": nc.max_payload})
+            log.info(
+                "ingest ready",
+                extra={"service": settings.service_name, "body_limit": body_limit, "max_payload": nc.max_payload},
+            )
             yield
         finally:
             await nc.drain()
             await redis.aclose()
 
     app = FastAPI(
-        title="FinCart ingest", version="0.1.0", lifespan=lifespan,
+        title="FinCart ingest",
+        version="0.1.0",
+        lifespan=lifespan,
         description="Signed Shopify order webhooks into JetStream. A 200 means durably stored.",
         # FastAPI's own spans (HTTP + dependencies/endpoint/serialization) would duplicate the route's span, which
         # is the one continuing the sender's trace into NATS; they cost ~15 % of ingest's CPU per webhook
@@ -78,8 +91,14 @@ def main() -> None:
         raise SystemExit(2) from exc
     tune_gc()
     # access_log off: configure_logging silences uvicorn.access anyway, but uvicorn still formats each line's args
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False,
-                timeout_graceful_shutdown=5)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
 
 
 if __name__ == "__main__":

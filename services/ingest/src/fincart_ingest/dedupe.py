@@ -59,8 +59,11 @@ class _Coalesced:
                 results = await self._send(ids)
             except (RedisError, OSError) as exc:
                 REDIS_ERRORS.inc(len(ids))
-                log.warning("redis %s failed, JetStream dedupes instead", self._what,
-                            extra={"webhook_id": ",".join(ids[:10]), "error": repr(exc)})
+                log.warning(
+                    "redis %s failed, JetStream dedupes instead",
+                    self._what,
+                    extra={"webhook_id": ",".join(ids[:10]), "error": repr(exc)},
+                )
                 results = [self._fallback] * len(ids)
             except Exception as exc:  # not Redis failing: each caller raises it, as without batching
                 for _, future in batch:

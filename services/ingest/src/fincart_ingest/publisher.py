@@ -58,15 +58,22 @@ class WebhookPublisher:
         data = message.model_dump_json().encode()
         # the server counts headers and payload against max_payload and closes the connection of a publisher
         # that exceeds it (every other webhook in flight would fail with it)
-        size = len(data) + _HEADER_FRAMING + sum(
-            len(key) + len(value.encode()) + _HEADER_LINE_FRAMING for key, value in headers.items())
+        size = (
+            len(data)
+            + _HEADER_FRAMING
+            + sum(len(key) + len(value.encode()) + _HEADER_LINE_FRAMING for key, value in headers.items())
+        )
         if size > self._nc.max_payload:
-            raise TooLarge(f"webhook of {size} bytes as published is over the broker's {self._nc.max_payload} "
-                           "byte max_payload")
+            raise TooLarge(
+                f"webhook of {size} bytes as published is over the broker's {self._nc.max_payload} byte max_payload"
+            )
         started = time.perf_counter()
         try:
             ack = await self._js.publish(
-                self._topology.webhook_subject_for(order_id), data, timeout=self._timeout, headers=headers,
+                self._topology.webhook_subject_for(order_id),
+                data,
+                timeout=self._timeout,
+                headers=headers,
             )
         except (NatsError, TimeoutError, OSError) as exc:
             PUBLISH_FAILURES.inc()

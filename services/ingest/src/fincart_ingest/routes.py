@@ -57,9 +57,13 @@ def _answer(
 def add_webhook_route(app: FastAPI) -> None:
     # on the app's own router: an included router costs another ~5 us per request in matching
     app.router.add_api_route(
-        "/webhooks/shopify", shopify_webhook, methods=["POST"], route_class_override=RequestRoute,
+        "/webhooks/shopify",
+        shopify_webhook,
+        methods=["POST"],
+        route_class_override=RequestRoute,
         response_model=WebhookAccepted | WebhookDuplicate,
-        responses={code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)}, tags=["webhooks"],
+        responses={code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 503)},
+        tags=["webhooks"],
     )
 
 
@@ -67,9 +71,7 @@ async def shopify_webhook(request: Request) -> JSONResponse:
     """A 200 means the webhook is durably in JetStream (PubAck received); anything else stores nothing."""
     ctx: IngestContext = request.app.state.ingest
     headers = request.headers
-    with tracer.start_as_current_span(
-        "ingest webhook", context=extract_context(headers), kind=SpanKind.SERVER
-    ) as span:
+    with tracer.start_as_current_span("ingest webhook", context=extract_context(headers), kind=SpanKind.SERVER) as span:
         try:
             body = await checks.read_body(request, ctx.body_limit)
             checks.check_signature(body, ctx.settings.webhook_secret, headers.get("x-shopify-hmac-sha256"))
@@ -77,8 +79,14 @@ async def shopify_webhook(request: Request) -> JSONResponse:
             topic = checks.check_topic(headers.get("x-shopify-topic"))
             order, payload = checks.parse_order(body)
         except checks.Rejection as rejection:
-            log.info("webhook rejected", extra={"status": rejection.status, "error": rejection.detail,
-                                                "webhook_id": headers.get("x-shopify-webhook-id")})
+            log.info(
+                "webhook rejected",
+                extra={
+                    "status": rejection.status,
+                    "error": rejection.detail,
+                    "webhook_id": headers.get("x-shopify-webhook-id"),
+                },
+            )
             return _answer(rejection.status, ErrorResponse(detail=rejection.detail))
         span.set_attributes({"fincart.webhook_id": webhook_id, "fincart.order_id": order.id})
         ids = {"webhook_id": webhook_id, "order_id": order.id}
@@ -87,8 +95,12 @@ async def shopify_webhook(request: Request) -> JSONResponse:
             DEDUPE_HITS.inc()
             return _answer(200, WebhookDuplicate(webhook_id=webhook_id))
         message = WebhookMessage(
-            webhook_id=webhook_id, topic=topic, shop_domain=headers.get("x-shopify-shop-domain"),
-            triggered_at=headers.get("x-shopify-triggered-at"), received_at=datetime.now(UTC), order=payload,
+            webhook_id=webhook_id,
+            topic=topic,
+            shop_domain=headers.get("x-shopify-shop-domain"),
+            triggered_at=headers.get("x-shopify-triggered-at"),
+            received_at=datetime.now(UTC),
+            order=payload,
         )
         try:
             published = await ctx.publisher.publish(message, order.id)

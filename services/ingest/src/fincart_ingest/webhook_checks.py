@@ -80,9 +80,12 @@ def parse_order(body: bytes) -> tuple[ShopifyOrder, dict[str, object]]:
     # most bodies skip the walk: in a UTF-8 body NUL can only be the escape \u0000 (JSON refuses raw control
     # characters), a lone surrogate only an escape or its UTF-8 bytes, and nesting needs as many brackets.
     # UTF-16/32 bodies hold zero bytes and are walked.
-    if ((b"\\u0000" in body or b"\x00" in body or _SURROGATE_ESCAPE.search(body)
-         or body.count(b"[") + body.count(b"{") > MAX_NESTING)
-            and (found := _unpublishable(payload)) is not None):
+    if (
+        b"\\u0000" in body
+        or b"\x00" in body
+        or _SURROGATE_ESCAPE.search(body)
+        or body.count(b"[") + body.count(b"{") > MAX_NESTING
+    ) and (found := _unpublishable(payload)) is not None:
         where, why = found
         raise Rejection(422, f"invalid field {where[:200]!r}: {why}")
     try:

@@ -51,7 +51,10 @@ def main() -> None:
     app = create_app(settings)
     tune_gc()
     uvicorn.run(
-        app, host=settings.http_host, port=settings.http_port, log_config=None,
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
         timeout_graceful_shutdown=25,
     )
 

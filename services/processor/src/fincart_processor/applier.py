@@ -70,8 +70,10 @@ class BatchApplier:
             elif len(part) == 1:
                 rejected.append(Rejected(part[0], result))
             else:
-                log.warning("batch rejected, isolating the poison", extra={
-                    "partition": self._fence.partition, "batch_size": len(part), "error": result[:500]})
+                log.warning(
+                    "batch rejected, isolating the poison",
+                    extra={"partition": self._fence.partition, "batch_size": len(part), "error": result[:500]},
+                )
                 middle = len(part) // 2
                 parts += [part[middle:], part[:middle]]  # a stack: the older half comes out first
         return plans, rejected
@@ -82,9 +84,15 @@ class BatchApplier:
         backoff. LeaseLost is raised: the partition is no longer ours."""
         webhooks = [d.webhook for d in deliveries]
         traces = {d.webhook.webhook_id: d.remote_trace for d in deliveries}
-        links = [trace.Link(span_ctx) for d in deliveries
-                 if (span_ctx := trace.get_current_span(d.remote_trace.context).get_span_context()).is_valid
-                 ] if links_recorded() else []
+        links = (
+            [
+                trace.Link(span_ctx)
+                for d in deliveries
+                if (span_ctx := trace.get_current_span(d.remote_trace.context).get_span_context()).is_valid
+            ]
+            if links_recorded()
+            else []
+        )
         for attempt in range(self._settings.retry_attempts):
             with tracer.start_as_current_span("apply batch", links=links) as span:
                 span.set_attributes({"fincart.partition": self._fence.partition, "fincart.batch_size": len(webhooks)})
@@ -101,9 +109,15 @@ class BatchApplier:
                     if classify(exc) is Failure.POISON:
                         return f"{type(exc).__name__}: {exc}"
                     metrics.TRANSIENT_ERRORS.inc()
-                    log.warning("batch failed, retrying", extra={
-                        "partition": self._fence.partition, "batch_size": len(webhooks), "attempt": attempt + 1,
-                        "error": repr(exc)})
+                    log.warning(
+                        "batch failed, retrying",
+                        extra={
+                            "partition": self._fence.partition,
+                            "batch_size": len(webhooks),
+                            "attempt": attempt + 1,
+                            "error": repr(exc),
+                        },
+                    )
             for m in keep_alive:
                 await quietly(m.in_progress())
             await asyncio.sleep(self._settings.retry_backoff_s * 2**attempt)
@@ -115,6 +129,8 @@ def _count(plan: Plan) -> None:
     metrics.WEBHOOKS.labels("processed").inc(processed)
     metrics.WEBHOOKS.labels("discarded").inc(len(plan.audit) - processed)
     for w, status, version in plan.audit:
-        log.debug("webhook %s", status, extra={
-            "webhook_id": w.webhook_id, "order_id": w.order_id, "status": status, "version": version})
-
+        log.debug(
+            "webhook %s",
+            status,
+            extra={"webhook_id": w.webhook_id, "order_id": w.order_id, "status": status, "version": version},
+        )

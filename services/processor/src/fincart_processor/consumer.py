@@ -58,8 +58,11 @@ def parse(data: bytes | None) -> Webhook:
 def consumer_config(topology: Topology, partition: int, settings: ProcessorSettings) -> ConsumerConfig:
     durable = topology.consumer_name(partition)
     return ConsumerConfig(
-        name=durable, durable_name=durable, filter_subject=topology.webhook_subject(partition),
-        ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+        name=durable,
+        durable_name=durable,
+        filter_subject=topology.webhook_subject(partition),
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_s,
         max_deliver=-1,  # transient failures must never exhaust deliveries; poison is dead-lettered by us
         # bounds what is in flight, and so what _recover has to re-read after a crash
@@ -69,8 +72,14 @@ def consumer_config(topology: Topology, partition: int, settings: ProcessorSetti
 
 class PartitionConsumer:
     def __init__(
-        self, fence: Fence, nc: NATS, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology,
-        events: EventPublisher, settings: ProcessorSettings,
+        self,
+        fence: Fence,
+        nc: NATS,
+        js: JetStreamContext,
+        pool: asyncpg.Pool,
+        topology: Topology,
+        events: EventPublisher,
+        settings: ProcessorSettings,
     ) -> None:
         self.fence = fence
         self.partition = fence.partition
@@ -152,11 +161,15 @@ class PartitionConsumer:
                 return False
             plans, rejected = outcome
             # duplicates that came as new stream messages (not counted above) are redeliveries too
-            metrics.REDELIVERIES.inc(sum(1 for plan in plans for a in plan.redelivered
-                                         if a.webhook.webhook_id not in redelivered))
+            metrics.REDELIVERIES.inc(
+                sum(1 for plan in plans for a in plan.redelivered if a.webhook.webhook_id not in redelivered)
+            )
         failed_to_dead_letter = {
-            *[seq for msg, seq, reason in unparsed
-              if not await self._dead_letters.send(msg.data, msg.headers, seq, reason, "invalid")],
+            *[
+                seq
+                for msg, seq, reason in unparsed
+                if not await self._dead_letters.send(msg.data, msg.headers, seq, reason, "invalid")
+            ],
             *[r.delivery.stream_seq for r in rejected if not await self._dead_letter(r)],
         }
         for (stream_seq, _), msg in positioned:  # an ack is a buffered publish: no task per message needed
@@ -200,7 +213,7 @@ class PartitionConsumer:
             log.info("re-applying unacked messages", extra={"partition": self.partition, "batch_size": len(deliveries)})
         size = self._settings.batch_size
         for start in range(0, len(deliveries), size):
-            outcome = await self._applier.apply(deliveries[start:start + size])
+            outcome = await self._applier.apply(deliveries[start : start + size])
             if outcome is None:
                 return False
             for rejected in outcome[1]:
@@ -210,13 +223,13 @@ class PartitionConsumer:
 
     async def _dead_letter(self, rejected: Rejected) -> bool:
         d = rejected.delivery
-        return await self._dead_letters.send(d.data, d.headers, d.stream_seq, rejected.reason, "rejected",
-                                             d.webhook.webhook_id, d.webhook.order_id)
+        return await self._dead_letters.send(
+            d.data, d.headers, d.stream_seq, rejected.reason, "rejected", d.webhook.webhook_id, d.webhook.order_id
+        )
 
     async def _nak_all(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:
             await quietly(m.nak())
-
 
 
 async def _pause(stopping: asyncio.Event, seconds: float) -> None:

@@ -23,8 +23,14 @@ class DeadLetters:
         self._js, self._pool, self._topology = js, pool, topology
 
     async def send(
-        self, data: bytes, headers: Mapping[str, str] | None, stream_seq: int, reason: str, kind: str,
-        webhook_id: str | None = None, order_id: str | None = None,
+        self,
+        data: bytes,
+        headers: Mapping[str, str] | None,
+        stream_seq: int,
+        reason: str,
+        kind: str,
+        webhook_id: str | None = None,
+        order_id: str | None = None,
     ) -> bool:
         """Audit and publish; False when either failed (a transient error: the caller lets the message come
         back). ``kind`` labels the metric: ``invalid`` (not a webhook) or ``rejected`` (the database or the
@@ -33,16 +39,20 @@ class DeadLetters:
         try:
             async with self._pool.acquire() as conn:
                 await record_failed(conn, webhook_id, order_id or _order_id_of(data), reason)
-            await self._js.publish(self._topology.dlq_subject, data, headers={
-                **(headers or {}), "Nats-Msg-Id": f"dlq:{webhook_id}",
-                "Fincart-Error": _header_value(reason)})
+            await self._js.publish(
+                self._topology.dlq_subject,
+                data,
+                headers={**(headers or {}), "Nats-Msg-Id": f"dlq:{webhook_id}", "Fincart-Error": _header_value(reason)},
+            )
         except Exception as exc:  # whatever it was, the message comes back and is tried again
             log.warning("dead-lettering failed", extra={"webhook_id": webhook_id, "error": repr(exc)})
             return False
         metrics.WEBHOOKS.labels("failed").inc()
         metrics.DEAD_LETTERS.labels(kind).inc()
-        log.error("poison message dead-lettered", extra={
-            "webhook_id": webhook_id, "stream_seq": stream_seq, "reason": kind, "error": reason[:500]})
+        log.error(
+            "poison message dead-lettered",
+            extra={"webhook_id": webhook_id, "stream_seq": stream_seq, "reason": kind, "error": reason[:500]},
+        )
         return True
 
 

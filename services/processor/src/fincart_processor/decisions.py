@@ -54,9 +54,12 @@ class Webhook:
         for name, value in (("updated_at", order.updated_at), ("received_at", message.received_at)):
             _representable_in_utc(name, value)
         return cls(
-            webhook_id=message.webhook_id, order_id=order.id, updated_at=order.updated_at,
+            webhook_id=message.webhook_id,
+            order_id=order.id,
+            updated_at=order.updated_at,
             status=order_status(order.financial_status, order.fulfillment_status),
-            total_price=order.total_price, shipping_fee=shipping_fee(order.total_price),
+            total_price=order.total_price,
+            shipping_fee=shipping_fee(order.total_price),
             received_at=message.received_at,
         )
 
@@ -98,9 +101,7 @@ class Plan:
         return {a.webhook.order_id: a for a in self.applied}
 
 
-def plan_batch(
-    webhooks: Sequence[Webhook], stored: Mapping[str, Stored], audited: Mapping[str, int | None]
-) -> Plan:
+def plan_batch(webhooks: Sequence[Webhook], stored: Mapping[str, Stored], audited: Mapping[str, int | None]) -> Plan:
     """``stored``: current row per order id (absent: no row yet); ``audited``: webhook ids already in
     audit_log with the version they produced (None for discarded or failed)."""
     plan = Plan()

@@ -35,10 +35,19 @@ def event_headers(event: OrderEvent, remote: RemoteTrace | None, recorded: bool)
     if not recorded:
         return remote.inject(headers)
     batch = trace.get_current_span().get_span_context()
-    with tracer.start_as_current_span("publish event", context=remote.context, kind=SpanKind.PRODUCER,
-                                      links=[trace.Link(batch)] if batch.is_valid else []) as span:
-        span.set_attributes({"fincart.order_id": event.order.shopify_order_id,
-                             "fincart.webhook_id": event.order.last_webhook_id, "fincart.version": event.order.version})
+    with tracer.start_as_current_span(
+        "publish event",
+        context=remote.context,
+        kind=SpanKind.PRODUCER,
+        links=[trace.Link(batch)] if batch.is_valid else [],
+    ) as span:
+        span.set_attributes(
+            {
+                "fincart.order_id": event.order.shopify_order_id,
+                "fincart.webhook_id": event.order.last_webhook_id,
+                "fincart.version": event.order.version,
+            }
+        )
         return inject_headers(headers)
 
 
@@ -85,7 +94,8 @@ class EventPublisher:
                 self._pending[token] = ack
                 await self._nc.publish(
                     self._topology.event_subject_for(event.order.shopify_order_id),
-                    event.model_dump_json().encode(), reply=self._inbox + token,
+                    event.model_dump_json().encode(),
+                    reply=self._inbox + token,
                     headers=event_headers(event, remote, recorded),
                 )
             await asyncio.wait_for(asyncio.gather(*acks), PUBLISH_TIMEOUT_S)
@@ -96,7 +106,7 @@ class EventPublisher:
         EVENTS_PUBLISHED.inc(len(events))
 
     async def _on_ack(self, msg: Msg) -> None:
-        ack = self._pending.pop(msg.subject[len(self._inbox):], None)
+        ack = self._pending.pop(msg.subject[len(self._inbox) :], None)
         if ack is None or ack.done():  # late answer of a round that already failed
             return
         if msg.headers and msg.headers.get(nats.js.api.Header.STATUS) == NO_RESPONDERS:

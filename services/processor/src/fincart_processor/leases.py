@@ -51,11 +51,14 @@ def plan_leases(
 ) -> LeasePlan:
     """``leases``: the rows by partition (absent: never leased); ``live``: replicas with a fresh heartbeat.
     Never acquires a partition another replica validly holds (a predecessor of ``me`` is no other replica)."""
-    valid = {p: lease for p, lease in leases.items()
-             if lease.expires_at > now and 0 <= p < partitions and not predecessor(lease.owner, me)}
+    valid = {
+        p: lease
+        for p, lease in leases.items()
+        if lease.expires_at > now and 0 <= p < partitions and not predecessor(lease.owner, me)
+    }
     mine = sorted(p for p, lease in valid.items() if lease.owner == me)
     free = [p for p in range(partitions) if p not in valid]
     share = math.ceil(partitions / len({r for r in live if not predecessor(r, me)} | {me}))
     if len(mine) > share:
         return LeasePlan(renew=mine[:share], acquire=[], release=mine[share:])
-    return LeasePlan(renew=mine, acquire=free[:share - len(mine)], release=[])
+    return LeasePlan(renew=mine, acquire=free[: share - len(mine)], release=[])

@@ -8,7 +8,8 @@ BATCH_SIZE = Histogram(
     "fincart_processor_batch_size", "Messages per applied batch", buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000, 5000)
 )
 APPLY_SECONDS = Histogram(
-    "fincart_processor_apply_seconds", "One batch: transaction, event publishing and acks",
+    "fincart_processor_apply_seconds",
+    "One batch: transaction, event publishing and acks",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0),
 )
 WEBHOOKS = Counter("fincart_processor_webhooks_total", "Webhooks by audit result", ["result"])
@@ -20,7 +21,8 @@ REDELIVERIES = Counter(
 DEAD_LETTERS = Counter(
     "fincart_processor_dead_letters_total",
     "Messages that can never be applied, audited failed and sent to the dead-letter subject, by reason: "
-    "invalid (not a webhook) or rejected (refused by the database or the domain code)", ["reason"],
+    "invalid (not a webhook) or rejected (refused by the database or the domain code)",
+    ["reason"],
 )
 CONSUMER_LAG = Gauge("fincart_processor_consumer_lag", "Messages not yet delivered, per partition", ["partition"])
 EVENTS_PUBLISHED = Counter("fincart_processor_events_published_total", "Change events published to ORDER_EVENTS")

@@ -52,11 +52,21 @@ def _columns(rows: Iterable[tuple[object, ...]]) -> list[list[object]]:
 
 def _event(applied: Applied, row: asyncpg.Record, updated_at: datetime) -> OrderEvent:
     w = applied.webhook
-    return OrderEvent(order=OrderState(
-        id=row["id"], shopify_order_id=w.order_id, status=w.status, total_price=w.total_price,
-        shipping_fee=w.shipping_fee, version=applied.version, last_external_updated_at=w.updated_at,
-        last_webhook_id=w.webhook_id, created_at=row["created_at"], updated_at=updated_at,
-    ), received_at=w.received_at)
+    return OrderEvent(
+        order=OrderState(
+            id=row["id"],
+            shopify_order_id=w.order_id,
+            status=w.status,
+            total_price=w.total_price,
+            shipping_fee=w.shipping_fee,
+            version=applied.version,
+            last_external_updated_at=w.updated_at,
+            last_webhook_id=w.webhook_id,
+            created_at=row["created_at"],
+            updated_at=updated_at,
+        ),
+        received_at=w.received_at,
+    )
 
 
 async def apply_batch(
@@ -68,35 +78,74 @@ async def apply_batch(
     async with conn.transaction():
         if fence is not None:
             await fence.check(conn)
-        rows = {r["shopify_order_id"]: r for r in await conn.fetch(
-            LOCK_ORDERS, sorted({w.order_id for w in webhooks}))}
+        rows = {r["shopify_order_id"]: r for r in await conn.fetch(LOCK_ORDERS, sorted({w.order_id for w in webhooks}))}
         audited = {r["webhook_id"]: r for r in await conn.fetch(AUDITED, [w.webhook_id for w in webhooks])}
         stored = {k: Stored(r["version"], r["last_external_updated_at"], r["last_webhook_id"]) for k, r in rows.items()}
         plan = plan_batch(webhooks, stored, {k: r["version"] for k, r in audited.items()})
         final = list(plan.final_per_order().values())
-        upserted = {r["shopify_order_id"]: r for r in await conn.fetch(UPSERT_ORDERS, *_columns(
-            (a.webhook.order_id, a.webhook.status, a.webhook.total_price, a.webhook.shipping_fee, a.version,
-             a.webhook.updated_at, a.webhook.webhook_id) for a in final
-        ))} if final else {}
+        upserted = (
+            {
+                r["shopify_order_id"]: r
+                for r in await conn.fetch(
+                    UPSERT_ORDERS,
+                    *_columns(
+                        (
+                            a.webhook.order_id,
+                            a.webhook.status,
+                            a.webhook.total_price,
+                            a.webhook.shipping_fee,
+                            a.version,
+                            a.webhook.updated_at,
+                            a.webhook.webhook_id,
+                        )
+                        for a in final
+                    ),
+                )
+            }
+            if final
+            else {}
+        )
         if len(upserted) != len(final):
             raise ConcurrentWrite(f"{len(final) - len(upserted)} orders changed under this batch")
         if plan.audit:
-            await conn.execute(INSERT_AUDIT, *_columns(
-                (w.webhook_id, w.order_id, status, None if status == "processed" else DISCARDED_MESSAGE, version,
-                 w.updated_at, w.received_at) for w, status, version in plan.audit
-            ))
+            await conn.execute(
+                INSERT_AUDIT,
+                *_columns(
+                    (
+                        w.webhook_id,
+                        w.order_id,
+                        status,
+                        None if status == "processed" else DISCARDED_MESSAGE,
+                        version,
+                        w.updated_at,
+                        w.received_at,
+                    )
+                    for w, status, version in plan.audit
+                ),
+            )
     events = [_event(a, upserted[a.webhook.order_id], upserted[a.webhook.order_id]["updated_at"]) for a in plan.applied]
     # a redelivered webhook's event is rebuilt from the webhook, its audited version and the order row
-    events += [_event(a, rows[a.webhook.order_id], audited[a.webhook.webhook_id]["created_at"])
-               for a in plan.redelivered if a.webhook.order_id in rows]
+    events += [
+        _event(a, rows[a.webhook.order_id], audited[a.webhook.webhook_id]["created_at"])
+        for a in plan.redelivered
+        if a.webhook.order_id in rows
+    ]
     return plan, events
 
 
 async def record_failed(conn: asyncpg.Connection, webhook_id: str, order_id: str, message: str) -> None:
     """Audit a poison message as ``failed`` (once: a redelivery of it changes nothing). The texts are made
     storable first: the message may be poison precisely because of them (NUL, lone surrogates, a huge id)."""
-    await conn.execute(INSERT_AUDIT, [_storable(webhook_id, 500)], [_storable(order_id, 500)], ["failed"],
-                       [_storable(message, 1000)], [None], [None], [None])
+    await conn.execute(
+        INSERT_AUDIT,
+        [_storable(webhook_id, 500)],
+        [_storable(order_id, 500)],
+        ["failed"],
+        [_storable(message, 1000)],
+        [None],
+        [None],
+        [None],
+    )
 
 
 def _storable(text: str, limit: int) -> str:

@@ -51,7 +51,10 @@ class Held:
 
 class Ownership:
     def __init__(
-        self, settings: ProcessorSettings, pool: asyncpg.Pool, make_consumer: Callable[[Fence], PartitionConsumer],
+        self,
+        settings: ProcessorSettings,
+        pool: asyncpg.Pool,
+        make_consumer: Callable[[Fence], PartitionConsumer],
     ) -> None:
         self.me = replica_id()
         self._settings, self._pool, self._make_consumer = settings, pool, make_consumer
@@ -64,8 +67,11 @@ class Ownership:
 
     def healthy(self) -> bool:
         """The lease loop runs and its leases are current (a replica whose loop died must not look ready)."""
-        return (self._task is not None and not self._task.done()
-                and time.monotonic() - self._last_round < self._settings.lease_ttl_s)
+        return (
+            self._task is not None
+            and not self._task.done()
+            and time.monotonic() - self._last_round < self._settings.lease_ttl_s
+        )
 
     async def _run(self, stopping: asyncio.Event) -> None:
         s = self._settings
@@ -149,8 +155,9 @@ class Ownership:
             except Exception as exc:  # broker gone, consumer deleted, or a bug: restart it, bounded by backoff
                 expected = isinstance(exc, TimeoutError | nats.errors.Error | OSError)
                 level = logging.WARNING if expected else logging.ERROR
-                log.log(level, "consumer stopped, restarting", extra={"partition": consumer.partition,
-                                                                       "error": repr(exc)})
+                log.log(
+                    level, "consumer stopped, restarting", extra={"partition": consumer.partition, "error": repr(exc)}
+                )
                 if time.monotonic() - started > HEALTHY_RUN_S:
                     delay = self._settings.retry_backoff_s  # it ran fine for a while: a fresh failure
                 with contextlib.suppress(TimeoutError):

@@ -68,8 +68,9 @@ class Puller:
                 request["expires"] = int(timeout * 1e9)
             await self._request(request, batch, timeout + EXPIRY_GRACE_S, NO_WAIT_ENDS)
         if not self._delivered and (remaining := deadline - loop.time()) > 0:
-            await self._request({"batch": batch, "expires": int(remaining * 1e9)}, batch, remaining + EXPIRY_GRACE_S,
-                                WAITING_ENDS)
+            await self._request(
+                {"batch": batch, "expires": int(remaining * 1e9)}, batch, remaining + EXPIRY_GRACE_S, WAITING_ENDS
+            )
         msgs, self._delivered = self._delivered[:batch], self._delivered[batch:]
         return msgs
 

@@ -31,8 +31,9 @@ def _w3c_propagation() -> bool:
     global _checked
     textmap = propagate.get_global_textmap()
     if textmap is not _checked[0]:
-        default = isinstance(textmap, CompositePropagator) and [
-            type(p) for p in textmap._propagators] == _DEFAULT_PROPAGATORS
+        default = (
+            isinstance(textmap, CompositePropagator) and [type(p) for p in textmap._propagators] == _DEFAULT_PROPAGATORS
+        )
         _checked = (textmap, default)
     return _checked[1]
 
@@ -59,8 +60,13 @@ class RemoteTrace:
     def inject(self, headers: dict[str, str]) -> dict[str, str]:
         """Exactly ``inject_headers(headers, self.context)``."""
         received = self._headers
-        if (received is not None and "tracestate" not in received and "baggage" not in received
-                and (parent := received.get("traceparent")) is not None and _CANONICAL.fullmatch(parent)
-                and _w3c_propagation()):
+        if (
+            received is not None
+            and "tracestate" not in received
+            and "baggage" not in received
+            and (parent := received.get("traceparent")) is not None
+            and _CANONICAL.fullmatch(parent)
+            and _w3c_propagation()
+        ):
             return {**headers, "traceparent": parent}
         return inject_headers(headers, self.context)

@@ -81,8 +81,10 @@ class Processor:
         async with asyncio.timeout(timeout):
             while True:
                 try:
-                    infos = [await js.consumer_info(stream, self.topology.consumer_name(p))
-                             for p in range(self.topology.partitions)]
+                    infos = [
+                        await js.consumer_info(stream, self.topology.consumer_name(p))
+                        for p in range(self.topology.partitions)
+                    ]
                 except nats.js.errors.NotFoundError:  # consumers not created yet
                     infos = []
                 if infos and all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos):

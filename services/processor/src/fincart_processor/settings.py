@@ -17,16 +17,21 @@ class ProcessorSettings(CommonSettings):
     db_pool_size: int = Field(8, ge=1, le=200, description="PostgreSQL connections of this process")
     lag_interval_s: float = Field(5.0, gt=0, description="How often consumer lag is read for /metrics")
     lease_ttl_s: float = Field(
-        10.0, gt=0, description="A partition lease not renewed within this expires: a dead replica's partitions "
+        10.0,
+        gt=0,
+        description="A partition lease not renewed within this expires: a dead replica's partitions "
         "move to live replicas within lease_ttl_s + lease_renew_s",
     )
     lease_renew_s: float = Field(
-        2.0, gt=0, description="How often a replica renews its leases, acquires free ones and hands over extras",
+        2.0,
+        gt=0,
+        description="How often a replica renews its leases, acquires free ones and hands over extras",
     )
 
     @model_validator(mode="after")
     def _renew_within_ttl(self) -> ProcessorSettings:
         if self.lease_renew_s * 2 > self.lease_ttl_s:
-            raise ValueError(f"lease_renew_s {self.lease_renew_s} must be at most half of lease_ttl_s "
-                             f"{self.lease_ttl_s}")
+            raise ValueError(
+                f"lease_renew_s {self.lease_renew_s} must be at most half of lease_ttl_s {self.lease_ttl_s}"
+            )
         return self

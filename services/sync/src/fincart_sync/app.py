@@ -38,7 +38,9 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
                 feed.resubscribe()
 
         pool = await asyncpg.create_pool(
-            settings.asyncpg_url, min_size=1, max_size=settings.db_pool_size,
+            settings.asyncpg_url,
+            min_size=1,
+            max_size=settings.db_pool_size,
             command_timeout=settings.db_query_timeout_s,
         )
         nc = await connect(settings.nats_url, settings.service_name, reconnected_cb=reconnected)
@@ -49,7 +51,10 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             await feed.start()
             app.state.feed = feed
             app.state.sync = SyncContext(
-                hub=hub, js=js, topology=topology, store=OrdersStore(pool, settings.db_acquire_timeout_s),
+                hub=hub,
+                js=js,
+                topology=topology,
+                store=OrdersStore(pool, settings.db_acquire_timeout_s),
                 settings=settings,
                 caps=ConnectionCaps(settings.ws_max_connections, settings.ws_max_connections_per_token),
             )
@@ -62,7 +67,9 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
             await pool.close()
 
     app = FastAPI(
-        title="FinCart sync", version="0.1.0", lifespan=lifespan,
+        title="FinCart sync",
+        version="0.1.0",
+        lifespan=lifespan,
         description="Live orders over WebSocket (/sync, protocol in fincart_sync.protocol), read API, live page. "
         "/orders* and /sync need a read token (Authorization: Bearer <token>).",
     )
@@ -75,7 +82,10 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 def main() -> None:
     settings = service_settings(SyncSettings, "fincart-sync")
     uvicorn.run(
-        create_app(settings), host=settings.http_host, port=settings.http_port, log_config=None,
+        create_app(settings),
+        host=settings.http_host,
+        port=settings.http_port,
+        log_config=None,
         ws_per_message_deflate=False,  # compressing every frame for every client costs more CPU than it saves
         ws_max_size=settings.ws_max_message_bytes,  # clients only send pings: a 16 MiB default invites abuse
         timeout_graceful_shutdown=5,

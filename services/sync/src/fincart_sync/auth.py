@@ -44,8 +44,9 @@ def require_reader(
 ) -> str:
     """FastAPI dependency of the /orders routes: 401 with a reason unless the bearer token is allowed."""
     try:
-        return reader_id(credentials.credentials if credentials else None,
-                         request.app.state.sync.settings.read_token_hashes)
+        return reader_id(
+            credentials.credentials if credentials else None, request.app.state.sync.settings.read_token_hashes
+        )
     except Unauthorized as exc:
         error = "" if str(exc) == MISSING else ', error="invalid_token"'
         raise HTTPException(401, str(exc), headers={"WWW-Authenticate": f"Bearer{error}"}) from exc

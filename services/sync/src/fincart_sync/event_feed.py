@@ -41,10 +41,13 @@ def to_frame(msg: Msg) -> Frame | None:
         log.warning("skipping an event that is not an OrderEvent", extra={"seq": seq, "error": str(exc)[:500]})
         return None
     order = event.order
-    trace.get_current_span().set_attributes({"fincart.order_id": order.shopify_order_id,
-                                             "fincart.webhook_id": order.last_webhook_id, "fincart.seq": seq})
+    trace.get_current_span().set_attributes(
+        {"fincart.order_id": order.shopify_order_id, "fincart.webhook_id": order.last_webhook_id, "fincart.seq": seq}
+    )
     return Frame(
-        seq=seq, order_id=order.shopify_order_id, text=event_frame(seq, order.model_dump_json(), order.version),
+        seq=seq,
+        order_id=order.shopify_order_id,
+        text=event_frame(seq, order.model_dump_json(), order.version),
         stored_at=meta.timestamp.timestamp(),
         received_at=event.received_at.timestamp() if event.received_at else None,
     )
@@ -57,11 +60,18 @@ async def stream_last_seq(js: JetStreamContext, topology: Topology) -> tuple[int
 
 
 async def _ordered_subscribe(
-    js: JetStreamContext, topology: Topology, start_seq: int, cb=None  # type: ignore[no-untyped-def]
+    js: JetStreamContext,
+    topology: Topology,
+    start_seq: int,
+    cb=None,  # type: ignore[no-untyped-def]
 ) -> JetStreamContext.PushSubscription:
     return await js.subscribe(
-        topology.events_wildcard, stream=topology.events_stream, cb=cb, ordered_consumer=True,
-        deliver_policy=DeliverPolicy.BY_START_SEQUENCE, config=ConsumerConfig(opt_start_seq=max(start_seq, 1)),
+        topology.events_wildcard,
+        stream=topology.events_stream,
+        cb=cb,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+        config=ConsumerConfig(opt_start_seq=max(start_seq, 1)),
         idle_heartbeat=2.0,
     )
 

@@ -42,8 +42,12 @@ class StoreUnavailable(RuntimeError):
 
 # What a retry can outlive: a busy pool, a slow or restarting database.
 UNAVAILABLE = (
-    TimeoutError, OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError,
-    asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.QueryCanceledError,
+    TimeoutError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.QueryCanceledError,
 )
 
 

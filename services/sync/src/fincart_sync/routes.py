@@ -42,7 +42,10 @@ def _store(request: Request) -> OrdersStore:
 
 
 @router.get(
-    "/orders", response_model=OrdersPage, tags=["orders"], dependencies=READER,
+    "/orders",
+    response_model=OrdersPage,
+    tags=["orders"],
+    dependencies=READER,
     responses={400: {"model": ErrorBody}, **UNAUTHORIZED, 503: {"model": ErrorBody}},
 )
 async def list_orders(
@@ -63,7 +66,10 @@ async def list_orders(
 
 
 @router.get(
-    "/orders/{shopify_order_id}", response_model=OrderState, tags=["orders"], dependencies=READER,
+    "/orders/{shopify_order_id}",
+    response_model=OrderState,
+    tags=["orders"],
+    dependencies=READER,
     responses={**UNAUTHORIZED, 404: {"model": ErrorBody}, 503: {"model": ErrorBody}},
 )
 async def get_order(request: Request, shopify_order_id: str) -> OrderState:

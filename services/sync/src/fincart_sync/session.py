@@ -47,8 +47,14 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT_S = 5.0
 # Failures of a dependency that a retry can outlive (broker restart, dropped DB connections): 1013.
 TRANSIENT_ERRORS = (
-    NatsError, NatsTimeoutError, asyncio.TimeoutError, OSError, asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError, asyncpg.exceptions.OperatorInterventionError, StoreUnavailable,
+    NatsError,
+    NatsTimeoutError,
+    asyncio.TimeoutError,
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+    StoreUnavailable,
 )
 
 

@@ -28,7 +28,9 @@ class SyncSettings(CommonSettings):
         10.0, gt=0, description="Longest wait for a client to take one frame; then it is closed as slow (4008)"
     )
     ws_max_message_bytes: int = Field(
-        4096, ge=128, le=16 * 1024 * 1024,
+        4096,
+        ge=128,
+        le=16 * 1024 * 1024,
         description="Largest frame a client may send (clients only send pings); larger ones close with 1009",
     )
     ws_max_connections: int = Field(

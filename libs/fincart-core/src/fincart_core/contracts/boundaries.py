@@ -57,34 +57,49 @@ def url_problem(where: str, url: str, services: frozenset[str], rules: Boundarie
     hosts = {h for s in services for h in service_hosts(s, rules.namespace)}
     if (parts.hostname or "") not in hosts:
         names = ", ".join(sorted(services)) or "none configured"
-        return (f"{where}: must point at a FinCart service of namespace {rules.namespace} ({names}) or an "
-                f"allow-listed origin; got host {parts.hostname!r}")
+        return (
+            f"{where}: must point at a FinCart service of namespace {rules.namespace} ({names}) or an "
+            f"allow-listed origin; got host {parts.hostname!r}"
+        )
     return None
 
 
 def boundary_problems(spec: ChaosTestSpec, rules: Boundaries) -> list[str]:
     """Every way ``spec`` reaches outside what a ChaosTest may touch, each naming the field."""
     target = spec.target
-    problems = [p for p in (
-        url_problem("spec.target.ingestUrl", target.ingest_url, rules.ingest_services, rules),
-        target.sync_url and url_problem("spec.target.syncUrl", target.sync_url, rules.sync_services, rules),
-    ) if p]
-    refs = {"databaseUrlSecretRef": target.database_url_secret_ref, "hmacSecretRef": target.hmac_secret_ref,
-            "syncTokenSecretRef": target.sync_token_secret_ref}
+    problems = [
+        p
+        for p in (
+            url_problem("spec.target.ingestUrl", target.ingest_url, rules.ingest_services, rules),
+            target.sync_url and url_problem("spec.target.syncUrl", target.sync_url, rules.sync_services, rules),
+        )
+        if p
+    ]
+    refs = {
+        "databaseUrlSecretRef": target.database_url_secret_ref,
+        "hmacSecretRef": target.hmac_secret_ref,
+        "syncTokenSecretRef": target.sync_token_secret_ref,
+    }
     for name, ref in refs.items():
         if ref is not None and ref.name not in rules.secret_names:
-            problems.append(f"spec.target.{name}.name: Secret {ref.name!r} is not one a ChaosTest may read "
-                            f"(allowed: {', '.join(sorted(rules.secret_names))})")
+            problems.append(
+                f"spec.target.{name}.name: Secret {ref.name!r} is not one a ChaosTest may read "
+                f"(allowed: {', '.join(sorted(rules.secret_names))})"
+            )
     for index, fault in enumerate(spec.faults):
         where = f"spec.faults[{index}]"
         if fault.type in DB_FAULTS:
             if not rules.allow_db_faults:
-                problems.append(f"{where}.type: {fault.type} touches the database, which the operator's settings "
-                                "do not allow (FINCART_CHAOS_ALLOW_DB_FAULTS)")
+                problems.append(
+                    f"{where}.type: {fault.type} touches the database, which the operator's settings "
+                    "do not allow (FINCART_CHAOS_ALLOW_DB_FAULTS)"
+                )
             continue
         if fault.network is not None:  # no selector: the fault proxy's route names a FinCart connection
             continue
         if fault.selector.get(COMPONENT_LABEL) not in FAULT_COMPONENTS:
-            problems.append(f"{where}.selector: must pick FinCart components by {COMPONENT_LABEL} (one of "
-                            f"{', '.join(sorted(FAULT_COMPONENTS))}); the operator and the database are never targets")
+            problems.append(
+                f"{where}.selector: must pick FinCart components by {COMPONENT_LABEL} (one of "
+                f"{', '.join(sorted(FAULT_COMPONENTS))}); the operator and the database are never targets"
+            )
     return problems

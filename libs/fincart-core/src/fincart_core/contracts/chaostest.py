@@ -58,9 +58,11 @@ class Target(SpecModel):
     ingest_url: str = Field(min_length=1, description="Base URL of the ingest service (webhooks go here)")
     sync_url: str | None = Field(None, description="Base URL of the sync service (WebSocket observer, I6)")
     host_header: str | None = Field(
-        None, min_length=1, max_length=253,
+        None,
+        min_length=1,
+        max_length=253,
         description="Host header of every request to ingestUrl and syncUrl, for an ingress controller that routes "
-                    "on it (e.g. the Ingress host, with the controller's Service as the URLs); unset: the URLs' host",
+        "on it (e.g. the Ingress host, with the controller's Service as the URLs); unset: the URLs' host",
     )
     database_url_secret_ref: SecretKeyRef | None = Field(
         None, description="Secret with the PostgreSQL URL the verifier reads (in-cluster runs)"
@@ -87,26 +89,47 @@ class Load(SpecModel):
     invalid_signature_ratio: Ratio = Field(0.0, description="Share of extra requests with a bad HMAC")
     seed: int = Field(42, description="Seed of the workload: same seed, same webhooks")
     tie_ratio: Ratio = Field(
-        0.1, description="Share of updates that share updated_at with the order's previous update (the webhook id "
-        "breaks the tie; ids come in random order)")
+        0.1,
+        description="Share of updates that share updated_at with the order's previous update (the webhook id "
+        "breaks the tie; ids come in random order)",
+    )
     poison_ratio: Ratio = Field(
-        0.0, description="Share of extra signed requests that are valid JSON but an invalid order: each must be "
-        "answered 4xx or dead-lettered (a failed audit row), never applied")
+        0.0,
+        description="Share of extra signed requests that are valid JSON but an invalid order: each must be "
+        "answered 4xx or dead-lettered (a failed audit row), never applied",
+    )
     poison_kinds: list[PoisonKind] = Field(
-        default_factory=lambda: list[PoisonKind](["schema"]), min_length=1,
+        default_factory=lambda: list[PoisonKind](["schema"]),
+        min_length=1,
         description="schema: missing or invalid fields and absurd values; calendarEdge: an updated_at whose UTC "
-        "instant lies outside the years 1..9999 (e.g. 0001-01-01T00:00:00+01:00)")
+        "instant lies outside the years 1..9999 (e.g. 0001-01-01T00:00:00+01:00)",
+    )
     resuming_observers: int = Field(
-        2, ge=0, le=20, description="WebSocket observers that disconnect and resume (from since or a new snapshot) "
-        "at random points, compared with the steady observer")
+        2,
+        ge=0,
+        le=20,
+        description="WebSocket observers that disconnect and resume (from since or a new snapshot) "
+        "at random points, compared with the steady observer",
+    )
 
 
-FaultType = Literal["podKill", "brokerRestart", "dbConnectionDrop", "redisOutage", "processorPause",
-                    "network", "rescale", "pause", "brokerNodeLoss"]
+FaultType = Literal[
+    "podKill",
+    "brokerRestart",
+    "dbConnectionDrop",
+    "redisOutage",
+    "processorPause",
+    "network",
+    "rescale",
+    "pause",
+    "brokerNodeLoss",
+]
 # the connections a network fault can sit on: a service's to a dependency, or the runners' to ingest
 NETWORK_UPSTREAMS: dict[str, frozenset[str]] = {
-    "ingest": frozenset({"nats", "redis"}), "processor": frozenset({"nats", "postgres"}),
-    "sync": frozenset({"nats", "postgres"}), "runners": frozenset({"ingest"}),
+    "ingest": frozenset({"nats", "redis"}),
+    "processor": frozenset({"nats", "postgres"}),
+    "sync": frozenset({"nats", "postgres"}),
+    "runners": frozenset({"ingest"}),
 }
 
 
@@ -117,8 +140,9 @@ class NetworkTarget(SpecModel):
     @model_validator(mode="after")
     def _known_route(self) -> NetworkTarget:
         if self.upstream not in NETWORK_UPSTREAMS[self.service]:
-            raise ValueError(f"{self.service} does not connect to {self.upstream} "
-                             f"(choose {sorted(NETWORK_UPSTREAMS[self.service])})")
+            raise ValueError(
+                f"{self.service} does not connect to {self.upstream} (choose {sorted(NETWORK_UPSTREAMS[self.service])})"
+            )
         return self
 
     @property
@@ -132,13 +156,15 @@ class NetworkEffect(SpecModel):
 
     mode: Literal["latency", "blackhole", "reset", "bandwidth"] = Field(
         description="latency: delay every chunk; blackhole: connections hang (open ones never recover); "
-                    "reset: open connections are reset and new ones refused; bandwidth: bytes per second")
+        "reset: open connections are reset and new ones refused; bandwidth: bytes per second"
+    )
     latency: Duration = Field("0s", description="latency mode: added delay per chunk of data")
     jitter: Duration = Field("0s", description="latency mode: the delay varies uniformly by up to this much")
     bytes_per_second: int | None = Field(None, ge=1, description="bandwidth mode: the rate limit")
     probability: Ratio = Field(1.0, description="Share of connections the fault applies to (drawn per connection)")
     direction: Literal["both", "upstream", "downstream"] = Field(
-        "both", description="upstream: data towards the dependency; downstream: data back to the service")
+        "both", description="upstream: data towards the dependency; downstream: data back to the service"
+    )
 
     @model_validator(mode="after")
     def _parameters(self) -> NetworkEffect:
@@ -227,8 +253,9 @@ class ChaosTestSpec(SpecModel):
         default_factory=list,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
-    schedule: RandomSchedule | None = Field(None, description="A random schedule: draw the faults instead of "
-                                                                "running them as listed")
+    schedule: RandomSchedule | None = Field(
+        None, description="A random schedule: draw the faults instead of running them as listed"
+    )
     environment: Environment = Field(default_factory=Environment)
     settle: Settle = Field(default_factory=Settle)
     verification: Verification = Field(default_factory=Verification)
@@ -265,9 +292,16 @@ class ChaosTestSpec(SpecModel):
         while at < span and len(drawn) < MAX_RANDOM_FAULTS:
             template = rng.choice(pool)
             duration = parse_duration(template.duration) * rng.uniform(0.5, 1.0)
-            drawn.append(template.model_copy(update={
-                "name": f"{template.name[:56]}-{len(drawn)}", "start_after": _millis(at),
-                "duration": _millis(duration), "interval": None}))
+            drawn.append(
+                template.model_copy(
+                    update={
+                        "name": f"{template.name[:56]}-{len(drawn)}",
+                        "start_after": _millis(at),
+                        "duration": _millis(duration),
+                        "interval": None,
+                    }
+                )
+            )
             at += duration + quiet + rng.expovariate(schedule.rate / 60)
         return drawn
 

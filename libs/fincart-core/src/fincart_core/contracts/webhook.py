@@ -8,9 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-WebhookTopic = Literal[
-    "orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled"
-]
+WebhookTopic = Literal["orders/create", "orders/updated", "orders/paid", "orders/cancelled", "orders/fulfilled"]
 WEBHOOK_TOPICS: tuple[str, ...] = WebhookTopic.__args__  # type: ignore[attr-defined]
 
 # The accepted updated_at, in UTC: every value in it converts to any UTC offset and back inside Python's
