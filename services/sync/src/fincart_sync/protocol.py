@@ -39,9 +39,10 @@ Client rules (what makes the view gap-free):
   the next one: apply it. ``version > held + 1`` is a gap (an event the client never got): apply it and
   re-read the order with ``GET /orders/{id}`` (the live page does so). An order the client does not
   hold yet may start at any version when it came after a snapshot.
-* Remember the greatest ``seq`` seen (``snapshot.seq``, ``resume.seq``, ``event.seq``,
-  ``heartbeat.seq``) and reconnect with ``?since=<that>``: replaying from ``seq + 1`` can only repeat
-  events, never skip one.
+* Remember the greatest ``seq`` of the events and heartbeats seen, and a snapshot's ``seq`` once its last
+  page arrived, and reconnect with ``?since=<that>``: replaying from ``seq + 1`` can only repeat events,
+  never skip one. Not ``resume.seq``: it announces the replayed events still to come, and a connection cut
+  during the replay would skip them.
 
 Close codes: 4400 bad query parameter (reason names it; do not retry unchanged); 4401 missing or invalid
 token; 4403 the browser's ``Origin`` is not allowed; 4429 the token holds
