@@ -13,6 +13,8 @@ import httpx
 import nats
 import pytest
 import redis.asyncio as aioredis
+from fincart_chaos import artifacts
+from fincart_chaos.ledger import LedgerEntry, RunnerStart
 from fincart_core.db.admin import drop_database
 from fincart_core.partition import Topology
 from fincart_core.signing import sign
@@ -40,7 +42,7 @@ async def connect_as(infra: Infra, component: str):  # type: ignore[no-untyped-d
 
 
 async def test_a_connection_without_a_user_is_refused(secured: Infra) -> None:
-    """A chaos runner (or any other pod) has no NATS user."""
+    """A client without a user (any pod but FinCart's components and the chaos runners) is refused."""
     anonymous = secured.nats_url.replace(secured.nats_url.split("//")[1].split("@")[0] + "@", "")
     with pytest.raises(NatsError, match="Authorization Violation"):
         await nats.connect(anonymous, connect_timeout=5, allow_reconnect=False, max_reconnect_attempts=0)
@@ -86,6 +88,59 @@ async def test_ingest_publishes_webhooks_only(secured: Infra) -> None:
         await admin_js.delete_stream(topology.dlq_stream)
     finally:
         await ingest.close()
+        await admin.close()
+
+
+@pytest.mark.parametrize("prefix", ["", "credchaos"])
+async def test_chaos_runners_carry_ledgers_and_bundles_only(secured: Infra, prefix: str) -> None:
+    """The chaos user (load and verify runners) does all fincart_chaos.artifacts needs, and no more."""
+    url = secured.nats_url_for("chaos")
+    sent = [
+        LedgerEntry(
+            webhook_id=f"w-{i}",
+            order_id=f"o-{i}",
+            kind="valid",
+            status=200,
+            first_status=200,
+            attempts=1,
+            sent_at=float(i),
+            done_at=i + 0.5,
+            latency_ms=500.0,
+        )
+        for i in range(50)
+    ]
+    assert await artifacts.publish_ledger(url, prefix, "run1", RunnerStart(runner=0, stream_seq=7), sent) == 3
+    await artifacts.publish_ledger(url, prefix, "run1", RunnerStart(runner=1), sent[:3])  # the stream exists now
+    got, starts, missing = await artifacts.read_ledgers(url, prefix, "run1", runners=2, timeout=30)
+    assert (len(got), sorted(s.runner for s in starts), missing) == (53, [0, 1], [])
+    files = {"report.json": b"{}", "report.html": bytes(range(256)) * 1200}  # several 128 KiB chunks
+    assert "run1/" in await artifacts.put_bundle(url, prefix, "run1", files)
+    assert await artifacts.fetch_bundle(url, prefix, "run1", list(files)) == files
+
+    topology = Topology(2, prefix or "credchaos-orders")
+    admin = await connect_as(secured, "admin")
+    chaos = await connect_as(secured, "chaos")
+    try:
+        admin_js = admin.jetstream()
+        await ensure_streams(admin_js, topology)
+        js = chaos.jetstream(timeout=TIMEOUT_S)
+        with pytest.raises(NatsTimeout):
+            await js.publish(topology.webhook_subject(0), b"{}")
+        with pytest.raises(NatsTimeout):
+            await js.purge_stream(artifacts.stream_name(prefix))
+        with pytest.raises(NatsTimeout):
+            await js.delete_stream(artifacts.stream_name(prefix))
+        with pytest.raises(NatsTimeout):
+            await js.delete_object_store(artifacts.bucket_name(prefix))
+        assert (await admin_js.stream_info(topology.orders_stream)).state.messages == 0  # no forged webhook
+        assert (await admin_js.stream_info(artifacts.stream_name(prefix))).state.messages == 6  # nothing purged
+        assert await artifacts.fetch_bundle(url, prefix, "run1", ["report.json"]) == {"report.json": b"{}"}
+        for stream in (topology.orders_stream, topology.events_stream, topology.dlq_stream):
+            await admin_js.delete_stream(stream)
+        await admin_js.delete_stream(artifacts.stream_name(prefix))
+        await admin_js.delete_object_store(artifacts.bucket_name(prefix))
+    finally:
+        await chaos.close()
         await admin.close()
 
 

@@ -26,13 +26,17 @@ def test_bearer_header_and_websocket_subprotocol() -> None:
 def test_nats_users_and_their_permissions() -> None:
     creds = StackCredentials()
     block = creds.nats_authorization()
-    assert set(creds.nats) == {"admin", *PERMISSIONS} and len(set(creds.nats.values())) == 4
+    assert set(creds.nats) == {"admin", *PERMISSIONS} and len(set(creds.nats.values())) == 5
     for user, password in creds.nats.items():
         assert f'user: "{user}", password: "{password}"' in block
     ingest_publish = PERMISSIONS["ingest"][0]
     assert "orders.webhooks.*" in ingest_publish and not any("events" in s or "PURGE" in s for s in ingest_publish)
     assert not any("webhooks" in s for user in ("processor", "sync") for s in PERMISSIONS[user][0])
     assert not any("orders." in s for s in PERMISSIONS["sync"][0])  # sync publishes nothing of FinCart's
+    chaos_publish = PERMISSIONS["chaos"][0]  # ledgers and bundles; never webhooks, acks, purges or deletes
+    assert not any(
+        s.startswith(("orders.", "*.orders.", "$JS.ACK")) or "PURGE" in s or "DELETE" in s for s in chaos_publish
+    )
 
 
 def test_urls_carry_and_hide_userinfo() -> None:

@@ -9,9 +9,13 @@ prefixed test streams work; nobody but ``admin`` may purge or delete a stream):
 - ``processor``: consume webhooks (pull consumers, acks, reading unacked ones back by sequence after a
   restart), publish events and dead letters.
 - ``sync``: read events (ordered push consumers) and stream info; publish nothing on FinCart subjects.
+- ``chaos``: the ChaosTest load and verify runners (fincart_chaos.artifacts): publish ledgers on
+  ``chaos.ledger.>`` and bundle objects on ``$O.>``, create/read their own streams, read messages back by
+  subject (ordered consumers with flow control, the object store's meta lookups); no ``orders.*``, no acks
+  (an ack on ORDERS would lose a webhook), no purge or delete (so an object is written once: run ids are unique).
 - ``admin``: everything (the local stack's own housekeeping and tests; not given to any service).
 
-Chaos runners have no NATS user at all: their connection is refused.
+Any other client (no user) is refused.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
-COMPONENTS = ("ingest", "processor", "sync")
+COMPONENTS = ("ingest", "processor", "sync", "chaos")
 _STREAMS = [
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
@@ -53,6 +57,21 @@ PERMISSIONS: dict[str, tuple[list[str], list[str]]] = {
     ),
     "sync": (
         [*_STREAMS, "$JS.API.CONSUMER.CREATE.>", "$JS.API.CONSUMER.INFO.>", "$JS.API.CONSUMER.DELETE.>", "$JS.FC.>"],
+        ["_INBOX.>"],
+    ),
+    # what nats-py 2.16 sends for artifacts.py: add_stream, stream_info, js.publish, ordered subscribe (stream
+    # lookup by subject, ephemeral consumer, flow-control replies), object store put/get (meta by last_by_subj)
+    "chaos": (
+        [
+            *_both("chaos.ledger.>"),
+            "$O.>",
+            "$JS.API.STREAM.CREATE.*",
+            "$JS.API.STREAM.INFO.*",
+            "$JS.API.STREAM.NAMES",
+            "$JS.API.STREAM.MSG.GET.*",
+            "$JS.API.CONSUMER.CREATE.>",
+            "$JS.FC.>",
+        ],
         ["_INBOX.>"],
     ),
 }
