@@ -133,6 +133,26 @@ def summary(verdict: str = "Pass", **extra: Any) -> str:
 # ---------------------------------------------------------------- start
 
 
+def test_runners_connect_to_nats_as_the_chaos_user_when_the_chart_gives_a_password() -> None:
+    """The password variable precedes the URL that names it: Kubernetes expands $(VAR) only from earlier ones."""
+    settings = OperatorSettings(
+        nats_url="nats://fincart-nats:4222,nats://old:pw@fincart-nats-1:4222",
+        runner_nats_password_secret="fincart-internal",
+    )
+    parsed = ChaosTestSpec.model_validate(spec())
+    for job in (children.load_job(OWNER, parsed, settings, 60), children.verify_job(OWNER, parsed, settings, 60)):
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        names = [e["name"] for e in env]
+        assert names.index("FINCART_NATS_PASSWORD") < names.index("FINCART_NATS_URL")
+        by_name = {e["name"]: e for e in env}
+        assert by_name["FINCART_NATS_PASSWORD"]["valueFrom"] == {
+            "secretKeyRef": {"name": "fincart-internal", "key": "nats-chaos-password"}
+        }
+        assert by_name["FINCART_NATS_URL"]["value"] == (
+            "nats://chaos:$(FINCART_NATS_PASSWORD)@fincart-nats:4222,nats://chaos:$(FINCART_NATS_PASSWORD)@fincart-nats-1:4222"
+        )
+
+
 def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
     decision = step(ChaosTestStatus())
     status = decision.status

@@ -22,6 +22,7 @@ from fincart_core.contracts.chaostest import (
     SecretKeyRef,
 )
 from fincart_core.contracts.report import FaultRecord
+from fincart_core.settings import replace_userinfo
 
 from fincart_operator.settings import OperatorSettings
 
@@ -199,11 +200,16 @@ def _job(
 
 
 def _nats_env(settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Where the runners publish their ledgers and the verifier its bundle: FinCart's own NATS (the operator's)."""
-    return [
-        {"name": "FINCART_NATS_URL", "value": settings.nats_url},
-        {"name": "FINCART_NATS_PREFIX", "value": settings.nats_prefix},
-    ]
+    """Where the runners publish their ledgers and the verifier its bundle: FinCart's own NATS (the operator's),
+    as the runner user when a password Secret is set. The password comes first: Kubernetes expands $(VAR) in a
+    value only from variables defined before it."""
+    url = settings.nats_url
+    env = [{"name": "FINCART_NATS_PREFIX", "value": settings.nats_prefix}]
+    if settings.runner_nats_password_secret:
+        ref = SecretKeyRef(name=settings.runner_nats_password_secret, key=settings.runner_nats_password_key)
+        env.append(_secret_env("FINCART_NATS_PASSWORD", ref))
+        url = replace_userinfo(url, f"{settings.runner_nats_user}:$(FINCART_NATS_PASSWORD)")
+    return [*env, {"name": "FINCART_NATS_URL", "value": url}]
 
 
 def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float) -> dict[str, Any]:

@@ -19,6 +19,11 @@ class OperatorSettings(CommonSettings):
     pod_namespace: str | None = Field(None, description="The operator's own namespace (downward API)")
     runner_image: str = Field("fincart-chaos:latest", description="Image of the load, fault and verify Jobs")
     runner_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    runner_nats_user: str = Field("chaos", description="NATS user of the load and verify runners")
+    runner_nats_password_secret: str | None = Field(
+        None, description="Secret with that user's password (the chart's -internal); unset: runners get the URL as is"
+    )
+    runner_nats_password_key: str = Field("nats-chaos-password", description="Key of the password in that Secret")
     poll_interval_s: float = Field(2.0, gt=0, description="How often a running ChaosTest's children are checked")
     api_timeout_s: float = Field(30, gt=0, description="Longest Kubernetes API call of the operator's own")
     load_deadline_s: float = Field(0, ge=0, description="Longest load run; 0: estimated from the spec (see below)")

@@ -91,3 +91,13 @@ def to_asyncpg_url(url: str) -> str:
     """The reverse: asyncpg only understands ``postgresql://``."""
     scheme, sep, rest = url.partition("://")
     return f"postgresql{sep}{rest}" if scheme.startswith("postgres") else url
+
+
+def replace_userinfo(url: str, userinfo: str) -> str:
+    """``nats://h:p,nats://h2:p`` -> the same URLs with ``userinfo@`` (``user:password``, inserted as given)
+    instead of any they had."""
+    out = []
+    for part in url.split(","):
+        scheme, sep, rest = part.partition("://")
+        out.append(f"{scheme}{sep}{userinfo}@{rest.rpartition('@')[2]}")
+    return ",".join(out)

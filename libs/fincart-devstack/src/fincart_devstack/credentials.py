@@ -24,6 +24,8 @@ import secrets
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from fincart_core.settings import replace_userinfo
+
 COMPONENTS = ("ingest", "processor", "sync", "chaos")
 _STREAMS = [
     "$JS.API.INFO",
@@ -106,12 +108,7 @@ class StackCredentials:
 def with_userinfo(url: str, user: str, password: str) -> str:
     """``nats://h:p,nats://h2:p`` -> the same URLs carrying ``user:password@`` instead of any they had
     (user empty: Redis style)."""
-    auth = f"{quote(user, safe='')}:{quote(password, safe='')}@"
-    out = []
-    for part in url.split(","):
-        scheme, sep, rest = part.partition("://")
-        out.append(f"{scheme}{sep}{auth}{rest.rpartition('@')[2]}")
-    return ",".join(out)
+    return replace_userinfo(url, f"{quote(user, safe='')}:{quote(password, safe='')}")
 
 
 def redact(url: str) -> str:
