@@ -818,7 +818,7 @@ def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
 def test_components_have_their_own_credentials(helm: str) -> None:
     objects = rendered(helm, None)
     internal = by_kind(objects, "Secret")["fincart-internal"]["data"]
-    assert set(internal) == {"nats-ingest-password", "nats-processor-password", "nats-sync-password", "redis-password"}
+    assert set(internal) == {f"nats-{user}-password" for user in PERMISSIONS} | {"redis-password"}
     containers = {
         name: w["spec"]["template"]["spec"]["containers"][0]
         for kind in ("Deployment", "StatefulSet")
@@ -835,7 +835,12 @@ def test_components_have_their_own_credentials(helm: str) -> None:
             "key": f"nats-{component}-password",
         }
         assert env["FINCART_NATS_URL"].startswith(f"nats://{component}:$(FINCART_NATS_PASSWORD)@")
-    assert "@" not in env_of(containers["fincart-operator"])["FINCART_NATS_URL"]  # the operator gets no user
+    operator = env_of(containers["fincart-operator"])
+    assert "@" not in operator["FINCART_NATS_URL"]  # the operator gets no user; its runners get chaos'
+    assert (operator["FINCART_RUNNER_NATS_PASSWORD_SECRET"], operator["FINCART_RUNNER_NATS_PASSWORD_KEY"]) == (
+        "fincart-internal",
+        "nats-chaos-password",
+    )
     assert env_of(containers["fincart-ingest"])["FINCART_REDIS_URL"].startswith("redis://:$(FINCART_REDIS_PASSWORD)@")
     redis = containers["fincart-redis"]
     assert redis["args"][-2:] == ["--requirepass", "$(REDISCLI_AUTH)"]
@@ -862,7 +867,17 @@ def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None
             for p in rule.get("from", [])
         }
 
-    assert peers("fincart-nats") == {"ingest", "processor", "sync"}  # never the chaos runners
+    assert peers("fincart-nats") == {"ingest", "processor", "sync", "chaos runner"}
+    [nats_runners] = [
+        p
+        for rule in policies["fincart-nats"]["spec"]["ingress"]
+        for p in rule["from"]
+        if "matchExpressions" in p["podSelector"]
+    ]
+    assert {e["key"]: e["values"] for e in nats_runners["podSelector"]["matchExpressions"]} == {
+        "app.kubernetes.io/managed-by": ["fincart-operator"],
+        "chaos.fincart.io/role": ["load", "verify"],  # ledgers and bundles; never the fault runners
+    }
     assert peers("fincart-redis") == {"ingest"}
     assert peers("fincart-postgres") == {"processor", "sync", "migrations", "chaos runner"}
     runner_egress = {}
@@ -882,7 +897,7 @@ def test_network_policies_allow_each_component_its_peers_only(helm: str) -> None
         }
     controller = "namespace ingress-nginx"  # the examples' load goes through the Ingress
     assert runner_egress == {
-        "load": {"ingest", "sync", controller},
-        "verify": {"sync", "postgres", controller},
+        "load": {"ingest", "sync", "nats", controller},
+        "verify": {"sync", "postgres", "nats", controller},
         "fault": {"postgres"},
     }
