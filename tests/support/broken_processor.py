@@ -21,12 +21,11 @@ Modes and the invariant the verifier has to name:
   so that the batch is redelivered on purpose; otherwise correct (the control of the next mode).
 * ``crash-after-commit-no-republish``: the same crash, and a redelivered, already applied webhook's event
   is not published again (I6: the versions of the crashed batch never reach a client).
-* ``poison-forever``: never dead-letters an unparseable message, naks it forever (its order's partition
+* ``poison-forever``: never dead-letters a poison message, naks it forever (its order's partition
   keeps retrying it: I3, accepted poison never dead-lettered).
-* ``unfenced-handover``: nothing fences a partition: it hands a partition over to a newly started replica
-  without stopping its consumer, its batch transactions skip the lease check and lock no order rows, so the
-  old and the new owner both apply the partition at once (only a rescale hands partitions over during the
-  load): lost version counts (I4).
+* ``unfenced-handover``: ignores the leases: every replica consumes every partition (no lease check, no
+  handover, no order row lock), so with two or more replicas (only a rescale makes them during the load)
+  two consumers apply the same partition at once: lost version counts (I4). One replica alone is correct.
 * ``no-nats-ping``: nats-py's default liveness check (2 PINGs 120 s apart) instead of FinCart's, so a
   half-open NATS connection (a blackhole) stalls it for minutes (I5: acked webhooks not stored in time).
 """
@@ -45,11 +44,11 @@ from decimal import Decimal
 import asyncpg
 from fincart_core import domain, streams
 from fincart_core.contracts.events import OrderEvent
-from fincart_processor import app, consumer, decisions, order_store, runner
+from fincart_processor import app, applier, consumer, decisions, order_store, ownership, runner
+from fincart_processor.dead_letters import DeadLetters
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
-from fincart_processor.lease_store import Fence
-from fincart_processor.ownership import Ownership
+from fincart_processor.lease_store import Fence, Round
 from nats.aio.msg import Msg
 
 RESTARTED = "FINCART_BROKEN_RESTARTED"
@@ -140,10 +139,12 @@ def total_price_kept() -> None:
 
 
 def event_per_webhook() -> None:
-    apply_batch = consumer.apply_batch
+    apply_batch = applier.apply_batch
 
-    async def with_discarded(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list[OrderEvent]]:
-        plan, events = await apply_batch(conn, webhooks)
+    async def with_discarded(
+        conn: asyncpg.Connection, webhooks: Sequence[Webhook], fence: Fence | None
+    ) -> tuple[Plan, list[OrderEvent]]:
+        plan, events = await apply_batch(conn, webhooks, fence)
         latest = {e.order.shopify_order_id: e for e in events}
         for w, status, _ in plan.audit:
             if status == "discarded" and w.order_id in latest:  # "the order was touched": its state, this webhook
@@ -151,7 +152,7 @@ def event_per_webhook() -> None:
                 events.append(OrderEvent(order=order))
         return plan, events
 
-    consumer.apply_batch = with_discarded
+    applier.apply_batch = with_discarded
     # one event per webhook: deduped by the webhook id instead of the version
     OrderEvent.msg_id = property(lambda self: f"{self.order.shopify_order_id}:{self.order.last_webhook_id}")  # type: ignore[method-assign,assignment]
 
@@ -164,25 +165,29 @@ def publish_before_commit() -> None:
         await start(self)
         publishers.append(self)
 
-    apply_batch = consumer.apply_batch
+    apply_batch = applier.apply_batch
 
-    async def publish_then_commit(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list]:  # type: ignore[type-arg]
+    async def publish_then_commit(
+        conn: asyncpg.Connection, webhooks: Sequence[Webhook], fence: Fence | None
+    ) -> tuple[Plan, list]:  # type: ignore[type-arg]
         async with conn.transaction():  # the real transaction becomes a savepoint of this one
-            plan, events = await apply_batch(conn, webhooks)
+            plan, events = await apply_batch(conn, webhooks, fence)
             await publishers[0].publish([(e, None) for e in events])
             await asyncio.sleep(COMMIT_DELAY_S)  # the commit takes a moment (as under load): readers see the old row
         return plan, []
 
     EventPublisher.start = remember  # type: ignore[method-assign]
-    consumer.apply_batch = publish_then_commit
+    applier.apply_batch = publish_then_commit
 
 
 def crash_after_commit(republish: bool = True) -> Callable[[], None]:
     def plant() -> None:
-        apply_batch = consumer.apply_batch
+        apply_batch = applier.apply_batch
 
-        async def commit_then_die(conn: asyncpg.Connection, webhooks: Sequence[Webhook]) -> tuple[Plan, list]:  # type: ignore[type-arg]
-            plan, events = await apply_batch(conn, webhooks)
+        async def commit_then_die(
+            conn: asyncpg.Connection, webhooks: Sequence[Webhook], fence: Fence | None
+        ) -> tuple[Plan, list]:  # type: ignore[type-arg]
+            plan, events = await apply_batch(conn, webhooks, fence)
             if not os.environ.get(RESTARTED) and plan.applied:
                 print(
                     f"broken processor: committed {len(plan.applied)} versions, dying before their events and the ack",
@@ -195,16 +200,17 @@ def crash_after_commit(republish: bool = True) -> Callable[[], None]:
                 events = [e for e in events if (e.order.shopify_order_id, e.order.version) not in redelivered]
             return plan, events
 
-        consumer.apply_batch = commit_then_die
+        applier.apply_batch = commit_then_die
 
     return plant
 
 
 def poison_forever() -> None:
-    async def nak_forever(self: consumer.PartitionConsumer, msg: Msg, reason: str) -> None:
-        await consumer._quietly(msg.nak(delay=self._settings.retry_backoff_s))
+    async def never(self: DeadLetters, *args: object, **kwargs: object) -> bool:
+        # "failed to dead-letter": the consumer naks the message (and its recovery retries it) for ever
+        return False
 
-    consumer.PartitionConsumer._poison = nak_forever  # type: ignore[method-assign]
+    DeadLetters.send = never  # type: ignore[method-assign]
 
 
 COMMIT_DELAY_S = 0.5
@@ -214,16 +220,15 @@ def unfenced_handover() -> None:
     async def no_check(self: Fence, conn: asyncpg.Connection) -> None:
         return None
 
-    stop = Ownership._stop
+    lease_round = ownership.lease_round
 
-    async def keep_consuming(self: Ownership, partitions: list[int], change: str, timeout: float | None = None) -> None:
-        if change != "released":
-            return await stop(self, partitions, change, timeout)
-        for p in partitions:  # forgotten, but its consumer runs on
-            self.held.pop(p, None)
+    async def hold_everything(conn: asyncpg.Connection, partitions: int, me: str, ttl_s: float) -> Round:
+        await lease_round(conn, partitions, me, ttl_s)  # still heartbeats (the others count it live)
+        # every partition held under one fixed token (so consumers are never restarted), none handed over
+        return Round(held=dict.fromkeys(range(partitions), 0), release=[])
 
     Fence.check = no_check  # type: ignore[method-assign]
-    Ownership._stop = keep_consuming  # type: ignore[method-assign]
+    ownership.lease_round = hold_everything  # type: ignore[assignment]
     order_store.LOCK_ORDERS = order_store.LOCK_ORDERS.replace("FOR UPDATE", "")
 
 

@@ -24,6 +24,8 @@ DEAD_LETTERS = Counter(
     "invalid (not a webhook) or rejected (refused by the database or the domain code)",
     ["reason"],
 )
+for _reason in ("invalid", "rejected"):  # exported at 0 from the start, like WEBHOOKS
+    DEAD_LETTERS.labels(_reason)
 CONSUMER_LAG = Gauge("fincart_processor_consumer_lag", "Messages not yet delivered, per partition", ["partition"])
 EVENTS_PUBLISHED = Counter("fincart_processor_events_published_total", "Change events published to ORDER_EVENTS")
 TRANSIENT_ERRORS = Counter("fincart_processor_transient_errors_total", "Batch attempts that failed and were retried")
