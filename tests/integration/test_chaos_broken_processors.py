@@ -78,7 +78,9 @@ def test_the_control_passes(infra: Infra, tmp_path: Path):
 def test_ignoring_the_timestamp_fails_i2(infra: Infra, tmp_path: Path):
     report = run_chaos("ignore-timestamp", infra, tmp_path)
     found = by_invariant(report)
-    assert report.verdict == "Fail" and set(found) == {"I2"}, (report.anomalies, report.notes)
+    assert report.verdict == "Fail" and set(found) - {"I6"} == {"I2"}, (report.anomalies, report.notes)
+    # the same bug: the events carry the arrival time as updated_at, not their webhook's
+    assert set(found.get("I6", {})) <= {"events whose content differs from their webhook's"}, found
     wrong = found["I2"]["final state is not the newest webhook's (updated_at, id)"]
     # every wrong final state is an older webhook that arrived later
     assert wrong >= 1 and report.counts.stale_overwrites == wrong
@@ -98,7 +100,14 @@ def test_acking_before_the_commit_and_crashing_fails_i5(infra: Infra, tmp_path: 
 def test_applying_a_webhook_twice_fails_i4_and_i5(infra: Infra, tmp_path: Path):
     report = run_chaos("double-apply", infra, tmp_path)
     found = by_invariant(report)
-    assert report.verdict == "Fail" and set(found) == {"I4", "I5"}, (report.anomalies, report.notes)
+    assert report.verdict == "Fail" and set(found) - {"I1", "I6"} == {"I4", "I5"}, (report.anomalies, report.notes)
+    # the same bug: the doubled versions are not the ones audited, so the listed rows and the events carry
+    # versions that no processed webhook committed (or that another webhook committed)
+    assert set(found.get("I1", {})) <= {"GET /orders listed a state that was never committed"}, found
+    assert set(found.get("I6", {})) <= {
+        "events for a version that was never committed",
+        "events whose webhook is not the one committed at that version",
+    }, found
     assert found["I4"] == {"version differs from the count of processed webhooks": ORDERS}
     twice = found["I5"]["webhooks applied more than once (samples: webhook ids, else orders)"]
     assert twice >= ORDERS and report.counts.duplicated == twice
