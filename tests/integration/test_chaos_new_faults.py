@@ -121,7 +121,7 @@ def test_a_processor_without_fencing_passes_the_old_faults(infra: Infra, tmp_pat
 
 
 def test_rescale_finds_a_processor_without_fencing(infra: Infra, tmp_path: Path):
-    # 1 -> 3 replicas: the first hands partitions over to the new ones while the load runs
+    # 1 -> 3 replicas: the new ones consume every partition too, alongside the first, while the load runs
     report = rescale_run(infra, tmp_path, "unfenced-handover", RESCALE, processors=1)
     assert healed(report), report.faults
     assert report.verdict == "Fail" and "I4" in invariants(report), (report.anomalies, report.notes)
