@@ -161,7 +161,7 @@ async def test_the_load_runner_counts_the_proxys_413_as_rejected(stack: DevStack
         stats=stats,
     )
     assert [(e.status, e.attempts, e.acked) for e in entries] == [(413, 1, False), (200, 1, True)]
-    assert (stats.rejected, stats.given_up, stats.acked) == (1, 0, 1)  # rejected: not retried, not unknown
+    assert (stats.rejected, stats.errors, stats.acked) == (1, 0, 1)  # rejected: not retried, not an error
 
 
 async def test_only_the_public_paths_are_routed(stack: DevStack, proxy: NginxIngress) -> None:
