@@ -216,6 +216,7 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
         "FINCART_NATS_PREFIX": stack.config.nats_prefix,
         "FINCART_CHAOS_RUN_ID": "nats1",
     }
+    token = {"FINCART_SYNC_TOKEN": stack.config.read_token}  # the runners' and the verifier's --sync-url need it
     started = time.time()
     for index in (0, 1):
         done = chaos(
@@ -226,7 +227,7 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
             "--sync-url",
             stack.sync_url,
             "--publish-ledger",
-            env={**nats, "FINCART_WEBHOOK_SECRET": "cluster-secret", "JOB_COMPLETION_INDEX": str(index)},
+            env={**nats, **token, "FINCART_WEBHOOK_SECRET": "cluster-secret", "JOB_COMPLETION_INDEX": str(index)},
         )
         assert done.returncode == 0, done.stderr
     window = [
@@ -248,7 +249,12 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
         "--publish-bundle",
         "--summary-file",
         summary,
-        env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_FAULTS": json.dumps(window)},
+        env={
+            **nats,
+            **token,
+            "FINCART_DATABASE_URL": stack.database_url,
+            "FINCART_CHAOS_FAULTS": json.dumps(window),
+        },
     )
     result = ReportSummary.model_validate_json(summary.read_text())
     assert done.returncode == 0 and result.verdict == "Pass", (result, done.stderr[-3000:])
@@ -269,7 +275,7 @@ def test_in_a_cluster_the_ledgers_and_the_bundle_travel_through_nats(stack: DevS
         "--ledger-from-nats",
         "--summary-file",
         summary,
-        env={**nats, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_RUN_ID": "nothing"},
+        env={**nats, **token, "FINCART_DATABASE_URL": stack.database_url, "FINCART_CHAOS_RUN_ID": "nothing"},
     )
     assert done.returncode == 1 and "no whole ledger from runner(s) [0, 1]" in done.stderr, done.stderr[:3000]
 
@@ -302,10 +308,16 @@ def test_the_verifier_replays_events_from_the_runs_start_not_from_0(short_replay
     spec.write_text((EXAMPLES / "chaostest-small.yaml").read_text().replace("30s", "10s"))
     env = {"FINCART_WEBHOOK_SECRET": "cluster-secret", "FINCART_SYNC_TOKEN": stack.config.read_token}
     # an earlier run fills the stream past what one replay may cover: 5 orders x 10 updates in order, 50 events
+    # (no poison nor ties, which the example has: each update is a new version)
     earlier = tmp_path / "earlier.yaml"
     earlier.write_text(
-        spec.read_text().replace("orders: 1", "orders: 5").replace("seed: 7", "seed: 7\n    outOfOrderRatio: 0")
+        spec.read_text()
+        .replace("orders: 1", "orders: 5")
+        .replace("tieRatio: 0.2", "tieRatio: 0")
+        .replace("poisonRatio: 0.1", "poisonRatio: 0")
+        .replace("seed: 7", "seed: 7\n    outOfOrderRatio: 0")
     )
+    assert "poisonRatio: 0\n" in earlier.read_text() and "tieRatio: 0\n" in earlier.read_text()
     done = chaos("load", earlier, "--ingest-url", stack.ingest_url, env={**env, "FINCART_CHAOS_RUN_ID": "earlier"})
     assert done.returncode == 0, done.stderr
     deadline = time.monotonic() + 60

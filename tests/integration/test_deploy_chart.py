@@ -773,7 +773,7 @@ def test_the_fault_proxy_is_off_by_default_and_routes_the_processor_nats_connect
     route = container["args"][container["args"].index("--route") + 1]
     assert route.startswith("processor-nats=0.0.0.0:4222=") and route.endswith("-nats:4222")
     assert env(next(w for n, w in on.items() if n.endswith("processor")))["FINCART_NATS_URL"] == (
-        f"nats://{proxy_name}:4222"
+        f"nats://processor:$(FINCART_NATS_PASSWORD)@{proxy_name}:4222"  # its own user, through the proxy
     )
     assert env(next(w for n, w in on.items() if n.endswith("operator")))["FINCART_PROXY_URL"] == (
         f"http://{proxy_name}:8474"
@@ -809,7 +809,12 @@ def test_the_operator_limits_chaostests_to_this_release(helm: str) -> None:
     )
     assert env["FINCART_CHAOS_SECRET_NAMES"] == "fincart" and env["FINCART_CHAOS_ALLOW_DB_FAULTS"] == "false"
     assert env["FINCART_CHAOS_ALLOWED_ORIGINS"] == INGRESS_CONTROLLER_URL  # the examples'
-    examples = [yaml.safe_load(p.read_text()) for p in (ROOT / "examples").glob("chaostest-s*.yaml")]
+    examples = [  # a file may hold several ChaosTests (e.g. a sweep)
+        doc
+        for p in (ROOT / "examples").glob("chaostest-s*.yaml")
+        for doc in yaml.safe_load_all(p.read_text())
+        if doc and doc["kind"] == "ChaosTest"
+    ]
     assert {d["spec"]["target"]["ingestUrl"] for d in examples if "ingress" in d["spec"]["target"]["ingestUrl"]} == {
         env["FINCART_CHAOS_ALLOWED_ORIGINS"]
     }

@@ -87,7 +87,10 @@ async def test_one_webhook_is_traced_from_ingest_through_the_processor_to_the_we
     order_id = f"trace-order-{uuid.uuid4().hex[:8]}"
     webhook_id = f"trace-webhook-{uuid.uuid4().hex[:8]}"
     assert stack.sync_url
-    async with ws_connect(f"{stack.sync_url.replace('http', 'ws', 1)}/sync?order={order_id}") as ws:
+    async with ws_connect(
+        f"{stack.sync_url.replace('http', 'ws', 1)}/sync?order={order_id}",
+        additional_headers={"Authorization": f"Bearer {stack.config.read_token}"},
+    ) as ws:
         body, headers = signed_request(order_payload(order_id, 1), webhook_id, SECRET)
         async with httpx.AsyncClient(base_url=stack.ingest_url, timeout=WAIT_S) as http:
             answer = await http.post("/webhooks/shopify", content=body, headers=headers)

@@ -433,6 +433,18 @@ def test_verification_waits_for_the_load_and_for_every_fault_to_heal() -> None:
     assert conditions == {"LoadComplete": "True", "Verified": "Unknown"}
 
 
+def test_the_runners_get_syncs_read_token_when_the_spec_names_sync() -> None:
+    token = {"name": "fincart", "key": "sync-read-token"}
+    target = {**spec()["target"], "syncUrl": "http://fincart-sync:8082", "syncTokenSecretRef": token}
+    with_sync = TypeAdapter(ChaosTestSpec).validate_python(spec(target=target))
+    for job in (children.load_job(OWNER, with_sync, SETTINGS, 60), children.verify_job(OWNER, with_sync, SETTINGS, 60)):
+        env = {e["name"]: e for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["FINCART_SYNC_TOKEN"]["valueFrom"] == {"secretKeyRef": token}
+    without = TypeAdapter(ChaosTestSpec).validate_python(spec())
+    job = children.load_job(OWNER, without, SETTINGS, 60)
+    assert "FINCART_SYNC_TOKEN" not in {e["name"] for e in job["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
 def test_runner_counts_come_from_the_load_job() -> None:
     status, observed, raw = running()
     observed = dataclasses.replace(observed, jobs={LOAD: JobView(LOAD, active=2, succeeded=1)})

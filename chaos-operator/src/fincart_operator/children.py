@@ -212,6 +212,11 @@ def _nats_env(settings: OperatorSettings) -> list[dict[str, Any]]:
     return [*env, {"name": "FINCART_NATS_URL", "value": url}]
 
 
+def _sync_token_env(spec: ChaosTestSpec) -> list[dict[str, Any]]:
+    """sync's read token for a runner that reads /sync (the spec's syncUrl): without it sync answers 4401."""
+    return [_secret_env("FINCART_SYNC_TOKEN", spec.target.sync_token_secret_ref)] if spec.target.sync_url else []
+
+
 def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, deadline_s: float) -> dict[str, Any]:
     """Indexed Job: runner i sends share i of the workload (`--runner-index` = the completion index) and publishes
     its ledger for the verifier."""
@@ -220,6 +225,7 @@ def load_job(owner: Owner, spec: ChaosTestSpec, settings: OperatorSettings, dead
         {"name": "FINCART_CHAOS_RUN_ID", "value": owner.run_id},
         _secret_env("FINCART_WEBHOOK_SECRET", spec.target.hmac_secret_ref),
         *_nats_env(settings),
+        *_sync_token_env(spec),  # the stream position before the first request, where the verifier replays from
     ]
     return _job(
         owner,
@@ -265,9 +271,8 @@ def verify_job(
         _secret_env("FINCART_DATABASE_URL", spec.target.database_url_secret_ref),
         *_nats_env(settings),
         {"name": "FINCART_CHAOS_FAULTS", "value": json.dumps([f.model_dump(mode="json") for f in faults])},
+        *_sync_token_env(spec),
     ]
-    if spec.target.sync_url:
-        env.append(_secret_env("FINCART_SYNC_TOKEN", spec.target.sync_token_secret_ref))
     return _job(
         owner,
         verify_job_name(owner.name),

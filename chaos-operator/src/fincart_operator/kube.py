@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import kubernetes
@@ -65,7 +65,8 @@ def owner_of(body: Mapping[str, Any]) -> Owner:
 def job_view(job: Mapping[str, Any]) -> JobView:
     """A Job's progress; finished only on the terminal conditions Complete or Failed."""
     status = job.get("status") or {}
-    outcome, message = "running", ""
+    outcome: Literal["running", "succeeded", "failed"] = "running"
+    message = ""
     for cond in status.get("conditions") or []:
         if cond.get("status") == "True" and cond.get("type") in ("Complete", "Failed"):
             outcome = "succeeded" if cond["type"] == "Complete" else "failed"
@@ -73,7 +74,7 @@ def job_view(job: Mapping[str, Any]) -> JobView:
     return JobView(
         name=job["metadata"]["name"],
         outcome=outcome,
-        active=status.get("active") or 0,  # type: ignore[arg-type]
+        active=status.get("active") or 0,
         succeeded=status.get("succeeded") or 0,
         failed=status.get("failed") or 0,
         message=message,
@@ -96,12 +97,12 @@ def owned(items: Iterable[Mapping[str, Any]], uid: str) -> list[Mapping[str, Any
     return [i for i in items if any(r.get("uid") == uid for r in i["metadata"].get("ownerReferences") or [])]
 
 
-def workload(kind: str, body: Mapping[str, Any]) -> Workload:
+def workload(kind: Literal["Deployment", "StatefulSet"], body: Mapping[str, Any]) -> Workload:
     meta = body["metadata"]
     return Workload(
         kind,
         meta["name"],
-        (body.get("spec") or {}).get("replicas", 1),  # type: ignore[arg-type]
+        (body.get("spec") or {}).get("replicas", 1),
         Restore.parse((meta.get("annotations") or {}).get(RESTORE_ANNOTATION)),
     )
 
