@@ -279,7 +279,14 @@ async def test_sigkill_mid_batch_loses_nothing_and_counts_nothing_twice(
                 "leases": "ok",
                 "consumers": "ok",
             }
-            metrics = (await http.get("/metrics")).text
+            metrics = ""
+
+            async def lag_reported() -> bool:  # the lag is read every FINCART_LAG_INTERVAL_S after a start
+                nonlocal metrics
+                metrics = (await http.get("/metrics")).text
+                return 'fincart_processor_consumer_lag{partition="0"}' in metrics
+
+            await wait_until(lag_reported, what="the consumer lag on /metrics")
     finally:
         processor.stop()  # SIGTERM: finishes the batch in flight and exits cleanly
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too

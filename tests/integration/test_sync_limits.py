@@ -147,8 +147,15 @@ async def test_connection_cap(service_env, tmp_path: Path, js):
                 with pytest.raises(ConnectionClosed) as closed:
                     await asyncio.wait_for(third.recv(), WAIT_S)
             assert closed.value.rcvd.code == 1013
-        async with connect(ws_url(service)) as again:  # slots are given back on close
-            await read_snapshot(again)
+        # slots are given back once the server has seen the closes (bounded wait: a 1013 means not yet)
+        deadline = asyncio.get_running_loop().time() + WAIT_S
+        while True:
+            async with connect(ws_url(service)) as again:
+                first = await recv(again)
+                if first["type"] == "snapshot" or asyncio.get_running_loop().time() > deadline:
+                    assert first["type"] == "snapshot", first
+                    break
+            await asyncio.sleep(0.2)
     finally:
         service.stop()
 
