@@ -101,7 +101,7 @@ def _metadata(owner: Owner, name: str, role: str) -> dict[str, Any]:
 
 def spec_document(owner: Owner, spec: ChaosTestSpec) -> str:
     """The whole ChaosTest as the runners' `fincart-chaos load|verify FILE` read it (defaults filled in)."""
-    return yaml.safe_dump(
+    document: str = yaml.safe_dump(
         {
             "apiVersion": f"{API_GROUP}/{API_VERSION}",
             "kind": KIND,
@@ -110,6 +110,7 @@ def spec_document(owner: Owner, spec: ChaosTestSpec) -> str:
         },
         sort_keys=False,
     )
+    return document
 
 
 def spec_config_map(owner: Owner, spec: ChaosTestSpec) -> dict[str, Any]:

@@ -160,7 +160,8 @@ def build_crd() -> dict[str, Any]:
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    document: str = yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+    return HEADER + document
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -291,7 +291,7 @@ def proxy_body(fault: Fault) -> dict[str, Any]:
 
 
 def restore_targets(message: str | None) -> list[Workload]:
-    return [Workload(kind, name, int(n)) for kind, name, n in _RESTORE.findall(message or "")]  # type: ignore[arg-type]
+    return [Workload(kind, name, int(n)) for kind, name, n in _RESTORE.findall(message or "")]
 
 
 def fault_windows(faults: list[StatusFault]) -> list[FaultRecord]:

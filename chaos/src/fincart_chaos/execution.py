@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -48,7 +48,7 @@ class Endpoints:
 
 
 @contextlib.contextmanager
-def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Iterator[callable]:  # type: ignore[valid-type]
+def progress_display(stats: LoadStats, console: Console, enabled: bool) -> Iterator[Callable[[LoadStats], None]]:
     """A rich progress bar (sent, acked, errors, rate) fed by the load's callback."""
     if not enabled:
         yield lambda _stats: None

@@ -160,13 +160,14 @@ async def terminate_backends(database_url: str) -> int:
     """``pg_terminate_backend`` on every other connection to the FinCart database; how many."""
     conn = await asyncpg.connect(to_asyncpg_url(database_url), timeout=DB_TIMEOUT_S)
     try:
-        return await conn.fetchval(
+        count: int = await conn.fetchval(
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()",
             timeout=DB_TIMEOUT_S,
         )
     finally:
         await conn.close()
+    return count
 
 
 async def drop_connections(database_url: str, duration: float) -> str:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 from urllib.parse import quote
 
 import asyncpg
@@ -31,7 +32,7 @@ PROBE_WORKERS = 4
 WALK_PAUSE_S = 0.5
 
 
-def _columns(record: asyncpg.Record | dict) -> OrderColumns:  # type: ignore[type-arg]
+def _columns(record: asyncpg.Record | dict[str, Any]) -> OrderColumns:
     return OrderColumns(
         status=record["status"],
         total_price=_decimal(record["total_price"]),
@@ -74,7 +75,7 @@ def page_size_for(orders: int) -> int:
     return max(2, min(PAGE_SIZE, orders // 4))
 
 
-def _item(order: dict) -> PageItem:  # type: ignore[type-arg]
+def _item(order: dict[str, Any]) -> PageItem:
     return PageItem(
         order["shopify_order_id"],
         order["version"],

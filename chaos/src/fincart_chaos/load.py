@@ -38,7 +38,7 @@ class RetryPolicy:
     request_timeout_s: float = 10.0
 
     def backoff(self, attempt: int) -> float:
-        return min(self.first_backoff_s * 2**attempt, self.max_backoff_s)
+        return min(self.first_backoff_s * 2.0**attempt, self.max_backoff_s)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Collection
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 import websockets
 from pydantic import BaseModel
@@ -43,7 +44,7 @@ class Seen(BaseModel):
     last_external_updated_at: datetime | None = None
 
 
-def _seen(kind: str, seq: int, order: dict) -> Seen:
+def _seen(kind: str, seq: int, order: dict[str, Any]) -> Seen:
     return Seen(
         kind=kind,
         seq=seq,
@@ -88,7 +89,7 @@ class Observer:
         self.ready = asyncio.Event()
         self._stopping = asyncio.Event()
 
-    def take(self, frame: dict) -> None:
+    def take(self, frame: dict[str, Any]) -> None:
         """Record a frame. The cursor (what a resume may start after) moves with events and heartbeats, and
         with a snapshot only at its last page; never with a resume frame, whose seq announces events that
         are still to come: resuming from it after a cut-off replay would skip them."""

@@ -97,4 +97,5 @@ def to_yaml(test: ChaosTest, note: str) -> str:
     """The shrunk test as a ChaosTest document anyone can re-run (``run --local`` or ``kubectl apply``)."""
     document = test.model_dump(mode="json", by_alias=True, exclude_none=True, exclude={"status"})
     document["metadata"] = {"name": f"{test.metadata.name}-shrunk"[:63]}
-    return "".join(f"# {line}\n" for line in note.splitlines()) + yaml.safe_dump(document, sort_keys=False)
+    body: str = yaml.safe_dump(document, sort_keys=False)
+    return "".join(f"# {line}\n" for line in note.splitlines()) + body

@@ -140,5 +140,5 @@ class Annotation(cogbuilder.Builder[model.AnnotationQuery]):
 def numbered(board: model.Dashboard) -> model.Dashboard:
     """Panel ids 1..n in layout order (the SDK leaves them 0; Grafana links and alerts need them unique)."""
     for i, panel in enumerate(board.panels or [], start=1):
-        panel.id_val = i  # type: ignore[union-attr]
+        panel.id_val = i
     return board

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -51,7 +51,7 @@ def reachable(url: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def wait_for(check, timeout: float, what: str, interval: float = 0.1) -> None:  # type: ignore[no-untyped-def]
+def wait_for(check: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if check():
@@ -452,7 +452,7 @@ def start_infra(
                 proc = embedded_cls(workdir)
                 proc.start()
                 infra.embedded[kind] = proc
-                url = proc.url  # type: ignore[attr-defined]
+                url = proc.url
             setattr(infra, {"nats": "nats_url", "redis": "redis_url", "postgres": "database_url"}[kind], url)
     except BaseException:
         infra.stop()
@@ -463,7 +463,8 @@ def start_infra(
 def http_ready(url: str, timeout: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return 200 <= response.status < 300
+            status: int = response.status
+            return 200 <= status < 300
     except OSError:
         return False
 
@@ -478,7 +479,7 @@ class ServiceProcess(ManagedProcess):
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = READY_TIMEOUT_S) -> None:  # type: ignore[override]
+    def start(self, timeout: float = READY_TIMEOUT_S) -> None:
         super().start()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -19,7 +19,8 @@ from fincart_processor.settings import ProcessorSettings
 
 
 async def readiness(request: Request) -> dict[str, str]:
-    return await request.app.state.processor.readiness()
+    processor: Processor = request.app.state.processor
+    return await processor.readiness()
 
 
 def create_app(settings: ProcessorSettings | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from fincart_core.contracts.events import OrderEvent
 from fincart_core.partition import Topology
@@ -63,7 +63,7 @@ async def _ordered_subscribe(
     js: JetStreamContext,
     topology: Topology,
     start_seq: int,
-    cb=None,  # type: ignore[no-untyped-def]
+    cb: Callable[[Msg], Awaitable[None]] | None = None,
 ) -> JetStreamContext.PushSubscription:
     return await js.subscribe(
         topology.events_wildcard,

@@ -66,7 +66,8 @@ class OrdersStore:
     async def _fetch(self, sql: str, *args: object) -> list[asyncpg.Record]:
         try:
             async with self.pool.acquire(timeout=self.acquire_timeout) as conn:
-                return await conn.fetch(sql, *args)
+                rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+                return rows
         except UNAVAILABLE as exc:
             raise StoreUnavailable(f"database busy or unavailable ({exc.__class__.__name__}), retry") from exc
 

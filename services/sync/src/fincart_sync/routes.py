@@ -34,7 +34,8 @@ class OrdersPage(BaseModel):
 
 
 def _ctx(request: Request | WebSocket) -> SyncContext:
-    return request.app.state.sync
+    ctx: SyncContext = request.app.state.sync
+    return ctx
 
 
 def _store(request: Request) -> OrdersStore:
