@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from fincart_core.contracts.chaostest import ChaosTest, parse_duration
+from fincart_core.contracts.chaostest import ChaosTest, ChaosTestSpec, parse_duration
 from fincart_core.contracts.report import FaultRecord, ScheduledFault
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -30,8 +30,8 @@ from fincart_chaos.load import LoadStats, run_load
 from fincart_chaos.observer import Observer, ReplayUnavailable, Seen, replay
 from fincart_chaos.report import Report, Timings, assemble, percentiles, rate
 from fincart_chaos.sync_endpoint import SyncEndpoint
-from fincart_chaos.verify import Context, History, read_history, settle, verify
-from fincart_chaos.workload import full_plan, order_ids, plan
+from fincart_chaos.verify import Context, History, Result, read_history, settle, verify
+from fincart_chaos.workload import Request, full_plan, order_ids, plan
 
 OBSERVER_READY_S = 15.0
 HTTP_TIMEOUT_S = 10.0
@@ -45,6 +45,34 @@ class Endpoints:
     secret: str = ""
     sync: SyncEndpoint | None = None
     host: str | None = None  # Host header of every webhook (an ingress's rule)
+
+
+def judge(
+    spec: ChaosTestSpec,
+    requests: Sequence[Request],
+    ledger: Sequence[LedgerEntry] | None,
+    history: History,
+    observed: Sequence[Seen] | None,
+    faults: Sequence[FaultRecord],
+    caught_up: bool,
+    extras: Extras,
+    unobserved: str = "no sync service to observe",
+) -> tuple[Context, Result]:
+    """The verdict over what a run (or a verify-only pass over runners' ledgers) gathered."""
+    extras.selectors = {f.name: f.selector for f in spec.faults}
+    ctx = Context(
+        requests,
+        ledger,
+        history,
+        observed,
+        faults=faults,
+        max_lost=spec.verification.max_lost,
+        caught_up=caught_up,
+        deadline=spec.settle.timeout,
+        unobserved=unobserved,
+        extras=extras,
+    )
+    return ctx, verify(ctx, spec.enabled_invariants())
 
 
 @contextlib.contextmanager
@@ -222,22 +250,8 @@ async def run_test(
     observed = observer.log if observer else None
     sent = [r for part in requests for r in part]
     store = await read_store(endpoints.database_url, orders, [r.webhook.webhook_id for r in sent if not r.valid])
-    selectors = {f.name: f.selector for f in spec.faults}
-    extras = Extras(
-        store, resumed, api_evidence.reads, api_evidence.during, api_evidence.after if read_side else None, selectors
-    )
-    ctx = Context(
-        sent,
-        ledger,
-        history,
-        observed,
-        faults=records,
-        max_lost=spec.verification.max_lost,
-        caught_up=settled,
-        deadline=spec.settle.timeout,
-        extras=extras,
-    )
-    result = verify(ctx, spec.enabled_invariants())
+    extras = Extras(store, resumed, api_evidence.reads, api_evidence.during, api_evidence.after if read_side else None)
+    ctx, result = judge(spec, sent, ledger, history, observed, records, settled, extras)
     api = await orders_api(endpoints.sync, history) if endpoints.sync else None
     total_s = finished - started
     timings = Timings(
@@ -269,7 +283,7 @@ async def run_test(
         orders_api=api,
         performance=[rate("total time", timings.total_s), rate("queue drain time", timings.drain_s)],
     )
-    report.fault_windows = fault_windows(records, ledger, selectors)
+    report.fault_windows = fault_windows(records, ledger, extras.selectors)
     report.schedule = schedule
     return report
 
@@ -315,20 +329,8 @@ async def verify_only(
     store = await read_store(database_url, orders, [r.webhook.webhook_id for r in requests if not r.valid])
     walk, walk_problems = await final_walk(sync, len(orders)) if sync else (None, [])
     problems += walk_problems
-    selectors = {f.name: f.selector for f in spec.faults}
-    ctx = Context(
-        requests,
-        ledger,
-        history,
-        observed,
-        faults=faults,
-        max_lost=spec.verification.max_lost,
-        caught_up=settled,
-        deadline=spec.settle.timeout,
-        unobserved=unobserved,
-        extras=Extras(store, walk_after=walk, selectors=selectors),
-    )
-    result = verify(ctx, spec.enabled_invariants())
+    extras = Extras(store, walk_after=walk)
+    ctx, result = judge(spec, requests, ledger, history, observed, faults, settled, extras, unobserved)
     api = await orders_api(sync, history) if sync else None
     report = assemble(
         test.metadata.name,
@@ -340,5 +342,5 @@ async def verify_only(
         orders_api=api,
         performance=[rate("queue drain time", round(drain_s, 3))],
     )
-    report.fault_windows = fault_windows(faults, ledger or [], selectors)
+    report.fault_windows = fault_windows(faults, ledger or [], extras.selectors)
     return report
