@@ -74,6 +74,14 @@ def _tests(path: Path) -> list[ChaosTest]:
         raise fail(str(exc)) from exc
 
 
+def _one_test(path: Path, what: str) -> ChaosTest:
+    """The file's only ChaosTest (``load`` and ``verify`` act on one; ``what`` names the command's job)."""
+    tests = _tests(path)
+    if len(tests) != 1:
+        raise fail(f"{path}: {what} exactly one ChaosTest, found {len(tests)}")
+    return tests[0]
+
+
 def _write(path: Path | None, text: str) -> None:
     if path:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -257,10 +265,7 @@ def load(
     nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Send one runner's share of the workload; exit 0 when every valid webhook was acked."""
-    tests = _tests(file)
-    if len(tests) != 1:
-        raise fail(f"{file}: load runs exactly one ChaosTest, found {len(tests)}")
-    spec = tests[0].spec
+    spec = _one_test(file, "load runs").spec
     if not secret:
         raise fail("the webhook secret is missing: set FINCART_WEBHOOK_SECRET or --secret")
     if runner_index >= spec.load.parallelism:
@@ -390,10 +395,7 @@ def verify(
     nats_prefix: NatsPrefixOpt = "",
 ) -> None:
     """Check the invariants after a load ran elsewhere; the verdict is the exit code."""
-    tests = _tests(file)
-    if len(tests) != 1:
-        raise fail(f"{file}: verify checks exactly one ChaosTest, found {len(tests)}")
-    test = tests[0]
+    test = _one_test(file, "verify checks")
     if not database_url:
         raise fail("the database URL is missing: set FINCART_DATABASE_URL or --database-url")
     try:
