@@ -31,11 +31,14 @@ from tests.support.webhooks import BASE, order_payload, publish_webhook
 ROLLOUT = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 
 
-def processor(service_env: dict[str, str], tmp_path: Path, name: str, **env: str) -> ServiceProcess:
+def processor(
+    service_env: dict[str, str], tmp_path: Path, name: str, command: list[str] | None = None, **env: str
+) -> ServiceProcess:
+    """``command``: argv instead of ``fincart-processor`` (a deliberately broken one, tests/support)."""
     port = free_port()
     return ServiceProcess(
         name=name,
-        argv=[find_binary("fincart-processor")],
+        argv=command or [find_binary("fincart-processor")],
         log_path=tmp_path / f"{name}.log",
         port=port,
         env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2", **env},
@@ -51,8 +54,9 @@ def pid_of(owner: str) -> int:
     return int(owner.split("/")[0].rsplit("-", 2)[1])  # <hostname>-<pid>-<n>/<incarnation>
 
 
-async def send_load(js, topology, orders: int, updates: int, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
-    """Conflicting updates, shuffled, published at a steady pace so that they arrive during the test."""
+async def send_load(js, topology, orders: int, updates: int, expected: dict[str, tuple], pause: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    """Conflicting updates, shuffled, published at a steady pace (50 per ``pause``) so that they arrive during
+    the test."""
     rng = random.Random(23)
     sends = [(f"order-{o}", i) for o in range(orders) for i in range(updates)]
     rng.shuffle(sends)
@@ -62,7 +66,7 @@ async def send_load(js, topology, orders: int, updates: int, expected: dict[str,
         await publish_webhook(js, topology, order_payload(order_id, i, updated_at), webhook_id)
         expected[order_id] = max(expected.get(order_id, (updated_at, webhook_id)), (updated_at, webhook_id))
         if n % 50 == 49:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
 
 
 async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js, db, service_env, tmp_path):
