@@ -80,6 +80,7 @@ async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js
             FINCART_BATCH_SIZE="20",
             FINCART_LEASE_TTL_S="3",
             FINCART_LEASE_RENEW_S="0.5",
+            FINCART_DB_QUERY_TIMEOUT_S="1.5",
         )
         for n, i in ROLLOUT
     ]
@@ -177,7 +178,9 @@ async def _shared(db: asyncpg.Connection, pids: set[int | None], partitions: int
 async def test_not_ready_while_the_leases_cannot_be_renewed(infra, database_url, topology, js, db):
     """A replica whose lease rounds fail stops its consumers once its leases must have expired, and /readyz
     says so; it recovers when the database answers again."""
-    processor = Processor(settings_for(infra, database_url, topology, lease_ttl_s=1.0, lease_renew_s=0.2))
+    processor = Processor(
+        settings_for(infra, database_url, topology, lease_ttl_s=1.0, lease_renew_s=0.2, db_query_timeout_s=0.5)
+    )
     await processor.start()
     try:
         await wait_until(lambda: _ready(processor), what="ready with every partition")
