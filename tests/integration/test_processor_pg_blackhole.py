@@ -13,13 +13,22 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from fincart_chaos.local import FaultProxyProcess, host_port, via_proxy
 from fincart_devstack.localstack import Infra, ServiceProcess
+from fincart_processor.runner import create_pool
 
 from tests.integration.test_processor_ownership import _equal, _more_than, _shared, _taken_over, processor, send_load
-from tests.integration.test_processor_service import WAIT_S, _events_complete, audit_count, check_history, wait_until
+from tests.integration.test_processor_service import (
+    WAIT_S,
+    _events_complete,
+    audit_count,
+    check_history,
+    settings_for,
+    wait_until,
+)
 
 ROUTE = "processor-postgres"
 # Leases and PostgreSQL bounds scaled down, so that a blackhole longer than all of them keeps the test short.
@@ -125,3 +134,28 @@ async def test_a_cut_off_replica_gives_its_partitions_up_to_a_live_one(
         cut.stop()
         live.stop()
     await check_history(db, js, topology, expected)
+
+
+async def test_postgresql_ends_a_session_gone_silent_in_a_transaction(infra, database_url, topology, db):
+    """The proxy closes the upstream connection once the client gives up; across a real blackhole PostgreSQL hears
+    nothing, so it must end a session that went silent mid-transaction itself, or that session's locks (here a
+    lease row, as every batch holds one) would stop the other replicas for good."""
+    pool = await create_pool(settings_for(infra, database_url, topology, db_query_timeout_s=1.0))
+    try:
+        await db.execute(
+            "INSERT INTO partition_leases (partition, owner, token, expires_at) VALUES (0, 'a/1', 1, now())"
+        )
+        conn = await pool.acquire(timeout=WAIT_S)
+        pid = conn.get_server_pid()
+        await conn.execute("BEGIN")
+        await conn.execute("SELECT 1 FROM partition_leases WHERE partition = 0 FOR SHARE")
+        # from now on the client says nothing
+        await wait_until(lambda: _ended(db, pid), timeout=WAIT_S, what="the silent session ended by PostgreSQL")
+        await db.execute("SET lock_timeout = '1s'")
+        assert await db.execute("UPDATE partition_leases SET owner = 'b/1' WHERE partition = 0") == "UPDATE 1"
+    finally:
+        pool.terminate()
+
+
+async def _ended(db: asyncpg.Connection, pid: int) -> bool:
+    return not await db.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid)
