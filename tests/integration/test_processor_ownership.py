@@ -31,14 +31,11 @@ from tests.support.webhooks import BASE, order_payload, publish_webhook
 ROLLOUT = [(2, 0), (2, 1), (3, 0), (3, 1), (3, 2)]
 
 
-def processor(
-    service_env: dict[str, str], tmp_path: Path, name: str, command: list[str] | None = None, **env: str
-) -> ServiceProcess:
-    """``command``: argv instead of ``fincart-processor`` (a deliberately broken one, tests/support)."""
+def processor(service_env: dict[str, str], tmp_path: Path, name: str, **env: str) -> ServiceProcess:
     port = free_port()
     return ServiceProcess(
         name=name,
-        argv=command or [find_binary("fincart-processor")],
+        argv=[find_binary("fincart-processor")],
         log_path=tmp_path / f"{name}.log",
         port=port,
         env={**service_env, "FINCART_HTTP_PORT": str(port), "FINCART_FETCH_TIMEOUT_S": "0.2", **env},

@@ -66,19 +66,16 @@ def through_proxy(service_env: dict[str, str], proxy: FaultProxyProcess) -> dict
     return {**service_env, "FINCART_DATABASE_URL": via_proxy(service_env["FINCART_DATABASE_URL"], proxy.listen[ROUTE])}
 
 
-async def owned(replica: ServiceProcess) -> int:
-    """Partitions the replica believes it holds (its partition_owned gauge; /metrics needs no database)."""
+async def metric(replica: ServiceProcess, sample: str) -> float:
+    """The sum of the replica's samples whose line starts with ``sample`` (/metrics needs no database)."""
     async with httpx.AsyncClient(timeout=5) as http:
         text = (await http.get(f"{replica.base_url}/metrics")).text
-    return sum(
-        int(float(line.split()[-1]))
-        for line in text.splitlines()
-        if line.startswith("fincart_processor_partition_owned{")
-    )
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample))
 
 
 async def _none_owned(replica: ServiceProcess) -> bool:
-    return await owned(replica) == 0
+    """The replica believes it holds no partition (its partition_owned gauges)."""
+    return await metric(replica, "fincart_processor_partition_owned{") == 0
 
 
 async def test_every_webhook_is_stored_soon_after_the_link_comes_back(
@@ -99,6 +96,13 @@ async def test_every_webhook_is_stored_soon_after_the_link_comes_back(
         )
         await wait_until(lambda: _events_complete(js, topology, db), what="every event published")
         print(f"\nevery webhook stored {time.monotonic() - healed:.1f} s after a {HOLE_S:.0f} s blackhole")
+        # the lease rounds cut at the leases' expiry are counted
+        timeouts = {
+            op: await metric(replica, f'fincart_processor_db_timeouts_total{{operation="{op}"}}')
+            for op in ("batch", "lease_round")
+        }
+        print(f"PostgreSQL timeouts: {timeouts}")
+        assert timeouts["lease_round"] >= 1, timeouts
     finally:
         load.cancel()
         replica.stop()
