@@ -54,6 +54,19 @@ BLACKHOLE = """
       network: {target: {service: processor, upstream: nats}, mode: blackhole}
       startAfter: 1s
       duration: 1s"""
+# longer than the lease TTL (10 s) and the PostgreSQL bounds (5 s): the replica gives its leases up meanwhile
+DB_BLACKHOLE = """
+    - name: db-hole
+      type: network
+      network: {target: {service: processor, upstream: postgres}, mode: blackhole}
+      startAfter: 1s
+      duration: 12s"""
+DB_RESET = """
+    - name: db-reset
+      type: network
+      network: {target: {service: processor, upstream: postgres}, mode: reset}
+      startAfter: 1s
+      duration: 1s"""
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +168,27 @@ def test_a_blackhole_finds_a_processor_without_nats_liveness(infra: Infra, tmp_p
 
 def test_the_real_processor_reconnects_after_a_blackhole(infra: Infra, tmp_path: Path):
     report = blackhole_run(infra, tmp_path, "correct", BLACKHOLE)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+# ---- blackhole: the processor's PostgreSQL connections go half-open
+
+
+def test_a_processor_without_pg_timeouts_passes_the_database_reset(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "no-pg-timeouts", OLD_FAULTS + DB_RESET)
+    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
+
+
+def test_a_database_blackhole_finds_a_processor_without_pg_timeouts(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "no-pg-timeouts", DB_BLACKHOLE)
+    assert healed(report), report.faults
+    # a statement on a half-open connection waits for good: acked webhooks are not stored by the deadline
+    assert report.verdict == "Fail" and "I5" in invariants(report), (report.anomalies, report.notes)
+    assert not report.timings.settled
+
+
+def test_the_real_processor_catches_up_after_a_database_blackhole(infra: Infra, tmp_path: Path):
+    report = blackhole_run(infra, tmp_path, "correct", DB_BLACKHOLE)
     assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
 
 

@@ -26,6 +26,7 @@ from fincart_core.contracts.boundaries import INGRESS_CONTROLLER_URL
 from fincart_devstack.credentials import PERMISSIONS
 from fincart_devstack.ingress_proxy import ROUTES, IngressRules
 from fincart_ingest.settings import IngestSettings
+from fincart_processor.settings import ProcessorSettings
 from fincart_sync.settings import SyncSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -279,6 +280,7 @@ def test_processor_statefulset_shares_partitions_through_leases(helm: str) -> No
         assert env["FINCART_DATABASE_URL"]["secretKeyRef"]["key"] == "database-url"
     full = by_kind(rendered(helm, "ci/full-values.yaml"), "StatefulSet")["fincart-processor"]
     assert full["spec"]["replicas"] == 4
+    assert env_of(full["spec"]["template"]["spec"]["containers"][0])["FINCART_DB_QUERY_TIMEOUT_S"] == "2.5"
 
 
 def _ingress(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -341,6 +343,7 @@ def test_chart_defaults_are_the_services_defaults() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert values["ingest"]["maxBodyBytes"] == IngestSettings.model_fields["max_body_bytes"].default
     assert values["sync"]["heartbeatIntervalSeconds"] == SyncSettings.model_fields["heartbeat_interval_s"].default
+    assert values["processor"]["dbQueryTimeoutSeconds"] == ProcessorSettings.model_fields["db_query_timeout_s"].default
     assert IngressRules() == IngressRules(
         max_body_bytes=values["ingest"]["maxBodyBytes"], heartbeat_interval_s=values["sync"]["heartbeatIntervalSeconds"]
     )

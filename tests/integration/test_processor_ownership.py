@@ -51,8 +51,9 @@ def pid_of(owner: str) -> int:
     return int(owner.split("/")[0].rsplit("-", 2)[1])  # <hostname>-<pid>-<n>/<incarnation>
 
 
-async def send_load(js, topology, orders: int, updates: int, expected: dict[str, tuple]) -> None:  # type: ignore[no-untyped-def]
-    """Conflicting updates, shuffled, published at a steady pace so that they arrive during the test."""
+async def send_load(js, topology, orders: int, updates: int, expected: dict[str, tuple], pause: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+    """Conflicting updates, shuffled, published at a steady pace (50 per ``pause``) so that they arrive during
+    the test."""
     rng = random.Random(23)
     sends = [(f"order-{o}", i) for o in range(orders) for i in range(updates)]
     rng.shuffle(sends)
@@ -62,7 +63,7 @@ async def send_load(js, topology, orders: int, updates: int, expected: dict[str,
         await publish_webhook(js, topology, order_payload(order_id, i, updated_at), webhook_id)
         expected[order_id] = max(expected.get(order_id, (updated_at, webhook_id)), (updated_at, webhook_id))
         if n % 50 == 49:
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(pause)
 
 
 async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js, db, service_env, tmp_path):
@@ -76,6 +77,7 @@ async def test_replicas_of_a_rollout_at_once_then_one_killed(infra, topology, js
             FINCART_BATCH_SIZE="20",
             FINCART_LEASE_TTL_S="3",
             FINCART_LEASE_RENEW_S="0.5",
+            FINCART_DB_QUERY_TIMEOUT_S="1.5",
         )
         for n, i in ROLLOUT
     ]
@@ -173,7 +175,9 @@ async def _shared(db: asyncpg.Connection, pids: set[int | None], partitions: int
 async def test_not_ready_while_the_leases_cannot_be_renewed(infra, database_url, topology, js, db):
     """A replica whose lease rounds fail stops its consumers once its leases must have expired, and /readyz
     says so; it recovers when the database answers again."""
-    processor = Processor(settings_for(infra, database_url, topology, lease_ttl_s=1.0, lease_renew_s=0.2))
+    processor = Processor(
+        settings_for(infra, database_url, topology, lease_ttl_s=1.0, lease_renew_s=0.2, db_query_timeout_s=0.5)
+    )
     await processor.start()
     try:
         await wait_until(lambda: _ready(processor), what="ready with every partition")

@@ -205,7 +205,7 @@ async def test_poison_message_is_failed_and_dead_lettered(infra, database_url, t
 
 
 async def test_two_replicas_split_the_partitions(infra, database_url, topology, js, db):
-    fast_leases = settings_for(infra, database_url, topology, lease_renew_s=0.2, lease_ttl_s=2)
+    fast_leases = settings_for(infra, database_url, topology, lease_renew_s=0.2, lease_ttl_s=2, db_query_timeout_s=1)
     replicas = [Processor(fast_leases) for _ in (0, 1)]
     expected = await send_conflicting_updates(js, topology, orders=8, updates=6, seed=3)
     for replica in replicas:

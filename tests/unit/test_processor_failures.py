@@ -6,7 +6,7 @@ import asyncpg
 import nats.errors
 import nats.js.errors
 import pytest
-from fincart_processor.failures import Failure, classify
+from fincart_processor.failures import Failure, classify, timed_out
 from fincart_processor.order_store import ConcurrentWrite
 from pydantic import BaseModel, ValidationError
 
@@ -56,6 +56,8 @@ def test_what_the_input_causes_is_poison(exc: BaseException) -> None:
         asyncpg.InterfaceError("cannot perform operation: another operation is in progress"),
         ConnectionResetError(),
         TimeoutError(),
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"),
+        asyncpg.exceptions.IdleInTransactionSessionTimeoutError("terminating connection due to idle-in-transaction"),
         nats.errors.TimeoutError(),
         nats.errors.NoRespondersError(),
         nats.js.errors.NoStreamResponseError(),
@@ -66,3 +68,19 @@ def test_what_the_input_causes_is_poison(exc: BaseException) -> None:
 )
 def test_what_can_heal_or_is_unforeseen_is_transient(exc: BaseException) -> None:
     assert classify(exc) is Failure.TRANSIENT
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (TimeoutError(), True),  # the client's bounds: acquire, connect, command_timeout
+        (asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout"), True),
+        (asyncpg.exceptions.IdleInTransactionSessionTimeoutError("idle-in-transaction timeout"), True),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"), False),
+        (asyncpg.DeadlockDetectedError("deadlock detected"), False),
+        (ValueError("poison"), False),
+    ],
+    ids=type,
+)
+def test_timeouts_are_told_apart_for_the_metric(exc: BaseException, expected: bool) -> None:
+    assert timed_out(exc) is expected

@@ -15,7 +15,7 @@ from opentelemetry import trace
 from fincart_processor import metrics
 from fincart_processor.decisions import Plan, Webhook
 from fincart_processor.event_publisher import EventPublisher
-from fincart_processor.failures import Failure, classify
+from fincart_processor.failures import Failure, classify, timed_out
 from fincart_processor.lease_store import Fence, LeaseLost
 from fincart_processor.order_store import apply_batch
 from fincart_processor.puller import quietly
@@ -97,7 +97,7 @@ class BatchApplier:
             with tracer.start_as_current_span("apply batch", links=links) as span:
                 span.set_attributes({"fincart.partition": self._fence.partition, "fincart.batch_size": len(webhooks)})
                 try:
-                    async with self._pool.acquire() as conn:
+                    async with self._pool.acquire(timeout=self._settings.db_acquire_timeout_s) as conn:
                         plan, events = await apply_batch(conn, webhooks, self._fence)
                     # each event continues the trace of the webhook that produced it
                     await self._events.publish([(e, traces.get(e.order.last_webhook_id)) for e in events])
@@ -109,6 +109,8 @@ class BatchApplier:
                     if classify(exc) is Failure.POISON:
                         return f"{type(exc).__name__}: {exc}"
                     metrics.TRANSIENT_ERRORS.inc()
+                    if timed_out(exc):
+                        metrics.DB_TIMEOUTS.labels("batch").inc()
                     log.warning(
                         "batch failed, retrying",
                         extra={

@@ -84,7 +84,7 @@ class PartitionConsumer:
         self.fence = fence
         self.partition = fence.partition
         self._js, self._topology, self._nc, self._settings = js, topology, nc, settings
-        self._dead_letters = DeadLetters(js, pool, topology)
+        self._dead_letters = DeadLetters(js, pool, topology, settings.db_acquire_timeout_s)
         self._applier = BatchApplier(fence, pool, events, settings)
         self.subscribed = False
 

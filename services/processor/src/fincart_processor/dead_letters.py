@@ -19,8 +19,8 @@ log = logging.getLogger(__name__)
 
 
 class DeadLetters:
-    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology) -> None:
-        self._js, self._pool, self._topology = js, pool, topology
+    def __init__(self, js: JetStreamContext, pool: asyncpg.Pool, topology: Topology, acquire_timeout: float) -> None:
+        self._js, self._pool, self._topology, self._acquire_timeout = js, pool, topology, acquire_timeout
 
     async def send(
         self,
@@ -37,7 +37,7 @@ class DeadLetters:
         domain code refused it). Ids default to what can be read from an unparseable message."""
         webhook_id = webhook_id or (headers or {}).get("Nats-Msg-Id") or f"seq-{stream_seq}"
         try:
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
                 await record_failed(conn, webhook_id, order_id or _order_id_of(data), reason)
             await self._js.publish(
                 self._topology.dlq_subject,

@@ -12,6 +12,10 @@ import nats.errors
 # invalid text or datetime, asyncpg's "invalid input for query argument"), 23 integrity constraint
 # violation, 54 program limit exceeded (an index row too large).
 POISON_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
+# What PostgreSQL answers when one of the processor's bounds (runner.create_pool) cut a session short:
+# 57014 query_canceled (statement_timeout, or the client's cancel at its command timeout), 25P03
+# idle_in_transaction_session_timeout. Both are transient (class 57 and 25 are not poison).
+TIMEOUT_SQLSTATES = frozenset({"57014", "25P03"})
 
 
 class Failure(enum.Enum):
@@ -33,3 +37,10 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, ValueError | ArithmeticError):
         return Failure.POISON
     return Failure.TRANSIENT
+
+
+def timed_out(exc: BaseException) -> bool:
+    """A wait cut by a bound (the client's or PostgreSQL's): counted in fincart_processor_db_timeouts_total."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return exc.sqlstate in TIMEOUT_SQLSTATES
+    return isinstance(exc, TimeoutError)

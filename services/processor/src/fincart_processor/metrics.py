@@ -29,6 +29,14 @@ for _reason in ("invalid", "rejected"):  # exported at 0 from the start, like WE
 CONSUMER_LAG = Gauge("fincart_processor_consumer_lag", "Messages not yet delivered, per partition", ["partition"])
 EVENTS_PUBLISHED = Counter("fincart_processor_events_published_total", "Change events published to ORDER_EVENTS")
 TRANSIENT_ERRORS = Counter("fincart_processor_transient_errors_total", "Batch attempts that failed and were retried")
+DB_TIMEOUTS = Counter(
+    "fincart_processor_db_timeouts_total",
+    "PostgreSQL waits cut by FINCART_DB_ACQUIRE_TIMEOUT_S / FINCART_DB_QUERY_TIMEOUT_S (the database unreachable or "
+    "stuck), by operation: batch (retried, then nak'ed) or lease_round (leases given up when they expire)",
+    ["operation"],
+)
+for _operation in ("batch", "lease_round"):
+    DB_TIMEOUTS.labels(_operation)
 PARTITION_OWNED = Gauge(
     "fincart_processor_partition_owned", "1 for each partition whose lease this replica holds, else 0", ["partition"]
 )

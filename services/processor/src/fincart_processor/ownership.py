@@ -5,6 +5,10 @@ Handing over (to balance a newly started replica) stops the consumer first, afte
 acked, and only then frees the lease, so the next owner starts from a clean ack floor. A lease lost without
 notice (this replica stalled longer than the TTL) is harmless: the fence in each batch transaction refuses
 it, and the next owner re-applies the unacked range first.
+
+A replica cut off from PostgreSQL stops believing in its leases when they expire, not later: they expire at
+the earliest FINCART_LEASE_TTL_S after the start of the last round that renewed them, and a round still
+unanswered then (a blackholed connection answers nothing) is given up and every consumer stopped.
 """
 
 from __future__ import annotations
@@ -24,8 +28,9 @@ import asyncpg
 import nats.errors
 
 from fincart_processor.consumer import PartitionConsumer
+from fincart_processor.failures import timed_out
 from fincart_processor.lease_store import Fence, LeaseLost, Round, lease_round, leave, release
-from fincart_processor.metrics import LEASE_CHANGES, PARTITION_OWNED
+from fincart_processor.metrics import DB_TIMEOUTS, LEASE_CHANGES, PARTITION_OWNED
 from fincart_processor.settings import ProcessorSettings
 
 log = logging.getLogger(__name__)
@@ -59,7 +64,8 @@ class Ownership:
         self.me = replica_id()
         self._settings, self._pool, self._make_consumer = settings, pool, make_consumer
         self.held: dict[int, Held] = {}
-        self._last_round = float("-inf")  # monotonic time of the last successful lease round
+        self._valid_until = float("-inf")  # monotonic time before which the leases held cannot have expired
+        self._round: asyncio.Task[Round] | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self, stopping: asyncio.Event) -> None:
@@ -67,28 +73,46 @@ class Ownership:
 
     def healthy(self) -> bool:
         """The lease loop runs and its leases are current (a replica whose loop died must not look ready)."""
-        return (
-            self._task is not None
-            and not self._task.done()
-            and time.monotonic() - self._last_round < self._settings.lease_ttl_s
-        )
+        return self._task is not None and not self._task.done() and time.monotonic() < self._valid_until
 
     async def _run(self, stopping: asyncio.Event) -> None:
         s = self._settings
         while not stopping.is_set():
-            try:
-                async with self._pool.acquire() as conn:
-                    outcome = await lease_round(conn, s.partitions, self.me, s.lease_ttl_s)
-                self._last_round = time.monotonic()
-                await self._follow(outcome)
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
-                log.warning("lease round failed", extra={"error": repr(exc)})
-                if time.monotonic() - self._last_round > s.lease_ttl_s and self.held:
-                    # our leases have expired by now: others may own the partitions
-                    await self._stop(list(self.held), "lost")
+            if self._round is None or self._round.done():  # else a round given up is still being cancelled
+                await self._renew()
             self._publish_gauges()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), s.lease_renew_s)
+
+    async def _renew(self) -> None:
+        """One lease round, given up at the leases' expiry (then its task is cancelled in the background:
+        cancelling a query on a dead connection takes up to FINCART_DB_QUERY_TIMEOUT_S)."""
+        s = self._settings
+        started = time.monotonic()
+        deadline = self._valid_until if self.held else started + s.lease_ttl_s
+        self._round = task = asyncio.create_task(self._lease_round(), name="lease-round")
+        task.add_done_callback(_consume_outcome)
+        done, _ = await asyncio.wait([task], timeout=max(0.0, deadline - started))
+        try:
+            if not done:
+                task.cancel()
+                raise TimeoutError("lease round unanswered when the leases expire")
+            outcome = task.result()
+            # PostgreSQL renewed them for the TTL from its now(), which is later than ``started``
+            self._valid_until = started + s.lease_ttl_s
+            await self._follow(outcome)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            if timed_out(exc):
+                DB_TIMEOUTS.labels("lease_round").inc()
+            log.warning("lease round failed", extra={"error": repr(exc)})
+            if self.held and (not done or time.monotonic() >= self._valid_until):
+                # our leases have expired by now: others may own the partitions
+                await self._stop(list(self.held), "lost")
+
+    async def _lease_round(self) -> Round:
+        s = self._settings
+        async with self._pool.acquire(timeout=s.db_acquire_timeout_s) as conn:
+            return await lease_round(conn, s.partitions, self.me, s.lease_ttl_s)
 
     async def _follow(self, outcome: Round) -> None:
         """Make the running consumers match the leases held."""
@@ -98,7 +122,7 @@ class Ownership:
             del self.held[p]
         if outcome.release:
             await self._stop(outcome.release, "released")
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self._settings.db_acquire_timeout_s) as conn:
                 await release(conn, outcome.release, self.me)
         for p, token in outcome.held.items():
             if p not in self.held and p not in outcome.release:
@@ -115,6 +139,7 @@ class Ownership:
     async def _stop(self, partitions: list[int], change: str, timeout: float | None = None) -> None:
         """Stop these partitions' consumers after their batch in flight (bounded: then cancelled)."""
         stopping = [self.held.pop(p) for p in partitions if p in self.held]
+        self._publish_gauges()  # not held from now on, even while the batches in flight finish
         for h in stopping:
             h.stopping.set()
         tasks = [h.task for h in stopping]
@@ -133,7 +158,7 @@ class Ownership:
         partitions = list(self.held)
         await self._stop(partitions, "released", timeout)
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            async with self._pool.acquire() as conn:
+            async with self._pool.acquire(timeout=self._settings.db_acquire_timeout_s) as conn:
                 await leave(conn, partitions, self.me)
         self._publish_gauges()
 
@@ -163,3 +188,9 @@ class Ownership:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopping.wait(), delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _consume_outcome(task: asyncio.Task[Round]) -> None:
+    """A round given up may still end in an error: read it, so it is not reported as never retrieved."""
+    if not task.cancelled():
+        task.exception()

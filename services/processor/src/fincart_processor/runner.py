@@ -27,6 +27,23 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 20.0
 
 
+async def create_pool(settings: ProcessorSettings) -> asyncpg.Pool:
+    """The processor's PostgreSQL pool, every wait bounded at both ends: connecting (db_acquire_timeout_s; each
+    ``acquire`` passes it too), each statement in the client (command_timeout: the query is cancelled, and a
+    connection whose cancel gets no answer either, a half-open one, is closed) and in PostgreSQL, which also ends
+    a session left idle in a transaction, so a replica cut off mid-transaction (its client gone silent, the
+    server hearing nothing) does not hold row and lease-table locks that the other replicas wait for."""
+    bound_ms = str(round(settings.db_query_timeout_s * 1000))
+    return await asyncpg.create_pool(
+        settings.asyncpg_url,
+        min_size=1,
+        max_size=settings.db_pool_size,
+        timeout=settings.db_acquire_timeout_s,
+        command_timeout=settings.db_query_timeout_s,
+        server_settings={"statement_timeout": bound_ms, "idle_in_transaction_session_timeout": bound_ms},
+    )
+
+
 class Processor:
     def __init__(self, settings: ProcessorSettings) -> None:
         self.settings = settings
@@ -44,7 +61,7 @@ class Processor:
 
     async def start(self) -> None:
         s = self.settings
-        self._pool = pool = await asyncpg.create_pool(s.asyncpg_url, min_size=1, max_size=s.db_pool_size, timeout=10)
+        self._pool = pool = await create_pool(s)
         self._nc = nc = await connect(s.nats_url, s.service_name)
         js = nc.jetstream()
         await ensure_streams(js, self.topology)
@@ -106,7 +123,15 @@ class Processor:
                 await self._nc.flush(timeout=2)
             await self._nc.close()
         if self._pool is not None:
-            await self._pool.close()
+            try:
+                await asyncio.wait_for(self._pool.close(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                self._pool.terminate()
+
+    async def _ping(self) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire(timeout=self.settings.db_acquire_timeout_s) as conn:
+            await conn.fetchval("SELECT 1")
 
     async def readiness(self) -> dict[str, str]:
         assert self._pool is not None and self._ownership is not None
@@ -114,7 +139,7 @@ class Processor:
         subscribed = sum(h.consumer.subscribed for h in held)
         return {
             "nats": OK if self._nc is not None and self._nc.is_connected else "disconnected",
-            "postgres": await probe(self._pool.fetchval("SELECT 1")),
+            "postgres": await probe(self._ping()),
             "leases": OK if self._ownership.healthy() else "not renewed",
             "consumers": OK if subscribed == len(held) else f"{subscribed}/{len(held)} running",
         }

@@ -15,6 +15,15 @@ class ProcessorSettings(CommonSettings):
     retry_attempts: int = Field(5, ge=1, description="In-process retries of a batch on a transient error")
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay, doubled per attempt")
     db_pool_size: int = Field(8, ge=1, le=200, description="PostgreSQL connections of this process")
+    db_acquire_timeout_s: float = Field(
+        5.0, gt=0, description="Longest wait for a pool connection, connecting included; then the batch is retried"
+    )
+    db_query_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Bound on one statement, in the client and in PostgreSQL (statement_timeout), which also ends "
+        "a session idle in a transaction this long, so a replica cut off mid-transaction holds no lock longer",
+    )
     lag_interval_s: float = Field(5.0, gt=0, description="How often consumer lag is read for /metrics")
     lease_ttl_s: float = Field(
         10.0,
@@ -33,5 +42,12 @@ class ProcessorSettings(CommonSettings):
         if self.lease_renew_s * 2 > self.lease_ttl_s:
             raise ValueError(
                 f"lease_renew_s {self.lease_renew_s} must be at most half of lease_ttl_s {self.lease_ttl_s}"
+            )
+        # A replica cut off in a lease round holds the lease table's lock until PostgreSQL ends its session
+        # (db_query_timeout_s): the other replicas' next round must still renew their leases before they expire.
+        if self.db_query_timeout_s + self.lease_renew_s >= self.lease_ttl_s:
+            raise ValueError(
+                f"db_query_timeout_s {self.db_query_timeout_s} + lease_renew_s {self.lease_renew_s} must be less "
+                f"than lease_ttl_s {self.lease_ttl_s}"
             )
         return self
