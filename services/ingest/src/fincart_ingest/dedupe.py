@@ -4,16 +4,18 @@ The mark is written only after JetStream acknowledged the webhook, so a failed p
 a mark that would swallow the retry. Redis is optional: when it fails, JetStream's Nats-Msg-Id
 window still dedupes, so errors are counted and logged, never answered as 5xx.
 
-Checks and marks asked for in the same event-loop turn share one Redis round trip: one EVALSHA that
-answers every check (EXISTS) and then sets every mark (SET NX). Under load that replaces dozens of
-redis-py calls and socket writes, most of ingest's Redis cost, by one; a lone request waits no longer
-than one loop turn.
+Checks and marks share Redis round trips, one at a time: the first call of a loop turn starts a round trip
+for the calls of that turn, one EVALSHA that answers every check (EXISTS) and then sets every mark (SET NX);
+the calls made while it is out go together in the next one. A lone request waits no longer than one loop
+turn; under load each round trip carries every check and mark of its time, and replaces that many redis-py
+calls, most of ingest's Redis cost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -48,32 +50,44 @@ class DedupeMarks:
         self._script = client.register_script(CHECK_AND_MARK)
         self._checks: list[tuple[str, asyncio.Future[bool]]] = []
         self._marks: list[tuple[str, asyncio.Future[bool]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()  # strong references until each round trip is done
+        self._sender: asyncio.Task[None] | None = None  # sends round trips while there are calls to send
 
-    async def seen(self, webhook_id: str) -> bool:
+    # seen and mark queue their call at once and answer a future (no coroutine of their own per webhook)
+
+    def seen(self, webhook_id: str) -> Awaitable[bool]:
         """True when the webhook was accepted before; False when unknown or Redis is unavailable."""
-        return await self._ask(self._checks, webhook_id)
+        return self._ask(self._checks, webhook_id)
 
-    async def mark(self, webhook_id: str) -> bool:
+    def mark(self, webhook_id: str) -> Awaitable[bool]:
         """Remember an acknowledged webhook; True when this call set the mark (SET NX)."""
-        return await self._ask(self._marks, webhook_id)
+        return self._ask(self._marks, webhook_id)
 
     async def ping(self) -> None:
         await self._client.ping()
 
     def _ask(self, queue: list[tuple[str, asyncio.Future[bool]]], webhook_id: str) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
-        if not self._checks and not self._marks:  # a task's first step runs after this loop turn: it takes them all
-            task = loop.create_task(self._flush())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if self._sender is None:  # a task's first step runs after this loop turn: it takes every call made in it
+            self._sender = loop.create_task(self._send())
         future = loop.create_future()
         queue.append((webhook_id, future))
         return future
 
-    async def _flush(self) -> None:
-        checks, marks = self._checks, self._marks
-        self._checks, self._marks = [], []
+    async def _send(self) -> None:
+        try:
+            while self._checks or self._marks:
+                checks, marks = self._checks, self._marks
+                self._checks, self._marks = [], []
+                await self._round_trip(checks, marks)
+        finally:
+            self._sender = None
+            for _, future in self._checks + self._marks:
+                future.cancel()  # left only when the sender is cancelled (shutdown): so are their requests
+            self._checks, self._marks = [], []
+
+    async def _round_trip(
+        self, checks: list[tuple[str, asyncio.Future[bool]]], marks: list[tuple[str, asyncio.Future[bool]]]
+    ) -> None:
         batch = checks + marks
         ids = [webhook_id for webhook_id, _ in batch]
         try:
@@ -97,4 +111,4 @@ class DedupeMarks:
                     future.set_result(result)
         finally:
             for _, future in batch:
-                future.cancel()  # no-op once answered; a flush cancelled at shutdown cancels its callers
+                future.cancel()  # no-op once answered; a round trip cancelled at shutdown cancels its callers
