@@ -46,7 +46,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         try:
             js = nc.jetstream()
             await ensure_streams(js, topology, StreamLimits.from_settings(settings))
-            publisher = WebhookPublisher(nc, js, topology, settings.publish_timeout_s)
+            publisher = WebhookPublisher(nc, topology, settings.publish_timeout_s)
+            await publisher.start()
             body_limit = publisher.body_limit(settings.max_body_bytes)
             if body_limit < MIN_BODY_BYTES:
                 raise RuntimeError(

@@ -17,6 +17,7 @@ from fastapi import Request
 from fincart_core.contracts.webhook import WEBHOOK_TOPICS, ShopifyOrder
 from fincart_core.signing import verify
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 
 @dataclass
@@ -25,15 +26,21 @@ class Rejection(Exception):
     detail: str
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, declared: str | None) -> bytes:
     """The raw body (the HMAC is over these exact bytes), refusing more than ``limit`` bytes
-    before reading when Content-Length says so, and while reading otherwise."""
-    declared = request.headers.get("content-length")
+    before reading when Content-Length (``declared``) says so, and while reading otherwise."""
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise Rejection(413, f"body of {declared} bytes is over the {limit} byte limit")
+    # ASGI messages read as Request.stream() does, without its async generator (~3 us per webhook)
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    more = True
+    while more:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
+        more = message.get("more_body", False)
         size += len(chunk)
         if size > limit:
             raise Rejection(413, f"body is over the {limit} byte limit")
