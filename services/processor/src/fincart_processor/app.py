@@ -4,15 +4,12 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 from collections.abc import AsyncIterator
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fincart_core.gc_tuning import tune_gc
-from fincart_core.ops import ops_router
-from fincart_core.telemetry import configure_logging, configure_tracing
-from pydantic import ValidationError
+from fincart_core.ops import ops_router, service_settings
 
 from fincart_processor.runner import Processor
 from fincart_processor.settings import ProcessorSettings
@@ -42,13 +39,7 @@ def create_app(settings: ProcessorSettings | None = None) -> FastAPI:
 
 
 def main() -> None:
-    try:
-        settings = ProcessorSettings()
-    except ValidationError as exc:
-        print(f"fincart-processor: invalid settings: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    configure_logging(settings.log_level)
-    configure_tracing(settings.service_name, settings.otel_exporter, settings.otel_file)
+    settings = service_settings(ProcessorSettings, "fincart-processor")
     app = create_app(settings)
     tune_gc()
     uvicorn.run(
