@@ -127,6 +127,7 @@ def section(report: Report) -> str:
         )
     if report.counterexamples:
         out.append("<h2>Counterexamples</h2>" + "".join(_counterexample(e) for e in report.counterexamples))
+    # each section is one _table() over its own columns: the rows alike in shape are the report's data
     out.append(
         "<h2>Checks</h2>"
         + _table(

@@ -57,6 +57,8 @@ def stream_configs(topology: Topology, limits: StreamLimits) -> list[StreamConfi
         num_replicas=limits.replicas,
         retention=RetentionPolicy.LIMITS,
     )
+
+    # one entry per stream, alike in shape: what differs is each stream's retention and what a full stream drops
     return [
         stream(
             name=topology.orders_stream,

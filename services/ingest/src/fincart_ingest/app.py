@@ -92,6 +92,7 @@ def main() -> None:
         raise SystemExit(2) from exc
     tune_gc()
     # access_log off: configure_logging silences uvicorn.access anyway, but uvicorn still formats each line's args
+    # each service runs its own uvicorn with its own limits (self-contained services, env-only settings)
     uvicorn.run(
         app,
         host=settings.http_host,

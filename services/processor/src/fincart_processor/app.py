@@ -42,6 +42,7 @@ def main() -> None:
     settings = service_settings(ProcessorSettings, "fincart-processor")
     app = create_app(settings)
     tune_gc()
+    # each service runs its own uvicorn with its own limits (self-contained services, env-only settings)
     uvicorn.run(
         app,
         host=settings.http_host,

@@ -81,6 +81,7 @@ def create_app(settings: SyncSettings | None = None) -> FastAPI:
 
 def main() -> None:
     settings = service_settings(SyncSettings, "fincart-sync")
+    # each service runs its own uvicorn with its own limits (self-contained services, env-only settings)
     uvicorn.run(
         create_app(settings),
         host=settings.http_host,

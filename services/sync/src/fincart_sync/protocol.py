@@ -77,6 +77,7 @@ ORDER_ID_MAX_LEN = 255
 
 
 # One model per frame type (the protocol's schema): alike in shape, they share nothing but ``type``.
+# One model per frame type of the wire protocol (alike in shape: each frame is a type tag and its fields).
 class SnapshotMessage(BaseModel):
     type: Literal["snapshot"] = "snapshot"
     seq: int

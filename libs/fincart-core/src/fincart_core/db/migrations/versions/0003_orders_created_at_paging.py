@@ -1,7 +1,7 @@
 """orders: index for GET /orders keyset paging on (created_at, id)
 
-Revision ID: 0002_orders_paging
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-01
 """
 
