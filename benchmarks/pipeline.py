@@ -692,6 +692,78 @@ async def capacity(args: argparse.Namespace) -> None:
                 base.stop()
 
 
+ACK_POLICIES = ("explicit", "all")
+
+
+async def ack_policies(args: argparse.Namespace) -> dict:
+    """--ack-policies: the same backlog drained by one processor with each FINCART_ACK_POLICY, taking turns for
+    ``--rounds`` rounds (which goes first alternates), against an embedded nats-server of this run so that its
+    CPU is this run's alone. Medians per policy, and the median of each round's AckAll / explicit ratio."""
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-acks-"))
+    base = start_infra(
+        {k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+        use_defaults_if_reachable=True,
+        workdir=workdir,
+    )
+    broker = EmbeddedNats(workdir / "nats")
+    infra = Infra(broker.url, base.redis_url, base.database_url, embedded={"nats": broker}, workdir=workdir)
+    bench = Bench(args, infra, workdir)
+    hooks = workload(args.webhooks, args.orders)
+    runs: dict[str, list[dict[str, float]]] = {policy: [] for policy in ACK_POLICIES}
+    try:
+        broker.start()
+        for round_ in range(args.rounds):
+            for policy in ACK_POLICIES if round_ % 2 == 0 else ACK_POLICIES[::-1]:
+                database_url, topology = await bench.prepare(f"{policy}{round_}")
+                await fill(infra.nats_url, topology, hooks)
+                processor = bench.fincart(
+                    f"processor-{policy}-{round_}", "fincart-processor", database_url, topology, ack_policy=policy
+                )
+                drained = await drain(database_url, [processor], len(hooks), watch={"nats": [broker.pid or 0]})
+                processor.stop()
+                runs[policy].append(
+                    {
+                        "drain_rps": drained.rps,
+                        "us_per_webhook": drained.us_per_webhook,
+                        **{f"{k}_us_per_webhook": v for k, v in drained.others_us_per_webhook.items()},
+                    }
+                )
+                print(f"round {round_ + 1} {policy:<8} " + json.dumps(runs[policy][-1]), file=sys.stderr, flush=True)
+    finally:
+        try:
+            await bench.cleanup()
+        finally:
+            broker.stop()
+            base.stop()
+    result: dict = {"webhooks": args.webhooks, "orders": args.orders, "rounds": args.rounds, "cpus": os.cpu_count()}
+    for key in runs["explicit"][0]:
+        for policy, rounds in runs.items():
+            result[f"{policy}_{key}"] = round(statistics.median(r[key] for r in rounds), 1)
+        ratios = [a[key] / e[key] for a, e in zip(runs["all"], runs["explicit"], strict=True) if e[key]]
+        result[f"{key}_ratio"] = round(statistics.median(ratios), 3) if ratios else None
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def ack_table(r: dict) -> str:
+    rows = [
+        ("drain webhooks/s", "drain_rps"),
+        ("processor CPU us/webhook", "us_per_webhook"),
+        ("nats-server CPU us/webhook", "nats_us_per_webhook"),
+        ("PostgreSQL CPU us/webhook", "postgres_us_per_webhook"),
+    ]
+    lines = [f"{'':<28}{'explicit':>10}{'AckAll':>10}{'ratio':>8}"]
+    lines += [
+        f"{label:<28}{r[f'explicit_{key}']:>10,.1f}{r[f'all_{key}']:>10,.1f}{r[f'{key}_ratio'] or 0:>8.3f}"
+        for label, key in rows
+    ]
+    lines.append(
+        f"medians of {r['rounds']} rounds of {r['webhooks']:,} webhooks over {r['orders']:,} orders, ratio = median "
+        f"of the rounds' AckAll / explicit, {r['cpus']} CPUs, load average {r['load_average_1m']}"
+    )
+    return "\n".join(lines)
+
+
 BROKERS = {
     "default": "1 server, default fsync (2 min)",
     "always": "1 server, sync_interval: always",
@@ -844,7 +916,12 @@ def main() -> None:
         help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)",
     )
     parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
-    parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
+    parser.add_argument(
+        "--ack-policies",
+        action="store_true",
+        help="only the processor's drain with FINCART_ACK_POLICY explicit vs all, taking turns (own broker)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--sync-cost, --ack-policies: turns each one takes")
     parser.add_argument(
         "--scale",
         action="store_true",
@@ -874,6 +951,11 @@ def main() -> None:
         if min(args.scale_sizes) < 1:
             parser.error("--scale-sizes must be positive")
         asyncio.run(scale(args))
+        return
+    if args.ack_policies:
+        result = asyncio.run(ack_policies(args))
+        print(ack_table(result))
+        print(json.dumps(result))
         return
     if args.sync_cost:
         result = asyncio.run(sync_cost(args))
