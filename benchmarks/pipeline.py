@@ -74,6 +74,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -730,7 +731,7 @@ async def capacity(args: argparse.Namespace) -> None:
 ACK_POLICIES = ("explicit", "all")
 
 
-async def ack_policies(args: argparse.Namespace) -> dict:
+async def ack_policies(args: argparse.Namespace) -> dict[str, Any]:
     """--ack-policies: the same backlog drained by one processor with each FINCART_ACK_POLICY, taking turns for
     ``--rounds`` rounds (which goes first alternates), against an embedded nats-server of this run so that its
     CPU is this run's alone. Medians per policy, and the median of each round's AckAll / explicit ratio."""
@@ -772,7 +773,12 @@ async def ack_policies(args: argparse.Namespace) -> dict:
         finally:
             broker.stop()
             base.stop()
-    result: dict = {"webhooks": args.webhooks, "orders": args.orders, "rounds": args.rounds, "cpus": os.cpu_count()}
+    result: dict[str, Any] = {
+        "webhooks": args.webhooks,
+        "orders": args.orders,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+    }
     for key in runs["explicit"][0]:
         for policy, rounds in runs.items():
             result[f"{policy}_{key}"] = round(statistics.median(r[key] for r in rounds), 1)
@@ -782,7 +788,7 @@ async def ack_policies(args: argparse.Namespace) -> dict:
     return result
 
 
-def ack_table(r: dict) -> str:
+def ack_table(r: dict[str, Any]) -> str:
     rows = [
         ("drain webhooks/s", "drain_rps"),
         ("processor CPU us/webhook", "us_per_webhook"),
