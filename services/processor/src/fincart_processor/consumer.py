@@ -1,10 +1,10 @@
 """The consumer of one partition whose lease this replica holds: fetch a batch, apply it, publish events, ack.
 
 nats-py is used directly instead of FastStream's subscribers: a replica creates and stops partition consumers
-at run time as it acquires and hands over leases (``ownership``), a batch is acked, extended (in_progress)
-or nak'ed as a whole after the transaction, and before fetching anything new a consumer re-reads its unacked
-messages straight from the stream (``_recover``); FastStream's per-message ack policies and fixed subscriber
-set express none of that.
+at run time as it acquires and hands over leases (``ownership``), a batch is acked (with AckAll: one ack of
+its last message), extended (in_progress) or nak'ed as a whole after the transaction, and before fetching
+anything new a consumer re-reads its unacked messages straight from the stream (``_recover``); FastStream's
+per-message ack policies and fixed subscriber set express none of that.
 
 Order: a partition is a serial log. Within a batch messages are applied in stream-sequence order; across
 a crash, a failed batch or a change of owner, the unacked range (ack floor .. last delivered) is applied
