@@ -579,6 +579,12 @@ async def run(args: argparse.Namespace) -> dict:
     return result
 
 
+def counter(metrics_text: str, name: str) -> int | None:
+    """A counter's value in one process's /metrics text."""
+    found = re.search(rf"^{name} (\S+)$", metrics_text, re.MULTILINE)
+    return round(float(found.group(1))) if found else None
+
+
 def histogram_quantile(metrics_text: str, name: str, q: float) -> float | None:
     """Prometheus's histogram_quantile over one process's cumulative buckets (linear within a bucket)."""
     buckets = sorted(
@@ -634,6 +640,8 @@ async def scale(args: argparse.Namespace) -> None:
                             "drain_rps": round(drained.rps),
                             "us_per_webhook": round(drained.us_per_webhook, 1),
                             "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
+                            # webhooks applied again (an ack_wait expired, or a recovery): work not in drain_rps
+                            "redeliveries": counter(metrics_text, "fincart_processor_redeliveries_total"),
                             "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
                             **{
                                 f"{k}_mb": round(sizes[k] / 2**20, 1)
