@@ -13,9 +13,10 @@ each phase on its own database and stream prefix (removed afterwards, with inges
 3. Drain. The webhooks ingest left in JetStream are drained by one processor; the same backlog, published
    straight to streams of their own, by the same-work baseline (same_work.py: the processor's per-batch work
    with the same libraries and nothing else), once acking every message and once with AckAll, and by two
-   processors. ``drain_ratio`` = processor / baseline (per-message acks). The rate runs from the moment every
-   partition has begun (its first batch's transaction) to the moment the last audit row is visible
-   (PostgreSQL's clock, polled every 50 ms); CPU per webhook is the draining processes' /proc CPU time.
+   processors. ``drain_ratio`` = processor / baseline (AckAll, as the processor). The rate runs from the moment
+   every partition has begun (its first batch's transaction) to the moment the last audit row is visible
+   (PostgreSQL's clock, polled every 50 ms); CPU per webhook is the draining processes' /proc CPU time from
+   the moment all are ready until every message is acked.
 4. Seed. 100 concurrent conflicting webhooks for one order, ingest and a processor running: the time until
    all are answered 200, then from the last answer until the order row is final (the newest webhook
    applied and every webhook audited; its version is the number applied, 100 only if none arrived late).
@@ -36,6 +37,12 @@ and against an embedded 3-node cluster (R3 streams), with the CPU per webhook of
 nats-servers and the database's PostgreSQL backends; one JSON line each (docs/capacity.md uses them).
 
     uv run python benchmarks/pipeline.py --capacity --webhooks 20000
+
+``--ack-policies`` drains one backlog (``--webhooks``) with one processor per FINCART_ACK_POLICY, ``explicit``
+and ``all`` taking turns for ``--rounds`` rounds, against an embedded nats-server of its own: drain rate and the
+CPU per webhook of the processor, the nats-server and PostgreSQL, medians and AckAll / explicit ratios.
+
+    uv run python benchmarks/pipeline.py --ack-policies --webhooks 30000 --rounds 8
 
 ``--sync-cost`` measures only what ``sync_interval: always`` (the chart's NATS setting) costs: the HTTP phase
 of the real ingest (answers are sent after JetStream's PubAck) against embedded nats-servers started by this
@@ -67,6 +74,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -100,6 +108,7 @@ from fincart_devstack.localstack import (
 )
 from fincart_processor.order_store import UPSERT_ORDERS
 from fincart_processor.settings import ProcessorSettings
+from nats.js import JetStreamContext
 from procstat import cpu_seconds, peak_rss_mb
 
 SECRET = "bench-secret"
@@ -331,7 +340,9 @@ def cpu_of(pids: Iterable[int]) -> float:
 
 
 async def drain(
+    nats_url: str,
     database_url: str,
+    topology: Topology,
     processes: Sequence[ManagedProcess],
     backlog: int,
     already: int = 0,
@@ -341,9 +352,14 @@ async def drain(
     JetStream, from the moment every partition has begun (its first transaction: the processes start a few
     hundred ms apart and share the partitions through leases) to the moment the last audit row is visible, on
     PostgreSQL's clock. CPU per webhook: the processes' CPU time (and that of ``watch``'s and of the database's
-    backends) over the webhooks audited between the last poll at <= 5 % of the backlog (start-up and imports
-    are over) and the end. ``already``: webhooks audited before (a --scale step's earlier steps), not counted."""
+    backends) from the first poll after every process is ready (imports and start-up are over) until every
+    message is acked (the last events published), over the webhooks audited after that first poll. Not from
+    some later poll to the last audit row: up to partitions x batch (8,000) webhooks are fetched, parsed and
+    applied before they are audited and published and acked after, work that such a window leaves out, which
+    halved the figure of a 10,000 backlog. ``already``: webhooks audited before (a --scale step's earlier
+    steps), not counted."""
     db = await asyncpg.connect(to_asyncpg_url(database_url))
+    nc = await nats.connect(servers(nats_url))
     try:
         since = await db.fetchval("SELECT clock_timestamp()")
         # polled while they start: the first of several replicas may drain much before the last is ready
@@ -359,27 +375,27 @@ async def drain(
 
         deadline = time.monotonic() + max(60.0, backlog / 100)
         progress = "SELECT count(*) AS n, clock_timestamp() AS now FROM audit_log"
-        samples: list[tuple[int, dict[str, float], bool]] = []  # (audited, CPU seconds by group, all started)
+        window: tuple[int, dict[str, float]] | None = None  # (audited, CPU seconds by group) when all were ready
         while (row := await db.fetchrow(progress))["n"] < already + backlog or not starting.done():
             if starting.done():
                 starting.result()  # a process that failed to start fails the drain
-            samples.append((row["n"], await cpu_now(), starting.done()))
+                window = window or (row["n"], await cpu_now())
             if time.monotonic() > deadline:
                 raise RuntimeError(f"drain stalled: {row['n']} of {backlog} webhooks audited")
             await asyncio.sleep(POLL_S)
         starting.result()
+        n0, cpu0 = window or (row["n"], await cpu_now())
+        js = nc.jetstream()
+        while not await all_acked(js, topology):
+            if time.monotonic() > deadline:
+                raise RuntimeError("drain stalled: every webhook audited, not every message acked")
+            await asyncio.sleep(POLL_S)
         cpu_end = await cpu_now()
         rss = [peak_rss_mb(p.pid or 0) for p in processes]
         audited = await db.fetch("SELECT shopify_order_id, created_at FROM audit_log WHERE created_at > $1", since)
     finally:
+        await nc.close()
         await db.close()
-    early = [(n, cpu) for n, cpu, _ in samples if n <= already + backlog * 0.05]
-    # from the last early poll after every process was ready (imports done), else the last early one
-    n0, cpu0 = max(
-        reversed([(n, cpu) for n, cpu, ready in samples if ready and n <= already + backlog * 0.05] or early),
-        key=lambda s: s[0],
-        default=(already, cpu_end),
-    )
     firsts: dict[int, datetime] = {}  # the first transaction of each partition, whichever replica holds it
     for order_id, at in audited:
         partition = partition_for(order_id, PARTITIONS)
@@ -387,10 +403,18 @@ async def drain(
     begun = max(firsts.values())
     rate = sum(at >= begun for _, at in audited) / (row["now"] - begun).total_seconds()
     per_webhook = {
-        name: 1e6 * (cpu_end[name] - cpu0.get(name, cpu_end[name])) / max(1, already + len(audited) - n0)
-        for name in cpu_end
+        name: 1e6 * (cpu_end[name] - cpu0.get(name, cpu_end[name])) / max(1, already + backlog - n0) for name in cpu_end
     }
     return Drained(rate, per_webhook.pop("processes"), per_webhook, rss)
+
+
+async def all_acked(js: JetStreamContext, topology: Topology) -> bool:
+    """Every partition consumer has delivered and acked everything (created by the draining processes)."""
+    for p in range(topology.partitions):
+        info = await js.consumer_info(topology.orders_stream, topology.consumer_name(p))
+        if info.num_pending or info.num_ack_pending:
+            return False
+    return True
 
 
 async def fill(nats_url: str, topology: Topology, webhooks: Sequence[Webhook], replicas: int = 1) -> None:
@@ -479,7 +503,13 @@ async def run(args: argparse.Namespace) -> dict:
         ingest_http = await http_phase(ingest, warm, measured, args.concurrency)
 
         raw_rps = await raw_upsert(db_a, hooks, batch, pool_size)
-        drain_1 = await drain(db_a, [bench.fincart("processor-0", "fincart-processor", db_a, topo_a)], len(hooks))
+        drain_1 = await drain(
+            infra.nats_url,
+            db_a,
+            topo_a,
+            [bench.fincart("processor-0", "fincart-processor", db_a, topo_a)],
+            len(hooks),
+        )
         seeded = await seed(ingest.base_url, db_a, args.seed_webhooks)
         for service in bench.services:
             service.stop()
@@ -487,7 +517,9 @@ async def run(args: argparse.Namespace) -> dict:
         for ack in ("each", "all"):  # the same backlog, published straight to a stream of its own
             db_c, topo_c = await bench.prepare(f"base_{ack}")
             await fill(infra.nats_url, topo_c, hooks)
-            baselines[ack] = await drain(db_c, [bench.baseline(db_c, topo_c, pool_size, batch, ack)], len(hooks))
+            baselines[ack] = await drain(
+                infra.nats_url, db_c, topo_c, [bench.baseline(db_c, topo_c, pool_size, batch, ack)], len(hooks)
+            )
 
         drain_2 = None
         if not args.no_drain_2:
@@ -495,7 +527,9 @@ async def run(args: argparse.Namespace) -> dict:
             await fill(infra.nats_url, topo_b, hooks)
             drain_2 = (
                 await drain(
+                    infra.nats_url,
                     db_b,
+                    topo_b,
                     [bench.fincart(f"processor-b{i}", "fincart-processor", db_b, topo_b) for i in range(2)],
                     len(hooks),
                 )
@@ -514,15 +548,15 @@ async def run(args: argparse.Namespace) -> dict:
             "drain_rps": round(drain_1.rps),
             "drain_rps_1": round(drain_1.rps),
             "drain_rps_2": round(drain_2) if drain_2 else None,
-            "baseline_rps": round(baselines["each"].rps),
-            "drain_ratio": round(drain_1.rps / baselines["each"].rps, 3),
+            "baseline_rps": round(baselines["all"].rps),
+            "drain_ratio": round(drain_1.rps / baselines["all"].rps, 3),
             "us_per_webhook": round(drain_1.us_per_webhook, 1),
-            "baseline_us_per_webhook": round(baselines["each"].us_per_webhook, 1),
-            "cpu_ratio": round(baselines["each"].us_per_webhook / drain_1.us_per_webhook, 3)
+            "baseline_us_per_webhook": round(baselines["all"].us_per_webhook, 1),
+            "cpu_ratio": round(baselines["all"].us_per_webhook / drain_1.us_per_webhook, 3)
             if drain_1.us_per_webhook
             else None,
-            "baseline_ackall_rps": round(baselines["all"].rps),
-            "baseline_ackall_us_per_webhook": round(baselines["all"].us_per_webhook, 1),
+            "baseline_each_rps": round(baselines["each"].rps),
+            "baseline_each_us_per_webhook": round(baselines["each"].us_per_webhook, 1),
             "ackall_speedup": round(baselines["all"].rps / baselines["each"].rps, 3),
             "processor_peak_rss_mb": round(drain_1.peak_rss_mb[0], 1),
             "load_average_1m": round(os.getloadavg()[0], 2),
@@ -544,6 +578,12 @@ async def run(args: argparse.Namespace) -> dict:
         finally:
             infra.stop()
     return result
+
+
+def counter(metrics_text: str, name: str) -> int | None:
+    """A counter's value in one process's /metrics text."""
+    found = re.search(rf"^{name} (\S+)$", metrics_text, re.MULTILINE)
+    return round(float(found.group(1))) if found else None
 
 
 def histogram_quantile(metrics_text: str, name: str, q: float) -> float | None:
@@ -581,7 +621,7 @@ async def scale(args: argparse.Namespace) -> None:
                         topology,
                         [make_webhook(f"scale-{i}", 0, SEED) for i in range(at, min(at + 20_000, done + size))],
                     )
-                drained = await drain(database_url, [processor], size, already=done)
+                drained = await drain(infra.nats_url, database_url, topology, [processor], size, already=done)
                 metrics_text = await asyncio.to_thread(
                     lambda: urllib.request.urlopen(f"{processor.base_url}/metrics", timeout=10).read().decode()
                 )
@@ -601,6 +641,8 @@ async def scale(args: argparse.Namespace) -> None:
                             "drain_rps": round(drained.rps),
                             "us_per_webhook": round(drained.us_per_webhook, 1),
                             "p99_batch_apply_ms": round(1000 * p99, 1) if p99 is not None else None,
+                            # webhooks applied again (an ack_wait expired, or a recovery): work not in drain_rps
+                            "redeliveries": counter(metrics_text, "fincart_processor_redeliveries_total"),
                             "processor_peak_rss_mb": round(drained.peak_rss_mb[0], 1),
                             **{
                                 f"{k}_mb": round(sizes[k] / 2**20, 1)
@@ -656,7 +698,9 @@ async def capacity(args: argparse.Namespace) -> None:
                 database_url, topology = await bench.prepare(f"n{nodes}p{replicas}")
                 await fill(infra.nats_url, topology, hooks, infra.stream_replicas)
                 drained = await drain(
+                    infra.nats_url,
                     database_url,
+                    topology,
                     [
                         bench.fincart(f"processor-n{nodes}-{i}", "fincart-processor", database_url, topology)
                         for i in range(replicas)
@@ -691,6 +735,85 @@ async def capacity(args: argparse.Namespace) -> None:
             finally:
                 infra.stop()
                 base.stop()
+
+
+ACK_POLICIES = ("explicit", "all")
+
+
+async def ack_policies(args: argparse.Namespace) -> dict[str, Any]:
+    """--ack-policies: the same backlog drained by one processor with each FINCART_ACK_POLICY, taking turns for
+    ``--rounds`` rounds (which goes first alternates), against an embedded nats-server of this run so that its
+    CPU is this run's alone. Medians per policy, and the median of each round's AckAll / explicit ratio."""
+    workdir = Path(tempfile.mkdtemp(prefix="fincart-bench-acks-"))
+    base = start_infra(
+        {k: v for k, v in os.environ.items() if k != "FINCART_NATS_URL"},
+        use_defaults_if_reachable=True,
+        workdir=workdir,
+    )
+    broker = EmbeddedNats(workdir / "nats")
+    infra = Infra(broker.url, base.redis_url, base.database_url, embedded={"nats": broker}, workdir=workdir)
+    bench = Bench(args, infra, workdir)
+    hooks = workload(args.webhooks, args.orders)
+    runs: dict[str, list[dict[str, float]]] = {policy: [] for policy in ACK_POLICIES}
+    try:
+        broker.start()
+        for round_ in range(args.rounds):
+            for policy in ACK_POLICIES if round_ % 2 == 0 else ACK_POLICIES[::-1]:
+                database_url, topology = await bench.prepare(f"{policy}{round_}")
+                await fill(infra.nats_url, topology, hooks)
+                processor = bench.fincart(
+                    f"processor-{policy}-{round_}", "fincart-processor", database_url, topology, ack_policy=policy
+                )
+                drained = await drain(
+                    infra.nats_url, database_url, topology, [processor], len(hooks), watch={"nats": [broker.pid or 0]}
+                )
+                processor.stop()
+                runs[policy].append(
+                    {
+                        "drain_rps": drained.rps,
+                        "us_per_webhook": drained.us_per_webhook,
+                        **{f"{k}_us_per_webhook": v for k, v in drained.others_us_per_webhook.items()},
+                    }
+                )
+                print(f"round {round_ + 1} {policy:<8} " + json.dumps(runs[policy][-1]), file=sys.stderr, flush=True)
+    finally:
+        try:
+            await bench.cleanup()
+        finally:
+            broker.stop()
+            base.stop()
+    result: dict[str, Any] = {
+        "webhooks": args.webhooks,
+        "orders": args.orders,
+        "rounds": args.rounds,
+        "cpus": os.cpu_count(),
+    }
+    for key in runs["explicit"][0]:
+        for policy, rounds in runs.items():
+            result[f"{policy}_{key}"] = round(statistics.median(r[key] for r in rounds), 1)
+        ratios = [a[key] / e[key] for a, e in zip(runs["all"], runs["explicit"], strict=True) if e[key]]
+        result[f"{key}_ratio"] = round(statistics.median(ratios), 3) if ratios else None
+    result["load_average_1m"] = round(os.getloadavg()[0], 2)
+    return result
+
+
+def ack_table(r: dict[str, Any]) -> str:
+    rows = [
+        ("drain webhooks/s", "drain_rps"),
+        ("processor CPU us/webhook", "us_per_webhook"),
+        ("nats-server CPU us/webhook", "nats_us_per_webhook"),
+        ("PostgreSQL CPU us/webhook", "postgres_us_per_webhook"),
+    ]
+    lines = [f"{'':<28}{'explicit':>10}{'AckAll':>10}{'ratio':>8}"]
+    lines += [
+        f"{label:<28}{r[f'explicit_{key}']:>10,.1f}{r[f'all_{key}']:>10,.1f}{r[f'{key}_ratio'] or 0:>8.3f}"
+        for label, key in rows
+    ]
+    lines.append(
+        f"medians of {r['rounds']} rounds of {r['webhooks']:,} webhooks over {r['orders']:,} orders, ratio = median "
+        f"of the rounds' AckAll / explicit, {r['cpus']} CPUs, load average {r['load_average_1m']}"
+    )
+    return "\n".join(lines)
 
 
 BROKERS = {
@@ -802,9 +925,9 @@ def table(r: dict) -> str:
             f"{r['cpu_ratio'] or 0:.2f}",
         ),
         (
-            "baseline AckAll",
-            f"{r['baseline_ackall_rps']:>8,}/s",
-            f"{r['baseline_ackall_us_per_webhook']:>6.1f} us",
+            "baseline, acks each",
+            f"{r['baseline_each_rps']:>8,}/s",
+            f"{r['baseline_each_us_per_webhook']:>6.1f} us",
             f"{r['ackall_speedup']:.2f}",
         ),
         ("raw upsert rows/s", "", f"{r['raw_upsert_rps']:>8,}", ""),
@@ -845,7 +968,12 @@ def main() -> None:
         help="only ingest's rate with sync_interval: always vs the default fsync (own brokers)",
     )
     parser.add_argument("--cluster", action="store_true", help="--sync-cost: also a 3-node R3 cluster")
-    parser.add_argument("--rounds", type=int, default=3, help="--sync-cost: turns each broker takes")
+    parser.add_argument(
+        "--ack-policies",
+        action="store_true",
+        help="only the processor's drain with FINCART_ACK_POLICY explicit vs all, taking turns (own broker)",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--sync-cost, --ack-policies: turns each one takes")
     parser.add_argument(
         "--scale",
         action="store_true",
@@ -875,6 +1003,11 @@ def main() -> None:
         if min(args.scale_sizes) < 1:
             parser.error("--scale-sizes must be positive")
         asyncio.run(scale(args))
+        return
+    if args.ack_policies:
+        result = asyncio.run(ack_policies(args))
+        print(ack_table(result))
+        print(json.dumps(result))
         return
     if args.sync_cost:
         result = asyncio.run(sync_cost(args))

@@ -6,8 +6,9 @@ in the batch, by (updated_at, webhook id)) and its audit rows (``INSERT_AUDIT``)
 per webhook and wait for every PubAck, ack the batch. No pydantic models, tracing, metrics, leases, row
 locks, redelivery checks, poison isolation or recovery: what is left is the floor of the processor's work.
 
-``--ack each`` acks every message (the processor's AckExplicit); ``--ack all`` creates the consumers with
-AckAll and acks only the last message of a batch. Runs until SIGTERM; prints ``ready`` once connected.
+``--ack all`` creates the consumers with AckAll and acks only the last message of a batch (the processor's
+default); ``--ack each`` acks every message (FINCART_ACK_POLICY=explicit). Runs until SIGTERM; prints
+``ready`` once connected.
 
     python benchmarks/same_work.py --database-url ... --nats-url ... --prefix ... --partitions 16
 """

@@ -24,14 +24,14 @@ KEYS = (
     "drain_rps_2",
     "baseline_rps",
     "drain_ratio",
-    "baseline_ackall_rps",
+    "baseline_each_rps",
     "ackall_speedup",
     "processor_peak_rss_mb",
     "seed_answer_s",
     "seed_drain_s",
 )
 # CPU time is counted in clock ticks (10 ms): a tiny drain may take less than one
-CPU_KEYS = ("us_per_webhook", "baseline_us_per_webhook", "baseline_ackall_us_per_webhook")
+CPU_KEYS = ("us_per_webhook", "baseline_us_per_webhook", "baseline_each_us_per_webhook")
 # sizes in MiB (rounded) and CPU in ticks may be 0 at tiny sizes
 SCALE_KEYS = ("us_per_webhook", "orders_table_mb", "orders_indexes_mb", "audit_table_mb", "audit_indexes_mb")
 
@@ -96,6 +96,25 @@ def test_scale_mode_reports_each_backlog(infra: Infra):
         assert {
             key: step.get(key) for key in SCALE_KEYS if not (isinstance(step.get(key), int | float) and step[key] >= 0)
         } == {}
+
+
+def test_ack_policies_mode_reports_both_policies(infra: Infra):
+    """--ack-policies: explicit and AckAll in turns, medians and ratios (its own embedded nats-server)."""
+    done = subprocess.run(
+        [sys.executable, str(PIPELINE), "--ack-policies", "--webhooks", "200", "--rounds", "2"],
+        env=env_of(infra),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for policy in ("explicit", "all"):
+        assert result[f"{policy}_drain_rps"] > 0, result
+        for key in ("us_per_webhook", "nats_us_per_webhook", "postgres_us_per_webhook"):
+            assert result[f"{policy}_{key}"] >= 0, result
+    assert result["drain_rps_ratio"] > 0, result
 
 
 def test_sync_scale_mode_reports_each_client_count(infra: Infra):

@@ -1,10 +1,10 @@
 """The consumer of one partition whose lease this replica holds: fetch a batch, apply it, publish events, ack.
 
 nats-py is used directly instead of FastStream's subscribers: a replica creates and stops partition consumers
-at run time as it acquires and hands over leases (``ownership``), a batch is acked, extended (in_progress)
-or nak'ed as a whole after the transaction, and before fetching anything new a consumer re-reads its unacked
-messages straight from the stream (``_recover``); FastStream's per-message ack policies and fixed subscriber
-set express none of that.
+at run time as it acquires and hands over leases (``ownership``), a batch is acked (with AckAll: one ack of
+its last message), extended (in_progress) or nak'ed as a whole after the transaction, and before fetching
+anything new a consumer re-reads its unacked messages straight from the stream (``_recover``); FastStream's
+per-message ack policies and fixed subscriber set express none of that.
 
 Order: a partition is a serial log. Within a batch messages are applied in stream-sequence order; across
 a crash, a failed batch or a change of owner, the unacked range (ack floor .. last delivered) is applied
@@ -26,7 +26,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import asyncpg
 import nats.errors
@@ -61,7 +62,7 @@ def consumer_config(topology: Topology, partition: int, settings: ProcessorSetti
         name=durable,
         durable_name=durable,
         filter_subject=topology.webhook_subject(partition),
-        ack_policy=AckPolicy.EXPLICIT,
+        ack_policy=AckPolicy(settings.ack_policy),
         deliver_policy=DeliverPolicy.ALL,
         ack_wait=settings.ack_wait_s,
         max_deliver=-1,  # transient failures must never exhaust deliveries; poison is dead-lettered by us
@@ -86,6 +87,8 @@ class PartitionConsumer:
         self._js, self._topology, self._nc, self._settings = js, topology, nc, settings
         self._dead_letters = DeadLetters(js, pool, topology, settings.db_acquire_timeout_s)
         self._applier = BatchApplier(fence, pool, events, settings)
+        self._ack_all = settings.ack_policy == "all"
+        self._recreate_at: int | None = None  # set while the consumer is being recreated (_ensure_consumer)
         self.subscribed = False
 
     @property
@@ -98,12 +101,8 @@ class PartitionConsumer:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Until ``stopping`` is set; LeaseLost when a batch found the lease gone (nothing acked)."""
-        stream = self._topology.orders_stream
-        try:  # created once; a restarted replica keeps its consumer and its ack floor
-            await self._js.consumer_info(stream, self.durable)
-        except nats.js.errors.NotFoundError:
-            await self._js.add_consumer(stream, config=consumer_config(self._topology, self.partition, self._settings))
-        puller = Puller(self._nc, stream, self.durable)
+        await self._ensure_consumer()
+        puller = Puller(self._nc, self._topology.orders_stream, self.durable)
         await puller.start()
         self.subscribed = True
         needs_recovery = True  # a previous incarnation or owner may have died holding a batch
@@ -172,15 +171,16 @@ class PartitionConsumer:
             ],
             *[r.delivery.stream_seq for r in rejected if not await self._dead_letter(r)],
         }
-        for (stream_seq, _), msg in positioned:  # an ack is a buffered publish: no task per message needed
-            if stream_seq in failed_to_dead_letter:
-                await quietly(msg.nak(delay=self._settings.retry_backoff_s))
-            else:
-                await msg.ack()
+        # With AckAll an ack covers every message before it: a message whose dead-lettering failed is nak'ed
+        # with all after it, and the batch fails, so that _recover dead-letters it before anything newer is
+        # fetched and acked (the messages after it were applied: coming back, they only re-publish).
+        done = next((i for i, ((seq, _), _) in enumerate(positioned) if seq in failed_to_dead_letter), len(msgs))
+        await self._ack([m for _, m in positioned[:done]])
+        await self._nak_all([m for _, m in positioned[done:]])
         metrics.BATCH_SIZE.observe(len(msgs))
         metrics.APPLY_SECONDS.observe(time.perf_counter() - started)
         log.info("batch applied", extra={"partition": self.partition, "batch_size": len(msgs)})
-        return True
+        return done == len(msgs)
 
     async def _recover(self) -> bool:
         """Apply the partition's delivered-but-unacked messages, read straight from the stream, before
@@ -192,6 +192,7 @@ class PartitionConsumer:
             info = await self._js.consumer_info(stream, self.durable)
             first, last = info.ack_floor.stream_seq + 1, info.delivered.stream_seq
             deliveries: list[Delivery] = []
+            invalid: list[tuple[bytes, Mapping[str, str] | None, int, str]] = []
             seq = first
             while seq <= last:
                 try:
@@ -204,8 +205,8 @@ class PartitionConsumer:
                 data = raw.data or b""
                 try:
                     deliveries.append(Delivery(parse(data), RemoteTrace(raw.headers), data, raw.headers, raw.seq))
-                except ValueError:
-                    continue  # not a webhook: dead-lettered when it is delivered again
+                except ValueError as exc:  # dead-lettered here: with AckAll, the next ack may cover it
+                    invalid.append((data, raw.headers, raw.seq, str(exc)))
         except (TimeoutError, nats.errors.Error) as exc:
             log.warning("recovery read failed", extra={"partition": self.partition, "error": repr(exc)})
             return False
@@ -219,13 +220,50 @@ class PartitionConsumer:
             for rejected in outcome[1]:
                 if not await self._dead_letter(rejected):
                     return False
+        for data, headers, stream_seq, reason in invalid:
+            if not await self._dead_letters.send(data, headers, stream_seq, reason, "invalid"):
+                return False
         return True
+
+    async def _ensure_consumer(self) -> None:
+        """Create the partition's durable consumer once (a restarted replica keeps it and its ack floor), or
+        recreate it when its ack policy is not the configured one, which JetStream cannot change: the new one
+        starts after the old one's ack floor, so the old unacked range is delivered first, in stream order,
+        before anything newer, as ``_recover`` would re-apply it."""
+        stream = self._topology.orders_stream
+        config = consumer_config(self._topology, self.partition, self._settings)
+        try:
+            info = await self._js.consumer_info(stream, self.durable)
+            if info.config.ack_policy == config.ack_policy:
+                return
+            self._recreate_at = info.ack_floor.stream_seq + 1
+            log.warning(
+                "recreating the consumer with another ack policy",
+                extra={
+                    "partition": self.partition,
+                    "ack_policy": self._settings.ack_policy,
+                    "stream_seq": self._recreate_at,
+                },
+            )
+            await self._js.delete_consumer(stream, self.durable)
+        except nats.js.errors.NotFoundError:
+            pass
+        if self._recreate_at is not None:  # also when a create after our delete failed and is retried
+            config = replace(config, deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._recreate_at)
+        await self._js.add_consumer(stream, config=config)
+        self._recreate_at = None
 
     async def _dead_letter(self, rejected: Rejected) -> bool:
         d = rejected.delivery
         return await self._dead_letters.send(
             d.data, d.headers, d.stream_seq, rejected.reason, "rejected", d.webhook.webhook_id, d.webhook.order_id
         )
+
+    async def _ack(self, msgs: Sequence[Msg]) -> None:
+        """Ack applied messages (in stream order): with AckAll the last one acks them all. An ack is a buffered
+        publish: no task per message."""
+        for m in msgs[-1:] if self._ack_all else msgs:
+            await m.ack()
 
     async def _nak_all(self, msgs: Sequence[Msg]) -> None:
         for m in msgs:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fincart_core.settings import CommonSettings
 from pydantic import Field, model_validator
 
@@ -12,6 +14,9 @@ class ProcessorSettings(CommonSettings):
     batch_size: int = Field(500, ge=1, le=10_000, description="Messages fetched and applied per transaction")
     fetch_timeout_s: float = Field(1.0, gt=0, description="Longest wait for a batch to fill")
     ack_wait_s: float = Field(10.0, gt=0, description="JetStream redelivers a message not acked within this")
+    ack_policy: Literal["all", "explicit"] = Field(
+        "all", description="JetStream ack policy of the partition consumers: one ack per batch, or one per message"
+    )
     retry_attempts: int = Field(5, ge=1, description="In-process retries of a batch on a transient error")
     retry_backoff_s: float = Field(0.2, gt=0, description="First retry delay, doubled per attempt")
     db_pool_size: int = Field(8, ge=1, le=200, description="PostgreSQL connections of this process")
