@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from fincart_devstack.localstack import Infra
 
@@ -45,31 +46,32 @@ def env_of(infra: Infra) -> dict[str, str]:
     }
 
 
-def test_pipeline_benchmark_reports_every_figure(infra: Infra):
-    """Ingest vs bare FastAPI, the processor vs the same-work baseline (per-message acks and AckAll), seed."""
+def bench(script: Path, *args: str, env: dict[str, str], timeout: float = 240) -> list[dict[str, Any]]:
+    """Run a benchmark script (it must exit 0); the JSON objects it printed, a line each, after its tables."""
     done = subprocess.run(
-        [
-            sys.executable,
-            str(PIPELINE),
-            "--webhooks",
-            "200",
-            "--warmup",
-            "20",
-            "--orders",
-            "50",
-            "--seed-webhooks",
-            "10",
-            "--concurrency",
-            "8",
-        ],
-        env=env_of(infra),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
+        [sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def test_pipeline_benchmark_reports_every_figure(infra: Infra):
+    """Ingest vs bare FastAPI, the processor vs the same-work baseline (per-message acks and AckAll), seed."""
+    lines = bench(
+        PIPELINE,
+        "--webhooks",
+        "200",
+        "--warmup",
+        "20",
+        "--orders",
+        "50",
+        "--seed-webhooks",
+        "10",
+        "--concurrency",
+        "8",
+        env=env_of(infra),
+    )
+    result = lines[-1]
     assert {
         key: result.get(key) for key in KEYS if not (isinstance(result.get(key), int | float) and result[key] > 0)
     } == {}
@@ -80,16 +82,7 @@ def test_pipeline_benchmark_reports_every_figure(infra: Infra):
 
 def test_scale_mode_reports_each_backlog(infra: Infra):
     """--scale: one JSON line per backlog, the orders table growing by each."""
-    done = subprocess.run(
-        [sys.executable, str(PIPELINE), "--scale", "--scale-sizes", "100,200"],
-        env=env_of(infra),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    steps = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    steps = bench(PIPELINE, "--scale", "--scale-sizes", "100,200", env=env_of(infra))
     assert [(s["backlog"], s["orders_rows"]) for s in steps] == [(100, 100), (200, 300)]
     for step in steps:
         assert step["drain_rps"] > 0 and step["p99_batch_apply_ms"] > 0 and step["processor_peak_rss_mb"] > 0, step
@@ -100,16 +93,8 @@ def test_scale_mode_reports_each_backlog(infra: Infra):
 
 def test_ack_policies_mode_reports_both_policies(infra: Infra):
     """--ack-policies: explicit and AckAll in turns, medians and ratios (its own embedded nats-server)."""
-    done = subprocess.run(
-        [sys.executable, str(PIPELINE), "--ack-policies", "--webhooks", "200", "--rounds", "2"],
-        env=env_of(infra),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = bench(PIPELINE, "--ack-policies", "--webhooks", "200", "--rounds", "2", env=env_of(infra))
+    result = lines[-1]
     for policy in ("explicit", "all"):
         assert result[f"{policy}_drain_rps"] > 0, result
         for key in ("us_per_webhook", "nats_us_per_webhook", "postgres_us_per_webhook"):
@@ -119,29 +104,20 @@ def test_ack_policies_mode_reports_both_policies(infra: Infra):
 
 def test_sync_scale_mode_reports_each_client_count(infra: Infra):
     """sync.py --scale: one JSON line per client count, with RSS per client, every frame received."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(SYNC),
-            "--scale",
-            "20,40",
-            "--firehose",
-            "2",
-            "--rate",
-            "50",
-            "--duration",
-            "1",
-            "--drain",
-            "1",
-        ],
+    steps = bench(
+        SYNC,
+        "--scale",
+        "20,40",
+        "--firehose",
+        "2",
+        "--rate",
+        "50",
+        "--duration",
+        "1",
+        "--drain",
+        "1",
         env=env_of(infra),
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    steps = [json.loads(line) for line in done.stdout.strip().splitlines()]
     assert [s["clients"] for s in steps] == [20, 40]
     for step in steps:
         assert step["frames_received"] == step["frames_expected"] > 0, step
@@ -151,29 +127,22 @@ def test_sync_scale_mode_reports_each_client_count(infra: Infra):
 def test_sync_cost_mode_reports_each_broker(infra: Infra):
     """--sync-cost: ingest against its own brokers (default fsync, sync_interval: always, a 3-node cluster)."""
     env = {k: v for k, v in env_of(infra).items() if k != "FINCART_NATS_URL"}
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(PIPELINE),
-            "--sync-cost",
-            "--cluster",
-            "--rounds",
-            "1",
-            "--webhooks",
-            "100",
-            "--warmup",
-            "10",
-            "--concurrency",
-            "8",
-        ],
+    lines = bench(
+        PIPELINE,
+        "--sync-cost",
+        "--cluster",
+        "--rounds",
+        "1",
+        "--webhooks",
+        "100",
+        "--warmup",
+        "10",
+        "--concurrency",
+        "8",
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
-        check=False,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result = lines[-1]
     for broker in ("default", "always", "cluster"):
         assert result[f"{broker}_rps"] > 0 and result[f"{broker}_ratio"] > 0, result
     assert result["default_ratio"] == 1.0
@@ -184,22 +153,8 @@ INGRESS_KEYS = ("direct_p50_ms", "direct_p99_ms", "ingress_p50_ms", "ingress_p99
 
 
 def test_ingress_benchmark_reports_every_figure(infra: Infra):
-    env = {
-        **os.environ,
-        "FINCART_NATS_URL": infra.nats_url,
-        "FINCART_REDIS_URL": infra.redis_url,
-        "FINCART_DATABASE_URL": infra.database_url,
-    }
-    done = subprocess.run(
-        [sys.executable, str(INGRESS), "--requests", "20", "--rounds", "1", "--concurrency", "1,4"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(done.stdout.strip().splitlines()[-1])
+    lines = bench(INGRESS, "--requests", "20", "--rounds", "1", "--concurrency", "1,4", env=env_of(infra), timeout=120)
+    result = lines[-1]
     for level in ("c1", "c4"):
         assert {key: result[level].get(key) for key in INGRESS_KEYS if not result[level].get(key, 0) > 0} == {}
         assert result[level]["requests_per_mode"] == 20
