@@ -5,13 +5,15 @@ seconds of imports a fresh `python -m pytest` pays on a busy 2-core machine.
   python mutation/forkserver.py serve mutation/<target>.toml   # run.sh, before `cosmic-ray exec`
   python mutation/forkserver.py run PYTEST-ARGS...              # the target's test-command
 
-The server imports the target's test files once, then forgets every module loaded from this checkout (the
-code under test, the tests), so each forked run imports them afresh from disk, as cosmic-ray mutated them.
+The server runs the tests once, unmutated, and imports in itself every library that run needed, but none of
+the modules of this checkout (the code under test, the tests): each forked run imports those afresh from
+disk, as cosmic-ray mutated them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -20,7 +22,6 @@ import signal
 import socket
 import sys
 import tomllib
-from importlib.metadata import entry_points
 from pathlib import Path
 
 SOCKET = "mutation/.forkserver.sock"
@@ -36,27 +37,28 @@ def _from_checkout(module: object, root: Path, venv: Path) -> bool:
     return any(p.is_relative_to(root) and not p.is_relative_to(venv) for p in paths)
 
 
-def _third_party_modules(test_files: list[str], root: Path, venv: Path) -> list[str]:
-    """The modules, in import order, that importing the test files loads from outside this checkout, learnt in
-    a throwaway child: importing the checkout's own modules here would leave their state in the libraries
-    (prometheus_client's registry refuses the same metric twice)."""
+def _baseline(args: list[str], root: Path, venv: Path) -> list[str]:
+    """Runs the tests once, unmutated, in a throwaway child (they must pass, or every mutant would count as
+    killed) and returns the modules, in import order, it loaded from outside this checkout. The checkout's own
+    modules are never imported here: they would leave their state in the libraries (prometheus_client's
+    registry refuses the same metric twice)."""
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read_end)
-        import pytest  # noqa: F401 (it and its plugins are what every run loads first)
+        import pytest
 
-        for plugin in entry_points(group="pytest11"):
-            plugin.load()
-        for path in test_files:
-            importlib.import_module(path.removesuffix(".py").replace("/", "."))
+        code = int(pytest.main(args))
         with os.fdopen(write_end, "w") as out:
             json.dump([name for name, module in sys.modules.items() if not _from_checkout(module, root, venv)], out)
-        os._exit(0)
+        sys.stdout.flush()
+        os._exit(code)
     os.close(write_end)
     with os.fdopen(read_end) as answer:
         names: list[str] = json.load(answer)
-    os.waitpid(pid, 0)
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit("the tests fail without any mutant")
     return names
 
 
@@ -66,9 +68,12 @@ def serve(config: Path) -> None:
     # a mutant can have the size and mtime second of the original: never let a cached .pyc stand in for it
     sys.dont_write_bytecode = True
     command = shlex.split(tomllib.loads(config.read_text())["cosmic-ray"]["test-command"])
-    for name in _third_party_modules([a for a in command if a.endswith(".py")], root, venv):
+    for name in _baseline(command[command.index("run") + 1 :], root, venv):
         with contextlib.suppress(Exception):  # the odd module that cannot be imported by its name alone
             importlib.import_module(name)
+    # what is imported now lives as long as the server: the runs' garbage collections (pytest forces several)
+    # need not walk it
+    gc.freeze()
     Path(SOCKET).unlink(missing_ok=True)
     listener = socket.socket(socket.AF_UNIX)
     listener.bind(SOCKET)
