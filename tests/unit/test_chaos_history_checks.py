@@ -388,3 +388,47 @@ def test_the_checks_run_in_the_verifier(run: Run):
     assert result.verdict == "Inconclusive" and [(a.invariant, a.message) for a in result.inconclusive] == [
         ("coverage", "fault restart-nats is on the request path but failed no request")
     ]
+
+
+# ---------------------------------------------------------------- edges (each kills a mutant, see mutation/)
+
+
+def test_a_resumed_observer_holding_the_stored_version_of_another_webhook_is_stale(run: Run):
+    last = run.events[-1]
+    other = last.model_copy(update={"last_webhook_id": "someone-else"})
+    found = {v.message: v.ids for v in observer_views(run.events, [[*run.events[:-1], other]], run.rows, run.versions)}
+    assert found["a resumed observer did not end with the stored version"] == [last.order_id]
+
+
+def test_a_poison_webhook_answered_3xx_is_unanswered():
+    [v] = poison_outcomes({"moved": "calendarEdge"}, [entry("moved", 300)], {}, winners=[])
+    assert (v.invariant, v.ids) == ("I7", ["moved"])
+
+
+def test_fault_windows_include_their_bounds_and_only_final_answers():
+    nats = FaultRecord(name="restart-nats", type="brokerRestart", started_at=100.0, healed_at=101.0, result="healed")
+    ledger = [
+        entry("at-start", 200, "valid", attempts=2, failures=[(100.0, 503)], done_at=100.5),
+        entry("redirected", 399, "valid", done_at=100.5),  # not an answer the sender stops at
+        entry("too-long", 431, "valid", done_at=100.5),  # a 4xx other than 429 is final
+    ]
+    [window] = fault_windows([nats], ledger, {})
+    assert (window.failed, window.retried, window.answered) == (1, 1, 2)
+
+
+def test_each_poison_check_reports_its_own_invariant_only(run: Run):
+    requests = full_plan(LOAD)
+    poison = [r.webhook.webhook_id for r in requests if r.kind == "poison"]
+    accepted = next(p for p in poison if poison_kind(p) == "schema")  # 2xx to a schema poison: I7, and stuck: I3
+    applied = next(p for p in poison if p != accepted)  # I5
+    history = History(
+        orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
+        audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit],
+    )
+    ledger = [entry(r.webhook.webhook_id, 422 if r.kind == "poison" else 200, r.kind) for r in requests]
+    ledger = [e.model_copy(update={"status": 200}) if e.webhook_id == accepted else e for e in ledger]
+    store = StoreView(run.rows, run.versions, [*run.audit, AuditEntry(applied, "o", "processed")])
+    ctx = Context(requests, ledger, history, run.events, extras=Extras(store))
+    for invariant in ("I3", "I5", "I7"):
+        messages = [(a.invariant, a.message) for a in verify(ctx, {invariant}).anomalies]
+        assert messages and {i for i, _ in messages} == {invariant} and len(set(messages)) == len(messages)

@@ -12,11 +12,23 @@ from decimal import Decimal
 
 import pytest
 from fincart_chaos import oracle, workload
+from fincart_chaos import verify as verify_module
 from fincart_chaos.evidence import counterexamples
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.outcomes import classify
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, verify
+from fincart_chaos.verify import (
+    ALL_INVARIANTS,
+    AuditRow,
+    Context,
+    History,
+    OrderRow,
+    Result,
+    _applied_twice,
+    _delivery_gaps,
+    settle,
+    verify,
+)
 from fincart_chaos.workload import Request, full_plan
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
@@ -64,6 +76,7 @@ def test_a_correct_history_passes(sent):
         not r.valid for r in sent
     )
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
+    assert (result.counts.stale_overwrites, result.counts.duplicated, result.counts.unexpected) == (0, 0, 0)
 
 
 def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_inconclusive(sent):
@@ -340,3 +353,85 @@ def test_a_violation_comes_with_a_counterexample_per_sample_order(sent):
     assert (lost.outcome, lost.status, lost.faults) == ("lost", 200, ["kill"])
     assert order.row is not None and order.row.version == len(order.versions_seen)
     assert f"{victim.webhook_id}: discarded" not in order.audit and order.audit
+
+
+# ---------------------------------------------------------------- edges (each kills a mutant, see mutation/)
+
+
+def seen_at(order_id: str, version: int, webhook_id: str = "w", seq: int = 0) -> Seen:
+    return Seen(
+        kind="event",
+        seq=seq,
+        order_id=order_id,
+        version=version,
+        status="CONFIRMED",
+        shipping_fee="5.99",
+        last_webhook_id=webhook_id,
+        received_at=0.0,
+    )
+
+
+def row_at(order_id: str, version: int | None, webhook_id: str = "w") -> OrderRow:
+    return OrderRow(order_id, "CONFIRMED", Decimal("5.99"), version, webhook_id)
+
+
+def test_delivery_gaps_run_from_version_one_to_the_stored_version():
+    assert _delivery_gaps([], [row_at("o", 2)]) == (["o@v1", "o@v2"], [])
+    assert _delivery_gaps([seen_at("o", 1)], [row_at("o", 2)]) == (["o@v2"], [])
+    assert _delivery_gaps([seen_at("o", 1), seen_at("o", 3)], [row_at("o", 3)]) == (["o@v2"], [])
+    # a client that holds a version the row never got (NULL version) saw something never stored
+    assert _delivery_gaps([seen_at("o", 1)], [row_at("o", None)]) == ([], ["o"])
+    assert _delivery_gaps([seen_at("o", 2)], [row_at("o", 2, "x")]) == (["o@v1"], ["o"])
+
+
+def test_applied_twice_is_one_webhook_at_two_versions():
+    assert _applied_twice([seen_at("o", 1, "a"), seen_at("o", 2, "a"), seen_at("o", 3, "b"), seen_at("o", 3, "b")]) == [
+        "a"
+    ]
+
+
+def test_a_poison_webhook_dead_lettered_is_expected_applied_it_is_unexpected():
+    sent = full_plan(Load(orders=3, updates_per_order=6, poison_ratio=0.5, poison_kinds=["schema"], seed=5))
+    poison = next(r.webhook for r in sent if r.kind == "poison")
+
+    def unexpected(status: str) -> list[str]:
+        return Context(sent, None, History([], [AuditRow(poison.webhook_id, poison.order_id, status)]), None).unexpected
+
+    assert (unexpected("failed"), unexpected("processed")) == ([], [poison.webhook_id])
+
+
+def test_an_inconclusive_reason_is_cut_at_1000_characters(sent):
+    history, seen, ledger = run_model(sent)
+    idle = [FaultRecord(name=f"fault-{n:03}", type="podKill", result="failed", message="x" * 40) for n in range(40)]
+    result = judge(sent, ledger, history, seen, faults=idle)
+    assert result.verdict == "Inconclusive" and len(result.reason or "") == 1000
+
+
+class FakeConnection:
+    """Answers settle's poll with (audit rows, sum of versions), one answer per poll, the last one repeated."""
+
+    def __init__(self, *answers: tuple[int, int]) -> None:
+        self.answers = list(answers)
+        self.closed = False
+
+    async def fetchrow(self, *_: object, **__: object) -> tuple[int, int]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatch: pytest.MonkeyPatch):
+    def settled(conn: FakeConnection, timeout: float, observed: list[Seen] | None = None) -> object:
+        async def connect(*_: object, **__: object) -> FakeConnection:
+            return conn
+
+        monkeypatch.setattr(verify_module.asyncpg, "connect", connect)
+        return settle("postgresql://localhost/db", ["o", "p"], 3, timeout, observed, poll_s=0)
+
+    conn = FakeConnection((2, 1), (3, 4))
+    assert await settled(conn, 30) is True and conn.answers == [(3, 4)] and conn.closed
+    assert await settled(FakeConnection((2, 1)), 0) is False
+    clients = [seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
+    assert await settled(FakeConnection((3, 4)), 30, clients) is True
+    assert await settled(FakeConnection((3, 5)), 0, clients) is False
