@@ -31,6 +31,7 @@ from fincart_operator.reconcile import (
     needs_attention,
     orphaned_restores,
     parse_status,
+    restore_message,
     restore_targets,
 )
 from fincart_operator.settings import OperatorSettings
@@ -267,8 +268,10 @@ def test_an_invalid_spec_is_an_error_naming_the_field_and_starts_nothing(raw: di
 
 
 def test_a_name_too_long_for_its_children_is_invalid() -> None:
-    decision = decide(Owner("n" * 60, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
+    decision = decide(Owner("n" * 57, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
     assert decision.status.phase == "Error" and "metadata.name" in (decision.status.message or "")
+    longest = decide(Owner("n" * 56, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
+    assert longest.status.phase == "Running"  # 56 + len("-verify") = 63
 
 
 # ---------------------------------------------------------------- faults
@@ -302,6 +305,8 @@ def test_scale_faults_record_the_replicas_before_scaling_to_zero_and_restore_the
     record = step(status, observed, seconds=10, raw=raw)
     assert of(record, Scale) == []  # the replicas to restore are written first
     assert restore_targets(record.status.faults[0].message) == list(WORKLOADS["pause"])
+    message = "scaled to 0; restore StatefulSet/fincart-processor=2 Deployment/fincart-x=1"
+    assert record.status.faults[0].message == message == restore_message(WORKLOADS["pause"])
     hold = step(record.status, observed, seconds=10.1, raw=raw)
     assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 0), Scale("Deployment", "fincart-x", 0)]
     observed = cluster_after(observed, hold)
@@ -474,6 +479,12 @@ def test_load_failures_end_in_error_with_a_reason_and_heal_the_faults(
     assert (Delete("Job", LOAD) in decision.actions) == (reason == "DeadlineExceeded")
 
 
+def test_the_load_may_run_for_exactly_its_deadline() -> None:
+    status, started, raw = running()
+    assert step(status, started, seconds=600, raw=raw).status.phase == "Running"
+    assert step(status, started, seconds=600.001, raw=raw).status.phase == "Error"
+
+
 def verifying() -> tuple[ChaosTestStatus, Observed, dict]:
     status, observed, raw = running()
     decision = step(status, finish_job(observed, LOAD), seconds=30, raw=raw)
@@ -486,6 +497,7 @@ def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map()
     decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
     final = decision.status
     assert (final.phase, final.verdict, final.report_ref) == ("Completed", "Pass", "seed-report")
+    assert [(c.type, c.status) for c in final.conditions] == [("LoadComplete", "True"), ("Verified", "True")]
     assert (final.counts.sent, final.counts.stored, final.counts.lost) == (50, 50, 0)
     assert final.completion_time == "2026-01-01T00:00:40.000Z"
     report = created(decision)["seed-report"]
@@ -605,11 +617,20 @@ def test_a_running_test_needs_the_operator() -> None:
 def test_the_load_deadline_is_estimated_from_the_spec_unless_configured() -> None:
     estimated = OperatorSettings(load_startup_s=100, load_assumed_rate=50)
     paced = ChaosTestSpec.model_validate(
-        spec(load={"orders": 1000, "updatesPerOrder": 10, "parallelism": 2, "rate": 100, "duplicateRatio": 0.1})
+        spec(
+            load={
+                "orders": 1000,
+                "updatesPerOrder": 10,
+                "parallelism": 2,
+                "rate": 100,
+                "duplicateRatio": 0.1,
+                "invalidSignatureRatio": 0.2,
+            }
+        )
     )
-    assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 5500 / 100)
+    assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 6500 / 100)
     unpaced = paced.model_copy(update={"load": paced.load.model_copy(update={"rate": 0})})
-    assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 5500 / 50)
+    assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 6500 / 50)
     assert load_deadline(unpaced, OperatorSettings(load_deadline_max_s=60)) == 60
     assert load_deadline(unpaced, SETTINGS) == 600
 
@@ -863,6 +884,7 @@ def test_network_faults_are_set_and_cleared_through_the_proxy_on_schedule() -> N
     (put,) = of(inject, ProxyCall)
     assert put.name == "seed-hole-0" and put.body is not None
     assert (put.body["route"], put.body["mode"], put.body["probability"]) == ("processor-nats", "blackhole", 1.0)
+    assert "bytesPerSecond" in put.body  # the proxy's API is camelCase, like the spec
     assert inject.status.faults[0].message == "blackhole on processor-nats via the fault proxy"
     assert of(proxied_step(inject.status, observed, 7.9, raw), ProxyCall) == []
     heal = proxied_step(inject.status, observed, 8, raw)
