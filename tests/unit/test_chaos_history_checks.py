@@ -411,6 +411,7 @@ def test_fault_windows_include_their_bounds_and_only_final_answers():
         entry("at-start", 200, "valid", attempts=2, failures=[(100.0, 503)], done_at=100.5),
         entry("redirected", 399, "valid", done_at=100.5),  # not an answer the sender stops at
         entry("too-long", 431, "valid", done_at=100.5),  # a 4xx other than 429 is final
+        entry("late", 200, "valid", done_at=103.5),  # after the heal and its grace (2 s)
     ]
     [window] = fault_windows([nats], ledger, {})
     assert (window.failed, window.retried, window.answered) == (1, 1, 2)

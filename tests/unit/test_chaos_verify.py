@@ -435,3 +435,28 @@ async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatc
     clients = [seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
     assert await settled(FakeConnection((3, 4)), 30, clients) is True
     assert await settled(FakeConnection((3, 5)), 0, clients) is False
+
+
+def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_must_get_401(sent):
+    history, seen, ledger = run_model(sent)
+    valid = [n for n, e in enumerate(ledger) if e.valid]
+    first = {valid[0]: 0, valid[1]: 202}  # no answer, then 200; a 202 at once
+    ledger = [e.model_copy(update={"first_status": first[n]}) if n in first else e for n, e in enumerate(ledger)]
+    assert verdict(sent, ledger, history, seen).verdict == "Pass"
+    forged = next(n for n, e in enumerate(ledger) if e.kind == "invalid_signature")
+    refused = [e.model_copy(update={"status": 403}) if n == forged else e for n, e in enumerate(ledger)]
+    assert failed(verdict(sent, refused, history, seen)) == {"I7"}
+
+
+def test_two_rows_for_one_order_fail_i1(sent):
+    history, seen, ledger = run_model(sent)
+    doubled = dataclasses.replace(history, orders=[*history.orders, history.orders[0]])
+    assert "I1" in failed(verdict(sent, ledger, doubled, seen))
+
+
+def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
+    history, seen, _ = run_model(sent)
+    ctx = Context(sent, None, history, seen)
+    order = history.orders[0].order_id
+    webhook = next(r.webhook for r in sent if r.webhook.order_id == order)
+    assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, "nobody@v1")] == [order] * 3 + [None]

@@ -452,6 +452,8 @@ def test_the_runners_get_syncs_read_token_when_the_spec_names_sync() -> None:
 
 def test_runner_counts_come_from_the_load_job() -> None:
     status, observed, raw = running()
+    fresh = step(status, observed, seconds=1, raw=raw).status.runners  # the Job exists, no pod has run yet
+    assert (fresh.desired, fresh.active, fresh.succeeded, fresh.failed) == (3, 0, 0, 0)
     observed = dataclasses.replace(observed, jobs={LOAD: JobView(LOAD, active=2, succeeded=1)})
     runners = step(status, observed, seconds=1, raw=raw).status.runners
     assert (runners.desired, runners.active, runners.succeeded, runners.failed) == (3, 2, 1, 0)
@@ -565,6 +567,14 @@ def test_abort_and_deletion_stop_the_load_and_heal_every_fault(how: str) -> None
     assert stop.status.faults[1].healed_at == "2026-01-01T00:00:12.000Z"
 
 
+def test_abort_leaves_a_skipped_fault_skipped() -> None:
+    status, observed, raw = running(FAULTS[:1], pods=PODS)
+    verifying = step(status, finish_job(observed, LOAD), seconds=1, raw=raw)
+    assert verifying.status.phase == "Verifying" and verifying.status.faults[0].result == "skipped"
+    stop = step(verifying.status, observed, seconds=2, raw={**raw, "abort": True})
+    assert stop.status.faults[0].result == "skipped" and "FaultHealed" not in [e.reason for e in of(stop, Event)]
+
+
 def test_abort_before_anything_started() -> None:
     decision = step(ChaosTestStatus(), Observed(finalized=False), raw=spec(abort=True))
     assert decision.status.phase == "Aborted" and of(decision, Create) == []
@@ -587,6 +597,7 @@ def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report(
     clean = step(status, observed, seconds=120, raw=raw)
     assert set(of(clean, Delete)) == {Delete("Job", LOAD), Delete("Job", VERIFY), Delete("ConfigMap", "seed-spec")}
     assert clean.wait_s is None and any(c.type == "CleanedUp" for c in clean.status.conditions)
+    assert of(step(status, observed, seconds=150, raw=raw), Delete) == of(clean, Delete)  # a late look cleans too
     assert step(clean.status, observed, seconds=200, raw=raw).actions == []
     assert not needs_attention(raw, clean.status.model_dump(by_alias=True))
 
