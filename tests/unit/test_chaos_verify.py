@@ -85,6 +85,7 @@ def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_incon
     assert result.verdict == "Inconclusive" and not result.anomalies
     assert result.checked == ["I1", "I2", "I3", "I4", "I5"]
     assert {a.invariant for a in result.inconclusive} == {"I6", "I7"}
+    assert (result.counts.unknown, result.counts.recovered) == (0, 0)  # no ledger, no answers to class
     # chosen away by the spec, they are not owed
     assert check_history(sent, None, history, None, invariants={"I1", "I5"}).verdict == "Pass"
 
@@ -403,8 +404,9 @@ def test_a_poison_webhook_dead_lettered_is_expected_applied_it_is_unexpected():
 def test_an_inconclusive_reason_is_cut_at_1000_characters(sent):
     history, seen, ledger = run_model(sent)
     idle = [FaultRecord(name=f"fault-{n:03}", type="podKill", result="failed", message="x" * 40) for n in range(40)]
-    result = judge(sent, ledger, history, seen, faults=idle)
+    result = judge(sent, ledger, history, seen, faults=[FaultRecord(name="never", type="podKill"), *idle])
     assert result.verdict == "Inconclusive" and len(result.reason or "") == 1000
+    assert (result.reason or "").startswith("coverage: fault never (podKill) injected: it never acted")
 
 
 class FakeConnection:
@@ -443,6 +445,8 @@ def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_mus
     first = {valid[0]: 0, valid[1]: 202}  # no answer, then 200; a 202 at once
     ledger = [e.model_copy(update={"first_status": first[n]}) if n in first else e for n, e in enumerate(ledger)]
     assert verdict(sent, ledger, history, seen).verdict == "Pass"
+    redirected = [e.model_copy(update={"first_status": 300}) if n == valid[2] else e for n, e in enumerate(ledger)]
+    assert failed(verdict(sent, redirected, history, seen)) == {"I7"}
     forged = next(n for n, e in enumerate(ledger) if e.kind == "invalid_signature")
     refused = [e.model_copy(update={"status": 403}) if n == forged else e for n, e in enumerate(ledger)]
     assert failed(verdict(sent, refused, history, seen)) == {"I7"}
@@ -459,4 +463,5 @@ def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
     ctx = Context(sent, None, history, seen)
     order = history.orders[0].order_id
     webhook = next(r.webhook for r in sent if r.webhook.order_id == order)
-    assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, "nobody@v1")] == [order] * 3 + [None]
+    unknown = ("nobody@v1", "aaa@v1", "zzz")  # ids sorting before and after every order id
+    assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, *unknown)] == [order] * 3 + [None] * 3

@@ -202,7 +202,7 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
                 "blockOwnerDeletion": True,
             }
         ]
-    assert [e.reason for e in of(decision, Event)] == ["Running"]
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Normal", "Running")]
 
 
 def test_the_spec_config_map_is_a_whole_chaostest_the_runners_can_read() -> None:
@@ -527,6 +527,13 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
     assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
 
 
+def test_an_unreadable_summary_is_quoted_up_to_1000_characters() -> None:
+    status, observed, raw = verifying()
+    text = summary(anomalies=[{"invariant": n} for n in range(40)])  # 40 errors, each with its input
+    decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
+    assert decision.status.phase == "Error" and len(decision.status.message or "") == 1000
+
+
 @pytest.mark.parametrize(
     ("change", "seconds", "reason"),
     [
@@ -565,6 +572,7 @@ def test_abort_and_deletion_stop_the_load_and_heal_every_fault(how: str) -> None
     assert set(of(stop, Delete)) == {Delete("Job", "seed-fault-drop-0"), Delete("Job", LOAD)}
     assert all(f.result == "healed" for f in stop.status.faults)
     assert stop.status.faults[1].healed_at == "2026-01-01T00:00:12.000Z"
+    assert [(c.type, c.status) for c in stop.status.conditions] == [("LoadComplete", "False")]  # never verifying
 
 
 def test_abort_leaves_a_skipped_fault_skipped() -> None:
@@ -665,6 +673,12 @@ def test_job_views_and_the_verifier_summary_from_api_objects() -> None:
     assert termination_message(pods) == "new" and termination_message([]) is None
     items = [{"metadata": {"ownerReferences": [{"uid": u}]}} for u in ("a", "b")]
     assert owned(items, "b") == items[1:]
+
+
+def test_a_restore_annotation_that_is_not_ours_is_ignored() -> None:
+    restore = Restore(2, "chaos/seed", "u")
+    assert Restore.parse(restore.text()) == restore
+    assert [Restore.parse(t) for t in (None, "not json", '{"replicas": 2}', "[2]", '{"replicas": "two"}')] == [None] * 5
 
 
 def test_names_of_the_children() -> None:
