@@ -19,6 +19,7 @@ from fincart_chaos.observer import Seen
 from fincart_chaos.outcomes import classify
 from fincart_chaos.verify import (
     ALL_INVARIANTS,
+    REQUIRED_COLUMNS,
     AuditRow,
     Context,
     History,
@@ -26,6 +27,7 @@ from fincart_chaos.verify import (
     Result,
     _applied_twice,
     _delivery_gaps,
+    read_history,
     settle,
     verify,
 )
@@ -77,6 +79,7 @@ def test_a_correct_history_passes(sent):
     )
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
     assert (result.counts.stale_overwrites, result.counts.duplicated, result.counts.unexpected) == (0, 0, 0)
+    assert result.notes == []
 
 
 def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_inconclusive(sent):
@@ -410,14 +413,19 @@ def test_an_inconclusive_reason_is_cut_at_1000_characters(sent):
 
 
 class FakeConnection:
-    """Answers settle's poll with (audit rows, sum of versions), one answer per poll, the last one repeated."""
+    """Answers settle's poll with (audit rows, sum of versions), one answer per poll, the last one repeated;
+    read_history's two queries with ``tables`` (orders, audit_log)."""
 
-    def __init__(self, *answers: tuple[int, int]) -> None:
+    def __init__(self, *answers: tuple[int, int], tables: tuple[list[dict], ...] = ()) -> None:
         self.answers = list(answers)
+        self.tables = list(tables)
         self.closed = False
 
     async def fetchrow(self, *_: object, **__: object) -> tuple[int, int]:
         return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def fetch(self, *_: object, **__: object) -> list[dict]:
+        return self.tables.pop(0)
 
     async def close(self) -> None:
         self.closed = True
@@ -437,6 +445,23 @@ async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatc
     clients = [seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
     assert await settled(FakeConnection((3, 4)), 30, clients) is True
     assert await settled(FakeConnection((3, 5)), 0, clients) is False
+    assert await settled(FakeConnection((3, 3)), 0, clients) is True  # a client ahead of the store: I6 says so
+
+
+async def test_read_history_names_the_null_columns(monkeypatch: pytest.MonkeyPatch):
+    row = {c: 1 for c in REQUIRED_COLUMNS} | {"shopify_order_id": "o", "status": "PENDING", "shipping_fee": None}
+    row["last_webhook_id"] = "w"
+    conn = FakeConnection(tables=([row], [{"webhook_id": "w", "shopify_order_id": "o", "status": "processed"}]))
+
+    async def connect(*_: object, **__: object) -> FakeConnection:
+        return conn
+
+    monkeypatch.setattr(verify_module.asyncpg, "connect", connect)
+    history = await read_history("postgresql://localhost/db", ["o"])
+    assert history == History(
+        [OrderRow("o", "PENDING", None, 1, "w", ("shipping_fee",))], [AuditRow("w", "o", "processed")]
+    )
+    assert conn.closed
 
 
 def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_must_get_401(sent):

@@ -265,6 +265,7 @@ def test_an_invalid_spec_is_an_error_naming_the_field_and_starts_nothing(raw: di
     assert field in (decision.status.message or "")
     assert of(decision, Create) == []
     assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "InvalidSpec")]
+    assert decision.status.conditions == []  # it never ran nor verified
 
 
 def test_a_name_too_long_for_its_children_is_invalid() -> None:
@@ -290,6 +291,7 @@ def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_dura
     healed = step(kill.status, observed, seconds=7, raw=raw)
     assert healed.status.faults[0].result == "healed" and of(healed, Delete) == []
     assert [e.reason for e in of(healed, Event)] == ["FaultHealed"]
+    assert step(healed.status, observed, seconds=8, raw=raw).actions == []  # healed once
 
 
 def test_a_pod_fault_without_matching_pods_is_failed_and_the_test_goes_on() -> None:
@@ -550,6 +552,13 @@ def test_verification_problems_end_in_error(change: dict, seconds: float, reason
     assert decision.status.phase == "Error" and decision.status.verdict == "Error"
     assert [e.reason for e in of(decision, Event)] == [reason]
     assert (Delete("Job", VERIFY) in decision.actions) == (reason == "DeadlineExceeded")
+    assert {c.type: c.status for c in decision.status.conditions}["Verified"] == "False"
+
+
+def test_the_verification_may_run_for_exactly_its_deadline() -> None:
+    status, observed, raw = verifying()  # since 30 s, for up to settle.timeout (60 s) + 100 s
+    assert step(status, observed, seconds=31, raw=raw).status.phase == "Verifying"
+    assert step(status, observed, seconds=30 + 160, raw=raw).status.phase == "Verifying"
 
 
 # ---------------------------------------------------------------- abort, deletion, cleanup
