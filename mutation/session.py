@@ -3,8 +3,8 @@
   python mutation/session.py sample mutation/<target>.toml session.sqlite SEED   # keep [ci] sample mutants
   python mutation/session.py report mutation/<target>.toml session.sqlite        # exit 1 on an unexplained survivor
 
-A survivor is explained by a [[survivor]] entry of the toml naming its operator and the stripped source line
-it mutates, with why the mutant is equivalent.
+A survivor is explained by a [[survivor]] entry of the toml: the source line it mutates and the line as
+mutated (stripped, as cosmic-ray writes it: `@dataclass(frozen=False)`, `x[ -1]`), and why it is equivalent.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def sample(config: dict[str, Any], db: sqlite3.Connection, seed: str) -> None:
 
 
 def report(config: dict[str, Any], db: sqlite3.Connection) -> int:
-    explained = {(s["operator"], s["line"]) for s in config.get("survivor", [])}
+    explained = {(s["line"], s["mutant"]) for s in config.get("survivor", [])}
     rows = db.execute(
         "select s.module_path, s.operator_name, s.start_pos_row, r.worker_outcome, r.test_outcome, r.diff"
         " from mutation_specs s left join work_results r using (job_id)"
@@ -54,7 +54,8 @@ def report(config: dict[str, Any], db: sqlite3.Connection) -> int:
             killed += 1  # failed tests, a timeout, or a mutant that cannot even be imported
             continue
         source = lines.setdefault(module, Path(module).read_text().splitlines())[row - 1].strip()
-        if (operator, source) in explained:
+        mutant = next((d[1:].strip() for d in diff.splitlines() if d.startswith("+") and not d.startswith("+++")), "")
+        if (source, mutant) in explained:
             equivalent += 1
         else:
             unexplained.append(f"{module}:{row} {operator}\n{diff}")
