@@ -33,7 +33,7 @@ mutate() {
   # the tests run in processes forked from one that has imported the libraries once (mutation/forkserver.py)
   .venv/bin/python mutation/forkserver.py serve "mutation/$target.toml" &
   server=$!
-  trap "kill $server" EXIT
+  trap "kill $server 2>/dev/null; rm -rf .venv" EXIT  # the session stays, not its virtualenv
   for _ in $(seq 600); do [ -S mutation/.forkserver.sock ] && break; kill -0 $server; sleep 0.5; done
   cr cosmic-ray exec "mutation/$target.toml" session.sqlite
   .venv/bin/python mutation/session.py report "mutation/$target.toml" session.sqlite

@@ -432,16 +432,17 @@ class FakeConnection:
 
 
 async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatch: pytest.MonkeyPatch):
-    def settled(conn: FakeConnection, timeout: float, observed: list[Seen] | None = None) -> object:
+    def settled(conn: FakeConnection, timeout: float, observed: list[Seen] | None = None, poll_s: float = 0) -> object:
         async def connect(*_: object, **__: object) -> FakeConnection:
             return conn
 
         monkeypatch.setattr(verify_module.asyncpg, "connect", connect)
-        return settle("postgresql://localhost/db", ["o", "p"], 3, timeout, observed, poll_s=0)
+        return settle("postgresql://localhost/db", ["o", "p"], 3, timeout, observed, poll_s=poll_s)
 
     conn = FakeConnection((2, 1), (3, 4))
     assert await settled(conn, 30) is True and conn.answers == [(3, 4)] and conn.closed
     assert await settled(FakeConnection((2, 1)), 0) is False
+    assert await settled(FakeConnection((2, 1)), 1.05, poll_s=0.05) is False  # gives up 1.05 s from now
     clients = [seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
     assert await settled(FakeConnection((3, 4)), 30, clients) is True
     assert await settled(FakeConnection((3, 5)), 0, clients) is False
