@@ -88,7 +88,7 @@ def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_incon
     assert result.verdict == "Inconclusive" and not result.anomalies
     assert result.checked == ["I1", "I2", "I3", "I4", "I5"]
     assert {a.invariant for a in result.inconclusive} == {"I6", "I7"}
-    assert (result.counts.unknown, result.counts.recovered) == (0, 0)  # no ledger, no answers to class
+    assert (result.counts.unknown, result.counts.recovered, result.counts.rejected) == (0, 0, 0)  # no answers
     # chosen away by the spec, they are not owed
     assert check_history(sent, None, history, None, invariants={"I1", "I5"}).verdict == "Pass"
 
@@ -117,7 +117,7 @@ def test_a_lost_webhook_fails_i5_unless_tolerated(sent):
     victim = next(a for a in history.audit if a.status == "discarded")  # its loss changes no version
     damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
     result = verdict(sent, ledger, damaged, seen)
-    assert "I5" in failed(result) and result.counts.lost == 1
+    assert "I5" in failed(result) and result.counts.lost == 1 and result.notes == []
     assert victim.webhook_id in next(a.samples for a in result.anomalies if a.invariant == "I5")
     tolerated = verdict(sent, ledger, damaged, seen, max_lost=1)
     assert tolerated.verdict == "Pass" and tolerated.notes
@@ -386,6 +386,7 @@ def test_delivery_gaps_run_from_version_one_to_the_stored_version():
     # a client that holds a version the row never got (NULL version) saw something never stored
     assert _delivery_gaps([seen_at("o", 1)], [row_at("o", None)]) == ([], ["o"])
     assert _delivery_gaps([seen_at("o", 2)], [row_at("o", 2, "x")]) == (["o@v1"], ["o"])
+    assert _delivery_gaps([seen_at("o", 1), seen_at("o", 2), seen_at("o", 1)], [row_at("o", 2)]) == ([], [])  # late
 
 
 def test_applied_twice_is_one_webhook_at_two_versions():
@@ -443,7 +444,10 @@ async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatc
     assert await settled(conn, 30) is True and conn.answers == [(3, 4)] and conn.closed
     assert await settled(FakeConnection((2, 1)), 0) is False
     assert await settled(FakeConnection((2, 1)), 1.05, poll_s=0.05) is False  # gives up 1.05 s from now
-    clients = [seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
+    reset = Seen(
+        kind="reset", seq=0, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="", received_at=0
+    )
+    clients = [reset, seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
     assert await settled(FakeConnection((3, 4)), 30, clients) is True
     assert await settled(FakeConnection((3, 5)), 0, clients) is False
     assert await settled(FakeConnection((3, 3)), 0, clients) is True  # a client ahead of the store: I6 says so
@@ -491,3 +495,25 @@ def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
     webhook = next(r.webhook for r in sent if r.webhook.order_id == order)
     unknown = ("nobody@v1", "aaa@v1", "zzz")  # ids sorting before and after every order id
     assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, *unknown)] == [order] * 3 + [None] * 3
+
+
+def test_a_row_holding_another_webhook_or_an_audit_row_under_another_order_is_caught(sent):
+    history, seen, ledger = run_model(sent)
+    other = dataclasses.replace(history.orders[0], last_webhook_id="a-stranger")  # sorts before every id
+    damaged = dataclasses.replace(history, orders=[other, *history.orders[1:]])
+    assert "final state is not the newest webhook's (updated_at, id)" in {
+        a.message for a in verdict(sent, ledger, damaged, seen).anomalies
+    }
+    moved = dataclasses.replace(history.audit[0], order_id="zzz")  # sorts after every order id
+    misfiled = dataclasses.replace(history, audit=[moved, *history.audit[1:]])
+    assert "audit rows filed under another order" in {
+        a.message for a in verdict(sent, ledger, misfiled, seen).anomalies
+    }
+
+
+def test_rejected_counts_the_4xx_answers_to_forged_webhooks(sent):
+    history, seen, ledger = run_model(sent)
+    forged = [n for n, e in enumerate(ledger) if not e.valid]
+    answers = dict(zip(forged, (400, 499, 500, 200), strict=False))  # the rest stay 401
+    ledger = [e.model_copy(update={"status": answers[n]}) if n in answers else e for n, e in enumerate(ledger)]
+    assert verdict(sent, ledger, history, seen).counts.rejected == len(forged) - 2

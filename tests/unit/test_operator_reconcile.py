@@ -294,6 +294,14 @@ def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_dura
     assert step(healed.status, observed, seconds=8, raw=raw).actions == []  # healed once
 
 
+def test_a_pod_fault_names_at_most_five_of_the_pods_it_deleted() -> None:
+    pods = tuple(f"fincart-processor-{n}" for n in range(7))
+    status, observed, raw = running(FAULTS[:1], pods={"kill": pods})
+    decision = step(status, observed, seconds=5, raw=raw)
+    assert len(of(decision, Delete)) == 7
+    assert decision.status.faults[0].message == f"deleted 7 pod(s): {', '.join(pods[:5])}"
+
+
 def test_a_pod_fault_without_matching_pods_is_failed_and_the_test_goes_on() -> None:
     status, observed, raw = running(FAULTS[:1])
     decision = step(status, observed, seconds=5, raw=raw)
@@ -487,6 +495,7 @@ def test_the_load_may_run_for_exactly_its_deadline() -> None:
     status, started, raw = running()
     assert step(status, started, seconds=600, raw=raw).status.phase == "Running"
     assert step(status, started, seconds=600.001, raw=raw).status.phase == "Error"
+    assert step(status, finish_job(started, LOAD), seconds=700, raw=raw).status.phase == "Verifying"  # done late
 
 
 def verifying() -> tuple[ChaosTestStatus, Observed, dict]:
@@ -501,6 +510,7 @@ def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map()
     decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
     final = decision.status
     assert (final.phase, final.verdict, final.report_ref) == ("Completed", "Pass", "seed-report")
+    assert final.message == "Pass: sent 50, stored 50, lost 0, duplicated 0"
     assert [(c.type, c.status) for c in final.conditions] == [("LoadComplete", "True"), ("Verified", "True")]
     assert (final.counts.sent, final.counts.stored, final.counts.lost) == (50, 50, 0)
     assert final.completion_time == "2026-01-01T00:00:40.000Z"
@@ -633,6 +643,12 @@ def test_cleanup_policy(phase: str, policy: str, cleaned: bool) -> None:
     status, observed, raw = finished(phase, policy)
     assert needs_attention(raw, status.model_dump(by_alias=True)) == cleaned
     assert bool(of(step(status, observed, seconds=120, raw=raw), Delete)) == cleaned
+
+
+def test_a_finished_test_whose_spec_no_longer_parses_is_left_alone() -> None:
+    status, observed, _ = finished("Completed", "Always")
+    decision = step(status, observed, seconds=120, raw=spec(load="bogus"))
+    assert (decision.actions, decision.wait_s) == ([], None)
 
 
 def test_a_running_test_needs_the_operator() -> None:
