@@ -386,6 +386,7 @@ def test_delivery_gaps_run_from_version_one_to_the_stored_version():
     # a client that holds a version the row never got (NULL version) saw something never stored
     assert _delivery_gaps([seen_at("o", 1)], [row_at("o", None)]) == ([], ["o"])
     assert _delivery_gaps([seen_at("o", 2)], [row_at("o", 2, "x")]) == (["o@v1"], ["o"])
+    assert _delivery_gaps([seen_at("o", 1, "w")], [row_at("o", 1, "a")]) == ([], ["o"])
     assert _delivery_gaps([seen_at("o", 1), seen_at("o", 2), seen_at("o", 1)], [row_at("o", 2)]) == ([], [])  # late
 
 
@@ -433,7 +434,10 @@ class FakeConnection:
 
 
 async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatch: pytest.MonkeyPatch):
-    def settled(conn: FakeConnection, timeout: float, observed: list[Seen] | None = None, poll_s: float = 0) -> object:
+    # a mutant that never sees the store caught up spins until the timeout: 5 s, polling every 10 ms
+    def settled(
+        conn: FakeConnection, timeout: float, observed: list[Seen] | None = None, poll_s: float = 0.01
+    ) -> object:
         async def connect(*_: object, **__: object) -> FakeConnection:
             return conn
 
@@ -441,14 +445,14 @@ async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatc
         return settle("postgresql://localhost/db", ["o", "p"], 3, timeout, observed, poll_s=poll_s)
 
     conn = FakeConnection((2, 1), (3, 4))
-    assert await settled(conn, 30) is True and conn.answers == [(3, 4)] and conn.closed
+    assert await settled(conn, 5) is True and conn.answers == [(3, 4)] and conn.closed
     assert await settled(FakeConnection((2, 1)), 0) is False
     assert await settled(FakeConnection((2, 1)), 1.05, poll_s=0.05) is False  # gives up 1.05 s from now
     reset = Seen(
         kind="reset", seq=0, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="", received_at=0
     )
     clients = [reset, seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
-    assert await settled(FakeConnection((3, 4)), 30, clients) is True
+    assert await settled(FakeConnection((3, 4)), 5, clients) is True
     assert await settled(FakeConnection((3, 5)), 0, clients) is False
     assert await settled(FakeConnection((3, 3)), 0, clients) is True  # a client ahead of the store: I6 says so
 

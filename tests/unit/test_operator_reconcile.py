@@ -369,6 +369,7 @@ def test_db_connection_drop_runs_a_fault_job_healed_when_it_completes() -> None:
 def test_a_fault_job_past_its_deadline_is_an_error_and_is_removed() -> None:
     status, observed, raw = running(FAULTS[2:])
     inject = step(status, observed, seconds=10, raw=raw)
+    assert step(inject.status, cluster_after(observed, inject), seconds=10 + 5 + 30, raw=raw).status.phase == "Running"
     late = step(inject.status, cluster_after(observed, inject), seconds=10 + 5 + 30.1, raw=raw)
     assert late.status.phase == "Error" and "drop" in late.status.message
     assert Delete("Job", "seed-fault-drop-0") in late.actions and Delete("Job", LOAD) in late.actions
@@ -828,19 +829,21 @@ def test_workloads_of_tests_that_are_gone_or_finished_are_healed() -> None:
         ("chaos", "alive"): ("uid-1", "Running"),
         ("chaos", "done"): ("uid-2", "Completed"),
         ("chaos", "reborn"): ("uid-new", "Running"),
+        ("chaos", "renewed"): ("uid-9", "Running"),  # recreated too, its uid sorting after the old one
     }
     found = [
         held("a", "chaos/alive", "uid-1"),
         held("b", "chaos/done", "uid-2"),
         held("c", "chaos/gone", "uid-3"),
         held("d", "chaos/reborn", "uid-old"),
+        held("e", "chaos/renewed", "uid-0"),
         ("chaos", Workload("Deployment", "plain", 1)),
     ]
     heal = orphaned_restores(found, tests)
     assert heal == {
         "chaos": [
             action
-            for name in ("b", "c", "d")
+            for name in ("b", "c", "d", "e")
             for action in (Scale("StatefulSet", name, 3), Annotate("StatefulSet", name, RESTORE_ANNOTATION, None))
         ]
     }
