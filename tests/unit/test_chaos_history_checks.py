@@ -22,6 +22,7 @@ from fincart_chaos.history_checks import (
     held_versions,
     idle_faults,
     observer_views,
+    on_request_path,
     page_walk,
     poison_outcomes,
     reads_behind_events,
@@ -30,7 +31,7 @@ from fincart_chaos.history_checks import (
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, OrderRow, verify
-from fincart_chaos.workload import Webhook, full_plan, poison_kind
+from fincart_chaos.workload import Request, Webhook, full_plan, poison_kind
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
@@ -329,15 +330,20 @@ def test_fault_windows_count_failed_retried_and_answered():
     assert fault_windows([skipped], ledger, {}) == []
 
 
-def test_the_checks_run_in_the_verifier(run: Run):
-    """Registered with @check, the checks above judge a Context that carries their Extras."""
+def verifier_inputs(run: Run) -> tuple[list[Request], History, list[LedgerEntry]]:
+    """LOAD's requests, the run's history as the verifier reads it, and a ledger of the expected answers."""
     requests = full_plan(LOAD)
     history = History(
         orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
         audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit],
     )
     answers = {"valid": 200, "duplicate": 200, "poison": 422}
-    ledger = [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
+    return requests, history, [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
+
+
+def test_the_checks_run_in_the_verifier(run: Run):
+    """Registered with @check, the checks above judge a Context that carries their Extras."""
+    requests, history, ledger = verifier_inputs(run)
     walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
     store = StoreView(run.rows, run.versions, run.audit)
 
@@ -395,7 +401,7 @@ def test_the_checks_run_in_the_verifier(run: Run):
 
 def test_a_resumed_observer_holding_the_stored_version_of_another_webhook_is_stale(run: Run):
     last = run.events[-1]
-    other = last.model_copy(update={"last_webhook_id": "someone-else"})
+    other = last.model_copy(update={"last_webhook_id": "a-stranger"})  # sorts before every webhook id
     found = {v.message: v.ids for v in observer_views(run.events, [[*run.events[:-1], other]], run.rows, run.versions)}
     assert found["a resumed observer did not end with the stored version"] == [last.order_id]
 
@@ -403,33 +409,79 @@ def test_a_resumed_observer_holding_the_stored_version_of_another_webhook_is_sta
 def test_a_poison_webhook_answered_3xx_is_unanswered():
     [v] = poison_outcomes({"moved": "calendarEdge"}, [entry("moved", 300)], {}, winners=[])
     assert (v.invariant, v.ids) == ("I7", ["moved"])
+    dead = {"late": AuditEntry("late", "o", "failed")}
+    ledger = [entry("refused", 400), entry("late", 299)]
+    assert poison_outcomes({"refused": "schema", "late": "calendarEdge"}, ledger, dead, winners=[]) == []
 
 
 def test_fault_windows_include_their_bounds_and_only_final_answers():
     nats = FaultRecord(name="restart-nats", type="brokerRestart", started_at=100.0, healed_at=101.0, result="healed")
     ledger = [
         entry("at-start", 200, "valid", attempts=2, failures=[(100.0, 503)], done_at=100.5),
-        entry("redirected", 399, "valid", done_at=100.5),  # not an answer the sender stops at
-        entry("too-long", 431, "valid", done_at=100.5),  # a 4xx other than 429 is final
-        entry("late", 200, "valid", done_at=103.5),  # after the heal and its grace (2 s)
+        entry("at-end", 200, "valid", attempts=2, failures=[(103.0, 503)], done_at=103.5),  # heal + grace (2 s)
+        entry("late", 200, "valid", done_at=103.5),
+        entry("in-grace", 200, "valid", done_at=102.5),
+        # final answers: 2xx, and 4xx but 429; the rest is retried
+        *(entry(f"final-{s}", s, "valid", done_at=100.5) for s in (299, 400, 431, 499)),
+        *(entry(f"retried-{s}", s, "valid", done_at=100.5) for s in (300, 399, 429, 500)),
     ]
     [window] = fault_windows([nats], ledger, {})
-    assert (window.failed, window.retried, window.answered) == (1, 1, 2)
+    assert (window.failed, window.retried, window.answered) == (2, 2, 6)
 
 
 def test_each_poison_check_reports_its_own_invariant_only(run: Run):
-    requests = full_plan(LOAD)
+    requests, history, ledger = verifier_inputs(run)
     poison = [r.webhook.webhook_id for r in requests if r.kind == "poison"]
     accepted = next(p for p in poison if poison_kind(p) == "schema")  # 2xx to a schema poison: I7, and stuck: I3
     applied = next(p for p in poison if p != accepted)  # I5
-    history = History(
-        orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
-        audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit],
-    )
-    ledger = [entry(r.webhook.webhook_id, 422 if r.kind == "poison" else 200, r.kind) for r in requests]
     ledger = [e.model_copy(update={"status": 200}) if e.webhook_id == accepted else e for e in ledger]
     store = StoreView(run.rows, run.versions, [*run.audit, AuditEntry(applied, "o", "processed")])
     ctx = Context(requests, ledger, history, run.events, extras=Extras(store))
-    for invariant in ("I3", "I5", "I7"):
+    expected = {
+        "I3": "poison webhooks accepted but never dead-lettered (stuck or silently dropped)",
+        "I5": "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered",
+        "I7": "poison webhooks that break the order contract answered 2xx (ingest must answer 422)",
+    }
+    for invariant, message in expected.items():
         messages = [(a.invariant, a.message) for a in verify(ctx, {invariant}).anomalies]
-        assert messages and {i for i, _ in messages} == {invariant} and len(set(messages)) == len(messages)
+        assert (invariant, message) in messages and {i for i, _ in messages} == {invariant}
+        assert len(set(messages)) == len(messages)
+    # without Extras the poison checks have nothing to judge
+    assert verify(dataclasses.replace(ctx, extras=None), {"I3", "I7"}).verdict == "Pass"
+
+
+def test_only_processed_audit_rows_commit_a_state_the_page_walk_may_list(run: Run):
+    requests, history, ledger = verifier_inputs(run)
+    order_id = next(iter(run.rows))
+    walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
+    noted = AuditEntry("late-duplicate", order_id, "discarded", run.versions[order_id])  # a version it saw
+    store = StoreView(run.rows, run.versions, [*run.audit, noted])
+    assert (
+        verify(Context(requests, ledger, history, run.events, extras=Extras(store, walk_after=walk)), {"I1"}).anomalies
+        == []
+    )
+    stranger = dataclasses.replace(walk[0], columns=dataclasses.replace(walk[0].columns, last_webhook_id="a-stranger"))
+    [v] = page_walk([stranger], run.rows, rows=run.rows, versions=run.versions, committed={}, quiescent=False)
+    assert v.message == "GET /orders listed a state that was never committed"
+    committed = {(a.order_id, a.version): a.webhook_id for a in run.audit if a.status == "processed"}
+    [v] = page_walk([stranger], run.rows, rows=run.rows, versions=run.versions, committed=committed, quiescent=False)
+    assert v.ids == [f"{stranger.order_id}@v{stranger.version}"]
+
+
+def test_snapshots_and_resets_are_not_events(run: Run):
+    expected = {i: expected_columns(w) for i, w in run.by_id.items()}
+    again = run.events[0].model_copy(update={"kind": "snapshot", "seq": 10_000})
+    assert events_vs_history([reset(0), again, *run.events], run.audit, expected) == []
+    discarded = next(run.by_id[a.webhook_id] for a in run.audit if a.status == "discarded")
+    bogus = seen("event", 10_001, discarded, 1)
+    assert events_vs_history([reset(0), *run.events, bogus], run.audit, expected) != []
+
+
+def test_on_the_request_path_are_broker_restarts_and_ingest_faults():
+    def on_path(fault_type: str, component: str) -> bool:
+        record = FaultRecord(name="f", type=fault_type)
+        return on_request_path(record, {"f": {"app.kubernetes.io/component": component}})
+
+    assert on_path("brokerRestart", "nats") and on_path("podKill", "ingest")
+    assert not any(on_path("podKill", c) for c in ("processor", "sync", "cache"))
+    assert not on_path("brokerNodeLoss", "nats")

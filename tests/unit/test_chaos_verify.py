@@ -31,7 +31,7 @@ from fincart_chaos.verify import (
     settle,
     verify,
 )
-from fincart_chaos.workload import Request, full_plan
+from fincart_chaos.workload import Request, Webhook, full_plan
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
@@ -397,13 +397,27 @@ def test_applied_twice_is_one_webhook_at_two_versions():
 
 
 def test_a_poison_webhook_dead_lettered_is_expected_applied_it_is_unexpected():
-    sent = full_plan(Load(orders=3, updates_per_order=6, poison_ratio=0.5, poison_kinds=["schema"], seed=5))
+    sent = full_plan(
+        Load(
+            orders=3,
+            updates_per_order=6,
+            poison_ratio=0.5,
+            invalid_signature_ratio=0.3,
+            poison_kinds=["schema"],
+            seed=5,
+        )
+    )
     poison = next(r.webhook for r in sent if r.kind == "poison")
 
-    def unexpected(status: str) -> list[str]:
-        return Context(sent, None, History([], [AuditRow(poison.webhook_id, poison.order_id, status)]), None).unexpected
+    forged = next(r.webhook for r in sent if r.kind == "invalid_signature")
 
-    assert (unexpected("failed"), unexpected("processed")) == ([], [poison.webhook_id])
+    def unexpected(webhook: Webhook, status: str) -> list[str]:
+        return Context(
+            sent, None, History([], [AuditRow(webhook.webhook_id, webhook.order_id, status)]), None
+        ).unexpected
+
+    assert [unexpected(poison, s) for s in ("failed", "processed", "discarded")] == [[], *[[poison.webhook_id]] * 2]
+    assert unexpected(forged, "failed") == [forged.webhook_id]
 
 
 def test_an_inconclusive_reason_is_cut_at_1000_characters(sent):
@@ -490,6 +504,23 @@ def test_two_rows_for_one_order_fail_i1(sent):
     history, seen, ledger = run_model(sent)
     doubled = dataclasses.replace(history, orders=[*history.orders, history.orders[0]])
     assert "I1" in failed(verdict(sent, ledger, doubled, seen))
+    stale, _, _ = run_model(sent, LastWins())
+    twice = dataclasses.replace(stale, orders=[*stale.orders, *stale.orders])
+    assert (
+        verdict(sent, ledger, twice, seen).counts.stale_overwrites
+        == verdict(sent, ledger, stale, seen).counts.stale_overwrites
+    )
+
+
+def test_versions_beyond_the_processed_webhooks_are_duplicates_even_unobserved(sent):
+    history, _, ledger = run_model(sent)
+    row = history.orders[0]
+    bumped = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, version=row.version + 1), *history.orders[1:]]
+    )
+    assert verdict(sent, ledger, bumped, None).counts.duplicated == 1
+    unversioned = History([dataclasses.replace(row, version=None)], [])
+    assert Context(sent, ledger, unversioned, None).applied_twice == ([], 0)
 
 
 def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
@@ -503,11 +534,12 @@ def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
 
 def test_a_row_holding_another_webhook_or_an_audit_row_under_another_order_is_caught(sent):
     history, seen, ledger = run_model(sent)
-    other = dataclasses.replace(history.orders[0], last_webhook_id="a-stranger")  # sorts before every id
-    damaged = dataclasses.replace(history, orders=[other, *history.orders[1:]])
-    assert "final state is not the newest webhook's (updated_at, id)" in {
-        a.message for a in verdict(sent, ledger, damaged, seen).anomalies
-    }
+    for stranger in ("a-stranger", "zz-stranger"):  # sorting before and after every webhook id
+        other = dataclasses.replace(history.orders[0], last_webhook_id=stranger)
+        damaged = dataclasses.replace(history, orders=[other, *history.orders[1:]])
+        assert "final state is not the newest webhook's (updated_at, id)" in {
+            a.message for a in verdict(sent, ledger, damaged, seen).anomalies
+        }
     moved = dataclasses.replace(history.audit[0], order_id="zzz")  # sorts after every order id
     misfiled = dataclasses.replace(history, audit=[moved, *history.audit[1:]])
     assert "audit rows filed under another order" in {
