@@ -225,6 +225,20 @@ def test_held_versions_counts_a_gap_from_one_without_a_snapshot():
     assert gaps == ["o@v1", "o@v2"] and held["o"].version == 3
     held, gaps = held_versions([reset(0), seen("event", 1, w, 3)])
     assert gaps == [] and held["o"].version == 3
+    # a second copy of the version held is a duplicate: it changes nothing
+    other = Webhook("x", "o", 0, w.updated_at, w.payload)
+    held, gaps = held_versions([seen("event", 1, w, 1), seen("event", 2, other, 1)])
+    assert gaps == [] and held["o"].last_webhook_id == "w"
+
+
+def test_snapshots_count_as_seen_by_the_steady_observer_only_events_must_come_from_it(run: Run):
+    events = run.events
+    first = events[0]
+    steady = [reset(0), first.model_copy(update={"kind": "snapshot"}), *events[1:]]  # it started with a snapshot
+    assert observer_views(steady, [events], run.rows, run.versions) == []
+    # a resumed snapshot is read from the store (judged against the rows), not from the stream
+    unseen = first.model_copy(update={"kind": "snapshot", "last_webhook_id": "read-from-the-store"})
+    assert observer_views(events, [[reset(0), unseen, *events[1:]]], run.rows, run.versions) == []
 
 
 def test_the_page_walk(run: Run):
@@ -328,6 +342,7 @@ def test_fault_windows_count_failed_retried_and_answered():
     ]
     skipped = FaultRecord(name="redis", type="redisOutage", started_at=0.0, healed_at=0.0, result="skipped")
     assert fault_windows([skipped], ledger, {}) == []
+    assert [w.name for w in fault_windows([skipped, nats], ledger, selectors)] == ["restart-nats"]
 
 
 def verifier_inputs(run: Run) -> tuple[list[Request], History, list[LedgerEntry]]:
@@ -460,6 +475,9 @@ def test_only_processed_audit_rows_commit_a_state_the_page_walk_may_list(run: Ru
         verify(Context(requests, ledger, history, run.events, extras=Extras(store, walk_after=walk)), {"I1"}).anomalies
         == []
     )
+    # a walk during the load may miss orders that moved between pages
+    moving = Extras(StoreView(run.rows, run.versions, run.audit), walks_during=[walk[1:]])
+    assert verify(Context(requests, ledger, history, run.events, extras=moving), {"I1"}).anomalies == []
     stranger = dataclasses.replace(walk[0], columns=dataclasses.replace(walk[0].columns, last_webhook_id="a-stranger"))
     [v] = page_walk([stranger], run.rows, rows=run.rows, versions=run.versions, committed={}, quiescent=False)
     assert v.message == "GET /orders listed a state that was never committed"

@@ -553,3 +553,18 @@ def test_rejected_counts_the_4xx_answers_to_forged_webhooks(sent):
     answers = dict(zip(forged, (400, 499, 500, 200), strict=False))  # the rest stay 401
     ledger = [e.model_copy(update={"status": answers[n]}) if n in answers else e for n, e in enumerate(ledger)]
     assert verdict(sent, ledger, history, seen).counts.rejected == len(forged) - 2
+
+
+def test_a_fee_above_the_rule_fails_i2_and_a_version_below_the_processed_count_fails_i4(sent):
+    history, seen, ledger = run_model(sent)
+    row = history.orders[0]
+    dear = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, shipping_fee=Decimal("99.99")), *history.orders[1:]]
+    )
+    assert "final status or shipping fee differs from the domain rules (README)" in {
+        a.message for a in verdict(sent, ledger, dear, seen).anomalies
+    }
+    behind = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, version=row.version - 1), *history.orders[1:]]
+    )
+    assert "I4" in failed(verdict(sent, ledger, behind, seen))

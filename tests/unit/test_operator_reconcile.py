@@ -255,7 +255,7 @@ def test_deciding_twice_creates_nothing_new() -> None:
             ),
             "spec.faults[0].interval",
         ),
-        (spec(faults=[{"name": "x" * 50, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),
+        (spec(faults=[{"name": "x" * 49, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),  # 64 characters
         (spec(abort="maybe"), "spec.abort"),
     ],
 )
@@ -273,6 +273,8 @@ def test_a_name_too_long_for_its_children_is_invalid() -> None:
     assert decision.status.phase == "Error" and "metadata.name" in (decision.status.message or "")
     longest = decide(Owner("n" * 56, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
     assert longest.status.phase == "Running"  # 56 + len("-verify") = 63
+    drop = {"name": "x" * 48, "type": "dbConnectionDrop"}  # seed-fault-<48>-999: 63 characters
+    assert step(ChaosTestStatus(), raw=spec(faults=[drop])).status.phase == "Running"
 
 
 # ---------------------------------------------------------------- faults
