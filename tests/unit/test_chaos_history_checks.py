@@ -166,6 +166,9 @@ def test_events_must_equal_the_committed_history(run: Run):
             update={"total_price": Decimal("123.45")}
         ),
         "more than one event": seen("event", 999, run.by_id[processed.webhook_id], processed.version or 0),
+        "webhook is not the one committed": next(e for e in run.events if e.last_webhook_id == processed.webhook_id).model_copy(
+            update={"last_webhook_id": "a-stranger", "seq": 1000}  # sorts before every webhook id
+        ),
     }
     for words, extra in cases.items():
         if extra is None:
@@ -207,7 +210,11 @@ def test_resumed_observers(run: Run):
     gap = f"{victim.order_id}@v{victim.version}"
     assert any(gap in ids for ids in found.values()), found
     assert all("resumed observer" in m for m in found)
-    # ending short of the stored version
+    # ending short of the stored version, even holding the stored webhook
+    behind = events[-1].model_copy(update={"version": events[-1].version - 1})
+    assert observer_views(events, [[*events[:-1], behind]], run.rows, run.versions)[0].message.startswith(
+        "a resumed observer did not end"
+    )
     assert observer_views(events, [events[:-1]], run.rows, run.versions)[0].message.startswith(
         "a resumed observer did not end"
     )
@@ -225,6 +232,9 @@ def test_held_versions_counts_a_gap_from_one_without_a_snapshot():
     assert gaps == ["o@v1", "o@v2"] and held["o"].version == 3
     held, gaps = held_versions([reset(0), seen("event", 1, w, 3)])
     assert gaps == [] and held["o"].version == 3
+    # a snapshot entry sets the order, whatever it held
+    held, _ = held_versions([seen("event", 1, w, 3), seen("snapshot", 2, w, 2)])
+    assert held["o"].version == 2
     # a second copy of the version held is a duplicate: it changes nothing
     other = Webhook("x", "o", 0, w.updated_at, w.payload)
     held, gaps = held_versions([seen("event", 1, w, 1), seen("event", 2, other, 1)])
@@ -251,6 +261,10 @@ def test_the_page_walk(run: Run):
     skipped = page_walk(items[1:], run.rows, quiescent=True, **kwargs)
     assert [(v.invariant, v.ids) for v in skipped] == [("I1", [items[0].order_id])] and "skipped" in skipped[0].message
     assert page_walk(items[1:], run.rows, quiescent=False, **kwargs) == []  # during the load: it may have moved
+    ahead = PageItem(items[0].order_id, items[0].version + 1, items[0].columns)
+    assert "GET /orders differs from the stored row" in {
+        v.message for v in page_walk([ahead, *items[1:]], run.rows, quiescent=True, **kwargs)
+    }
     old = PageItem(items[0].order_id, items[0].version - 1, items[0].columns)
     assert {v.message for v in page_walk([old, *items[1:]], run.rows, quiescent=True, **kwargs)} == {
         "GET /orders listed a state that was never committed",
@@ -422,8 +436,10 @@ def test_a_resumed_observer_holding_the_stored_version_of_another_webhook_is_sta
 
 
 def test_a_poison_webhook_answered_3xx_is_unanswered():
-    [v] = poison_outcomes({"moved": "calendarEdge"}, [entry("moved", 300)], {}, winners=[])
-    assert (v.invariant, v.ids) == ("I7", ["moved"])
+    [v] = poison_outcomes(
+        {"moved": "calendarEdge", "early": "calendarEdge"}, [entry("moved", 300), entry("early", 199)], {}, winners=[]
+    )
+    assert (v.invariant, v.ids) == ("I7", ["moved", "early"])
     dead = {"late": AuditEntry("late", "o", "failed")}
     ledger = [entry("refused", 400), entry("late", 299)]
     assert poison_outcomes({"refused": "schema", "late": "calendarEdge"}, ledger, dead, winners=[]) == []
@@ -436,12 +452,14 @@ def test_fault_windows_include_their_bounds_and_only_final_answers():
         entry("at-end", 200, "valid", attempts=2, failures=[(103.0, 503)], done_at=103.5),  # heal + grace (2 s)
         entry("late", 200, "valid", done_at=103.5),
         entry("in-grace", 200, "valid", done_at=102.5),
+        entry("on-start", 200, "valid", done_at=100.0),
+        entry("on-end", 200, "valid", done_at=103.0),
         # final answers: 2xx, and 4xx but 429; the rest is retried
         *(entry(f"final-{s}", s, "valid", done_at=100.5) for s in (299, 400, 431, 499)),
         *(entry(f"retried-{s}", s, "valid", done_at=100.5) for s in (300, 399, 429, 500)),
     ]
     [window] = fault_windows([nats], ledger, {})
-    assert (window.failed, window.retried, window.answered) == (2, 2, 6)
+    assert (window.failed, window.retried, window.answered) == (2, 2, 8)
 
 
 def test_each_poison_check_reports_its_own_invariant_only(run: Run):
@@ -452,6 +470,12 @@ def test_each_poison_check_reports_its_own_invariant_only(run: Run):
     ledger = [e.model_copy(update={"status": 200}) if e.webhook_id == accepted else e for e in ledger]
     store = StoreView(run.rows, run.versions, [*run.audit, AuditEntry(applied, "o", "processed")])
     ctx = Context(requests, ledger, history, run.events, extras=Extras(store))
+    order_id = next(iter(run.rows))
+    won = {**run.rows, order_id: dataclasses.replace(run.rows[order_id], last_webhook_id=applied)}
+    stored = Context(requests, ledger, history, run.events, extras=Extras(StoreView(won, run.versions, run.audit)))
+    assert "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered" in {
+        a.message for a in verify(stored, {"I5"}).anomalies
+    }
     expected = {
         "I3": "poison webhooks accepted but never dead-lettered (stuck or silently dropped)",
         "I5": "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered",

@@ -146,6 +146,7 @@ def test_missing_change_events_fail_i6(sent):
     history, seen, ledger = run_model(sent)
     result = verdict(sent, ledger, history, seen[::2])
     assert failed(result) == {"I6"}
+    assert [len(a.samples) for a in result.anomalies] == [10]  # of more
     assert verdict(sent, ledger, history, [*seen, *seen]).verdict == "Pass"  # duplicates are not gaps
 
 
@@ -490,10 +491,10 @@ async def test_read_history_names_the_null_columns(monkeypatch: pytest.MonkeyPat
 def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_must_get_401(sent):
     history, seen, ledger = run_model(sent)
     valid = [n for n, e in enumerate(ledger) if e.valid]
-    first = {valid[0]: 0, valid[1]: 202}  # no answer, then 200; a 202 at once
+    first = dict(zip(valid, (0, 429, 502, 503, 504, 202), strict=False))  # transient, then 200; a 202 at once
     ledger = [e.model_copy(update={"first_status": first[n]}) if n in first else e for n, e in enumerate(ledger)]
     assert verdict(sent, ledger, history, seen).verdict == "Pass"
-    redirected = [e.model_copy(update={"first_status": 300}) if n == valid[2] else e for n, e in enumerate(ledger)]
+    redirected = [e.model_copy(update={"first_status": 300}) if n == valid[6] else e for n, e in enumerate(ledger)]
     assert failed(verdict(sent, redirected, history, seen)) == {"I7"}
     forged = next(n for n, e in enumerate(ledger) if e.kind == "invalid_signature")
     refused = [e.model_copy(update={"status": 403}) if n == forged else e for n, e in enumerate(ledger)]
@@ -504,6 +505,11 @@ def test_two_rows_for_one_order_fail_i1(sent):
     history, seen, ledger = run_model(sent)
     doubled = dataclasses.replace(history, orders=[*history.orders, history.orders[0]])
     assert "I1" in failed(verdict(sent, ledger, doubled, seen))
+    older = next(r.webhook.webhook_id for r in sent if r.valid and r.webhook.order_id == history.orders[0].order_id)
+    second = dataclasses.replace(history.orders[0], last_webhook_id=older)  # only the first row is judged by I2
+    assert "I2" not in failed(
+        verdict(sent, ledger, dataclasses.replace(history, orders=[*history.orders, second]), seen)
+    )
     stale, _, _ = run_model(sent, LastWins())
     twice = dataclasses.replace(stale, orders=[*stale.orders, *stale.orders])
     assert (
@@ -529,6 +535,8 @@ def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
     order = history.orders[0].order_id
     webhook = next(r.webhook for r in sent if r.webhook.order_id == order)
     unknown = ("nobody@v1", "aaa@v1", "zzz")  # ids sorting before and after every order id
+    rowless = Context(sent, None, dataclasses.replace(history, orders=history.orders[1:]), seen)
+    assert rowless.order_of(order) == order  # it got webhooks, though no row
     assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, *unknown)] == [order] * 3 + [None] * 3
 
 
@@ -540,11 +548,12 @@ def test_a_row_holding_another_webhook_or_an_audit_row_under_another_order_is_ca
         assert "final state is not the newest webhook's (updated_at, id)" in {
             a.message for a in verdict(sent, ledger, damaged, seen).anomalies
         }
-    moved = dataclasses.replace(history.audit[0], order_id="zzz")  # sorts after every order id
-    misfiled = dataclasses.replace(history, audit=[moved, *history.audit[1:]])
-    assert "audit rows filed under another order" in {
-        a.message for a in verdict(sent, ledger, misfiled, seen).anomalies
-    }
+    for stranger in ("a-stranger", "zz-stranger"):  # sorting before and after every order id
+        moved = dataclasses.replace(history.audit[0], order_id=stranger)
+        misfiled = dataclasses.replace(history, audit=[moved, *history.audit[1:]])
+        assert "audit rows filed under another order" in {
+            a.message for a in verdict(sent, ledger, misfiled, seen).anomalies
+        }
 
 
 def test_rejected_counts_the_4xx_answers_to_forged_webhooks(sent):
@@ -568,3 +577,13 @@ def test_a_fee_above_the_rule_fails_i2_and_a_version_below_the_processed_count_f
         history, orders=[dataclasses.replace(row, version=row.version - 1), *history.orders[1:]]
     )
     assert "I4" in failed(verdict(sent, ledger, behind, seen))
+
+
+def test_a_row_ahead_of_the_acknowledged_history_is_no_stale_overwrite(sent):
+    history, seen, ledger = run_model(sent)
+    winner = history.orders[0].last_webhook_id  # now never acknowledged nor audited
+    ledger = [
+        e.model_copy(update={"status": 503, "first_status": 503}) if e.webhook_id == winner else e for e in ledger
+    ]
+    ahead = dataclasses.replace(history, audit=[a for a in history.audit if a.webhook_id != winner])
+    assert verdict(sent, ledger, ahead, seen).counts.stale_overwrites == 0

@@ -292,7 +292,8 @@ def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_dura
     assert held.actions == [] and held.status == kill.status.model_copy(update={})
     healed = step(kill.status, observed, seconds=7, raw=raw)
     assert healed.status.faults[0].result == "healed" and of(healed, Delete) == []
-    assert [e.reason for e in of(healed, Event)] == ["FaultHealed"]
+    assert [(e.type, e.reason) for e in of(kill, Event)] == [("Normal", "FaultInjected")]
+    assert [(e.type, e.reason) for e in of(healed, Event)] == [("Normal", "FaultHealed")]
     assert step(healed.status, observed, seconds=8, raw=raw).actions == []  # healed once
 
 
@@ -515,6 +516,10 @@ def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map()
     assert (final.phase, final.verdict, final.report_ref) == ("Completed", "Pass", "seed-report")
     assert final.message == "Pass: sent 50, stored 50, lost 0, duplicated 0"
     assert [(c.type, c.status) for c in final.conditions] == [("LoadComplete", "True"), ("Verified", "True")]
+    assert [c.last_transition_time for c in final.conditions] == [
+        "2026-01-01T00:00:30.000Z",
+        "2026-01-01T00:00:40.000Z",
+    ]
     assert (final.counts.sent, final.counts.stored, final.counts.lost) == (50, 50, 0)
     assert final.completion_time == "2026-01-01T00:00:40.000Z"
     report = created(decision)["seed-report"]
@@ -540,6 +545,10 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
     assert [(a.invariant, a.count, a.samples) for a in final.anomalies] == [("I1", 2, ["w1", "w2"])]
     assert "I1 x2" in final.message
     assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
+    assert [
+        (e.type, e.reason)
+        for e in of(step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw), Event)
+    ] == [("Warning", "Failed")]
 
 
 def test_an_unreadable_summary_is_quoted_up_to_1000_characters() -> None:
@@ -601,8 +610,21 @@ def test_abort_leaves_a_skipped_fault_skipped() -> None:
     status, observed, raw = running(FAULTS[:1], pods=PODS)
     verifying = step(status, finish_job(observed, LOAD), seconds=1, raw=raw)
     assert verifying.status.phase == "Verifying" and verifying.status.faults[0].result == "skipped"
-    stop = step(verifying.status, observed, seconds=2, raw={**raw, "abort": True})
+    stop = step(verifying.status, finish_job(observed, LOAD), seconds=2, raw={**raw, "abort": True})
     assert stop.status.faults[0].result == "skipped" and "FaultHealed" not in [e.reason for e in of(stop, Event)]
+    assert of(stop, Delete) == []  # the load Job is done: nothing to stop
+
+
+def test_a_skipped_fault_stays_skipped_while_another_is_held() -> None:
+    pause = {**FAULTS[1], "startAfter": "5s", "duration": "10s"}
+    drop = {**FAULTS[2], "startAfter": "8s"}
+    status, observed, raw = running([pause, drop], workloads=WORKLOADS)
+    status = step(status, observed, seconds=5, raw=raw).status
+    done = finish_job(observed, LOAD)
+    status = step(status, done, seconds=6, raw=raw).status  # the load finished before drop started
+    assert {f.name: f.result for f in status.faults} == {"pause": "injected", "drop": "skipped"}
+    later = step(status, done, seconds=9, raw=raw)
+    assert later.status.phase == "Running" and later.status.faults[1].result == "skipped"
 
 
 def test_abort_before_anything_started() -> None:
@@ -782,6 +804,8 @@ PAUSE = {
             True,
         ),  # a narrower selector, repeating: may hit it at any time
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s"}, False),  # ends as it starts
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s", "duration": "5s"}, False),
         ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
     ],
 )
