@@ -166,7 +166,9 @@ def test_events_must_equal_the_committed_history(run: Run):
             update={"total_price": Decimal("123.45")}
         ),
         "more than one event": seen("event", 999, run.by_id[processed.webhook_id], processed.version or 0),
-        "webhook is not the one committed": next(e for e in run.events if e.last_webhook_id == processed.webhook_id).model_copy(
+        "webhook is not the one committed": next(
+            e for e in run.events if e.last_webhook_id == processed.webhook_id
+        ).model_copy(
             update={"last_webhook_id": "a-stranger", "seq": 1000}  # sorts before every webhook id
         ),
     }
@@ -210,6 +212,13 @@ def test_resumed_observers(run: Run):
     gap = f"{victim.order_id}@v{victim.version}"
     assert any(gap in ids for ids in found.values()), found
     assert all("resumed observer" in m for m in found)
+    # nothing at all, or a version beyond the stored one, or another webhook at it
+    assert observer_views(events, [[]], run.rows, run.versions)[0].ids == sorted(run.rows)
+    ahead = events[-1].model_copy(update={"version": events[-1].version + 1})
+    stranger_id = events[-1].model_copy(update={"last_webhook_id": "zz-stranger"})  # sorts after every id
+    for last in (ahead, stranger_id):
+        found = {v.message: v.ids for v in observer_views(events, [[*events[:-1], last]], run.rows, run.versions)}
+        assert found["a resumed observer did not end with the stored version"] == [last.order_id]
     # ending short of the stored version, even holding the stored webhook
     behind = events[-1].model_copy(update={"version": events[-1].version - 1})
     assert observer_views(events, [[*events[:-1], behind]], run.rows, run.versions)[0].message.startswith(
@@ -441,8 +450,9 @@ def test_a_poison_webhook_answered_3xx_is_unanswered():
     )
     assert (v.invariant, v.ids) == ("I7", ["moved", "early"])
     dead = {"late": AuditEntry("late", "o", "failed")}
-    ledger = [entry("refused", 400), entry("late", 299)]
-    assert poison_outcomes({"refused": "schema", "late": "calendarEdge"}, ledger, dead, winners=[]) == []
+    ledger = [entry("refused", 400), entry("refused-499", 499), entry("late", 299)]
+    kinds = {"refused": "schema", "refused-499": "schema", "late": "calendarEdge"}
+    assert poison_outcomes(kinds, ledger, dead, winners=[]) == []
 
 
 def test_fault_windows_include_their_bounds_and_only_final_answers():

@@ -388,6 +388,10 @@ def test_delivery_gaps_run_from_version_one_to_the_stored_version():
     assert _delivery_gaps([seen_at("o", 1)], [row_at("o", None)]) == ([], ["o"])
     assert _delivery_gaps([seen_at("o", 2)], [row_at("o", 2, "x")]) == (["o@v1"], ["o"])
     assert _delivery_gaps([seen_at("o", 1, "w")], [row_at("o", 1, "a")]) == ([], ["o"])
+    assert _delivery_gaps([seen_at("o", 1, "w")], [row_at("o", 2, "x")]) == (["o@v2"], [])  # behind: a gap
+    assert _delivery_gaps([], [row_at("o", None)]) == ([], [])
+    # a second copy of the version held is a duplicate, whatever it says
+    assert _delivery_gaps([seen_at("o", 1, "w"), seen_at("o", 1, "x")], [row_at("o", 1, "w")]) == ([], [])
     assert _delivery_gaps([seen_at("o", 1), seen_at("o", 2), seen_at("o", 1)], [row_at("o", 2)]) == ([], [])  # late
 
 
@@ -494,8 +498,9 @@ def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_mus
     first = dict(zip(valid, (0, 429, 502, 503, 504, 202), strict=False))  # transient, then 200; a 202 at once
     ledger = [e.model_copy(update={"first_status": first[n]}) if n in first else e for n, e in enumerate(ledger)]
     assert verdict(sent, ledger, history, seen).verdict == "Pass"
-    redirected = [e.model_copy(update={"first_status": 300}) if n == valid[6] else e for n, e in enumerate(ledger)]
-    assert failed(verdict(sent, redirected, history, seen)) == {"I7"}
+    for status in (199, 300):
+        odd = [e.model_copy(update={"first_status": status}) if n == valid[6] else e for n, e in enumerate(ledger)]
+        assert failed(verdict(sent, odd, history, seen)) == {"I7"}
     forged = next(n for n, e in enumerate(ledger) if e.kind == "invalid_signature")
     refused = [e.model_copy(update={"status": 403}) if n == forged else e for n, e in enumerate(ledger)]
     assert failed(verdict(sent, refused, history, seen)) == {"I7"}

@@ -574,7 +574,7 @@ def test_verification_problems_end_in_error(change: dict, seconds: float, reason
     assert decision.status.phase == "Error" and decision.status.verdict == "Error"
     assert [e.reason for e in of(decision, Event)] == [reason]
     assert (Delete("Job", VERIFY) in decision.actions) == (reason == "DeadlineExceeded")
-    assert {c.type: c.status for c in decision.status.conditions}["Verified"] == "False"
+    assert {c.type: c.status for c in decision.status.conditions} == {"LoadComplete": "True", "Verified": "False"}
 
 
 def test_the_verification_may_run_for_exactly_its_deadline() -> None:
@@ -623,6 +623,7 @@ def test_a_skipped_fault_stays_skipped_while_another_is_held() -> None:
     done = finish_job(observed, LOAD)
     status = step(status, done, seconds=6, raw=raw).status  # the load finished before drop started
     assert {f.name: f.result for f in status.faults} == {"pause": "injected", "drop": "skipped"}
+    assert status.faults[1].started_at is None
     later = step(status, done, seconds=9, raw=raw)
     assert later.status.phase == "Running" and later.status.faults[1].result == "skipped"
 
@@ -806,6 +807,8 @@ PAUSE = {
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s"}, False),  # ends as it starts
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s", "duration": "5s"}, False),
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "3s", "duration": "5s"}, False),
+        ({"selector": {"app.kubernetes.io/component": "nats"}, "startAfter": "15s"}, False),  # sorts before
         ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
     ],
 )
@@ -858,12 +861,12 @@ def test_workloads_of_tests_that_are_gone_or_finished_are_healed() -> None:
         ("chaos", "renewed"): ("uid-9", "Running"),  # recreated too, its uid sorting after the old one
     }
     found = [
+        ("chaos", Workload("Deployment", "plain", 1)),  # no fault holds it
         held("a", "chaos/alive", "uid-1"),
         held("b", "chaos/done", "uid-2"),
         held("c", "chaos/gone", "uid-3"),
         held("d", "chaos/reborn", "uid-old"),
         held("e", "chaos/renewed", "uid-0"),
-        ("chaos", Workload("Deployment", "plain", 1)),
     ]
     heal = orphaned_restores(found, tests)
     assert heal == {
