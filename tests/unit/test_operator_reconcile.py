@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus, parse_duration
+from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus, Condition, parse_duration
 from fincart_core.contracts.report import FaultRecord
 from fincart_operator import children, metrics
 from fincart_operator.children import Owner
@@ -250,7 +250,7 @@ def test_deciding_twice_creates_nothing_new() -> None:
         (
             spec(
                 faults=[
-                    {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}
+                    {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "10s"}
                 ]
             ),
             "spec.faults[0].interval",
@@ -292,7 +292,9 @@ def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_dura
     assert held.actions == [] and held.status == kill.status.model_copy(update={})
     healed = step(kill.status, observed, seconds=7, raw=raw)
     assert healed.status.faults[0].result == "healed" and of(healed, Delete) == []
-    assert [(e.type, e.reason) for e in of(kill, Event)] == [("Normal", "FaultInjected")]
+    assert [(e.type, e.reason, e.message) for e in of(kill, Event)] == [
+        ("Normal", "FaultInjected", "podKill kill: deleted 2 pod(s): fincart-processor-0, fincart-processor-1")
+    ]
     assert [(e.type, e.reason) for e in of(healed, Event)] == [("Normal", "FaultHealed")]
     assert step(healed.status, observed, seconds=8, raw=raw).actions == []  # healed once
 
@@ -564,6 +566,7 @@ def test_an_unreadable_summary_is_quoted_up_to_1000_characters() -> None:
         ({"verify_message": summary("Error", reason="database unreachable")}, 40, "Error"),
         ({"verify_message": "{not json"}, 40, "SummaryUnreadable"),
         ({"jobs": {VERIFY: JobView(VERIFY, "failed", message="DeadlineExceeded")}}, 40, "VerifyJobFailed"),
+        ({"jobs": {VERIFY: JobView(VERIFY, "succeeded")}}, 40, "VerifyJobFailed"),  # done, but no summary
         ({"jobs": {}}, 40, "VerifyJobMissing"),
         ({}, 30 + 160.1, "DeadlineExceeded"),
     ],
@@ -599,6 +602,8 @@ def test_abort_and_deletion_stop_the_load_and_heal_every_fault(how: str) -> None
         observed = dataclasses.replace(observed, deleting=True)
     stop = step(status, observed, seconds=12, raw=raw)
     assert stop.status.phase == "Aborted" and stop.status.verdict is None
+    events = [(e.type, e.reason) for e in of(stop, Event)]
+    assert events == [("Normal", "FaultHealed"), ("Normal", "FaultHealed"), ("Warning", "Aborted")]  # kill was healed
     assert set(of(stop, Scale)) == {Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)}
     assert set(of(stop, Delete)) == {Delete("Job", "seed-fault-drop-0"), Delete("Job", LOAD)}
     assert all(f.result == "healed" for f in stop.status.faults)
@@ -636,6 +641,8 @@ def test_abort_before_anything_started() -> None:
 def finished(phase: str, policy: str) -> tuple[ChaosTestStatus, Observed, dict]:
     raw = spec(cleanup={"policy": policy, "ttlSecondsAfterFinished": 60})
     status = ChaosTestStatus(phase=phase, start_time="2026-01-01T00:00:00Z", completion_time="2026-01-01T00:01:00Z")
+    for kind in ("LoadComplete", "Verified"):
+        status.conditions.append(Condition(type=kind, status="True", reason="r", message="m", last_transition_time="t"))
     observed = Observed(
         jobs={LOAD: JobView(LOAD, "succeeded"), VERIFY: JobView(VERIFY, "succeeded")},
         config_maps=frozenset({"seed-spec", "seed-report"}),
@@ -649,7 +656,12 @@ def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report(
     assert early.actions == [] and early.wait_s == 20
     clean = step(status, observed, seconds=120, raw=raw)
     assert set(of(clean, Delete)) == {Delete("Job", LOAD), Delete("Job", VERIFY), Delete("ConfigMap", "seed-spec")}
-    assert clean.wait_s is None and any(c.type == "CleanedUp" for c in clean.status.conditions)
+    assert clean.wait_s is None
+    assert [(c.type, c.status) for c in clean.status.conditions] == [
+        ("LoadComplete", "True"),
+        ("Verified", "True"),
+        ("CleanedUp", "True"),
+    ]
     assert of(step(status, observed, seconds=150, raw=raw), Delete) == of(clean, Delete)  # a late look cleans too
     assert step(clean.status, observed, seconds=200, raw=raw).actions == []
     assert not needs_attention(raw, clean.status.model_dump(by_alias=True))
@@ -679,6 +691,7 @@ def test_a_finished_test_whose_spec_no_longer_parses_is_left_alone() -> None:
 
 def test_a_running_test_needs_the_operator() -> None:
     assert needs_attention(spec(), None) and needs_attention(spec(), {"phase": "Verifying", "kopf": {}})
+    assert not needs_attention(spec(load="bogus"), {"phase": "Completed"})  # no cleanup to read from it
 
 
 # ---------------------------------------------------------------- deadlines, edges, metrics
@@ -806,6 +819,7 @@ PAUSE = {
         ),  # a narrower selector, repeating: may hit it at any time
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s"}, False),  # ends as it starts
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "30s"}, False),  # well after
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s", "duration": "5s"}, False),
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "3s", "duration": "5s"}, False),
         ({"selector": {"app.kubernetes.io/component": "nats"}, "startAfter": "15s"}, False),  # sorts before
