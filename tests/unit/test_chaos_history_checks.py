@@ -219,6 +219,11 @@ def test_resumed_observers(run: Run):
     for last in (ahead, stranger_id):
         found = {v.message: v.ids for v in observer_views(events, [[*events[:-1], last]], run.rows, run.versions)}
         assert found["a resumed observer did not end with the stored version"] == [last.order_id]
+    # holding the stored webhook at an earlier version
+    last = events[-1]
+    early = [e for e in events if e.order_id != last.order_id] + [last.model_copy(update={"version": last.version - 1})]
+    found = {v.message: v.ids for v in observer_views(events, [early], run.rows, run.versions)}
+    assert found["a resumed observer did not end with the stored version"] == [last.order_id]
     # ending short of the stored version, even holding the stored webhook
     behind = events[-1].model_copy(update={"version": events[-1].version - 1})
     assert observer_views(events, [[*events[:-1], behind]], run.rows, run.versions)[0].message.startswith(
