@@ -17,6 +17,7 @@ import gc
 import importlib
 import json
 import os
+import select
 import shlex
 import signal
 import socket
@@ -25,8 +26,8 @@ import tomllib
 from pathlib import Path
 
 SOCKET = "mutation/.forkserver.sock"
-# a run still going after this is a mutant that loops: its process dies so the server can take the next one
-# (cosmic-ray's own timeout, in the target's toml, only kills the client)
+# a run still going after this is a mutant that loops: it dies before cosmic-ray's timeout (the target's toml)
+# kills the client; the test commands turn pytest-timeout off, whose own alarm would replace this one
 RUN_SECONDS = 50
 
 
@@ -96,8 +97,22 @@ def serve(config: Path) -> None:
                 os._exit(code)
             for fd in fds:
                 os.close(fd)
-            _, status = os.waitpid(pid, 0)
-            conn.sendall(str(os.waitstatus_to_exitcode(status)).encode())
+            code = _wait(pid, conn)
+            with contextlib.suppress(OSError):  # the client may be gone
+                conn.sendall(str(code).encode())
+
+
+def _wait(pid: int, conn: socket.socket) -> int:
+    """The run's exit code. A run whose client hung up (cosmic-ray's timeout killed it) is killed too: the next
+    mutant must not wait for it, nor count as killed by a timeout it never had."""
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if select.select([conn], [], [], 0.2)[0]:  # the client sends nothing more: readable means it hung up
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return -signal.SIGKILL
 
 
 def run(args: list[str]) -> int:
