@@ -121,5 +121,5 @@ def test_a_received_at_without_a_utc_equivalent_is_poison() -> None:
         b'{"webhook_id": "w", "topic": "t", "received_at": "0001-01-01T00:00:00+01:00",'
         b' "order": {"id": "o", "updated_at": "2026-01-01T00:00:00Z"}}'
     )
-    with pytest.raises(ValueError, match="received_at .* outside the range of UTC timestamps"):
+    with pytest.raises(ValueError, match=r"received_at .* outside the range of UTC timestamps"):
         Webhook.from_json(body)
