@@ -59,7 +59,7 @@ def report(config: dict[str, Any], db: sqlite3.Connection) -> int:
             equivalent += 1
         else:
             unexplained.append(f"{module}:{row} {operator}\n{diff}")
-    score = 100 * killed / max(run - equivalent, 1)
+    score = 100 * killed / (run - equivalent) if run > equivalent else 100.0
     print(
         f"{run} mutants run: {killed} killed, {equivalent + len(unexplained)} survived"
         f" ({equivalent} explained as equivalent); score {score:.1f} % of the non-equivalent ones"

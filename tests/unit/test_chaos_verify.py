@@ -294,6 +294,7 @@ def test_reaching_the_catch_up_deadline_is_its_own_finding(sent):
     damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
     lost = judge(sent, ledger, damaged, seen, caught_up=False, deadline="8s")
     assert lost.verdict == "Fail" and {a.invariant for a in lost.inconclusive} == {"catch-up"}
+    assert "acked webhooks never stored (tolerated: 0)" in {a.message for a in lost.anomalies}  # by default
 
 
 # ---------------------------------------------------------------- the independent oracle
