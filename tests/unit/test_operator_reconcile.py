@@ -542,15 +542,13 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
     status, observed, raw = verifying()
     anomalies = [{"invariant": "I1", "message": "acked but not stored", "count": 2, "samples": ["w1", "w2"]}]
     text = summary("Fail", counts={"lost": 2, "stored": 48}, anomalies=anomalies)
-    final = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw).status
+    decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
+    final = decision.status
     assert (final.phase, final.verdict, final.counts.lost) == ("Failed", "Fail", 2)
     assert [(a.invariant, a.count, a.samples) for a in final.anomalies] == [("I1", 2, ["w1", "w2"])]
     assert "I1 x2" in final.message
     assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
-    assert [
-        (e.type, e.reason)
-        for e in of(step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw), Event)
-    ] == [("Warning", "Failed")]
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "Failed")]
 
 
 def test_an_unreadable_summary_is_quoted_up_to_1000_characters() -> None:
