@@ -573,6 +573,8 @@ def test_rejected_counts_the_4xx_answers_to_forged_webhooks(sent):
     answers = dict(zip(forged, (400, 499, 399, 500, 503), strict=False))  # the rest stay 401
     ledger = [e.model_copy(update={"status": answers[n]}) if n in answers else e for n, e in enumerate(ledger)]
     assert verdict(sent, ledger, history, seen).counts.rejected == len(forged) - 3
+    accepted = [e.model_copy(update={"status": 200}) if not e.valid else e for e in ledger]
+    assert verdict(sent, accepted, history, seen).counts.rejected == 0
 
 
 def test_a_fee_above_the_rule_fails_i2_and_a_version_below_the_processed_count_fails_i4(sent):
