@@ -250,6 +250,14 @@ def test_deciding_twice_creates_nothing_new() -> None:
         (
             spec(
                 faults=[
+                    {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "5s"}
+                ]
+            ),
+            "spec.faults[0].interval",
+        ),
+        (
+            spec(
+                faults=[
                     {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "10s"}
                 ]
             ),
