@@ -22,6 +22,7 @@ from fincart_chaos.history_checks import (
     held_versions,
     idle_faults,
     observer_views,
+    on_request_path,
     page_walk,
     poison_outcomes,
     reads_behind_events,
@@ -30,7 +31,7 @@ from fincart_chaos.history_checks import (
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, OrderRow, verify
-from fincart_chaos.workload import Webhook, full_plan, poison_kind
+from fincart_chaos.workload import Request, Webhook, full_plan, poison_kind
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
@@ -165,6 +166,11 @@ def test_events_must_equal_the_committed_history(run: Run):
             update={"total_price": Decimal("123.45")}
         ),
         "more than one event": seen("event", 999, run.by_id[processed.webhook_id], processed.version or 0),
+        "webhook is not the one committed": next(
+            e for e in run.events if e.last_webhook_id == processed.webhook_id
+        ).model_copy(
+            update={"last_webhook_id": "a-stranger", "seq": 1000}  # sorts before every webhook id
+        ),
     }
     for words, extra in cases.items():
         if extra is None:
@@ -172,6 +178,9 @@ def test_events_must_equal_the_committed_history(run: Run):
         found = events_vs_history([*run.events, extra], run.audit, expected)
         # a second event at an existing version is also "more than one event"
         assert {v.invariant for v in found} == {"I6"} and any(words in v.message for v in found), (words, found)
+    # a discarded webhook's audit row that notes the version it saw commits nothing
+    seen_version = AuditEntry("late-duplicate", processed.order_id, "discarded", processed.version)
+    assert events_vs_history(run.events, [*run.audit, seen_version], expected) == []
     # the same event seen twice (same sequence: a resume overlap) is one event
     assert events_vs_history([*run.events, run.events[0]], run.audit, expected) == []
 
@@ -206,7 +215,23 @@ def test_resumed_observers(run: Run):
     gap = f"{victim.order_id}@v{victim.version}"
     assert any(gap in ids for ids in found.values()), found
     assert all("resumed observer" in m for m in found)
-    # ending short of the stored version
+    # nothing at all, or a version beyond the stored one, or another webhook at it
+    assert observer_views(events, [[]], run.rows, run.versions)[0].ids == sorted(run.rows)
+    ahead = events[-1].model_copy(update={"version": events[-1].version + 1})
+    stranger_id = events[-1].model_copy(update={"last_webhook_id": "zz-stranger"})  # sorts after every id
+    for last in (ahead, stranger_id):
+        found = {v.message: v.ids for v in observer_views(events, [[*events[:-1], last]], run.rows, run.versions)}
+        assert found["a resumed observer did not end with the stored version"] == [last.order_id]
+    # holding the stored webhook at an earlier version
+    last = events[-1]
+    early = [e for e in events if e.order_id != last.order_id] + [last.model_copy(update={"version": last.version - 1})]
+    found = {v.message: v.ids for v in observer_views(events, [early], run.rows, run.versions)}
+    assert found["a resumed observer did not end with the stored version"] == [last.order_id]
+    # ending short of the stored version, even holding the stored webhook
+    behind = events[-1].model_copy(update={"version": events[-1].version - 1})
+    assert observer_views(events, [[*events[:-1], behind]], run.rows, run.versions)[0].message.startswith(
+        "a resumed observer did not end"
+    )
     assert observer_views(events, [events[:-1]], run.rows, run.versions)[0].message.startswith(
         "a resumed observer did not end"
     )
@@ -224,6 +249,23 @@ def test_held_versions_counts_a_gap_from_one_without_a_snapshot():
     assert gaps == ["o@v1", "o@v2"] and held["o"].version == 3
     held, gaps = held_versions([reset(0), seen("event", 1, w, 3)])
     assert gaps == [] and held["o"].version == 3
+    # a snapshot entry sets the order, whatever it held
+    held, _ = held_versions([seen("event", 1, w, 3), seen("snapshot", 2, w, 2)])
+    assert held["o"].version == 2
+    # a second copy of the version held is a duplicate: it changes nothing
+    other = Webhook("x", "o", 0, w.updated_at, w.payload)
+    held, gaps = held_versions([seen("event", 1, w, 1), seen("event", 2, other, 1)])
+    assert gaps == [] and held["o"].last_webhook_id == "w"
+
+
+def test_snapshots_count_as_seen_by_the_steady_observer_only_events_must_come_from_it(run: Run):
+    events = run.events
+    first = events[0]
+    steady = [reset(0), first.model_copy(update={"kind": "snapshot"}), *events[1:]]  # it started with a snapshot
+    assert observer_views(steady, [events], run.rows, run.versions) == []
+    # a resumed snapshot is read from the store (judged against the rows), not from the stream
+    unseen = first.model_copy(update={"kind": "snapshot", "last_webhook_id": "read-from-the-store"})
+    assert observer_views(events, [[reset(0), unseen, *events[1:]]], run.rows, run.versions) == []
 
 
 def test_the_page_walk(run: Run):
@@ -236,6 +278,10 @@ def test_the_page_walk(run: Run):
     skipped = page_walk(items[1:], run.rows, quiescent=True, **kwargs)
     assert [(v.invariant, v.ids) for v in skipped] == [("I1", [items[0].order_id])] and "skipped" in skipped[0].message
     assert page_walk(items[1:], run.rows, quiescent=False, **kwargs) == []  # during the load: it may have moved
+    ahead = PageItem(items[0].order_id, items[0].version + 1, items[0].columns)
+    assert "GET /orders differs from the stored row" in {
+        v.message for v in page_walk([ahead, *items[1:]], run.rows, quiescent=True, **kwargs)
+    }
     old = PageItem(items[0].order_id, items[0].version - 1, items[0].columns)
     assert {v.message for v in page_walk([old, *items[1:]], run.rows, quiescent=True, **kwargs)} == {
         "GET /orders listed a state that was never committed",
@@ -327,17 +373,23 @@ def test_fault_windows_count_failed_retried_and_answered():
     ]
     skipped = FaultRecord(name="redis", type="redisOutage", started_at=0.0, healed_at=0.0, result="skipped")
     assert fault_windows([skipped], ledger, {}) == []
+    assert [w.name for w in fault_windows([skipped, nats], ledger, selectors)] == ["restart-nats"]
 
 
-def test_the_checks_run_in_the_verifier(run: Run):
-    """Registered with @check, the checks above judge a Context that carries their Extras."""
+def verifier_inputs(run: Run) -> tuple[list[Request], History, list[LedgerEntry]]:
+    """LOAD's requests, the run's history as the verifier reads it, and a ledger of the expected answers."""
     requests = full_plan(LOAD)
     history = History(
         orders=[OrderRow(o, c.status, c.shipping_fee, run.versions[o], c.last_webhook_id) for o, c in run.rows.items()],
         audit=[AuditRow(a.webhook_id, a.order_id, a.status) for a in run.audit],
     )
     answers = {"valid": 200, "duplicate": 200, "poison": 422}
-    ledger = [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
+    return requests, history, [entry(r.webhook.webhook_id, answers[r.kind], r.kind) for r in requests]
+
+
+def test_the_checks_run_in_the_verifier(run: Run):
+    """Registered with @check, the checks above judge a Context that carries their Extras."""
+    requests, history, ledger = verifier_inputs(run)
     walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
     store = StoreView(run.rows, run.versions, run.audit)
 
@@ -388,3 +440,107 @@ def test_the_checks_run_in_the_verifier(run: Run):
     assert result.verdict == "Inconclusive" and [(a.invariant, a.message) for a in result.inconclusive] == [
         ("coverage", "fault restart-nats is on the request path but failed no request")
     ]
+
+
+# ---------------------------------------------------------------- edges (each kills a mutant, see mutation/)
+
+
+def test_a_resumed_observer_holding_the_stored_version_of_another_webhook_is_stale(run: Run):
+    last = run.events[-1]
+    other = last.model_copy(update={"last_webhook_id": "a-stranger"})  # sorts before every webhook id
+    found = {v.message: v.ids for v in observer_views(run.events, [[*run.events[:-1], other]], run.rows, run.versions)}
+    assert found["a resumed observer did not end with the stored version"] == [last.order_id]
+
+
+def test_a_poison_webhook_answered_3xx_is_unanswered():
+    odd = {"early": 199, "moved": 300, "odd": 399}
+    [v] = poison_outcomes(dict.fromkeys(odd, "calendarEdge"), [entry(p, s) for p, s in odd.items()], {}, winners=[])
+    assert (v.invariant, v.ids) == ("I7", list(odd))
+    dead = {"late": AuditEntry("late", "o", "failed")}
+    ledger = [entry("refused", 400), entry("refused-499", 499), entry("late", 299)]
+    kinds = {"refused": "schema", "refused-499": "schema", "late": "calendarEdge"}
+    assert poison_outcomes(kinds, ledger, dead, winners=[]) == []
+
+
+def test_fault_windows_include_their_bounds_and_only_final_answers():
+    nats = FaultRecord(name="restart-nats", type="brokerRestart", started_at=100.0, healed_at=101.0, result="healed")
+    ledger = [
+        entry("at-start", 200, "valid", attempts=2, failures=[(100.0, 503)], done_at=100.5),
+        entry("at-end", 200, "valid", attempts=2, failures=[(103.0, 503)], done_at=103.5),  # heal + grace (2 s)
+        entry("late", 200, "valid", done_at=103.5),
+        entry("in-grace", 200, "valid", done_at=102.5),
+        entry("on-start", 200, "valid", done_at=100.0),
+        entry("on-end", 200, "valid", done_at=103.0),
+        # final answers: 2xx, and 4xx but 429; the rest is retried
+        *(entry(f"final-{s}", s, "valid", done_at=100.5) for s in (299, 400, 431, 499)),
+        *(entry(f"retried-{s}", s, "valid", done_at=100.5) for s in (199, 300, 399, 429, 500)),
+    ]
+    [window] = fault_windows([nats], ledger, {})
+    assert (window.failed, window.retried, window.answered) == (2, 2, 8)
+
+
+def test_each_poison_check_reports_its_own_invariant_only(run: Run):
+    requests, history, ledger = verifier_inputs(run)
+    poison = [r.webhook.webhook_id for r in requests if r.kind == "poison"]
+    accepted = next(p for p in poison if poison_kind(p) == "schema")  # 2xx to a schema poison: I7, and stuck: I3
+    applied = next(p for p in poison if p != accepted)  # I5
+    ledger = [e.model_copy(update={"status": 200}) if e.webhook_id == accepted else e for e in ledger]
+    store = StoreView(run.rows, run.versions, [*run.audit, AuditEntry(applied, "o", "processed")])
+    ctx = Context(requests, ledger, history, run.events, extras=Extras(store))
+    order_id = next(iter(run.rows))
+    won = {**run.rows, order_id: dataclasses.replace(run.rows[order_id], last_webhook_id=applied)}
+    stored = Context(requests, ledger, history, run.events, extras=Extras(StoreView(won, run.versions, run.audit)))
+    assert "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered" in {
+        a.message for a in verify(stored, {"I5"}).anomalies
+    }
+    expected = {
+        "I3": "poison webhooks accepted but never dead-lettered (stuck or silently dropped)",
+        "I5": "poison webhooks applied (processed or discarded) instead of rejected or dead-lettered",
+        "I7": "poison webhooks that break the order contract answered 2xx (ingest must answer 422)",
+    }
+    for invariant, message in expected.items():
+        messages = [(a.invariant, a.message) for a in verify(ctx, {invariant}).anomalies]
+        assert (invariant, message) in messages and {i for i, _ in messages} == {invariant}
+        assert len(set(messages)) == len(messages)
+    # without Extras the poison checks have nothing to judge
+    assert verify(dataclasses.replace(ctx, extras=None), {"I3", "I7"}).verdict == "Pass"
+
+
+def test_only_processed_audit_rows_commit_a_state_the_page_walk_may_list(run: Run):
+    requests, history, ledger = verifier_inputs(run)
+    order_id = next(iter(run.rows))
+    walk = [PageItem(o, run.versions[o], c) for o, c in run.rows.items()]
+    noted = AuditEntry("late-duplicate", order_id, "discarded", run.versions[order_id])  # a version it saw
+    store = StoreView(run.rows, run.versions, [*run.audit, noted])
+    assert (
+        verify(Context(requests, ledger, history, run.events, extras=Extras(store, walk_after=walk)), {"I1"}).anomalies
+        == []
+    )
+    # a walk during the load may miss orders that moved between pages
+    moving = Extras(StoreView(run.rows, run.versions, run.audit), walks_during=[walk[1:]])
+    assert verify(Context(requests, ledger, history, run.events, extras=moving), {"I1"}).anomalies == []
+    stranger = dataclasses.replace(walk[0], columns=dataclasses.replace(walk[0].columns, last_webhook_id="a-stranger"))
+    [v] = page_walk([stranger], run.rows, rows=run.rows, versions=run.versions, committed={}, quiescent=False)
+    assert v.message == "GET /orders listed a state that was never committed"
+    committed = {(a.order_id, a.version): a.webhook_id for a in run.audit if a.status == "processed"}
+    [v] = page_walk([stranger], run.rows, rows=run.rows, versions=run.versions, committed=committed, quiescent=False)
+    assert v.ids == [f"{stranger.order_id}@v{stranger.version}"]
+
+
+def test_snapshots_and_resets_are_not_events(run: Run):
+    expected = {i: expected_columns(w) for i, w in run.by_id.items()}
+    again = run.events[0].model_copy(update={"kind": "snapshot", "seq": 10_000})
+    assert events_vs_history([reset(0), again, *run.events], run.audit, expected) == []
+    discarded = next(run.by_id[a.webhook_id] for a in run.audit if a.status == "discarded")
+    bogus = seen("event", 10_001, discarded, 1)
+    assert events_vs_history([reset(0), *run.events, bogus], run.audit, expected) != []
+
+
+def test_on_the_request_path_are_broker_restarts_and_ingest_faults():
+    def on_path(fault_type: str, component: str) -> bool:
+        record = FaultRecord(name="f", type=fault_type)
+        return on_request_path(record, {"f": {"app.kubernetes.io/component": component}})
+
+    assert on_path("brokerRestart", "nats") and on_path("podKill", "ingest")
+    assert not any(on_path("podKill", c) for c in ("processor", "sync", "cache"))
+    assert not on_path("brokerNodeLoss", "nats")

@@ -12,12 +12,26 @@ from decimal import Decimal
 
 import pytest
 from fincart_chaos import oracle, workload
+from fincart_chaos import verify as verify_module
 from fincart_chaos.evidence import counterexamples
 from fincart_chaos.ledger import LedgerEntry
 from fincart_chaos.observer import Seen
 from fincart_chaos.outcomes import classify
-from fincart_chaos.verify import ALL_INVARIANTS, AuditRow, Context, History, Result, verify
-from fincart_chaos.workload import Request, full_plan
+from fincart_chaos.verify import (
+    ALL_INVARIANTS,
+    REQUIRED_COLUMNS,
+    AuditRow,
+    Context,
+    History,
+    OrderRow,
+    Result,
+    _applied_twice,
+    _delivery_gaps,
+    read_history,
+    settle,
+    verify,
+)
+from fincart_chaos.workload import Request, Webhook, full_plan
 from fincart_core.contracts.chaostest import Load
 from fincart_core.contracts.report import FaultRecord
 
@@ -64,6 +78,8 @@ def test_a_correct_history_passes(sent):
         not r.valid for r in sent
     )
     assert result.counts.stored == len({r.webhook.webhook_id for r in sent if r.valid})
+    assert (result.counts.stale_overwrites, result.counts.duplicated, result.counts.unexpected) == (0, 0, 0)
+    assert result.notes == []
 
 
 def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_inconclusive(sent):
@@ -72,6 +88,8 @@ def test_without_ledger_or_observer_the_rest_is_checked_but_the_verdict_is_incon
     assert result.verdict == "Inconclusive" and not result.anomalies
     assert result.checked == ["I1", "I2", "I3", "I4", "I5"]
     assert {a.invariant for a in result.inconclusive} == {"I6", "I7"}
+    assert [a.count for a in result.inconclusive] == [0, 0]  # not about any webhook
+    assert (result.counts.unknown, result.counts.recovered, result.counts.rejected) == (0, 0, 0)  # no answers
     # chosen away by the spec, they are not owed
     assert check_history(sent, None, history, None, invariants={"I1", "I5"}).verdict == "Pass"
 
@@ -100,10 +118,12 @@ def test_a_lost_webhook_fails_i5_unless_tolerated(sent):
     victim = next(a for a in history.audit if a.status == "discarded")  # its loss changes no version
     damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
     result = verdict(sent, ledger, damaged, seen)
-    assert "I5" in failed(result) and result.counts.lost == 1
+    assert "I5" in failed(result) and result.counts.lost == 1 and result.notes == []
     assert victim.webhook_id in next(a.samples for a in result.anomalies if a.invariant == "I5")
     tolerated = verdict(sent, ledger, damaged, seen, max_lost=1)
-    assert tolerated.verdict == "Pass" and tolerated.notes
+    assert tolerated.verdict == "Pass" and tolerated.notes == ["1 lost webhooks within maxLost=1"]
+    roomy = verdict(sent, ledger, damaged, seen, max_lost=2)
+    assert roomy.verdict == "Pass" and roomy.notes == ["1 lost webhooks within maxLost=2"]
 
 
 def test_a_webhook_applied_twice_fails_i4_and_i5(sent):
@@ -129,6 +149,7 @@ def test_missing_change_events_fail_i6(sent):
     history, seen, ledger = run_model(sent)
     result = verdict(sent, ledger, history, seen[::2])
     assert failed(result) == {"I6"}
+    assert [len(a.samples) for a in result.anomalies] == [10]  # of more
     assert verdict(sent, ledger, history, [*seen, *seen]).verdict == "Pass"  # duplicates are not gaps
 
 
@@ -196,7 +217,7 @@ def test_each_outcome_class_and_unknown_is_never_lost(sent):
     assert outcomes["rejected"] == sum(not r.valid for r in sent) - 1
     assert outcomes["stored"] == len({r.webhook.webhook_id for r in sent if r.valid}) - 3
     assert (result.counts.lost, result.counts.unknown, result.counts.recovered) == (1, 1, 1)
-    lost = next(a for a in result.anomalies if a.message.startswith("acked webhooks never stored"))
+    lost = next(a for a in result.anomalies if a.message == "acked webhooks never stored (tolerated: 0)")
     assert lost.samples == [lost_id]  # the unknown one is not lost
     assert failed(result) == {"I5", "I7"}  # unknown/recovered: never answered 2xx (I7); lost, unexpected: I5
     assert sum(result.lost_positions.values()) == 1
@@ -273,6 +294,7 @@ def test_reaching_the_catch_up_deadline_is_its_own_finding(sent):
     damaged = dataclasses.replace(history, audit=[a for a in history.audit if a is not victim])
     lost = judge(sent, ledger, damaged, seen, caught_up=False, deadline="8s")
     assert lost.verdict == "Fail" and {a.invariant for a in lost.inconclusive} == {"catch-up"}
+    assert "acked webhooks never stored (tolerated: 0)" in {a.message for a in lost.anomalies}  # by default
 
 
 # ---------------------------------------------------------------- the independent oracle
@@ -340,3 +362,242 @@ def test_a_violation_comes_with_a_counterexample_per_sample_order(sent):
     assert (lost.outcome, lost.status, lost.faults) == ("lost", 200, ["kill"])
     assert order.row is not None and order.row.version == len(order.versions_seen)
     assert f"{victim.webhook_id}: discarded" not in order.audit and order.audit
+
+
+# ---------------------------------------------------------------- edges (each kills a mutant, see mutation/)
+
+
+def seen_at(order_id: str, version: int, webhook_id: str = "w", seq: int = 0) -> Seen:
+    return Seen(
+        kind="event",
+        seq=seq,
+        order_id=order_id,
+        version=version,
+        status="CONFIRMED",
+        shipping_fee="5.99",
+        last_webhook_id=webhook_id,
+        received_at=0.0,
+    )
+
+
+def row_at(order_id: str, version: int | None, webhook_id: str = "w") -> OrderRow:
+    return OrderRow(order_id, "CONFIRMED", Decimal("5.99"), version, webhook_id)
+
+
+def test_delivery_gaps_run_from_version_one_to_the_stored_version():
+    assert _delivery_gaps([], [row_at("o", 2)]) == (["o@v1", "o@v2"], [])
+    assert _delivery_gaps([seen_at("o", 1)], [row_at("o", 2)]) == (["o@v2"], [])
+    assert _delivery_gaps([seen_at("o", 1), seen_at("o", 3)], [row_at("o", 3)]) == (["o@v2"], [])
+    # a client that holds a version the row never got (NULL version) saw something never stored
+    assert _delivery_gaps([seen_at("o", 1)], [row_at("o", None)]) == ([], ["o"])
+    assert _delivery_gaps([seen_at("o", 2)], [row_at("o", 2, "x")]) == (["o@v1"], ["o"])
+    assert _delivery_gaps([seen_at("o", 1, "w")], [row_at("o", 1, "a")]) == ([], ["o"])
+    assert _delivery_gaps([seen_at("o", 1, "w")], [row_at("o", 2, "x")]) == (["o@v2"], [])  # behind: a gap
+    assert _delivery_gaps([], [row_at("o", None)]) == ([], [])
+    # a second copy of the version held is a duplicate, whatever it says
+    assert _delivery_gaps([seen_at("o", 1, "w"), seen_at("o", 1, "x")], [row_at("o", 1, "w")]) == ([], [])
+    assert _delivery_gaps([seen_at("o", 1), seen_at("o", 1), seen_at("o", 2)], [row_at("o", 2)]) == ([], [])
+    assert _delivery_gaps([seen_at("o", 1), seen_at("o", 2), seen_at("o", 1)], [row_at("o", 2)]) == ([], [])  # late
+
+
+def test_applied_twice_is_one_webhook_at_two_versions():
+    assert _applied_twice([seen_at("o", 1, "a"), seen_at("o", 2, "a"), seen_at("o", 3, "b"), seen_at("o", 3, "b")]) == [
+        "a"
+    ]
+
+
+def test_a_poison_webhook_dead_lettered_is_expected_applied_it_is_unexpected():
+    sent = full_plan(
+        Load(
+            orders=3,
+            updates_per_order=6,
+            poison_ratio=0.5,
+            invalid_signature_ratio=0.3,
+            poison_kinds=["schema"],
+            seed=5,
+        )
+    )
+    poison = next(r.webhook for r in sent if r.kind == "poison")
+
+    forged = next(r.webhook for r in sent if r.kind == "invalid_signature")
+
+    def unexpected(webhook: Webhook, status: str) -> list[str]:
+        return Context(
+            sent, None, History([], [AuditRow(webhook.webhook_id, webhook.order_id, status)]), None
+        ).unexpected
+
+    assert [unexpected(poison, s) for s in ("failed", "processed", "discarded")] == [[], *[[poison.webhook_id]] * 2]
+    assert unexpected(forged, "failed") == [forged.webhook_id]
+
+
+def test_an_inconclusive_reason_is_cut_at_1000_characters(sent):
+    history, seen, ledger = run_model(sent)
+    idle = [FaultRecord(name=f"fault-{n:03}", type="podKill", result="failed", message="x" * 40) for n in range(40)]
+    result = judge(sent, ledger, history, seen, faults=[FaultRecord(name="never", type="podKill"), *idle])
+    assert result.verdict == "Inconclusive" and len(result.reason or "") == 1000
+    assert (result.reason or "").startswith("coverage: fault never (podKill) injected: it never acted")
+
+
+class FakeConnection:
+    """Answers settle's poll with (audit rows, sum of versions), one answer per poll, the last one repeated;
+    read_history's two queries with ``tables`` (orders, audit_log)."""
+
+    def __init__(self, *answers: tuple[int, int], tables: tuple[list[dict], ...] = ()) -> None:
+        self.answers = list(answers)
+        self.tables = list(tables)
+        self.closed = False
+
+    async def fetchrow(self, *_: object, **__: object) -> tuple[int, int]:
+        return self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+
+    async def fetch(self, *_: object, **__: object) -> list[dict]:
+        return self.tables.pop(0)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_settle_polls_until_the_store_and_the_clients_caught_up(monkeypatch: pytest.MonkeyPatch):
+    # a mutant that never sees the store caught up spins until the timeout: 5 s, polling every 10 ms
+    def settled(
+        conn: FakeConnection, timeout: float, observed: list[Seen] | None = None, poll_s: float = 0.01
+    ) -> object:
+        async def connect(*_: object, **__: object) -> FakeConnection:
+            return conn
+
+        monkeypatch.setattr(verify_module.asyncpg, "connect", connect)
+        return settle("postgresql://localhost/db", ["o", "p"], 3, timeout, observed, poll_s=poll_s)
+
+    conn = FakeConnection((2, 1), (3, 4))
+    assert await settled(conn, 5) is True and conn.answers == [(3, 4)] and conn.closed
+    assert await settled(FakeConnection((2, 1)), 0) is False
+    assert await settled(FakeConnection((4, 1)), 0) is True  # more audit rows than expected: the checks judge them
+    assert await settled(FakeConnection((2, 1)), 1.05, poll_s=0.05) is False  # gives up 1.05 s from now
+    reset = Seen(
+        kind="reset", seq=0, order_id="", version=0, status="", shipping_fee="0", last_webhook_id="", received_at=0
+    )
+    clients = [reset, seen_at("o", 1), seen_at("o", 2), seen_at("p", 2)]
+    assert await settled(FakeConnection((3, 4)), 5, clients) is True
+    assert await settled(FakeConnection((3, 5)), 0, clients) is False
+    assert await settled(FakeConnection((3, 3)), 0, clients) is True  # a client ahead of the store: I6 says so
+
+
+async def test_read_history_names_the_null_columns(monkeypatch: pytest.MonkeyPatch):
+    row = {c: 1 for c in REQUIRED_COLUMNS} | {"shopify_order_id": "o", "status": "PENDING", "shipping_fee": None}
+    row["last_webhook_id"] = "w"
+    conn = FakeConnection(tables=([row], [{"webhook_id": "w", "shopify_order_id": "o", "status": "processed"}]))
+
+    async def connect(*_: object, **__: object) -> FakeConnection:
+        return conn
+
+    monkeypatch.setattr(verify_module.asyncpg, "connect", connect)
+    history = await read_history("postgresql://localhost/db", ["o"])
+    assert history == History(
+        [OrderRow("o", "PENDING", None, 1, "w", ("shipping_fee",))], [AuditRow("w", "o", "processed")]
+    )
+    assert conn.closed
+
+
+def test_transient_first_answers_and_any_2xx_are_documented_a_forged_webhook_must_get_401(sent):
+    history, seen, ledger = run_model(sent)
+    valid = [n for n, e in enumerate(ledger) if e.valid]
+    first = dict(zip(valid, (0, 429, 502, 503, 504, 202, 299), strict=False))  # transient, then 200; or any 2xx
+    ledger = [e.model_copy(update={"first_status": first[n]}) if n in first else e for n, e in enumerate(ledger)]
+    assert verdict(sent, ledger, history, seen).verdict == "Pass"
+    for status in (199, 300):
+        odd = [e.model_copy(update={"first_status": status}) if n == valid[7] else e for n, e in enumerate(ledger)]
+        assert failed(verdict(sent, odd, history, seen)) == {"I7"}
+    forged = next(n for n, e in enumerate(ledger) if e.kind == "invalid_signature")
+    refused = [e.model_copy(update={"status": 403}) if n == forged else e for n, e in enumerate(ledger)]
+    assert failed(verdict(sent, refused, history, seen)) == {"I7"}
+
+
+def test_two_rows_for_one_order_fail_i1(sent):
+    history, seen, ledger = run_model(sent)
+    doubled = dataclasses.replace(history, orders=[*history.orders, history.orders[0]])
+    assert "I1" in failed(verdict(sent, ledger, doubled, seen))
+    older = next(r.webhook.webhook_id for r in sent if r.valid and r.webhook.order_id == history.orders[0].order_id)
+    second = dataclasses.replace(history.orders[0], last_webhook_id=older)  # only the first row is judged by I2
+    assert "I2" not in failed(
+        verdict(sent, ledger, dataclasses.replace(history, orders=[*history.orders, second]), seen)
+    )
+    stale, _, _ = run_model(sent, LastWins())
+    twice = dataclasses.replace(stale, orders=[*stale.orders, *stale.orders])
+    assert (
+        verdict(sent, ledger, twice, seen).counts.stale_overwrites
+        == verdict(sent, ledger, stale, seen).counts.stale_overwrites
+    )
+
+
+def test_versions_beyond_the_processed_webhooks_are_duplicates_even_unobserved(sent):
+    history, _, ledger = run_model(sent)
+    row = history.orders[0]
+    bumped = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, version=row.version + 1), *history.orders[1:]]
+    )
+    assert verdict(sent, ledger, bumped, None).counts.duplicated == 1
+    unversioned = History([dataclasses.replace(row, version=None)], [])
+    assert Context(sent, ledger, unversioned, None).applied_twice == ([], 0)
+
+
+def test_a_finding_names_its_order_by_webhook_order_version_or_order_id(sent):
+    history, seen, _ = run_model(sent)
+    ctx = Context(sent, None, history, seen)
+    order = history.orders[0].order_id
+    webhook = next(r.webhook for r in sent if r.webhook.order_id == order)
+    unknown = ("nobody@v1", "aaa@v1", "zzz")  # ids sorting before and after every order id
+    rowless = Context(sent, None, dataclasses.replace(history, orders=history.orders[1:]), seen)
+    assert rowless.order_of(order) == order  # it got webhooks, though no row
+    assert [ctx.order_of(s) for s in (webhook.webhook_id, f"{order}@v2", order, *unknown)] == [order] * 3 + [None] * 3
+
+
+def test_a_row_holding_another_webhook_or_an_audit_row_under_another_order_is_caught(sent):
+    history, seen, ledger = run_model(sent)
+    for stranger in ("a-stranger", "zz-stranger"):  # sorting before and after every webhook id
+        other = dataclasses.replace(history.orders[0], last_webhook_id=stranger)
+        damaged = dataclasses.replace(history, orders=[other, *history.orders[1:]])
+        assert "final state is not the newest webhook's (updated_at, id)" in {
+            a.message for a in verdict(sent, ledger, damaged, seen).anomalies
+        }
+    for stranger in ("a-stranger", "zz-stranger"):  # sorting before and after every order id
+        moved = dataclasses.replace(history.audit[0], order_id=stranger)
+        misfiled = dataclasses.replace(history, audit=[moved, *history.audit[1:]])
+        assert "audit rows filed under another order" in {
+            a.message for a in verdict(sent, ledger, misfiled, seen).anomalies
+        }
+
+
+def test_rejected_counts_the_4xx_answers_to_forged_webhooks(sent):
+    history, seen, ledger = run_model(sent)
+    forged = [n for n, e in enumerate(ledger) if not e.valid]
+    answers = dict(zip(forged, (400, 499, 399, 500, 503), strict=False))  # the rest stay 401
+    ledger = [e.model_copy(update={"status": answers[n]}) if n in answers else e for n, e in enumerate(ledger)]
+    assert verdict(sent, ledger, history, seen).counts.rejected == len(forged) - 3
+    accepted = [e.model_copy(update={"status": 200}) if not e.valid else e for e in ledger]
+    assert verdict(sent, accepted, history, seen).counts.rejected == 0
+
+
+def test_a_fee_above_the_rule_fails_i2_and_a_version_below_the_processed_count_fails_i4(sent):
+    history, seen, ledger = run_model(sent)
+    row = history.orders[0]
+    dear = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, shipping_fee=Decimal("99.99")), *history.orders[1:]]
+    )
+    assert "final status or shipping fee differs from the domain rules (README)" in {
+        a.message for a in verdict(sent, ledger, dear, seen).anomalies
+    }
+    behind = dataclasses.replace(
+        history, orders=[dataclasses.replace(row, version=row.version - 1), *history.orders[1:]]
+    )
+    failing = failed(verdict(sent, ledger, behind, seen))
+    assert "I4" in failing and "I5" not in failing  # a version short is no duplicate
+
+
+def test_a_row_ahead_of_the_acknowledged_history_is_no_stale_overwrite(sent):
+    history, seen, ledger = run_model(sent)
+    winner = history.orders[0].last_webhook_id  # now never acknowledged nor audited
+    ledger = [
+        e.model_copy(update={"status": 503, "first_status": 503}) if e.webhook_id == winner else e for e in ledger
+    ]
+    ahead = dataclasses.replace(history, audit=[a for a in history.audit if a.webhook_id != winner])
+    assert verdict(sent, ledger, ahead, seen).counts.stale_overwrites == 0

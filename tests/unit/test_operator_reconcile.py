@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus, parse_duration
+from fincart_core.contracts.chaostest import ChaosTestSpec, ChaosTestStatus, Condition, parse_duration
 from fincart_core.contracts.report import FaultRecord
 from fincart_operator import children, metrics
 from fincart_operator.children import Owner
@@ -31,6 +31,7 @@ from fincart_operator.reconcile import (
     needs_attention,
     orphaned_restores,
     parse_status,
+    restore_message,
     restore_targets,
 )
 from fincart_operator.settings import OperatorSettings
@@ -201,7 +202,7 @@ def test_start_creates_the_spec_config_map_and_an_indexed_load_job() -> None:
                 "blockOwnerDeletion": True,
             }
         ]
-    assert [e.reason for e in of(decision, Event)] == ["Running"]
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Normal", "Running")]
 
 
 def test_the_spec_config_map_is_a_whole_chaostest_the_runners_can_read() -> None:
@@ -254,7 +255,15 @@ def test_deciding_twice_creates_nothing_new() -> None:
             ),
             "spec.faults[0].interval",
         ),
-        (spec(faults=[{"name": "x" * 50, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),
+        (
+            spec(
+                faults=[
+                    {"name": "k", "type": "redisOutage", "selector": {"a": "b"}, "duration": "10s", "interval": "10s"}
+                ]
+            ),
+            "spec.faults[0].interval",
+        ),
+        (spec(faults=[{"name": "x" * 49, "type": "dbConnectionDrop"}]), "spec.faults[0].name"),  # 64 characters
         (spec(abort="maybe"), "spec.abort"),
     ],
 )
@@ -264,11 +273,16 @@ def test_an_invalid_spec_is_an_error_naming_the_field_and_starts_nothing(raw: di
     assert field in (decision.status.message or "")
     assert of(decision, Create) == []
     assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "InvalidSpec")]
+    assert decision.status.conditions == []  # it never ran nor verified
 
 
 def test_a_name_too_long_for_its_children_is_invalid() -> None:
-    decision = decide(Owner("n" * 60, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
+    decision = decide(Owner("n" * 57, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
     assert decision.status.phase == "Error" and "metadata.name" in (decision.status.message or "")
+    longest = decide(Owner("n" * 56, "chaos", "u" * 8), spec(), ChaosTestStatus(), Observed(), T0, SETTINGS)
+    assert longest.status.phase == "Running"  # 56 + len("-verify") = 63
+    drop = {"name": "x" * 48, "type": "dbConnectionDrop"}  # seed-fault-<48>-999: 63 characters
+    assert step(ChaosTestStatus(), raw=spec(faults=[drop])).status.phase == "Running"
 
 
 # ---------------------------------------------------------------- faults
@@ -286,7 +300,19 @@ def test_pod_faults_delete_the_selected_pods_on_schedule_and_heal_after_the_dura
     assert held.actions == [] and held.status == kill.status.model_copy(update={})
     healed = step(kill.status, observed, seconds=7, raw=raw)
     assert healed.status.faults[0].result == "healed" and of(healed, Delete) == []
-    assert [e.reason for e in of(healed, Event)] == ["FaultHealed"]
+    assert [(e.type, e.reason, e.message) for e in of(kill, Event)] == [
+        ("Normal", "FaultInjected", "podKill kill: deleted 2 pod(s): fincart-processor-0, fincart-processor-1")
+    ]
+    assert [(e.type, e.reason) for e in of(healed, Event)] == [("Normal", "FaultHealed")]
+    assert step(healed.status, observed, seconds=8, raw=raw).actions == []  # healed once
+
+
+def test_a_pod_fault_names_at_most_five_of_the_pods_it_deleted() -> None:
+    pods = tuple(f"fincart-processor-{n}" for n in range(7))
+    status, observed, raw = running(FAULTS[:1], pods={"kill": pods})
+    decision = step(status, observed, seconds=5, raw=raw)
+    assert len(of(decision, Delete)) == 7
+    assert decision.status.faults[0].message == f"deleted 7 pod(s): {', '.join(pods[:5])}"
 
 
 def test_a_pod_fault_without_matching_pods_is_failed_and_the_test_goes_on() -> None:
@@ -302,6 +328,8 @@ def test_scale_faults_record_the_replicas_before_scaling_to_zero_and_restore_the
     record = step(status, observed, seconds=10, raw=raw)
     assert of(record, Scale) == []  # the replicas to restore are written first
     assert restore_targets(record.status.faults[0].message) == list(WORKLOADS["pause"])
+    message = "scaled to 0; restore StatefulSet/fincart-processor=2 Deployment/fincart-x=1"
+    assert record.status.faults[0].message == message == restore_message(WORKLOADS["pause"])
     hold = step(record.status, observed, seconds=10.1, raw=raw)
     assert of(hold, Scale) == [Scale("StatefulSet", "fincart-processor", 0), Scale("Deployment", "fincart-x", 0)]
     observed = cluster_after(observed, hold)
@@ -354,6 +382,7 @@ def test_db_connection_drop_runs_a_fault_job_healed_when_it_completes() -> None:
 def test_a_fault_job_past_its_deadline_is_an_error_and_is_removed() -> None:
     status, observed, raw = running(FAULTS[2:])
     inject = step(status, observed, seconds=10, raw=raw)
+    assert step(inject.status, cluster_after(observed, inject), seconds=10 + 5 + 30, raw=raw).status.phase == "Running"
     late = step(inject.status, cluster_after(observed, inject), seconds=10 + 5 + 30.1, raw=raw)
     assert late.status.phase == "Error" and "drop" in late.status.message
     assert Delete("Job", "seed-fault-drop-0") in late.actions and Delete("Job", LOAD) in late.actions
@@ -447,6 +476,8 @@ def test_the_runners_get_syncs_read_token_when_the_spec_names_sync() -> None:
 
 def test_runner_counts_come_from_the_load_job() -> None:
     status, observed, raw = running()
+    fresh = step(status, observed, seconds=1, raw=raw).status.runners  # the Job exists, no pod has run yet
+    assert (fresh.desired, fresh.active, fresh.succeeded, fresh.failed) == (3, 0, 0, 0)
     observed = dataclasses.replace(observed, jobs={LOAD: JobView(LOAD, active=2, succeeded=1)})
     runners = step(status, observed, seconds=1, raw=raw).status.runners
     assert (runners.desired, runners.active, runners.succeeded, runners.failed) == (3, 2, 1, 0)
@@ -474,6 +505,13 @@ def test_load_failures_end_in_error_with_a_reason_and_heal_the_faults(
     assert (Delete("Job", LOAD) in decision.actions) == (reason == "DeadlineExceeded")
 
 
+def test_the_load_may_run_for_exactly_its_deadline() -> None:
+    status, started, raw = running()
+    assert step(status, started, seconds=600, raw=raw).status.phase == "Running"
+    assert step(status, started, seconds=600.001, raw=raw).status.phase == "Error"
+    assert step(status, finish_job(started, LOAD), seconds=700, raw=raw).status.phase == "Verifying"  # done late
+
+
 def verifying() -> tuple[ChaosTestStatus, Observed, dict]:
     status, observed, raw = running()
     decision = step(status, finish_job(observed, LOAD), seconds=30, raw=raw)
@@ -486,6 +524,12 @@ def test_a_pass_summary_completes_the_test_with_counts_and_a_report_config_map()
     decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
     final = decision.status
     assert (final.phase, final.verdict, final.report_ref) == ("Completed", "Pass", "seed-report")
+    assert final.message == "Pass: sent 50, stored 50, lost 0, duplicated 0"
+    assert [(c.type, c.status) for c in final.conditions] == [("LoadComplete", "True"), ("Verified", "True")]
+    assert [c.last_transition_time for c in final.conditions] == [
+        "2026-01-01T00:00:30.000Z",
+        "2026-01-01T00:00:40.000Z",
+    ]
     assert (final.counts.sent, final.counts.stored, final.counts.lost) == (50, 50, 0)
     assert final.completion_time == "2026-01-01T00:00:40.000Z"
     report = created(decision)["seed-report"]
@@ -506,11 +550,20 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
     status, observed, raw = verifying()
     anomalies = [{"invariant": "I1", "message": "acked but not stored", "count": 2, "samples": ["w1", "w2"]}]
     text = summary("Fail", counts={"lost": 2, "stored": 48}, anomalies=anomalies)
-    final = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw).status
+    decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
+    final = decision.status
     assert (final.phase, final.verdict, final.counts.lost) == ("Failed", "Fail", 2)
     assert [(a.invariant, a.count, a.samples) for a in final.anomalies] == [("I1", 2, ["w1", "w2"])]
     assert "I1 x2" in final.message
     assert {c.type: (c.status, c.reason) for c in final.conditions}["Verified"] == ("False", "Fail")
+    assert [(e.type, e.reason) for e in of(decision, Event)] == [("Warning", "Failed")]
+
+
+def test_an_unreadable_summary_is_quoted_up_to_1000_characters() -> None:
+    status, observed, raw = verifying()
+    text = summary(anomalies=[{"invariant": n} for n in range(40)])  # 40 errors, each with its input
+    decision = step(status, dataclasses.replace(observed, verify_message=text), seconds=40, raw=raw)
+    assert decision.status.phase == "Error" and len(decision.status.message or "") == 1000
 
 
 @pytest.mark.parametrize(
@@ -519,6 +572,7 @@ def test_a_fail_summary_fails_the_test_with_the_anomalies() -> None:
         ({"verify_message": summary("Error", reason="database unreachable")}, 40, "Error"),
         ({"verify_message": "{not json"}, 40, "SummaryUnreadable"),
         ({"jobs": {VERIFY: JobView(VERIFY, "failed", message="DeadlineExceeded")}}, 40, "VerifyJobFailed"),
+        ({"jobs": {VERIFY: JobView(VERIFY, "succeeded")}}, 40, "VerifyJobFailed"),  # done, but no summary
         ({"jobs": {}}, 40, "VerifyJobMissing"),
         ({}, 30 + 160.1, "DeadlineExceeded"),
     ],
@@ -529,6 +583,13 @@ def test_verification_problems_end_in_error(change: dict, seconds: float, reason
     assert decision.status.phase == "Error" and decision.status.verdict == "Error"
     assert [e.reason for e in of(decision, Event)] == [reason]
     assert (Delete("Job", VERIFY) in decision.actions) == (reason == "DeadlineExceeded")
+    assert {c.type: c.status for c in decision.status.conditions} == {"LoadComplete": "True", "Verified": "False"}
+
+
+def test_the_verification_may_run_for_exactly_its_deadline() -> None:
+    status, observed, raw = verifying()  # since 30 s, for up to settle.timeout (60 s) + 100 s
+    assert step(status, observed, seconds=31, raw=raw).status.phase == "Verifying"
+    assert step(status, observed, seconds=30 + 160, raw=raw).status.phase == "Verifying"
 
 
 # ---------------------------------------------------------------- abort, deletion, cleanup
@@ -547,10 +608,35 @@ def test_abort_and_deletion_stop_the_load_and_heal_every_fault(how: str) -> None
         observed = dataclasses.replace(observed, deleting=True)
     stop = step(status, observed, seconds=12, raw=raw)
     assert stop.status.phase == "Aborted" and stop.status.verdict is None
+    events = [(e.type, e.reason) for e in of(stop, Event)]
+    assert events == [("Normal", "FaultHealed"), ("Normal", "FaultHealed"), ("Warning", "Aborted")]  # kill was healed
     assert set(of(stop, Scale)) == {Scale("StatefulSet", "fincart-processor", 2), Scale("Deployment", "fincart-x", 1)}
     assert set(of(stop, Delete)) == {Delete("Job", "seed-fault-drop-0"), Delete("Job", LOAD)}
     assert all(f.result == "healed" for f in stop.status.faults)
     assert stop.status.faults[1].healed_at == "2026-01-01T00:00:12.000Z"
+    assert [(c.type, c.status) for c in stop.status.conditions] == [("LoadComplete", "False")]  # never verifying
+
+
+def test_abort_leaves_a_skipped_fault_skipped() -> None:
+    status, observed, raw = running(FAULTS[:1], pods=PODS)
+    verifying = step(status, finish_job(observed, LOAD), seconds=1, raw=raw)
+    assert verifying.status.phase == "Verifying" and verifying.status.faults[0].result == "skipped"
+    stop = step(verifying.status, finish_job(observed, LOAD), seconds=2, raw={**raw, "abort": True})
+    assert stop.status.faults[0].result == "skipped" and "FaultHealed" not in [e.reason for e in of(stop, Event)]
+    assert of(stop, Delete) == []  # the load Job is done: nothing to stop
+
+
+def test_a_skipped_fault_stays_skipped_while_another_is_held() -> None:
+    pause = {**FAULTS[1], "startAfter": "5s", "duration": "10s"}
+    drop = {**FAULTS[2], "startAfter": "8s"}
+    status, observed, raw = running([pause, drop], workloads=WORKLOADS)
+    status = step(status, observed, seconds=5, raw=raw).status
+    done = finish_job(observed, LOAD)
+    status = step(status, done, seconds=6, raw=raw).status  # the load finished before drop started
+    assert {f.name: f.result for f in status.faults} == {"pause": "injected", "drop": "skipped"}
+    assert status.faults[1].started_at is None
+    later = step(status, done, seconds=9, raw=raw)
+    assert later.status.phase == "Running" and later.status.faults[1].result == "skipped"
 
 
 def test_abort_before_anything_started() -> None:
@@ -561,6 +647,8 @@ def test_abort_before_anything_started() -> None:
 def finished(phase: str, policy: str) -> tuple[ChaosTestStatus, Observed, dict]:
     raw = spec(cleanup={"policy": policy, "ttlSecondsAfterFinished": 60})
     status = ChaosTestStatus(phase=phase, start_time="2026-01-01T00:00:00Z", completion_time="2026-01-01T00:01:00Z")
+    for kind in ("LoadComplete", "Verified"):
+        status.conditions.append(Condition(type=kind, status="True", reason="r", message="m", last_transition_time="t"))
     observed = Observed(
         jobs={LOAD: JobView(LOAD, "succeeded"), VERIFY: JobView(VERIFY, "succeeded")},
         config_maps=frozenset({"seed-spec", "seed-report"}),
@@ -574,7 +662,13 @@ def test_cleanup_deletes_the_runner_children_after_the_ttl_and_keeps_the_report(
     assert early.actions == [] and early.wait_s == 20
     clean = step(status, observed, seconds=120, raw=raw)
     assert set(of(clean, Delete)) == {Delete("Job", LOAD), Delete("Job", VERIFY), Delete("ConfigMap", "seed-spec")}
-    assert clean.wait_s is None and any(c.type == "CleanedUp" for c in clean.status.conditions)
+    assert clean.wait_s is None
+    assert [(c.type, c.status) for c in clean.status.conditions] == [
+        ("LoadComplete", "True"),
+        ("Verified", "True"),
+        ("CleanedUp", "True"),
+    ]
+    assert of(step(status, observed, seconds=150, raw=raw), Delete) == of(clean, Delete)  # a late look cleans too
     assert step(clean.status, observed, seconds=200, raw=raw).actions == []
     assert not needs_attention(raw, clean.status.model_dump(by_alias=True))
 
@@ -595,8 +689,15 @@ def test_cleanup_policy(phase: str, policy: str, cleaned: bool) -> None:
     assert bool(of(step(status, observed, seconds=120, raw=raw), Delete)) == cleaned
 
 
+def test_a_finished_test_whose_spec_no_longer_parses_is_left_alone() -> None:
+    status, observed, _ = finished("Completed", "Always")
+    decision = step(status, observed, seconds=120, raw=spec(load="bogus"))
+    assert (decision.actions, decision.wait_s) == ([], None)
+
+
 def test_a_running_test_needs_the_operator() -> None:
     assert needs_attention(spec(), None) and needs_attention(spec(), {"phase": "Verifying", "kopf": {}})
+    assert not needs_attention(spec(load="bogus"), {"phase": "Completed"})  # no cleanup to read from it
 
 
 # ---------------------------------------------------------------- deadlines, edges, metrics
@@ -605,11 +706,20 @@ def test_a_running_test_needs_the_operator() -> None:
 def test_the_load_deadline_is_estimated_from_the_spec_unless_configured() -> None:
     estimated = OperatorSettings(load_startup_s=100, load_assumed_rate=50)
     paced = ChaosTestSpec.model_validate(
-        spec(load={"orders": 1000, "updatesPerOrder": 10, "parallelism": 2, "rate": 100, "duplicateRatio": 0.1})
+        spec(
+            load={
+                "orders": 1000,
+                "updatesPerOrder": 10,
+                "parallelism": 2,
+                "rate": 100,
+                "duplicateRatio": 0.1,
+                "invalidSignatureRatio": 0.2,
+            }
+        )
     )
-    assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 5500 / 100)
+    assert load_deadline(paced, estimated) == pytest.approx(100 + 2 * 6500 / 100)
     unpaced = paced.model_copy(update={"load": paced.load.model_copy(update={"rate": 0})})
-    assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 5500 / 50)
+    assert load_deadline(unpaced, estimated) == pytest.approx(100 + 2 * 6500 / 50)
     assert load_deadline(unpaced, OperatorSettings(load_deadline_max_s=60)) == 60
     assert load_deadline(unpaced, SETTINGS) == 600
 
@@ -633,6 +743,12 @@ def test_job_views_and_the_verifier_summary_from_api_objects() -> None:
     assert termination_message(pods) == "new" and termination_message([]) is None
     items = [{"metadata": {"ownerReferences": [{"uid": u}]}} for u in ("a", "b")]
     assert owned(items, "b") == items[1:]
+
+
+def test_a_restore_annotation_that_is_not_ours_is_ignored() -> None:
+    restore = Restore(2, "chaos/seed", "u")
+    assert Restore.parse(restore.text()) == restore
+    assert [Restore.parse(t) for t in (None, "not json", '{"replicas": 2}', "[2]", '{"replicas": "two"}')] == [None] * 5
 
 
 def test_names_of_the_children() -> None:
@@ -708,6 +824,11 @@ PAUSE = {
             True,
         ),  # a narrower selector, repeating: may hit it at any time
         ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "20s"}, False),  # one after the other
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s"}, False),  # ends as it starts
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "30s"}, False),  # well after
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "0s", "duration": "5s"}, False),
+        ({"selector": {"app.kubernetes.io/component": "processor"}, "startAfter": "3s", "duration": "5s"}, False),
+        ({"selector": {"app.kubernetes.io/component": "nats"}, "startAfter": "15s"}, False),  # sorts before
         ({"selector": {"app.kubernetes.io/component": "redis"}, "startAfter": "15s"}, False),  # another workload
     ],
 )
@@ -757,19 +878,21 @@ def test_workloads_of_tests_that_are_gone_or_finished_are_healed() -> None:
         ("chaos", "alive"): ("uid-1", "Running"),
         ("chaos", "done"): ("uid-2", "Completed"),
         ("chaos", "reborn"): ("uid-new", "Running"),
+        ("chaos", "renewed"): ("uid-9", "Running"),  # recreated too, its uid sorting after the old one
     }
     found = [
+        ("chaos", Workload("Deployment", "plain", 1)),  # no fault holds it
         held("a", "chaos/alive", "uid-1"),
         held("b", "chaos/done", "uid-2"),
         held("c", "chaos/gone", "uid-3"),
         held("d", "chaos/reborn", "uid-old"),
-        ("chaos", Workload("Deployment", "plain", 1)),
+        held("e", "chaos/renewed", "uid-0"),
     ]
     heal = orphaned_restores(found, tests)
     assert heal == {
         "chaos": [
             action
-            for name in ("b", "c", "d")
+            for name in ("b", "c", "d", "e")
             for action in (Scale("StatefulSet", name, 3), Annotate("StatefulSet", name, RESTORE_ANNOTATION, None))
         ]
     }
@@ -863,6 +986,7 @@ def test_network_faults_are_set_and_cleared_through_the_proxy_on_schedule() -> N
     (put,) = of(inject, ProxyCall)
     assert put.name == "seed-hole-0" and put.body is not None
     assert (put.body["route"], put.body["mode"], put.body["probability"]) == ("processor-nats", "blackhole", 1.0)
+    assert "bytesPerSecond" in put.body  # the proxy's API is camelCase, like the spec
     assert inject.status.faults[0].message == "blackhole on processor-nats via the fault proxy"
     assert of(proxied_step(inject.status, observed, 7.9, raw), ProxyCall) == []
     heal = proxied_step(inject.status, observed, 8, raw)

@@ -113,3 +113,13 @@ def test_one_pass_parsing_agrees_with_the_contract() -> None:
 def test_poison_bodies_do_not_parse(body: bytes) -> None:
     with pytest.raises((ValidationError, ValueError)):
         Webhook.from_json(body)
+
+
+def test_a_received_at_without_a_utc_equivalent_is_poison() -> None:
+    """(The order contract already refuses such an updated_at.)"""
+    body = (
+        b'{"webhook_id": "w", "topic": "t", "received_at": "0001-01-01T00:00:00+01:00",'
+        b' "order": {"id": "o", "updated_at": "2026-01-01T00:00:00Z"}}'
+    )
+    with pytest.raises(ValueError, match=r"received_at .* outside the range of UTC timestamps"):
+        Webhook.from_json(body)
