@@ -1,6 +1,6 @@
-"""AckAll (real NATS JetStream and PostgreSQL): one ack per batch also acks every earlier message of the
-partition, so nothing may be acked past a message that was not applied or dead-lettered; consumers left with
-per-message acks are recreated at their ack floor."""
+"""AckAll (FINCART_ACK_POLICY=all, not the default; real NATS JetStream and PostgreSQL): one ack per batch
+also acks every earlier message of the partition, so nothing may be acked past a message that was not applied
+or dead-lettered; consumers left with per-message acks are recreated at their ack floor."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ async def test_poison_in_a_batch_held_by_a_dead_processor(infra, database_url, t
     await publish_webhook(js, topology, order_payload(orders[0], 99, BASE + timedelta(days=1)), refused)
     await js.publish(topology.webhook_subject(partition), b'{"webhook_id": ', headers={"Nats-Msg-Id": unparseable})
     ids += [await publish_update(js, topology, o, i) for o, i in sends[6:12]]
-    settings = settings_for(infra, database_url, topology, batch_size=20, ack_wait_s=60.0)
+    settings = settings_for(infra, database_url, topology, batch_size=20, ack_wait_s=60.0, ack_policy="all")
     config = consumer_config(topology, partition, settings)
-    assert config.ack_policy == AckPolicy.ALL  # the default
+    assert config.ack_policy == AckPolicy.ALL
     sub = await js.pull_subscribe(
         config.filter_subject or "", durable=config.durable_name, stream=topology.orders_stream, config=config
     )
@@ -94,7 +94,7 @@ async def test_a_consumer_with_per_message_acks_is_recreated_at_its_ack_floor(in
     sub = await js.pull_subscribe(topology.webhook_subject(partition), durable=durable, stream=topology.orders_stream)
     assert len(await sub.fetch(3, timeout=5)) == 3  # held, never acked
     await sub.unsubscribe()
-    processor = Processor(settings_for(infra, database_url, topology))
+    processor = Processor(settings_for(infra, database_url, topology, ack_policy="all"))
     await processor.start()
     try:
         await wait_until(lambda: _eq(audit_count(db), len(sends)), what="all audited")
