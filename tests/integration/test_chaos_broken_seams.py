@@ -189,5 +189,7 @@ def test_a_processor_that_retries_poison_forever_fails_i3(infra: Infra, tmp_path
     found = by_invariant(
         run_chaos(infra, tmp_path / "broken", ingest="no-validation", processor="poison-forever", load=POISON)
     )
-    assert set(found) == {"I3", "I7"}, found
+    # the poison's partition is stuck retrying it: webhooks not yet fetched behind it are never stored either
+    # (I1, I2, I5) when the load outran the processor's batches, as on a busy machine
+    assert {"I3", "I7"} <= set(found) <= {"I1", "I2", "I3", "I5", "I7"}, found
     assert found["I3"]["poison webhooks accepted but never dead-lettered (stuck or silently dropped)"] >= 1
