@@ -61,12 +61,6 @@ DB_BLACKHOLE = """
       network: {target: {service: processor, upstream: postgres}, mode: blackhole}
       startAfter: 1s
       duration: 12s"""
-DB_RESET = """
-    - name: db-reset
-      type: network
-      network: {target: {service: processor, upstream: postgres}, mode: reset}
-      startAfter: 1s
-      duration: 1s"""
 
 
 @pytest.fixture(autouse=True)
@@ -174,17 +168,10 @@ def test_the_real_processor_reconnects_after_a_blackhole(infra: Infra, tmp_path:
 # ---- blackhole: the processor's PostgreSQL connections go half-open
 
 
-def test_a_processor_without_pg_timeouts_passes_the_database_reset(infra: Infra, tmp_path: Path):
-    report = blackhole_run(infra, tmp_path, "no-pg-timeouts", OLD_FAULTS + DB_RESET)
-    assert report.verdict == "Pass" and healed(report), (report.anomalies, report.faults, report.notes)
-
-
-def test_a_database_blackhole_finds_a_processor_without_pg_timeouts(infra: Infra, tmp_path: Path):
-    report = blackhole_run(infra, tmp_path, "no-pg-timeouts", DB_BLACKHOLE)
-    assert healed(report), report.faults
-    # a statement on a half-open connection waits for good: acked webhooks are not stored by the deadline
-    assert report.verdict == "Fail" and "I5" in invariants(report), (report.anomalies, report.notes)
-    assert not report.timings.settled
+# The processor without its PostgreSQL bounds (the old code) is shown to stall on a blackholed database in
+# tests/integration/test_processor_pg_blackhole.py. As a chaos verdict it was not reliable: a connection the
+# blackhole never saw a byte on survives it, and the leases' give-up can cancel a stuck batch, so the broken
+# processor sometimes caught up in time and Passed (1 run in 4 on a busy machine).
 
 
 def test_the_real_processor_catches_up_after_a_database_blackhole(infra: Infra, tmp_path: Path):

@@ -85,7 +85,8 @@ async def test_random_signed_requests_never_get_a_5xx_and_every_200_is_applied(
             await asyncio.to_thread(post)
     finally:
         ingest.stop()
-    assert answers.get(200, 0) > 50 and answers.get(422, 0) > 20, answers  # the fuzz reached both sides
+    # the fuzz reached both sides (hypothesis draws anew each run: 46 to 60-odd of 400 were accepted)
+    assert answers.get(200, 0) > 20 and answers.get(422, 0) > 20, answers
 
     nc = await nats.connect(infra.nats_url)
     try:

@@ -28,10 +28,6 @@ Modes and the invariant the verifier has to name:
   two consumers apply the same partition at once: lost version counts (I4). One replica alone is correct.
 * ``no-nats-ping``: nats-py's default liveness check (2 PINGs 120 s apart) instead of FinCart's, so a
   half-open NATS connection (a blackhole) stalls it for minutes (I5: acked webhooks not stored in time).
-* ``no-pg-timeouts``: PostgreSQL without the bounds on its waits, as before they were added: no command
-  timeout, no statement or idle-in-transaction timeout in PostgreSQL, pool connections acquired (and given
-  back) without a timeout. A statement on a half-open connection (a blackhole) waits for its answer for
-  good (I5: acked webhooks not stored in time).
 """
 
 from __future__ import annotations
@@ -53,7 +49,6 @@ from fincart_processor.dead_letters import DeadLetters
 from fincart_processor.decisions import Applied, Plan, Stored, Webhook
 from fincart_processor.event_publisher import EventPublisher
 from fincart_processor.lease_store import Fence, Round
-from fincart_processor.settings import ProcessorSettings
 from nats.aio.msg import Msg
 
 RESTARTED = "FINCART_BROKEN_RESTARTED"
@@ -246,19 +241,6 @@ def no_nats_ping() -> None:
     runner.connect = connect_without_liveness  # type: ignore[assignment]
 
 
-def no_pg_timeouts() -> None:
-    async def unbounded_pool(settings: ProcessorSettings) -> asyncpg.Pool:
-        return await asyncpg.create_pool(settings.asyncpg_url, min_size=1, max_size=settings.db_pool_size, timeout=10)
-
-    acquire = asyncpg.Pool.acquire
-
-    def acquire_unbounded(self: asyncpg.Pool, *, timeout: float | None = None):  # type: ignore[no-untyped-def]
-        return acquire(self)  # the pool also gives a connection back within the acquire's timeout
-
-    runner.create_pool = unbounded_pool
-    asyncpg.Pool.acquire = acquire_unbounded  # type: ignore[method-assign]
-
-
 MODES: dict[str, Callable[[], None]] = {
     "correct": lambda: None,
     "ignore-timestamp": ignore_timestamp,
@@ -275,7 +257,6 @@ MODES: dict[str, Callable[[], None]] = {
     "poison-forever": poison_forever,
     "unfenced-handover": unfenced_handover,
     "no-nats-ping": no_nats_ping,
-    "no-pg-timeouts": no_pg_timeouts,
 }
 
 
