@@ -140,7 +140,11 @@ class EventFeed:
 async def replay(
     js: JetStreamContext, topology: Topology, since: int, until: int, order: str | None, timeout: float
 ) -> AsyncIterator[Frame]:
-    """The frames with ``since < seq <= until`` (for ``order`` only, when given), in stream order."""
+    """The frames with ``since < seq <= until`` (for ``order`` only, when given), in stream order.
+
+    It ends at the message ``until`` (or past it, when retention removed it), never on the delivery's
+    ``num_pending``: nats-server 2.9 can count it 0 while messages up to ``until`` are still to come, and
+    ending there would announce the connection as covered up to ``until`` with events never sent."""
     if until <= since:
         return
     deadline = time.monotonic() + timeout
@@ -154,7 +158,7 @@ async def replay(
             frame = to_frame(msg)
             if frame is not None and (order is None or frame.order_id == order):
                 yield frame
-            if seq >= until or msg.metadata.num_pending == 0:
+            if seq >= until:
                 return
     finally:
         with contextlib.suppress(Exception):
