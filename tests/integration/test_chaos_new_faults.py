@@ -40,8 +40,10 @@ OLD_FAULTS = """
     - {name: kill, type: podKill, startAfter: 500ms, duration: 1s}
     - {name: freeze, type: processorPause, selector: {app.kubernetes.io/component: processor}, startAfter: 2s,
        duration: 1s}"""
+# 10 s of 3 replicas within 20 s of load: on a loaded machine the new ones take seconds to start, and a 3 s
+# window once ended before they consumed anything (the unfenced processor then passed)
 RESCALE = """
-    - {name: rescale, type: rescale, replicas: 3, startAfter: 500ms, duration: 3s}"""
+    - {name: rescale, type: rescale, replicas: 3, startAfter: 500ms, duration: 10s}"""
 # slow database round trips widen each transaction, so that two processors' batches of one order overlap
 SLOW_DB = """
     - name: slow-db
